@@ -1,0 +1,44 @@
+//! The service's configuration, from the environment.
+
+use auth_core::config::{ConfigError, HashParams, PoolConfig, QueuePolicy, SessionPolicy, env_opt, env_or};
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `DATABASE_URL` (required).
+    pub database_url: String,
+    /// `TESSERA_BIND`, default `127.0.0.1:8080`.
+    pub bind: String,
+    /// `TESSERA_WORKERS`: actix worker threads, default one per core.
+    pub workers: Option<usize>,
+    /// `TESSERA_HASH_WORKERS`: concurrent argon2 hashes, default one per core.
+    pub hash_workers: Option<usize>,
+    /// `TESSERA_SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish on SIGTERM (default 30).
+    pub shutdown_grace_secs: u64,
+    pub pool: PoolConfig,
+    pub sessions: SessionPolicy,
+    pub queue: QueuePolicy,
+    pub hash: HashParams,
+}
+
+impl ApiConfig {
+    /// Reads every variable listed on the fields above, plus those of
+    /// [`PoolConfig::from_env`], [`SessionPolicy::from_env`],
+    /// [`QueuePolicy::from_env`] and [`HashParams::from_env`].
+    pub fn from_env() -> Result<ApiConfig, ConfigError> {
+        let database_url = env_opt::<String>("DATABASE_URL")?.ok_or_else(|| ConfigError::Invalid {
+            var: "DATABASE_URL".into(),
+            detail: "is required (e.g. postgres://postgres@127.0.0.1:5432/tessera)".into(),
+        })?;
+        Ok(ApiConfig {
+            database_url,
+            bind: env_or("TESSERA_BIND", "127.0.0.1:8080".to_string())?,
+            workers: env_opt("TESSERA_WORKERS")?,
+            hash_workers: env_opt("TESSERA_HASH_WORKERS")?,
+            shutdown_grace_secs: env_or("TESSERA_SHUTDOWN_GRACE_SECS", 30)?,
+            pool: PoolConfig::from_env()?,
+            sessions: SessionPolicy::from_env()?,
+            queue: QueuePolicy::from_env()?,
+            hash: HashParams::from_env()?,
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Request extractors that answer bad input with the contract's problem
+//! documents instead of actix's text/plain defaults.
+
+use crate::error::ApiError;
+use crate::fields::FromJson;
+use crate::state::AppState;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use auth_core::auth::Principal;
+use futures_util::StreamExt as _;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Deepest JSON nesting accepted (the contract's limit).
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// A JSON body read and checked in the contract's order: content type (415),
+/// size (413), syntax and depth (400), shape and values (422).
+pub struct JsonBody<T>(pub T);
+
+impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json_type = is_json_content_type(req);
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !json_type {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            let limit = T::MAX_BODY;
+            if declared_len.is_some_and(|len| len > limit) {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| ApiError::MalformedRequest("the body could not be read"))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|_| ApiError::MalformedRequest("the body is not valid JSON"))?;
+            if depth(&value) > MAX_JSON_DEPTH {
+                return Err(ApiError::MalformedRequest("the body nests deeper than 32 levels"));
+            }
+            T::from_json(&value).map(JsonBody).map_err(ApiError::Validation)
+        })
+    }
+}
+
+fn is_json_content_type(req: &HttpRequest) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Nesting depth of a JSON value (a scalar is 0). serde_json already refuses
+/// anything past 128 levels, so this recursion is bounded.
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The raw bearer token of a request; missing or malformed is `invalid_token`.
+pub struct BearerToken(pub String);
+
+impl BearerToken {
+    fn read(req: &HttpRequest) -> Result<BearerToken, ApiError> {
+        let value = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::Core(auth_core::Error::InvalidToken));
+        }
+        Ok(BearerToken(token.trim().to_string()))
+    }
+}
+
+impl FromRequest for BearerToken {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(BearerToken::read(req))
+    }
+}
+
+/// The caller, authenticated by a valid bearer token.
+pub struct Authenticated(pub Principal);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = BearerToken::read(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let BearerToken(token) = token?;
+            let state = state.ok_or(ApiError::Core(auth_core::Error::Unavailable("no app state".into())))?;
+            Ok(Authenticated(state.sessions.validate(&token).await?))
+        })
+    }
+}
+
+/// A path id; anything that is not a UUID is simply not found.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::depth;
+    use serde_json::json;
+
+    #[test]
+    fn measures_nesting() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 3);
+    }
+}

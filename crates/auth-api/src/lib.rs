@@ -1,0 +1,10 @@
+//! tessera's HTTP service: the contract's routes over auth-core. No SQL here.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod fields;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

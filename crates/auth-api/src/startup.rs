@@ -1,0 +1,48 @@
+//! Builds the running service from a config: migrations, pool, services,
+//! and the actix server. Tests use this same function with port 0.
+
+use crate::config::ApiConfig;
+use crate::routes;
+use crate::state::AppState;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use auth_core::auth::SessionService;
+use auth_core::db;
+use auth_core::hashing::PasswordHasher;
+use auth_core::queue::TaskQueue;
+use std::net::TcpListener;
+
+/// A built, not yet awaited, server and where it listens.
+pub struct Application {
+    pub server: Server,
+    pub port: u16,
+    pub state: AppState,
+}
+
+pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
+    db::run_migrations(&config.database_url).await.context("applying migrations")?;
+    let pool = db::build_pool(&config.database_url, &config.pool).await.context("building the pool")?;
+    let hasher = PasswordHasher::new(config.hash, config.hash_workers).context("configuring argon2")?;
+    let state = AppState {
+        pool: pool.clone(),
+        sessions: SessionService::new(pool.clone(), hasher, config.sessions.clone()),
+        queue: TaskQueue::new(pool, config.queue.clone()),
+    };
+    let listener = TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
+    let port = listener.local_addr()?.port();
+    let data = web::Data::new(state.clone());
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(crate::telemetry::RequestLog)
+            .app_data(data.clone())
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .shutdown_timeout(config.shutdown_grace_secs)
+    .listen(listener)?;
+    if let Some(workers) = config.workers {
+        server = server.workers(workers.max(1));
+    }
+    Ok(Application { server: server.run(), port, state })
+}

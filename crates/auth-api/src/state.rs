@@ -1,0 +1,12 @@
+//! What every handler can reach.
+
+use auth_core::auth::SessionService;
+use auth_core::db::DbPool;
+use auth_core::queue::TaskQueue;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: DbPool,
+    pub sessions: SessionService,
+    pub queue: TaskQueue,
+}

@@ -1,0 +1,227 @@
+//! The sessions service: register, login, validate, rotate, list, revoke.
+//! Every rule is enforced inside the database statement or transaction that
+//! applies it, never by a check made earlier on another connection.
+
+use crate::config::SessionPolicy;
+use crate::db::DbPool;
+use crate::domain::{Email, FieldError, Password, SessionToken};
+use crate::error::{Error, Result, is_unique_violation};
+use crate::hashing::PasswordHasher;
+use crate::store::{login_failures, sessions, users};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection as _;
+use uuid::Uuid;
+
+/// A newly registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredUser {
+    pub id: Uuid,
+    pub email: String,
+}
+
+/// A session just created or rotated, with the token shown this once.
+#[derive(Debug, Clone)]
+pub struct IssuedSession {
+    pub token: SessionToken,
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The caller behind a valid token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// One row of the caller's session list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub current: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionService {
+    pool: DbPool,
+    hasher: PasswordHasher,
+    policy: SessionPolicy,
+}
+
+impl SessionService {
+    pub fn new(pool: DbPool, hasher: PasswordHasher, policy: SessionPolicy) -> SessionService {
+        SessionService { pool, hasher, policy }
+    }
+
+    pub fn policy(&self) -> &SessionPolicy {
+        &self.policy
+    }
+
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.hasher
+    }
+
+    /// Creates a user. The unique email constraint decides races: of N
+    /// concurrent registrations of one email exactly one succeeds.
+    pub async fn register(&self, email: &str, password: &str) -> Result<RegisteredUser> {
+        let mut errors = Vec::new();
+        let email = Email::parse(email).map_err(|d| errors.push(FieldError::new("email", d))).ok();
+        let password = Password::parse(password).map_err(|d| errors.push(FieldError::new("password", d))).ok();
+        let (Some(email), Some(password)) = (email, password) else {
+            return Err(Error::Invalid(errors));
+        };
+        let hash = self.hasher.hash(&password).await?;
+        let id = Uuid::new_v4();
+        let mut conn = self.pool.get().await?;
+        match users::insert(&mut conn, id, email.as_str(), &hash).await {
+            Ok(()) => Ok(RegisteredUser { id, email: email.to_string() }),
+            Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks credentials and opens a session. Unknown emails, wrong and
+    /// impossible passwords all cost one verification and fail alike.
+    pub async fn login(&self, email: &str, password: &str) -> Result<IssuedSession> {
+        let Ok(email) = Email::parse(email) else {
+            self.hasher.verify_dummy(password).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        let user = {
+            let mut conn = self.pool.get().await?;
+            let limited = login_failures::lockout(
+                &mut conn,
+                email.as_str(),
+                self.policy.max_failed_logins,
+                self.policy.failure_window,
+            )
+            .await?;
+            if let Some(retry_after_secs) = limited {
+                return Err(Error::TooManyAttempts { retry_after_secs });
+            }
+            users::find_by_email(&mut conn, email.as_str()).await?
+            // The connection goes back to the pool here: never hold one while hashing.
+        };
+        let verified = match (&user, Password::parse(password)) {
+            (Some(user), Ok(_)) => self.hasher.verify(password, &user.password_hash).await?,
+            _ => {
+                self.hasher.verify_dummy(password).await?;
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            let mut conn = self.pool.get().await?;
+            login_failures::record(&mut conn, email.as_str(), self.policy.failure_window).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        self.open_session(user.id, email.as_str()).await
+    }
+
+    /// Inserts a session within the per-user limit, evicting the oldest. The
+    /// user's row lock serialises this user's logins, so the count read here
+    /// is still true when the insert commits: the limit holds at every instant.
+    async fn open_session(&self, user_id: Uuid, email: &str) -> Result<IssuedSession> {
+        let token = SessionToken::generate()?;
+        let hash = token.hash();
+        let session_id = Uuid::new_v4();
+        let policy = self.policy.clone();
+        let email = email.to_owned();
+        let mut conn = self.pool.get().await?;
+        let row = conn
+            .transaction::<_, Error, _>(async move |conn| {
+                login_failures::clear(conn, &email).await?;
+                if !skip_user_lock() && !users::lock(conn, user_id).await? {
+                    return Err(Error::InvalidCredentials);
+                }
+                let active = sessions::count_active(conn, user_id).await?;
+                let limit = i64::from(policy.max_sessions_per_user);
+                sessions::revoke_oldest(conn, user_id, active - limit + 1).await?;
+                Ok(sessions::insert(conn, session_id, user_id, &hash, policy.idle_timeout, policy.absolute_lifetime)
+                    .await?)
+            })
+            .await?;
+        Ok(IssuedSession { token, session_id: row.id, user_id: row.user_id, expires_at: row.expires_at() })
+    }
+
+    /// The session behind `token`, if active; slides its idle expiry (at most
+    /// one write per session per touch interval).
+    pub async fn validate(&self, token: &str) -> Result<Principal> {
+        let token = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
+        let mut conn = self.pool.get().await?;
+        let found = sessions::find_active_by_hash(&mut conn, &token.hash(), self.policy.touch_interval)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        let session = if found.touch_due {
+            sessions::touch(&mut conn, &found.session, self.policy.idle_timeout).await?.ok_or(Error::InvalidToken)?
+        } else {
+            found.session
+        };
+        Ok(Principal {
+            session_id: session.id,
+            user_id: session.user_id,
+            created_at: session.created_at,
+            expires_at: session.expires_at(),
+        })
+    }
+
+    /// Rotates the token: same session, same absolute expiry, new token; the
+    /// old token is dead once this returns. One statement, so of N concurrent
+    /// refreshes with one token exactly one wins.
+    pub async fn refresh(&self, token: &str) -> Result<IssuedSession> {
+        let old = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
+        let new = SessionToken::generate()?;
+        let mut conn = self.pool.get().await?;
+        let row = sessions::rotate(&mut conn, &old.hash(), &new.hash(), self.policy.idle_timeout)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        Ok(IssuedSession { token: new, session_id: row.id, user_id: row.user_id, expires_at: row.expires_at() })
+    }
+
+    /// Ends the caller's own session (idempotent: already gone is fine).
+    pub async fn logout(&self, principal: &Principal) -> Result<()> {
+        let mut conn = self.pool.get().await?;
+        sessions::revoke(&mut conn, principal.session_id, principal.user_id).await?;
+        Ok(())
+    }
+
+    pub async fn list(&self, principal: &Principal) -> Result<Vec<SessionSummary>> {
+        let mut conn = self.pool.get().await?;
+        let rows = sessions::list_active(&mut conn, principal.user_id).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| SessionSummary {
+                session_id: row.id,
+                created_at: row.created_at,
+                last_seen_at: row.last_seen_at,
+                expires_at: row.expires_at(),
+                current: row.id == principal.session_id,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the caller's active sessions; `NotFound` otherwise.
+    pub async fn revoke(&self, principal: &Principal, session_id: Uuid) -> Result<()> {
+        let mut conn = self.pool.get().await?;
+        if sessions::revoke(&mut conn, session_id, principal.user_id).await? { Ok(()) } else { Err(Error::NotFound) }
+    }
+
+    /// Revokes all of the caller's active sessions; returns how many this call revoked.
+    pub async fn revoke_all(&self, principal: &Principal) -> Result<usize> {
+        let mut conn = self.pool.get().await?;
+        Ok(sessions::revoke_all(&mut conn, principal.user_id).await?)
+    }
+}
+
+fn skip_user_lock() -> bool {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::SessionLimitWithoutLock) {
+        return true;
+    }
+    false
+}

@@ -1,0 +1,269 @@
+//! Configuration of the domain, read from the environment (the source of
+//! truth) or built in code by tests. Every variable is listed in `.env.sample`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// A bad configuration value, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {detail}")]
+    Invalid { var: String, detail: String },
+    #[error("pool profiles file {path}: {detail}")]
+    Profiles { path: String, detail: String },
+}
+
+/// Reads `var` as `T`, falling back to `default` when unset.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    Ok(env_opt(var)?.unwrap_or(default))
+}
+
+/// Reads `var` as `T`, `None` when unset or empty.
+pub fn env_opt<T: std::str::FromStr>(var: &str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(var) {
+        Ok(raw) if !raw.trim().is_empty() => raw
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ConfigError::Invalid { var: var.into(), detail: e.to_string() }),
+        _ => Ok(None),
+    }
+}
+
+fn env_secs(var: &str, default: u64) -> Result<Duration, ConfigError> {
+    env_or(var, default).map(Duration::from_secs)
+}
+
+/// Session lifetime and limits (contract defaults).
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    /// Sliding inactivity timeout, extended by use.
+    pub idle_timeout: Duration,
+    /// Hard lifetime from login; rotation never extends it.
+    pub absolute_lifetime: Duration,
+    pub max_sessions_per_user: u32,
+    /// At most one `last_seen_at` write per session per this interval.
+    pub touch_interval: Duration,
+    /// Failed logins per email within `failure_window` before logins are refused.
+    pub max_failed_logins: u32,
+    pub failure_window: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_lifetime: Duration::from_secs(24 * 3600),
+            max_sessions_per_user: 10,
+            touch_interval: Duration::from_secs(60),
+            max_failed_logins: 10,
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl SessionPolicy {
+    /// Reads `TESSERA_SESSION_IDLE_SECS`, `TESSERA_SESSION_ABSOLUTE_SECS`,
+    /// `TESSERA_MAX_SESSIONS_PER_USER`, `TESSERA_TOUCH_INTERVAL_SECS`,
+    /// `TESSERA_LOGIN_MAX_FAILURES`, `TESSERA_LOGIN_FAILURE_WINDOW_SECS`.
+    pub fn from_env() -> Result<SessionPolicy, ConfigError> {
+        let d = SessionPolicy::default();
+        let policy = SessionPolicy {
+            idle_timeout: env_secs("TESSERA_SESSION_IDLE_SECS", d.idle_timeout.as_secs())?,
+            absolute_lifetime: env_secs("TESSERA_SESSION_ABSOLUTE_SECS", d.absolute_lifetime.as_secs())?,
+            max_sessions_per_user: env_or("TESSERA_MAX_SESSIONS_PER_USER", d.max_sessions_per_user)?,
+            touch_interval: env_secs("TESSERA_TOUCH_INTERVAL_SECS", d.touch_interval.as_secs())?,
+            max_failed_logins: env_or("TESSERA_LOGIN_MAX_FAILURES", d.max_failed_logins)?,
+            failure_window: env_secs("TESSERA_LOGIN_FAILURE_WINDOW_SECS", d.failure_window.as_secs())?,
+        };
+        if policy.max_sessions_per_user == 0 || policy.max_failed_logins == 0 {
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_MAX_SESSIONS_PER_USER / TESSERA_LOGIN_MAX_FAILURES".into(),
+                detail: "must be at least 1".into(),
+            });
+        }
+        Ok(policy)
+    }
+}
+
+/// Work-queue settings.
+#[derive(Debug, Clone)]
+pub struct QueuePolicy {
+    /// How long a claim holds a task before it is claimable again.
+    pub lease: Duration,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        QueuePolicy { lease: Duration::from_secs(300) }
+    }
+}
+
+impl QueuePolicy {
+    /// Reads `TESSERA_TASK_LEASE_SECS`.
+    pub fn from_env() -> Result<QueuePolicy, ConfigError> {
+        Ok(QueuePolicy { lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)? })
+    }
+}
+
+/// argon2id cost. Production follows OWASP's minimum (m=19 MiB, t=2, p=1);
+/// tests use the cheapest legal parameters so hashing does not dominate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl HashParams {
+    pub const PRODUCTION: HashParams = HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 };
+    pub const FAST_INSECURE_FOR_TESTS: HashParams = HashParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+
+    /// Reads `TESSERA_ARGON2_M_KIB`, `TESSERA_ARGON2_T`, `TESSERA_ARGON2_P`.
+    pub fn from_env() -> Result<HashParams, ConfigError> {
+        let d = HashParams::PRODUCTION;
+        Ok(HashParams {
+            memory_kib: env_or("TESSERA_ARGON2_M_KIB", d.memory_kib)?,
+            iterations: env_or("TESSERA_ARGON2_T", d.iterations)?,
+            parallelism: env_or("TESSERA_ARGON2_P", d.parallelism)?,
+        })
+    }
+}
+
+/// Connection-pool settings (bb8). `None` means "bb8's default".
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub max_size: u32,
+    #[serde(default)]
+    pub min_idle: Option<u32>,
+    /// How long a request waits for a connection before it gets a 503.
+    #[serde(default = "default_connection_timeout_ms")]
+    pub connection_timeout_ms: u64,
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub max_lifetime_ms: Option<u64>,
+    /// Run a `SELECT 1` on every checkout (bb8's test_on_check_out).
+    #[serde(default = "default_true")]
+    pub test_on_checkout: bool,
+    /// `statement_timeout` set on every connection, so a stuck query cannot
+    /// hold a pooled connection forever.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+}
+
+fn default_connection_timeout_ms() -> u64 {
+    5_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_statement_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Default for PoolConfig {
+    /// bb8's own defaults (10 connections, 30 s checkout timeout) except the
+    /// checkout timeout, which is 5 s so a saturated service answers 503 fast.
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 10,
+            min_idle: None,
+            connection_timeout_ms: default_connection_timeout_ms(),
+            idle_timeout_ms: Some(600_000),
+            max_lifetime_ms: Some(1_800_000),
+            test_on_checkout: true,
+            statement_timeout_ms: default_statement_timeout_ms(),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Starts from `TESSERA_POOL_PROFILE` (a name in `TESSERA_POOL_PROFILES_FILE`,
+    /// default `config/pool-profiles.toml`) or the defaults, then applies any of
+    /// `TESSERA_POOL_MAX_SIZE`, `TESSERA_POOL_MIN_IDLE`,
+    /// `TESSERA_POOL_CONNECTION_TIMEOUT_MS`, `TESSERA_POOL_IDLE_TIMEOUT_MS`,
+    /// `TESSERA_POOL_MAX_LIFETIME_MS`, `TESSERA_POOL_TEST_ON_CHECKOUT`,
+    /// `TESSERA_STATEMENT_TIMEOUT_MS`.
+    pub fn from_env() -> Result<PoolConfig, ConfigError> {
+        let mut config = match std::env::var("TESSERA_POOL_PROFILE") {
+            Ok(name) if !name.trim().is_empty() => {
+                let file = env_or("TESSERA_POOL_PROFILES_FILE", "config/pool-profiles.toml".to_string())?;
+                PoolProfiles::load(Path::new(&file))?.get(name.trim())?
+            }
+            _ => PoolConfig::default(),
+        };
+        config.max_size = env_or("TESSERA_POOL_MAX_SIZE", config.max_size)?;
+        config.min_idle = env_opt("TESSERA_POOL_MIN_IDLE")?.or(config.min_idle);
+        config.connection_timeout_ms = env_or("TESSERA_POOL_CONNECTION_TIMEOUT_MS", config.connection_timeout_ms)?;
+        config.idle_timeout_ms = env_opt("TESSERA_POOL_IDLE_TIMEOUT_MS")?.or(config.idle_timeout_ms);
+        config.max_lifetime_ms = env_opt("TESSERA_POOL_MAX_LIFETIME_MS")?.or(config.max_lifetime_ms);
+        config.test_on_checkout = env_or("TESSERA_POOL_TEST_ON_CHECKOUT", config.test_on_checkout)?;
+        config.statement_timeout_ms = env_or("TESSERA_STATEMENT_TIMEOUT_MS", config.statement_timeout_ms)?;
+        if config.max_size == 0 {
+            return Err(ConfigError::Invalid { var: "TESSERA_POOL_MAX_SIZE".into(), detail: "must be at least 1".into() });
+        }
+        Ok(config)
+    }
+}
+
+/// Named pool profiles: data in a checked-in TOML file, so a user adds one
+/// without recompiling. `max_size = "cores"` style values are not supported:
+/// a profile states numbers, and `cores` is computed by whoever writes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolProfiles {
+    #[serde(flatten)]
+    pub profiles: BTreeMap<String, PoolProfile>,
+}
+
+/// One profile: a description for reports plus the pool settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PoolProfile {
+    pub description: String,
+    #[serde(flatten)]
+    pub pool: PoolConfig,
+}
+
+impl PoolProfiles {
+    pub fn load(path: &Path) -> Result<PoolProfiles, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Profiles { path: path.display().to_string(), detail: e.to_string() })?;
+        PoolProfiles::parse(&text).map_err(|detail| ConfigError::Profiles { path: path.display().to_string(), detail })
+    }
+
+    pub fn parse(text: &str) -> Result<PoolProfiles, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn get(&self, name: &str) -> Result<PoolConfig, ConfigError> {
+        self.profiles.get(name).map(|p| p.pool.clone()).ok_or_else(|| ConfigError::Invalid {
+            var: "TESSERA_POOL_PROFILE".into(),
+            detail: format!("no profile {name:?}; known: {}", self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PoolProfiles;
+
+    #[test]
+    fn the_checked_in_profiles_parse() -> Result<(), String> {
+        let text = include_str!("../../../config/pool-profiles.toml");
+        let profiles = PoolProfiles::parse(text)?;
+        for name in ["tiny", "default", "cores", "wide"] {
+            assert!(profiles.profiles.contains_key(name), "profile {name} missing");
+        }
+        assert!(profiles.profiles.values().any(|p| !p.pool.test_on_checkout), "a profile without test-on-checkout");
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! The connection pool and the embedded migrations.
+
+use crate::config::PoolConfig;
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt as _;
+use std::time::Duration;
+
+pub type DbPool = Pool<AsyncPgConnection>;
+pub type PooledConn<'a> = diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;
+
+/// Every migration, compiled into the binary and applied at start-up.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Builds the pool. Every new connection gets a `statement_timeout`, so no
+/// query can hold a pooled connection forever.
+pub async fn build_pool(database_url: &str, config: &PoolConfig) -> Result<DbPool, diesel::ConnectionError> {
+    let statement_timeout_ms = config.statement_timeout_ms;
+    let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+    manager_config.custom_setup = Box::new(move |url: &str| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.batch_execute(&format!(
+                "SET statement_timeout = {statement_timeout_ms}; SET application_name = 'tessera'"
+            ))
+            .await
+            .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    // bb8 asks the manager to verify a connection on checkout only when
+    // test_on_check_out is set; the check is this `SELECT 1`.
+    manager_config.recycling_method = RecyclingMethod::Verified;
+    let manager = AsyncDieselConnectionManager::new_with_config(database_url, manager_config);
+    let builder = Pool::builder()
+        .max_size(config.max_size)
+        .min_idle(config.min_idle)
+        .connection_timeout(Duration::from_millis(config.connection_timeout_ms.max(1)))
+        .idle_timeout(config.idle_timeout_ms.map(Duration::from_millis))
+        .max_lifetime(config.max_lifetime_ms.map(Duration::from_millis))
+        .test_on_check_out(config.test_on_checkout);
+    // build_unchecked: the service must start (and report not-ready) even
+    // while the database is down; connections are made on demand.
+    Ok(builder.build_unchecked(manager))
+}
+
+/// Applies pending migrations over a dedicated connection. Runs on its own OS
+/// thread because diesel's migration harness is synchronous and would block
+/// (or panic inside) an async runtime.
+pub fn run_migrations_blocking(database_url: &str) -> Result<usize, MigrationError> {
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    let url = database_url.to_owned();
+    std::thread::spawn(move || {
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+            .map_err(|e| MigrationError(e.to_string()))?;
+        conn.run_pending_migrations(MIGRATIONS).map(|applied| applied.len()).map_err(|e| MigrationError(e.to_string()))
+    })
+    .join()
+    .map_err(|_| MigrationError("migration thread panicked".into()))?
+}
+
+/// Applies pending migrations from async code without blocking the runtime.
+pub async fn run_migrations(database_url: &str) -> Result<usize, MigrationError> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || run_migrations_blocking(&url))
+        .await
+        .map_err(|_| MigrationError("migration task failed".into()))?
+}
+
+/// A migration could not be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("migrations failed: {0}")]
+pub struct MigrationError(String);

@@ -1,0 +1,24 @@
+//! Types that can only hold valid values ("parse, don't validate").
+
+mod email;
+mod password;
+mod token;
+
+pub use email::Email;
+pub use password::Password;
+pub use token::{SessionToken, TokenHash};
+
+use serde::Serialize;
+
+/// One offending input field, as the API's `422 validation_failed` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
+        FieldError { field: field.into(), detail: detail.into() }
+    }
+}

@@ -1,0 +1,83 @@
+//! The domain's errors: what went wrong, in terms the API maps to a status
+//! and a stable code.
+
+use crate::domain::FieldError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::PoolError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("input failed validation")]
+    Invalid(Vec<FieldError>),
+    #[error("email already registered")]
+    EmailTaken,
+    /// Unknown email, wrong password, or an impossible one: deliberately one case.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("too many failed logins")]
+    TooManyAttempts { retry_after_secs: u64 },
+    /// Missing, malformed, unknown, expired or revoked: deliberately one case.
+    #[error("invalid token")]
+    InvalidToken,
+    #[error("not found")]
+    NotFound,
+    #[error("task is not assigned to the caller")]
+    NotAssignee,
+    /// The database or the pool could not serve in time; worth a retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error")]
+    Database(#[source] DieselError),
+    #[error(transparent)]
+    Hashing(#[from] crate::hashing::HashError),
+    #[error("token generation failed: {0}")]
+    Entropy(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(field: &str, detail: &str) -> Error {
+        Error::Invalid(vec![FieldError::new(field, detail)])
+    }
+}
+
+impl From<DieselError> for Error {
+    fn from(e: DieselError) -> Error {
+        match &e {
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                Error::Unavailable(info.message().to_owned())
+            }
+            // 57014 query_canceled (statement_timeout) and 57P01 admin shutdown
+            // surface as Unknown kinds; their messages are stable.
+            DieselError::DatabaseError(_, info)
+                if info.message().contains("statement timeout")
+                    || info.message().contains("terminating connection")
+                    || info.message().contains("shutting down") =>
+            {
+                Error::Unavailable(info.message().to_owned())
+            }
+            _ => Error::Database(e),
+        }
+    }
+}
+
+impl From<bb8::RunError<PoolError>> for Error {
+    fn from(e: bb8::RunError<PoolError>) -> Error {
+        match e {
+            bb8::RunError::TimedOut => Error::Unavailable("timed out waiting for a pooled connection".into()),
+            bb8::RunError::User(inner) => Error::Unavailable(inner.to_string()),
+        }
+    }
+}
+
+impl From<getrandom::Error> for Error {
+    fn from(e: getrandom::Error) -> Error {
+        Error::Entropy(e.to_string())
+    }
+}
+
+/// Whether a diesel error is a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+}

@@ -1,0 +1,158 @@
+//! The shared work queue: batch create, claim, complete, release, list, stats.
+
+use crate::config::QueuePolicy;
+use crate::db::DbPool;
+use crate::domain::FieldError;
+use crate::error::{Error, Result};
+use crate::store::tasks::{self, ClaimRequest, TaskCounts, TaskRow};
+use uuid::Uuid;
+
+pub const MAX_BATCH: usize = 1000;
+pub const MAX_TITLE_CHARS: usize = 500;
+pub const MAX_CLAIM: i64 = 30;
+pub const MAX_LIST: i64 = 1000;
+pub const DEFAULT_LIST: i64 = 100;
+
+/// A task to create.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub title: String,
+    pub schedulable: bool,
+}
+
+/// What one claim did: how many were asked for and exactly the tasks this
+/// call assigned. `claimed() == 0` means none were free; it is not an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimOutcome {
+    pub requested: i64,
+    claimed: usize,
+    pub tasks: Vec<TaskRow>,
+}
+
+impl ClaimOutcome {
+    fn new(requested: i64, tasks: Vec<TaskRow>) -> ClaimOutcome {
+        #[allow(unused_mut)]
+        let mut claimed = tasks.len();
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::ClaimReportsRequested) {
+            claimed = requested as usize;
+        }
+        ClaimOutcome { requested, claimed, tasks }
+    }
+
+    /// The number of tasks this call assigned.
+    pub fn claimed(&self) -> usize {
+        self.claimed
+    }
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<String>,
+    pub assignee: Option<Uuid>,
+    pub limit: Option<i64>,
+}
+
+pub const STATUSES: [&str; 3] = ["unassigned", "assigned", "completed"];
+
+#[derive(Clone, Debug)]
+pub struct TaskQueue {
+    pool: DbPool,
+    policy: QueuePolicy,
+}
+
+impl TaskQueue {
+    pub fn new(pool: DbPool, policy: QueuePolicy) -> TaskQueue {
+        TaskQueue { pool, policy }
+    }
+
+    pub fn policy(&self) -> &QueuePolicy {
+        &self.policy
+    }
+
+    /// Creates 1..=1000 tasks in one statement.
+    pub async fn create(&self, batch: Vec<NewTask>) -> Result<Vec<TaskRow>> {
+        if batch.is_empty() || batch.len() > MAX_BATCH {
+            return Err(Error::invalid("tasks", "must list 1 to 1000 tasks"));
+        }
+        let errors: Vec<FieldError> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !(1..=MAX_TITLE_CHARS).contains(&t.title.chars().count()))
+            .map(|(i, _)| FieldError::new(format!("tasks[{i}].title"), "must be 1 to 500 characters"))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let rows: Vec<(Uuid, String, bool)> =
+            batch.into_iter().map(|t| (Uuid::new_v4(), t.title, t.schedulable)).collect();
+        let mut conn = self.pool.get().await?;
+        Ok(tasks::insert_batch(&mut conn, &rows).await?)
+    }
+
+    /// Claims up to `count` (1..=30) tasks for `assignee` (default: the caller).
+    pub async fn claim(&self, caller: Uuid, count: i64, assignee: Option<Uuid>) -> Result<ClaimOutcome> {
+        if !(1..=MAX_CLAIM).contains(&count) {
+            return Err(Error::invalid("count", "must be between 1 and 30"));
+        }
+        let mut conn = self.pool.get().await?;
+        let assignee = match assignee {
+            Some(id) if id != caller => {
+                if !crate::store::users::exists(&mut conn, id).await? {
+                    return Err(Error::invalid("assignee_id", "no such user"));
+                }
+                id
+            }
+            _ => caller,
+        };
+        let req = ClaimRequest { count, assignee, assigned_by: caller, lease: self.policy.lease };
+        let claimed = tasks::claim(&mut conn, req).await?;
+        Ok(ClaimOutcome::new(count, claimed))
+    }
+
+    /// Completes a task the caller holds under a live lease.
+    pub async fn complete(&self, caller: Uuid, id: Uuid) -> Result<TaskRow> {
+        let mut conn = self.pool.get().await?;
+        match tasks::complete(&mut conn, id, caller, None).await? {
+            Some(row) => Ok(row),
+            None => Err(self.why_not_held(&mut conn, id).await?),
+        }
+    }
+
+    /// Returns a task the caller holds to the queue.
+    pub async fn release(&self, caller: Uuid, id: Uuid) -> Result<TaskRow> {
+        let mut conn = self.pool.get().await?;
+        match tasks::release(&mut conn, id, caller, None).await? {
+            Some(row) => Ok(row),
+            None => Err(self.why_not_held(&mut conn, id).await?),
+        }
+    }
+
+    async fn why_not_held(&self, conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<Error> {
+        Ok(if tasks::find(conn, id).await?.is_some() { Error::NotAssignee } else { Error::NotFound })
+    }
+
+    pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
+        let mut errors = Vec::new();
+        if let Some(status) = &filter.status
+            && !STATUSES.contains(&status.as_str())
+        {
+            errors.push(FieldError::new("status", "must be unassigned, assigned or completed"));
+        }
+        let limit = filter.limit.unwrap_or(DEFAULT_LIST);
+        if !(1..=MAX_LIST).contains(&limit) {
+            errors.push(FieldError::new("limit", "must be between 1 and 1000"));
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let mut conn = self.pool.get().await?;
+        Ok(tasks::list(&mut conn, filter.status.as_deref(), filter.assignee, limit).await?)
+    }
+
+    pub async fn stats(&self) -> Result<TaskCounts> {
+        let mut conn = self.pool.get().await?;
+        Ok(tasks::counts(&mut conn).await?)
+    }
+}

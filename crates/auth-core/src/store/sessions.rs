@@ -1,0 +1,215 @@
+//! The `sessions` table. A session is active while it is not revoked and
+//! neither its idle nor its absolute expiry has passed.
+
+use super::secs;
+use crate::domain::TokenHash;
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Bool, Bytea, Double, Nullable, Timestamptz, Uuid as SqlUuid};
+use diesel::{QueryResult, QueryableByName};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The SQL condition for "active", against table alias-free `sessions`.
+const ACTIVE: &str = "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
+
+/// Columns every query returns; `$touch` is the touch interval in seconds.
+const COLUMNS: &str = "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
+
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct SessionRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub user_id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub last_seen_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub idle_expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub absolute_expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl SessionRow {
+    /// Whichever expiry comes first.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.idle_expires_at.min(self.absolute_expires_at)
+    }
+}
+
+/// An active session found by its token, and whether its `last_seen_at` is
+/// older than the touch interval (so a touch is due).
+#[derive(Debug, Clone, QueryableByName)]
+pub struct FoundSession {
+    #[diesel(embed)]
+    pub session: SessionRow,
+    #[diesel(sql_type = Bool)]
+    pub touch_due: bool,
+}
+
+pub async fn find_active_by_hash(
+    conn: &mut AsyncPgConnection,
+    hash: &TokenHash,
+    touch_interval: Duration,
+) -> QueryResult<Option<FoundSession>> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS}, last_seen_at <= now() - make_interval(secs => $2) AS touch_due
+         FROM sessions WHERE token_hash = $1 AND {ACTIVE}"
+    ))
+    .bind::<Bytea, _>(hash.0.as_slice())
+    .bind::<Double, _>(secs(touch_interval))
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<FoundSession>| rows.pop())
+}
+
+/// Records use and slides the idle expiry (never past the absolute one).
+/// Writes only `last_seen_at`/`idle_expires_at` and only while the session is
+/// still active, so a touch that read the row before a concurrent revocation
+/// cannot bring it back. `None`: the session stopped being active meanwhile.
+pub async fn touch(conn: &mut AsyncPgConnection, read: &SessionRow, idle: Duration) -> QueryResult<Option<SessionRow>> {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::TouchCanUnrevoke) {
+        // Read-modify-write of the whole row: writes back the stale revoked_at.
+        return diesel::sql_query(format!(
+            "UPDATE sessions SET last_seen_at = now(),
+                 idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at),
+                 revoked_at = $3
+             WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind::<SqlUuid, _>(read.id)
+        .bind::<Double, _>(secs(idle))
+        .bind::<Nullable<Timestamptz>, _>(read.revoked_at)
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop());
+    }
+    diesel::sql_query(format!(
+        "UPDATE sessions SET last_seen_at = now(),
+             idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at)
+         WHERE id = $1 AND {ACTIVE} RETURNING {COLUMNS}"
+    ))
+    .bind::<SqlUuid, _>(read.id)
+    .bind::<Double, _>(secs(idle))
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<SessionRow>| rows.pop())
+}
+
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    user_id: Uuid,
+    hash: &TokenHash,
+    idle: Duration,
+    absolute: Duration,
+) -> QueryResult<SessionRow> {
+    diesel::sql_query(format!(
+        "INSERT INTO sessions (id, user_id, token_hash, idle_expires_at, absolute_expires_at)
+         VALUES ($1, $2, $3, now() + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+                 now() + make_interval(secs => $5))
+         RETURNING {COLUMNS}"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<Bytea, _>(hash.0.as_slice())
+    .bind::<Double, _>(secs(idle))
+    .bind::<Double, _>(secs(absolute))
+    .get_result(conn)
+    .await
+}
+
+pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(format!("SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND {ACTIVE}"))
+        .bind::<SqlUuid, _>(user_id)
+        .get_result::<Count>(conn)
+        .await
+        .map(|c| c.n)
+}
+
+/// Revokes the user's `n` oldest active sessions; returns how many it revoked.
+pub async fn revoke_oldest(conn: &mut AsyncPgConnection, user_id: Uuid, n: i64) -> QueryResult<usize> {
+    if n <= 0 {
+        return Ok(0);
+    }
+    diesel::sql_query(format!(
+        "UPDATE sessions SET revoked_at = now()
+         WHERE id IN (SELECT id FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id LIMIT $2)"
+    ))
+    .bind::<SqlUuid, _>(user_id)
+    .bind::<BigInt, _>(n)
+    .execute(conn)
+    .await
+}
+
+/// Swaps the token of the active session holding `old` for `new` in one
+/// statement. Concurrent rotations of one token queue on the row lock and
+/// re-check `token_hash = old` after the winner commits, so exactly one wins.
+pub async fn rotate(
+    conn: &mut AsyncPgConnection,
+    old: &TokenHash,
+    new: &TokenHash,
+    idle: Duration,
+) -> QueryResult<Option<SessionRow>> {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::RefreshWithoutRevokedGuard) {
+        return diesel::sql_query(format!(
+            "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
+                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+             WHERE token_hash = $1 AND absolute_expires_at > now() RETURNING {COLUMNS}"
+        ))
+        .bind::<Bytea, _>(old.0.as_slice())
+        .bind::<Bytea, _>(new.0.as_slice())
+        .bind::<Double, _>(secs(idle))
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop());
+    }
+    diesel::sql_query(format!(
+        "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
+             idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+         WHERE token_hash = $1 AND {ACTIVE} RETURNING {COLUMNS}"
+    ))
+    .bind::<Bytea, _>(old.0.as_slice())
+    .bind::<Bytea, _>(new.0.as_slice())
+    .bind::<Double, _>(secs(idle))
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<SessionRow>| rows.pop())
+}
+
+/// Revokes one active session of `user_id`; false when there is none.
+pub async fn revoke(conn: &mut AsyncPgConnection, session_id: Uuid, user_id: Uuid) -> QueryResult<bool> {
+    diesel::sql_query(format!("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND {ACTIVE}"))
+        .bind::<SqlUuid, _>(session_id)
+        .bind::<SqlUuid, _>(user_id)
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
+}
+
+/// Revokes every active session of the user; the count is what this
+/// statement changed, so concurrent calls never count a session twice.
+pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<usize> {
+    diesel::sql_query(format!("UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND {ACTIVE}"))
+        .bind::<SqlUuid, _>(user_id)
+        .execute(conn)
+        .await
+}
+
+/// The user's active sessions, oldest first.
+pub async fn list_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<SessionRow>> {
+    diesel::sql_query(format!("SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"))
+        .bind::<SqlUuid, _>(user_id)
+        .get_results(conn)
+        .await
+}

@@ -1,0 +1,269 @@
+//! The `tasks` table (the shared work queue) and its `task_view`.
+
+use super::secs;
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::{QueryResult, QueryableByName};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::time::Duration;
+use uuid::Uuid;
+
+const COLUMNS: &str = "id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at, \
+                       lease_expires_at, completed_at, attempt, created_at";
+
+/// A task as the API shows it (from `task_view`, or fresh from a write).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct TaskRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    pub seq: i64,
+    #[diesel(sql_type = Text)]
+    pub title: String,
+    #[diesel(sql_type = Bool)]
+    pub schedulable: bool,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub assigned_to: Option<Uuid>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub assigned_by: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub assigned_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Integer)]
+    pub attempt: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+}
+
+/// Inserts a batch in one statement, in the given order.
+pub async fn insert_batch(
+    conn: &mut AsyncPgConnection,
+    tasks: &[(Uuid, String, bool)],
+) -> QueryResult<Vec<TaskRow>> {
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.0).collect();
+    let titles: Vec<&str> = tasks.iter().map(|t| t.1.as_str()).collect();
+    let schedulable: Vec<bool> = tasks.iter().map(|t| t.2).collect();
+    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+        "INSERT INTO tasks (id, title, schedulable)
+         SELECT id, title, schedulable FROM unnest($1, $2, $3) WITH ORDINALITY AS b(id, title, schedulable, n)
+         ORDER BY n
+         RETURNING {COLUMNS}"
+    ))
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Text>, _>(titles)
+    .bind::<Array<Bool>, _>(schedulable)
+    .get_results(conn)
+    .await?;
+    rows.sort_by_key(|r| r.seq);
+    Ok(rows)
+}
+
+/// Who claims, for whom, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest {
+    pub count: i64,
+    pub assignee: Uuid,
+    pub assigned_by: Uuid,
+    pub lease: Duration,
+}
+
+/// Assigns up to `count` claimable tasks, oldest first, and returns exactly
+/// the rows this statement assigned.
+///
+/// Why ONE statement: the CTE's `FOR UPDATE` locks are held until the UPDATE
+/// that consumes them commits. As two statements (SELECT, then UPDATE) the
+/// locks die with the first statement's implicit transaction and two
+/// claimers can assign the same rows. Why a CTE rather than
+/// `UPDATE ... WHERE id IN (SELECT ... LIMIT n)`: the planner may run such a
+/// subquery more than once and take more than `n` rows. Why `SKIP LOCKED`:
+/// concurrent claimers pass over each other's rows instead of queueing on
+/// them. After locking, PostgreSQL re-checks the WHERE clause against the
+/// latest row version, so a row claimed and committed meanwhile is dropped.
+/// The WHERE clause repeats the partial index's predicate so the planner can
+/// use `tasks_claimable`, whose order is the ORDER BY.
+pub async fn claim(conn: &mut AsyncPgConnection, req: ClaimRequest) -> QueryResult<Vec<TaskRow>> {
+    #[cfg(feature = "faults")]
+    {
+        use crate::faults::{Fault, active};
+        if active(Fault::ClaimTwoStatements) {
+            return claim_in_two_statements(conn, req).await;
+        }
+    }
+    let lock_clause = lock_clause();
+    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+        "WITH picked AS (
+             SELECT id FROM tasks
+             WHERE schedulable AND status <> 'completed'
+               AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+             ORDER BY lease_expires_at NULLS FIRST, seq
+             LIMIT $1
+             {lock_clause}
+         )
+         UPDATE tasks AS t
+         SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now(),
+             lease_expires_at = now() + make_interval(secs => $4), attempt = t.attempt + 1
+         FROM picked WHERE t.id = picked.id
+         RETURNING {}",
+        qualified_columns("t")
+    ))
+    .bind::<BigInt, _>(req.count)
+    .bind::<SqlUuid, _>(req.assignee)
+    .bind::<SqlUuid, _>(req.assigned_by)
+    .bind::<Double, _>(secs(req.lease))
+    .get_results(conn)
+    .await?;
+    rows.sort_by_key(|r| r.seq);
+    Ok(rows)
+}
+
+fn lock_clause() -> &'static str {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::ClaimWithoutSkipLocked) {
+        return "FOR UPDATE";
+    }
+    "FOR UPDATE SKIP LOCKED"
+}
+
+fn qualified_columns(alias: &str) -> String {
+    COLUMNS.split(", ").map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// FAULT: the classic broken shape. The SELECT's locks end with its own
+/// statement, so the UPDATE can assign rows another claimer also picked.
+#[cfg(feature = "faults")]
+async fn claim_in_two_statements(conn: &mut AsyncPgConnection, req: ClaimRequest) -> QueryResult<Vec<TaskRow>> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let picked: Vec<Id> = diesel::sql_query(
+        "SELECT id FROM tasks
+         WHERE schedulable AND status <> 'completed' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+         ORDER BY lease_expires_at NULLS FIRST, seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind::<BigInt, _>(req.count)
+    .get_results(conn)
+    .await?;
+    let ids: Vec<Uuid> = picked.into_iter().map(|p| p.id).collect();
+    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+        "UPDATE tasks SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now(),
+             lease_expires_at = now() + make_interval(secs => $4), attempt = attempt + 1
+         WHERE id = ANY($1) RETURNING {COLUMNS}"
+    ))
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<SqlUuid, _>(req.assignee)
+    .bind::<SqlUuid, _>(req.assigned_by)
+    .bind::<Double, _>(secs(req.lease))
+    .get_results(conn)
+    .await?;
+    rows.sort_by_key(|r| r.seq);
+    Ok(rows)
+}
+
+/// The fence every write by a worker passes: the task is assigned to this
+/// worker, its lease is live, and (when given) it is still the same claim.
+fn fence() -> &'static str {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::CompleteWithoutFence) {
+        return "id = $1 AND status = 'assigned' AND ($2 IS NOT NULL) AND ($3::int IS NULL OR TRUE)";
+    }
+    "id = $1 AND status = 'assigned' AND assigned_to = $2 AND lease_expires_at > now()
+     AND ($3::int IS NULL OR attempt = $3)"
+}
+
+/// Marks a task completed, if `assignee` holds it under a live lease (and,
+/// when `attempt` is given, under that very claim).
+pub async fn complete(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    assignee: Uuid,
+    attempt: Option<i32>,
+) -> QueryResult<Option<TaskRow>> {
+    diesel::sql_query(format!(
+        "UPDATE tasks SET status = 'completed', completed_at = now(), lease_expires_at = NULL
+         WHERE {} RETURNING {COLUMNS}",
+        fence()
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(assignee)
+    .bind::<Nullable<Integer>, _>(attempt)
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+/// Hands a task back to the queue, under the same fence as [`complete`].
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    assignee: Uuid,
+    attempt: Option<i32>,
+) -> QueryResult<Option<TaskRow>> {
+    diesel::sql_query(format!(
+        "UPDATE tasks SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at = NULL,
+             lease_expires_at = NULL
+         WHERE {} RETURNING {COLUMNS}",
+        fence()
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(assignee)
+    .bind::<Nullable<Integer>, _>(attempt)
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TaskRow>> {
+    diesel::sql_query(format!("SELECT {COLUMNS} FROM task_view WHERE id = $1"))
+        .bind::<SqlUuid, _>(id)
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+/// Tasks as shown (expired leases read as unassigned), oldest first.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    status: Option<&str>,
+    assignee: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<TaskRow>> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM task_view
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR assigned_to = $2)
+         ORDER BY seq LIMIT $3"
+    ))
+    .bind::<Nullable<Text>, _>(status)
+    .bind::<Nullable<SqlUuid>, _>(assignee)
+    .bind::<BigInt, _>(limit)
+    .get_results(conn)
+    .await
+}
+
+/// Counts by shown status, from the database at the time of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct TaskCounts {
+    #[diesel(sql_type = BigInt)]
+    pub unassigned: i64,
+    #[diesel(sql_type = BigInt)]
+    pub assigned: i64,
+    #[diesel(sql_type = BigInt)]
+    pub completed: i64,
+}
+
+pub async fn counts(conn: &mut AsyncPgConnection) -> QueryResult<TaskCounts> {
+    diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE status = 'unassigned') AS unassigned,
+                count(*) FILTER (WHERE status = 'assigned') AS assigned,
+                count(*) FILTER (WHERE status = 'completed') AS completed
+         FROM task_view",
+    )
+    .get_result(conn)
+    .await
+}

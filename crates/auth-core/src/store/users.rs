@@ -1,0 +1,58 @@
+//! The `users` table.
+
+use diesel::sql_types::{Text, Uuid as SqlUuid};
+use diesel::{QueryResult, QueryableByName};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct UserRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub password_hash: String,
+}
+
+/// Inserts a user; a taken email fails with a unique violation.
+pub async fn insert(conn: &mut AsyncPgConnection, id: Uuid, email: &str, password_hash: &str) -> QueryResult<()> {
+    diesel::sql_query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(email)
+        .bind::<Text, _>(password_hash)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn find_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<Option<UserRow>> {
+    diesel::sql_query("SELECT id, email, password_hash FROM users WHERE email = $1")
+        .bind::<Text, _>(email)
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<UserRow>| rows.pop())
+}
+
+pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found")
+        .bind::<SqlUuid, _>(id)
+        .get_result::<Found>(conn)
+        .await
+        .map(|f| f.found)
+}
+
+/// Takes the user's row lock until the transaction ends: logins of one user
+/// serialise on it, which is what keeps the session limit exact.
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+    diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE")
+        .bind::<SqlUuid, _>(id)
+        .get_results::<UserRow>(conn)
+        .await
+        .map(|rows| !rows.is_empty())
+}

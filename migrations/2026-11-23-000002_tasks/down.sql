@@ -1,0 +1,2 @@
+DROP VIEW task_view;
+DROP TABLE tasks;
