@@ -133,6 +133,6 @@ mod tests {
     #[test]
     fn measures_nesting() {
         assert_eq!(depth(&json!(1)), 0);
-        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 3);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
     }
 }

@@ -1,0 +1,250 @@
+//! The real actix app on `127.0.0.1:0` over a [`TestDb`], and a client with
+//! one helper per endpoint of the contract.
+
+use crate::TestDb;
+use auth_api::config::ApiConfig;
+use auth_api::state::AppState;
+use auth_core::config::{HashParams, PoolConfig, QueuePolicy, SessionPolicy};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A running service over its own database.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// The service's own state (pool, services), for store-level steps.
+    pub state: AppState,
+    handle: actix_web::dev::ServerHandle,
+    // Declared last: dropped after the server is told to stop.
+    pub db: TestDb,
+}
+
+/// How to build a [`TestApp`]; every field defaults to the contract's
+/// defaults with cheap argon2 parameters.
+#[derive(Clone)]
+pub struct TestAppConfig {
+    pub pool: PoolConfig,
+    pub sessions: SessionPolicy,
+    pub queue: QueuePolicy,
+    pub hash_workers: Option<usize>,
+}
+
+impl Default for TestAppConfig {
+    fn default() -> Self {
+        TestAppConfig {
+            // Small pools: many tests run in parallel against one server.
+            pool: PoolConfig { max_size: 4, connection_timeout_ms: 10_000, ..PoolConfig::default() },
+            sessions: SessionPolicy::default(),
+            queue: QueuePolicy::default(),
+            hash_workers: Some(2),
+        }
+    }
+}
+
+/// A logged-in user.
+#[derive(Debug, Clone)]
+pub struct LoggedIn {
+    pub email: String,
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(TestAppConfig::default()).await
+    }
+
+    pub async fn spawn_with(config: TestAppConfig) -> TestApp {
+        crate::init_test_log();
+        let db = TestDb::new().await;
+        let api_config = ApiConfig {
+            database_url: db.url(),
+            bind: "127.0.0.1:0".into(),
+            workers: Some(2),
+            hash_workers: config.hash_workers,
+            shutdown_grace_secs: 5,
+            pool: config.pool,
+            sessions: config.sessions,
+            queue: config.queue,
+            hash: HashParams::FAST_INSECURE_FOR_TESTS,
+        };
+        let app = match auth_api::startup::build(api_config).await {
+            Ok(app) => app,
+            Err(e) => panic!("starting the app: {e:#}"),
+        };
+        let handle = app.server.handle();
+        tokio::spawn(app.server);
+        TestApp {
+            address: format!("http://127.0.0.1:{}", app.port),
+            client: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap_or_default(),
+            state: app.state,
+            handle,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POST `body` as JSON, with an optional bearer token.
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        send(req).await
+    }
+
+    /// POST raw bytes with the given content type (None: no header).
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Response {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        send(req).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        send(req).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        send(req).await
+    }
+
+    // --- one helper per endpoint -------------------------------------------
+
+    pub async fn register(&self, email: &str, password: &str) -> Response {
+        self.post_json("/v1/users", None, &json!({"email": email, "password": password})).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post_json("/v1/sessions", None, &json!({"email": email, "password": password})).await
+    }
+
+    pub async fn current(&self, token: &str) -> Response {
+        self.get("/v1/sessions/current", Some(token)).await
+    }
+
+    pub async fn logout(&self, token: &str) -> Response {
+        self.delete("/v1/sessions/current", Some(token)).await
+    }
+
+    pub async fn refresh(&self, token: &str) -> Response {
+        send(self.client.post(self.url("/v1/sessions/current/refresh")).bearer_auth(token)).await
+    }
+
+    pub async fn list_sessions(&self, token: &str) -> Response {
+        self.get("/v1/sessions", Some(token)).await
+    }
+
+    pub async fn revoke_session(&self, token: &str, session_id: &str) -> Response {
+        self.delete(&format!("/v1/sessions/{session_id}"), Some(token)).await
+    }
+
+    pub async fn revoke_all(&self, token: &str) -> Response {
+        self.delete("/v1/sessions", Some(token)).await
+    }
+
+    pub async fn create_tasks(&self, token: &str, body: &Value) -> Response {
+        self.post_json("/v1/tasks", Some(token), body).await
+    }
+
+    pub async fn claim(&self, token: &str, body: &Value) -> Response {
+        self.post_json("/v1/tasks/claim", Some(token), body).await
+    }
+
+    pub async fn complete(&self, token: &str, id: &str) -> Response {
+        send(self.client.post(self.url(&format!("/v1/tasks/{id}/complete"))).bearer_auth(token)).await
+    }
+
+    pub async fn release(&self, token: &str, id: &str) -> Response {
+        send(self.client.post(self.url(&format!("/v1/tasks/{id}/release"))).bearer_auth(token)).await
+    }
+
+    pub async fn list_tasks(&self, token: &str, query: &str) -> Response {
+        self.get(&format!("/v1/tasks{query}"), Some(token)).await
+    }
+
+    pub async fn stats(&self, token: &str) -> Response {
+        self.get("/v1/tasks/stats", Some(token)).await
+    }
+
+    // --- composites ---------------------------------------------------------
+
+    /// Registers `email` with a fixed password and logs in.
+    pub async fn signup(&self, email: &str) -> LoggedIn {
+        expect_status(self.register(email, PASSWORD).await, StatusCode::CREATED).await;
+        self.login_ok(email).await
+    }
+
+    /// Logs in with the fixed password and returns the new session.
+    pub async fn login_ok(&self, email: &str) -> LoggedIn {
+        let body = expect_status(self.login(email, PASSWORD).await, StatusCode::CREATED).await;
+        LoggedIn {
+            email: email.to_string(),
+            user_id: json_uuid(&body["user_id"]),
+            session_id: json_uuid(&body["session_id"]),
+            token: body["token"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Creates `n` schedulable tasks titled `{prefix}-{i}` and returns their ids.
+    pub async fn create_n_tasks(&self, token: &str, prefix: &str, n: usize) -> Vec<Uuid> {
+        let tasks: Vec<Value> = (0..n).map(|i| json!({"title": format!("{prefix}-{i}")})).collect();
+        let body = expect_status(self.create_tasks(token, &json!({"tasks": tasks})).await, StatusCode::CREATED).await;
+        body["tasks"].as_array().into_iter().flatten().map(|t| json_uuid(&t["id"])).collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop accepting and close workers; the database is dropped after.
+        drop(self.handle.stop(false));
+    }
+}
+
+/// The password every [`TestApp::signup`] user has.
+pub const PASSWORD: &str = "correct horse battery";
+
+async fn send(req: reqwest::RequestBuilder) -> Response {
+    match req.send().await {
+        Ok(res) => res,
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+/// Asserts the status and returns the JSON body (Null when empty).
+pub async fn expect_status(res: Response, status: StatusCode) -> Value {
+    let got = res.status();
+    let text = res.text().await.unwrap_or_default();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Asserts a problem document with this status and code; returns it.
+pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    let content_type =
+        res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let body = expect_status(res, status).await;
+    assert_eq!(content_type, "application/problem+json", "problem content type; body: {body}");
+    assert_eq!(body["code"], code, "problem code; body: {body}");
+    assert_eq!(body["status"], status.as_u16(), "problem status member; body: {body}");
+    assert!(body["type"].is_string() && body["title"].is_string(), "type and title; body: {body}");
+    body
+}
+
+pub fn json_uuid(v: &Value) -> Uuid {
+    v.as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(|| panic!("not a UUID: {v}"))
+}

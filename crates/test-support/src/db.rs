@@ -1,0 +1,225 @@
+//! One isolated PostgreSQL database per test.
+//!
+//! The server comes from [`pg_provision`] (`DATABASE_URL`, or a private
+//! throwaway cluster for this test process). Once per process a template
+//! database is migrated (its name carries a hash of the migrations, so stale
+//! templates are never reused); each test then gets `CREATE DATABASE ...
+//! TEMPLATE`, a file-level copy that costs milliseconds, and drops it on
+//! `Drop`. Databases left by crashed runs (their PID is gone) are swept.
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use pg_provision::{DbUrl, Server};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const TEST_PREFIX: &str = "tessera_test_";
+const TEMPLATE_PREFIX: &str = "tessera_tpl_";
+
+/// The server and the template, shared by every test of this process. Kept
+/// in a static (never dropped): a private cluster is removed by its watchdog
+/// when the process exits.
+struct Shared {
+    admin: DbUrl,
+    template: String,
+    _server: Server,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| match on_own_thread(prepare) {
+        Ok(shared) => shared,
+        Err(e) => panic!("test database unavailable: {e}"),
+    })
+}
+
+fn prepare() -> Result<Shared, String> {
+    let server = Server::from_env_or_throwaway().map_err(|e| e.to_string())?;
+    let admin = server.url.clone();
+    let template = format!("{TEMPLATE_PREFIX}{}", env!("TESSERA_MIGRATIONS_HASH"));
+    block_on(async {
+        let mut conn = connect(&admin).await?;
+        // Serialise template creation across test processes.
+        exec(&mut conn, "SELECT pg_advisory_lock(727274)").await?;
+        let result = ensure_template(&mut conn, &admin, &template).await;
+        exec(&mut conn, "SELECT pg_advisory_unlock(727274)").await?;
+        result?;
+        sweep_leftovers(&mut conn, &template).await
+    })?;
+    Ok(Shared { admin, template, _server: server })
+}
+
+async fn ensure_template(conn: &mut AsyncPgConnection, admin: &DbUrl, template: &str) -> Result<(), String> {
+    if database_names(conn, template).await?.iter().any(|n| n == template) {
+        return Ok(());
+    }
+    let building = format!("{template}_building");
+    exec(conn, &format!("DROP DATABASE IF EXISTS \"{building}\"")).await?;
+    exec(conn, &format!("CREATE DATABASE \"{building}\"")).await?;
+    let url = admin.with_database(&building).to_string();
+    auth_core::db::run_migrations_blocking(&url).map_err(|e| e.to_string())?;
+    // Renamed only once complete, so no process ever clones a half-migrated template.
+    exec(conn, &format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")).await?;
+    exec(conn, &format!("ALTER DATABASE \"{template}\" WITH ALLOW_CONNECTIONS false")).await
+}
+
+/// Drops test databases whose creating process is gone, and old templates.
+async fn sweep_leftovers(conn: &mut AsyncPgConnection, template: &str) -> Result<(), String> {
+    for name in database_names(conn, "tessera_").await? {
+        let stale_test = name
+            .strip_prefix(TEST_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let stale_template = name.starts_with(TEMPLATE_PREFIX) && name != template && !name.ends_with("_building");
+        if stale_test || stale_template {
+            let _ = exec(conn, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        }
+    }
+    Ok(())
+}
+
+/// A database of its own for one test, dropped when this value is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: DbUrl,
+    clone_time: Duration,
+}
+
+impl TestDb {
+    /// Clones the migrated template into a new database.
+    pub async fn new() -> TestDb {
+        let shared = shared();
+        let name = format!("{TEST_PREFIX}{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let started = Instant::now();
+        let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", shared.template);
+        let result = async {
+            let mut conn = connect(&shared.admin).await?;
+            exec(&mut conn, &sql).await
+        }
+        .await;
+        if let Err(e) = result {
+            panic!("creating test database {name}: {e}");
+        }
+        TestDb { url: shared.admin.with_database(&name), name, clone_time: started.elapsed() }
+    }
+
+    pub fn url(&self) -> String {
+        self.url.to_string()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long `CREATE DATABASE ... TEMPLATE` took for this database.
+    pub fn clone_time(&self) -> Duration {
+        self.clone_time
+    }
+
+    /// A new connection of its own (for fresh reads, held locks, or steps of
+    /// a forced interleaving).
+    pub async fn connect(&self) -> AsyncPgConnection {
+        match connect(&self.url).await {
+            Ok(conn) => conn,
+            Err(e) => panic!("connecting to {}: {e}", self.name),
+        }
+    }
+
+    /// A connection inside a transaction that is never committed: the tier-1
+    /// tool for fast store tests. Everything runs on ONE connection, so it can
+    /// never show a race; concurrency is tier 2's job.
+    pub async fn rollback_conn(&self) -> AsyncPgConnection {
+        let mut conn = self.connect().await;
+        if let Err(e) = conn.begin_test_transaction().await {
+            panic!("beginning test transaction: {e}");
+        }
+        conn
+    }
+
+    /// Runs `sql` on a new connection (test set-up, e.g. moving a lease into the past).
+    pub async fn execute(&self, sql: &str) {
+        let mut conn = self.connect().await;
+        if let Err(e) = exec(&mut conn, sql).await {
+            panic!("{e}");
+        }
+    }
+
+    /// Reads one bigint afresh, on a new connection: what the database holds
+    /// now, not what any participant believes.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use diesel::QueryableByName;
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.connect().await;
+        match diesel::sql_query(sql).get_result::<N>(&mut conn).await {
+            Ok(row) => row.n,
+            Err(e) => panic!("{sql}: {e} (the query must return one bigint column named n)"),
+        }
+    }
+
+    /// A pool on this database, configured like the service's.
+    pub async fn pool(&self, config: &auth_core::config::PoolConfig) -> auth_core::db::DbPool {
+        match auth_core::db::build_pool(&self.url(), config).await {
+            Ok(pool) => pool,
+            Err(e) => panic!("building pool: {e}"),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = shared().admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        // Drop cannot await; a short-lived thread with its own runtime can.
+        let _ = on_own_thread(move || {
+            block_on(async {
+                let mut conn = connect(&admin).await?;
+                exec(&mut conn, &sql).await
+            })
+        });
+    }
+}
+
+async fn connect(url: &DbUrl) -> Result<AsyncPgConnection, String> {
+    AsyncPgConnection::establish(&url.to_string()).await.map_err(|e| format!("{e} ({})", url.redacted()))
+}
+
+async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
+    conn.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"))
+}
+
+async fn database_names(conn: &mut AsyncPgConnection, prefix: &str) -> Result<Vec<String>, String> {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
+    }
+    diesel::sql_query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+        .bind::<diesel::sql_types::Text, _>(prefix)
+        .get_results::<Name>(conn)
+        .await
+        .map(|rows| rows.into_iter().map(|r| r.datname).collect())
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `f` on a fresh OS thread (outside any async runtime) and waits.
+fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match std::thread::spawn(f).join() {
+        Ok(v) => v,
+        Err(_) => panic!("helper thread panicked"),
+    }
+}
+
+fn block_on<F: Future>(fut: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => panic!("building a runtime: {e}"),
+    }
+}
