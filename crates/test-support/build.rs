@@ -15,7 +15,10 @@ fn main() {
         file.strip_prefix(&dir).unwrap_or(&file).hash(&mut hasher);
         std::fs::read(&file).unwrap_or_default().hash(&mut hasher);
     }
-    println!("cargo:rustc-env=TESSERA_MIGRATIONS_HASH={:012x}", hasher.finish() & 0xffff_ffff_ffff);
+    println!(
+        "cargo:rustc-env=TESSERA_MIGRATIONS_HASH={:012x}",
+        hasher.finish() & 0xffff_ffff_ffff
+    );
 }
 
 fn collect(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -1,1 +1,58 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>` (see `--help`).
+//! Every command runs from the workspace root and provisions PostgreSQL the
+//! same way the tests do (pg-provision).
+
+mod db;
+mod prove;
+mod serve;
+mod summary;
+mod test_all;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "tessera's project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// fmt, clippy and every test tier against a throwaway database; ends with a summary table.
+    TestAll(test_all::Args),
+    /// Runs the service (release build) on a persistent private database and prints a walkthrough.
+    Serve(serve::Args),
+    /// Runs tier 2 under each deliberate fault; fails unless every fault is caught.
+    Prove,
+    /// Manages the persistent developer database (.tessera/pg).
+    Db {
+        #[command(subcommand)]
+        action: db::Action,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    std::env::set_current_dir(workspace_root()).context("changing to the workspace root")?;
+    match cli.command {
+        Command::TestAll(args) => test_all::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Prove => prove::run(),
+        Command::Db { action } => db::run(action),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The persistent developer cluster's folder (git-ignored).
+pub fn persistent_dir() -> PathBuf {
+    PathBuf::from(".tessera/pg")
+}

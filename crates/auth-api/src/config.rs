@@ -1,6 +1,8 @@
 //! The service's configuration, from the environment.
 
-use auth_core::config::{ConfigError, HashParams, PoolConfig, QueuePolicy, SessionPolicy, env_opt, env_or};
+use auth_core::config::{
+    ConfigError, HashParams, PoolConfig, QueuePolicy, SessionPolicy, env_opt, env_or,
+};
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -25,10 +27,11 @@ impl ApiConfig {
     /// [`PoolConfig::from_env`], [`SessionPolicy::from_env`],
     /// [`QueuePolicy::from_env`] and [`HashParams::from_env`].
     pub fn from_env() -> Result<ApiConfig, ConfigError> {
-        let database_url = env_opt::<String>("DATABASE_URL")?.ok_or_else(|| ConfigError::Invalid {
-            var: "DATABASE_URL".into(),
-            detail: "is required (e.g. postgres://postgres@127.0.0.1:5432/tessera)".into(),
-        })?;
+        let database_url =
+            env_opt::<String>("DATABASE_URL")?.ok_or_else(|| ConfigError::Invalid {
+                var: "DATABASE_URL".into(),
+                detail: "is required (e.g. postgres://postgres@127.0.0.1:5432/tessera)".into(),
+            })?;
         Ok(ApiConfig {
             database_url,
             bind: env_or("TESSERA_BIND", "127.0.0.1:8080".to_string())?,

@@ -12,7 +12,9 @@ use std::fmt;
 pub enum ApiError {
     /// Not JSON, or nested deeper than 32 levels.
     MalformedRequest(&'static str),
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        limit: usize,
+    },
     UnsupportedMediaType,
     Validation(Vec<FieldError>),
     NotFound,
@@ -48,28 +50,70 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use auth_core::Error as E;
         match self {
-            ApiError::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request", "Malformed request"),
-            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
-            ApiError::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type")
-            }
-            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed"),
+            ApiError::MalformedRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "Malformed request",
+            ),
+            ApiError::PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            ApiError::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Validation failed",
+            ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             ApiError::Core(e) => match e {
-                E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed"),
-                E::EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email already registered"),
-                E::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid credentials"),
-                E::TooManyAttempts { .. } => {
-                    (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "Too many failed login attempts")
-                }
+                E::Invalid(_) => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "Validation failed",
+                ),
+                E::EmailTaken => (
+                    StatusCode::CONFLICT,
+                    "email_taken",
+                    "Email already registered",
+                ),
+                E::InvalidCredentials => (
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_credentials",
+                    "Invalid credentials",
+                ),
+                E::TooManyAttempts { .. } => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    "Too many failed login attempts",
+                ),
                 E::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
                 E::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-                E::NotAssignee => (StatusCode::CONFLICT, "not_assignee", "Task is not assigned to you"),
-                E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
-                E::Database(_) | E::Hashing(_) | E::Entropy(_) => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal server error")
-                }
+                E::NotAssignee => (
+                    StatusCode::CONFLICT,
+                    "not_assignee",
+                    "Task is not assigned to you",
+                ),
+                E::Unavailable(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "Service unavailable",
+                ),
+                E::Database(_) | E::Hashing(_) | E::Entropy(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "Internal server error",
+                ),
             },
         }
     }
@@ -78,7 +122,9 @@ impl ApiError {
     fn detail(&self) -> Option<String> {
         match self {
             ApiError::MalformedRequest(why) => Some((*why).to_string()),
-            ApiError::PayloadTooLarge { limit } => Some(format!("the body must be at most {limit} bytes")),
+            ApiError::PayloadTooLarge { limit } => {
+                Some(format!("the body must be at most {limit} bytes"))
+            }
             ApiError::UnsupportedMediaType => Some("send Content-Type: application/json".into()),
             ApiError::Core(auth_core::Error::TooManyAttempts { retry_after_secs }) => {
                 Some(format!("try again in {retry_after_secs} s"))
@@ -89,7 +135,9 @@ impl ApiError {
 
     fn field_errors(&self) -> Option<&[FieldError]> {
         match self {
-            ApiError::Validation(errors) | ApiError::Core(auth_core::Error::Invalid(errors)) => Some(errors),
+            ApiError::Validation(errors) | ApiError::Core(auth_core::Error::Invalid(errors)) => {
+                Some(errors)
+            }
             _ => None,
         }
     }
@@ -130,7 +178,10 @@ impl ResponseError for ApiError {
             errors: self.field_errors(),
         };
         let mut response = HttpResponse::build(status);
-        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")));
+        response.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
         match self {
             ApiError::Core(auth_core::Error::TooManyAttempts { retry_after_secs }) => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));

@@ -41,28 +41,43 @@ impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
             }
             let mut body = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| ApiError::MalformedRequest("the body could not be read"))?;
+                let chunk =
+                    chunk.map_err(|_| ApiError::MalformedRequest("the body could not be read"))?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::PayloadTooLarge { limit });
                 }
                 body.extend_from_slice(&chunk);
             }
-            let value: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|_| ApiError::MalformedRequest("the body is not valid JSON"))?;
+            let value: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|_| ApiError::MalformedRequest("the body is not valid JSON"))?;
             if depth(&value) > MAX_JSON_DEPTH {
-                return Err(ApiError::MalformedRequest("the body nests deeper than 32 levels"));
+                return Err(ApiError::MalformedRequest(
+                    "the body nests deeper than 32 levels",
+                ));
             }
-            T::from_json(&value).map(JsonBody).map_err(ApiError::Validation)
+            T::from_json(&value)
+                .map(JsonBody)
+                .map_err(ApiError::Validation)
         })
     }
 }
 
 fn is_json_content_type(req: &HttpRequest) -> bool {
-    let Some(value) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Nesting depth of a JSON value (a scalar is 0). serde_json already refuses
@@ -85,7 +100,10 @@ impl BearerToken {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
+        let (scheme, token) = value
+            .trim()
+            .split_once(' ')
+            .ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(ApiError::Core(auth_core::Error::InvalidToken));
         }
@@ -114,7 +132,9 @@ impl FromRequest for Authenticated {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let BearerToken(token) = token?;
-            let state = state.ok_or(ApiError::Core(auth_core::Error::Unavailable("no app state".into())))?;
+            let state = state.ok_or(ApiError::Core(auth_core::Error::Unavailable(
+                "no app state".into(),
+            )))?;
             Ok(Authenticated(state.sessions.validate(&token).await?))
         })
     }

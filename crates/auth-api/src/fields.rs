@@ -21,20 +21,36 @@ pub struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// Starts reading `value`, which must be an object.
     pub fn of(value: &'a Value, prefix: &str) -> Fields<'a> {
-        let mut fields = Fields { prefix: prefix.to_string(), object: value.as_object(), errors: Vec::new() };
+        let mut fields = Fields {
+            prefix: prefix.to_string(),
+            object: value.as_object(),
+            errors: Vec::new(),
+        };
         if fields.object.is_none() {
-            let name = if prefix.is_empty() { "body".to_string() } else { prefix.to_string() };
-            fields.errors.push(FieldError::new(name, "must be a JSON object"));
+            let name = if prefix.is_empty() {
+                "body".to_string()
+            } else {
+                prefix.to_string()
+            };
+            fields
+                .errors
+                .push(FieldError::new(name, "must be a JSON object"));
         }
         fields
     }
 
     fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     fn get(&self, name: &str) -> Option<&'a Value> {
-        self.object.and_then(|o| o.get(name)).filter(|v| !v.is_null())
+        self.object
+            .and_then(|o| o.get(name))
+            .filter(|v| !v.is_null())
     }
 
     fn fail(&mut self, name: &str, detail: &str) {
@@ -42,7 +58,12 @@ impl<'a> Fields<'a> {
         self.errors.push(FieldError::new(path, detail));
     }
 
-    fn required<T>(&mut self, name: &str, kind: &str, read: impl FnOnce(&'a Value) -> Option<T>) -> Option<T> {
+    fn required<T>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        read: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Option<T> {
         self.object?;
         match self.get(name) {
             None => {

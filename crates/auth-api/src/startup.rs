@@ -21,15 +21,21 @@ pub struct Application {
 }
 
 pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
-    db::run_migrations(&config.database_url).await.context("applying migrations")?;
-    let pool = db::build_pool(&config.database_url, &config.pool).await.context("building the pool")?;
-    let hasher = PasswordHasher::new(config.hash, config.hash_workers).context("configuring argon2")?;
+    db::run_migrations(&config.database_url)
+        .await
+        .context("applying migrations")?;
+    let pool = db::build_pool(&config.database_url, &config.pool)
+        .await
+        .context("building the pool")?;
+    let hasher =
+        PasswordHasher::new(config.hash, config.hash_workers).context("configuring argon2")?;
     let state = AppState {
         pool: pool.clone(),
         sessions: SessionService::new(pool.clone(), hasher, config.sessions.clone()),
         queue: TaskQueue::new(pool, config.queue.clone()),
     };
-    let listener = TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
+    let listener =
+        TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
     let data = web::Data::new(state.clone());
     let mut server = HttpServer::new(move || {
@@ -44,5 +50,9 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     if let Some(workers) = config.workers {
         server = server.workers(workers.max(1));
     }
-    Ok(Application { server: server.run(), port, state })
+    Ok(Application {
+        server: server.run(),
+        port,
+        state,
+    })
 }

@@ -59,7 +59,10 @@ where
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await?;
-            let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+            let route = res
+                .request()
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".into());
             tracing::info!(
                 method,
                 route,

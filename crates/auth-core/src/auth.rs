@@ -56,7 +56,11 @@ pub struct SessionService {
 
 impl SessionService {
     pub fn new(pool: DbPool, hasher: PasswordHasher, policy: SessionPolicy) -> SessionService {
-        SessionService { pool, hasher, policy }
+        SessionService {
+            pool,
+            hasher,
+            policy,
+        }
     }
 
     pub fn policy(&self) -> &SessionPolicy {
@@ -71,8 +75,12 @@ impl SessionService {
     /// concurrent registrations of one email exactly one succeeds.
     pub async fn register(&self, email: &str, password: &str) -> Result<RegisteredUser> {
         let mut errors = Vec::new();
-        let email = Email::parse(email).map_err(|d| errors.push(FieldError::new("email", d))).ok();
-        let password = Password::parse(password).map_err(|d| errors.push(FieldError::new("password", d))).ok();
+        let email = Email::parse(email)
+            .map_err(|d| errors.push(FieldError::new("email", d)))
+            .ok();
+        let password = Password::parse(password)
+            .map_err(|d| errors.push(FieldError::new("password", d)))
+            .ok();
         let (Some(email), Some(password)) = (email, password) else {
             return Err(Error::Invalid(errors));
         };
@@ -80,7 +88,10 @@ impl SessionService {
         let id = Uuid::new_v4();
         let mut conn = self.pool.get().await?;
         match users::insert(&mut conn, id, email.as_str(), &hash).await {
-            Ok(()) => Ok(RegisteredUser { id, email: email.to_string() }),
+            Ok(()) => Ok(RegisteredUser {
+                id,
+                email: email.to_string(),
+            }),
             Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
             Err(e) => Err(e.into()),
         }
@@ -142,11 +153,23 @@ impl SessionService {
                 let active = sessions::count_active(conn, user_id).await?;
                 let limit = i64::from(policy.max_sessions_per_user);
                 sessions::revoke_oldest(conn, user_id, active - limit + 1).await?;
-                Ok(sessions::insert(conn, session_id, user_id, &hash, policy.idle_timeout, policy.absolute_lifetime)
-                    .await?)
+                Ok(sessions::insert(
+                    conn,
+                    session_id,
+                    user_id,
+                    &hash,
+                    policy.idle_timeout,
+                    policy.absolute_lifetime,
+                )
+                .await?)
             })
             .await?;
-        Ok(IssuedSession { token, session_id: row.id, user_id: row.user_id, expires_at: row.expires_at() })
+        Ok(IssuedSession {
+            token,
+            session_id: row.id,
+            user_id: row.user_id,
+            expires_at: row.expires_at(),
+        })
     }
 
     /// The session behind `token`, if active; slides its idle expiry (at most
@@ -154,11 +177,14 @@ impl SessionService {
     pub async fn validate(&self, token: &str) -> Result<Principal> {
         let token = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
         let mut conn = self.pool.get().await?;
-        let found = sessions::find_active_by_hash(&mut conn, &token.hash(), self.policy.touch_interval)
-            .await?
-            .ok_or(Error::InvalidToken)?;
+        let found =
+            sessions::find_active_by_hash(&mut conn, &token.hash(), self.policy.touch_interval)
+                .await?
+                .ok_or(Error::InvalidToken)?;
         let session = if found.touch_due {
-            sessions::touch(&mut conn, &found.session, self.policy.idle_timeout).await?.ok_or(Error::InvalidToken)?
+            sessions::touch(&mut conn, &found.session, self.policy.idle_timeout)
+                .await?
+                .ok_or(Error::InvalidToken)?
         } else {
             found.session
         };
@@ -177,10 +203,20 @@ impl SessionService {
         let old = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
         let new = SessionToken::generate()?;
         let mut conn = self.pool.get().await?;
-        let row = sessions::rotate(&mut conn, &old.hash(), &new.hash(), self.policy.idle_timeout)
-            .await?
-            .ok_or(Error::InvalidToken)?;
-        Ok(IssuedSession { token: new, session_id: row.id, user_id: row.user_id, expires_at: row.expires_at() })
+        let row = sessions::rotate(
+            &mut conn,
+            &old.hash(),
+            &new.hash(),
+            self.policy.idle_timeout,
+        )
+        .await?
+        .ok_or(Error::InvalidToken)?;
+        Ok(IssuedSession {
+            token: new,
+            session_id: row.id,
+            user_id: row.user_id,
+            expires_at: row.expires_at(),
+        })
     }
 
     /// Ends the caller's own session (idempotent: already gone is fine).
@@ -208,7 +244,11 @@ impl SessionService {
     /// Revokes one of the caller's active sessions; `NotFound` otherwise.
     pub async fn revoke(&self, principal: &Principal, session_id: Uuid) -> Result<()> {
         let mut conn = self.pool.get().await?;
-        if sessions::revoke(&mut conn, session_id, principal.user_id).await? { Ok(()) } else { Err(Error::NotFound) }
+        if sessions::revoke(&mut conn, session_id, principal.user_id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
     }
 
     /// Revokes all of the caller's active sessions; returns how many this call revoked.

@@ -29,11 +29,15 @@ where
     T::Err: std::fmt::Display,
 {
     match std::env::var(var) {
-        Ok(raw) if !raw.trim().is_empty() => raw
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e: T::Err| ConfigError::Invalid { var: var.into(), detail: e.to_string() }),
+        Ok(raw) if !raw.trim().is_empty() => {
+            raw.trim()
+                .parse()
+                .map(Some)
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    var: var.into(),
+                    detail: e.to_string(),
+                })
+        }
         _ => Ok(None),
     }
 }
@@ -78,11 +82,20 @@ impl SessionPolicy {
         let d = SessionPolicy::default();
         let policy = SessionPolicy {
             idle_timeout: env_secs("TESSERA_SESSION_IDLE_SECS", d.idle_timeout.as_secs())?,
-            absolute_lifetime: env_secs("TESSERA_SESSION_ABSOLUTE_SECS", d.absolute_lifetime.as_secs())?,
-            max_sessions_per_user: env_or("TESSERA_MAX_SESSIONS_PER_USER", d.max_sessions_per_user)?,
+            absolute_lifetime: env_secs(
+                "TESSERA_SESSION_ABSOLUTE_SECS",
+                d.absolute_lifetime.as_secs(),
+            )?,
+            max_sessions_per_user: env_or(
+                "TESSERA_MAX_SESSIONS_PER_USER",
+                d.max_sessions_per_user,
+            )?,
             touch_interval: env_secs("TESSERA_TOUCH_INTERVAL_SECS", d.touch_interval.as_secs())?,
             max_failed_logins: env_or("TESSERA_LOGIN_MAX_FAILURES", d.max_failed_logins)?,
-            failure_window: env_secs("TESSERA_LOGIN_FAILURE_WINDOW_SECS", d.failure_window.as_secs())?,
+            failure_window: env_secs(
+                "TESSERA_LOGIN_FAILURE_WINDOW_SECS",
+                d.failure_window.as_secs(),
+            )?,
         };
         if policy.max_sessions_per_user == 0 || policy.max_failed_logins == 0 {
             return Err(ConfigError::Invalid {
@@ -103,14 +116,18 @@ pub struct QueuePolicy {
 
 impl Default for QueuePolicy {
     fn default() -> Self {
-        QueuePolicy { lease: Duration::from_secs(300) }
+        QueuePolicy {
+            lease: Duration::from_secs(300),
+        }
     }
 }
 
 impl QueuePolicy {
     /// Reads `TESSERA_TASK_LEASE_SECS`.
     pub fn from_env() -> Result<QueuePolicy, ConfigError> {
-        Ok(QueuePolicy { lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)? })
+        Ok(QueuePolicy {
+            lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)?,
+        })
     }
 }
 
@@ -124,8 +141,16 @@ pub struct HashParams {
 }
 
 impl HashParams {
-    pub const PRODUCTION: HashParams = HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 };
-    pub const FAST_INSECURE_FOR_TESTS: HashParams = HashParams { memory_kib: 8, iterations: 1, parallelism: 1 };
+    pub const PRODUCTION: HashParams = HashParams {
+        memory_kib: 19_456,
+        iterations: 2,
+        parallelism: 1,
+    };
+    pub const FAST_INSECURE_FOR_TESTS: HashParams = HashParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     /// Reads `TESSERA_ARGON2_M_KIB`, `TESSERA_ARGON2_T`, `TESSERA_ARGON2_P`.
     pub fn from_env() -> Result<HashParams, ConfigError> {
@@ -197,20 +222,32 @@ impl PoolConfig {
     pub fn from_env() -> Result<PoolConfig, ConfigError> {
         let mut config = match std::env::var("TESSERA_POOL_PROFILE") {
             Ok(name) if !name.trim().is_empty() => {
-                let file = env_or("TESSERA_POOL_PROFILES_FILE", "config/pool-profiles.toml".to_string())?;
+                let file = env_or(
+                    "TESSERA_POOL_PROFILES_FILE",
+                    "config/pool-profiles.toml".to_string(),
+                )?;
                 PoolProfiles::load(Path::new(&file))?.get(name.trim())?
             }
             _ => PoolConfig::default(),
         };
         config.max_size = env_or("TESSERA_POOL_MAX_SIZE", config.max_size)?;
         config.min_idle = env_opt("TESSERA_POOL_MIN_IDLE")?.or(config.min_idle);
-        config.connection_timeout_ms = env_or("TESSERA_POOL_CONNECTION_TIMEOUT_MS", config.connection_timeout_ms)?;
-        config.idle_timeout_ms = env_opt("TESSERA_POOL_IDLE_TIMEOUT_MS")?.or(config.idle_timeout_ms);
-        config.max_lifetime_ms = env_opt("TESSERA_POOL_MAX_LIFETIME_MS")?.or(config.max_lifetime_ms);
+        config.connection_timeout_ms = env_or(
+            "TESSERA_POOL_CONNECTION_TIMEOUT_MS",
+            config.connection_timeout_ms,
+        )?;
+        config.idle_timeout_ms =
+            env_opt("TESSERA_POOL_IDLE_TIMEOUT_MS")?.or(config.idle_timeout_ms);
+        config.max_lifetime_ms =
+            env_opt("TESSERA_POOL_MAX_LIFETIME_MS")?.or(config.max_lifetime_ms);
         config.test_on_checkout = env_or("TESSERA_POOL_TEST_ON_CHECKOUT", config.test_on_checkout)?;
-        config.statement_timeout_ms = env_or("TESSERA_STATEMENT_TIMEOUT_MS", config.statement_timeout_ms)?;
+        config.statement_timeout_ms =
+            env_or("TESSERA_STATEMENT_TIMEOUT_MS", config.statement_timeout_ms)?;
         if config.max_size == 0 {
-            return Err(ConfigError::Invalid { var: "TESSERA_POOL_MAX_SIZE".into(), detail: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_POOL_MAX_SIZE".into(),
+                detail: "must be at least 1".into(),
+            });
         }
         Ok(config)
     }
@@ -235,9 +272,14 @@ pub struct PoolProfile {
 
 impl PoolProfiles {
     pub fn load(path: &Path) -> Result<PoolProfiles, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Profiles { path: path.display().to_string(), detail: e.to_string() })?;
-        PoolProfiles::parse(&text).map_err(|detail| ConfigError::Profiles { path: path.display().to_string(), detail })
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Profiles {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        PoolProfiles::parse(&text).map_err(|detail| ConfigError::Profiles {
+            path: path.display().to_string(),
+            detail,
+        })
     }
 
     pub fn parse(text: &str) -> Result<PoolProfiles, String> {
@@ -245,10 +287,16 @@ impl PoolProfiles {
     }
 
     pub fn get(&self, name: &str) -> Result<PoolConfig, ConfigError> {
-        self.profiles.get(name).map(|p| p.pool.clone()).ok_or_else(|| ConfigError::Invalid {
-            var: "TESSERA_POOL_PROFILE".into(),
-            detail: format!("no profile {name:?}; known: {}", self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")),
-        })
+        self.profiles
+            .get(name)
+            .map(|p| p.pool.clone())
+            .ok_or_else(|| ConfigError::Invalid {
+                var: "TESSERA_POOL_PROFILE".into(),
+                detail: format!(
+                    "no profile {name:?}; known: {}",
+                    self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            })
     }
 }
 
@@ -261,9 +309,15 @@ mod tests {
         let text = include_str!("../../../config/pool-profiles.toml");
         let profiles = PoolProfiles::parse(text)?;
         for name in ["tiny", "default", "cores", "wide"] {
-            assert!(profiles.profiles.contains_key(name), "profile {name} missing");
+            assert!(
+                profiles.profiles.contains_key(name),
+                "profile {name} missing"
+            );
         }
-        assert!(profiles.profiles.values().any(|p| !p.pool.test_on_checkout), "a profile without test-on-checkout");
+        assert!(
+            profiles.profiles.values().any(|p| !p.pool.test_on_checkout),
+            "a profile without test-on-checkout"
+        );
         Ok(())
     }
 }

@@ -2,21 +2,27 @@
 
 use crate::config::PoolConfig;
 use diesel_async::pooled_connection::bb8::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt as _;
 use std::time::Duration;
 
 pub type DbPool = Pool<AsyncPgConnection>;
-pub type PooledConn<'a> = diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;
+pub type PooledConn<'a> =
+    diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;
 
 /// Every migration, compiled into the binary and applied at start-up.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 
 /// Builds the pool. Every new connection gets a `statement_timeout`, so no
 /// query can hold a pooled connection forever.
-pub async fn build_pool(database_url: &str, config: &PoolConfig) -> Result<DbPool, diesel::ConnectionError> {
+pub async fn build_pool(
+    database_url: &str,
+    config: &PoolConfig,
+) -> Result<DbPool, diesel::ConnectionError> {
     let statement_timeout_ms = config.statement_timeout_ms;
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     manager_config.custom_setup = Box::new(move |url: &str| {
@@ -55,9 +61,12 @@ pub fn run_migrations_blocking(database_url: &str) -> Result<usize, MigrationErr
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     let url = database_url.to_owned();
     std::thread::spawn(move || {
-        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-            .map_err(|e| MigrationError(e.to_string()))?;
-        conn.run_pending_migrations(MIGRATIONS).map(|applied| applied.len()).map_err(|e| MigrationError(e.to_string()))
+        let mut conn =
+            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+                .map_err(|e| MigrationError(e.to_string()))?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(|applied| applied.len())
+            .map_err(|e| MigrationError(e.to_string()))
     })
     .join()
     .map_err(|_| MigrationError("migration thread panicked".into()))?

@@ -65,7 +65,9 @@ impl From<DieselError> for Error {
 impl From<bb8::RunError<PoolError>> for Error {
     fn from(e: bb8::RunError<PoolError>) -> Error {
         match e {
-            bb8::RunError::TimedOut => Error::Unavailable("timed out waiting for a pooled connection".into()),
+            bb8::RunError::TimedOut => {
+                Error::Unavailable("timed out waiting for a pooled connection".into())
+            }
             bb8::RunError::User(inner) => Error::Unavailable(inner.to_string()),
         }
     }
@@ -79,5 +81,8 @@ impl From<getrandom::Error> for Error {
 
 /// Whether a diesel error is a unique-constraint violation.
 pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }

@@ -60,8 +60,11 @@ impl Fault {
 /// Whether `fault` was chosen for this process.
 pub fn active(fault: Fault) -> bool {
     static CHOSEN: OnceLock<Option<Fault>> = OnceLock::new();
-    *CHOSEN.get_or_init(|| std::env::var("TESSERA_FAULT").ok().and_then(|n| Fault::from_name(n.trim())))
-        == Some(fault)
+    *CHOSEN.get_or_init(|| {
+        std::env::var("TESSERA_FAULT")
+            .ok()
+            .and_then(|n| Fault::from_name(n.trim()))
+    }) == Some(fault)
 }
 
 /// A "token" that is unique but predictable: a counter in the last 8 bytes.

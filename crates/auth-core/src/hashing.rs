@@ -8,7 +8,9 @@
 
 use crate::config::HashParams;
 use crate::domain::Password;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng};
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
+};
 use argon2::{Algorithm, Argon2, Params, Version};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,18 +45,30 @@ pub struct PasswordHasher {
 
 impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHasher").field("workers", &self.workers).finish_non_exhaustive()
+        f.debug_struct("PasswordHasher")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
     }
 }
 
 impl PasswordHasher {
     /// `workers`: how many hashes may run at once (`None`: one per core).
     pub fn new(params: HashParams, workers: Option<usize>) -> Result<PasswordHasher, HashError> {
-        let argon_params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
-            .map_err(|e| HashError(e.to_string()))?;
+        let argon_params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| HashError(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
-        let workers =
-            workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+        let workers = workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
         let salt = SaltString::generate(&mut OsRng);
         let dummy_hash = argon2
             .hash_password(format!("{}", uuid::Uuid::new_v4()).as_bytes(), &salt)
@@ -83,7 +97,10 @@ impl PasswordHasher {
         let secret = password.expose().to_owned();
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
-            argon2.hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| HashError(e.to_string()))
+            argon2
+                .hash_password(secret.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| HashError(e.to_string()))
         })
         .await?
     }
@@ -107,7 +124,10 @@ impl PasswordHasher {
         self.verify(password, &dummy).await.map(|_| ())
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let waiting = QueuedGuard::enter(&self.stats.queued);
         let permit = self.permits.clone().acquire_owned().await;
         drop(waiting);
@@ -116,7 +136,9 @@ impl PasswordHasher {
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let out = work();
-            stats.busy_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            stats
+                .busy_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             stats.completed.fetch_add(1, Ordering::Relaxed);
             drop(permit);
             out

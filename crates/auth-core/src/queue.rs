@@ -37,7 +37,11 @@ impl ClaimOutcome {
         if crate::faults::active(crate::faults::Fault::ClaimReportsRequested) {
             claimed = requested as usize;
         }
-        ClaimOutcome { requested, claimed, tasks }
+        ClaimOutcome {
+            requested,
+            claimed,
+            tasks,
+        }
     }
 
     /// The number of tasks this call assigned.
@@ -80,19 +84,28 @@ impl TaskQueue {
             .iter()
             .enumerate()
             .filter(|(_, t)| !(1..=MAX_TITLE_CHARS).contains(&t.title.chars().count()))
-            .map(|(i, _)| FieldError::new(format!("tasks[{i}].title"), "must be 1 to 500 characters"))
+            .map(|(i, _)| {
+                FieldError::new(format!("tasks[{i}].title"), "must be 1 to 500 characters")
+            })
             .collect();
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let rows: Vec<(Uuid, String, bool)> =
-            batch.into_iter().map(|t| (Uuid::new_v4(), t.title, t.schedulable)).collect();
+        let rows: Vec<(Uuid, String, bool)> = batch
+            .into_iter()
+            .map(|t| (Uuid::new_v4(), t.title, t.schedulable))
+            .collect();
         let mut conn = self.pool.get().await?;
         Ok(tasks::insert_batch(&mut conn, &rows).await?)
     }
 
     /// Claims up to `count` (1..=30) tasks for `assignee` (default: the caller).
-    pub async fn claim(&self, caller: Uuid, count: i64, assignee: Option<Uuid>) -> Result<ClaimOutcome> {
+    pub async fn claim(
+        &self,
+        caller: Uuid,
+        count: i64,
+        assignee: Option<Uuid>,
+    ) -> Result<ClaimOutcome> {
         if !(1..=MAX_CLAIM).contains(&count) {
             return Err(Error::invalid("count", "must be between 1 and 30"));
         }
@@ -106,7 +119,12 @@ impl TaskQueue {
             }
             _ => caller,
         };
-        let req = ClaimRequest { count, assignee, assigned_by: caller, lease: self.policy.lease };
+        let req = ClaimRequest {
+            count,
+            assignee,
+            assigned_by: caller,
+            lease: self.policy.lease,
+        };
         let claimed = tasks::claim(&mut conn, req).await?;
         Ok(ClaimOutcome::new(count, claimed))
     }
@@ -129,8 +147,16 @@ impl TaskQueue {
         }
     }
 
-    async fn why_not_held(&self, conn: &mut diesel_async::AsyncPgConnection, id: Uuid) -> Result<Error> {
-        Ok(if tasks::find(conn, id).await?.is_some() { Error::NotAssignee } else { Error::NotFound })
+    async fn why_not_held(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        id: Uuid,
+    ) -> Result<Error> {
+        Ok(if tasks::find(conn, id).await?.is_some() {
+            Error::NotAssignee
+        } else {
+            Error::NotFound
+        })
     }
 
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
@@ -138,7 +164,10 @@ impl TaskQueue {
         if let Some(status) = &filter.status
             && !STATUSES.contains(&status.as_str())
         {
-            errors.push(FieldError::new("status", "must be unassigned, assigned or completed"));
+            errors.push(FieldError::new(
+                "status",
+                "must be unassigned, assigned or completed",
+            ));
         }
         let limit = filter.limit.unwrap_or(DEFAULT_LIST);
         if !(1..=MAX_LIST).contains(&limit) {

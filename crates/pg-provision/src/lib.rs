@@ -76,7 +76,11 @@ impl Server {
     pub fn from_env_or_throwaway() -> Result<Server> {
         if let Some(url) = env_url() {
             if url.is_reachable(Duration::from_secs(2)) {
-                return Ok(Server { url, origin: Origin::Environment, cluster: None });
+                return Ok(Server {
+                    url,
+                    origin: Origin::Environment,
+                    cluster: None,
+                });
             }
             eprintln!(
                 "pg-provision: DATABASE_URL ({}) is not reachable; starting a private cluster instead",
@@ -84,21 +88,36 @@ impl Server {
             );
         }
         let cluster = Cluster::start_throwaway()?;
-        Ok(Server { url: cluster.url(), origin: Origin::Private, cluster: Some(cluster) })
+        Ok(Server {
+            url: cluster.url(),
+            origin: Origin::Private,
+            cluster: Some(cluster),
+        })
     }
 
     /// `DATABASE_URL` when set and reachable, else the persistent cluster in `dir`.
     pub fn from_env_or_persistent(dir: &Path) -> Result<Server> {
         if let Some(url) = env_url().filter(|u| u.is_reachable(Duration::from_secs(2))) {
-            return Ok(Server { url, origin: Origin::Environment, cluster: None });
+            return Ok(Server {
+                url,
+                origin: Origin::Environment,
+                cluster: None,
+            });
         }
         let cluster = Cluster::start_persistent(dir)?;
-        Ok(Server { url: cluster.url(), origin: Origin::Private, cluster: Some(cluster) })
+        Ok(Server {
+            url: cluster.url(),
+            origin: Origin::Private,
+            cluster: Some(cluster),
+        })
     }
 }
 
 fn env_url() -> Option<DbUrl> {
-    std::env::var("DATABASE_URL").ok().filter(|s| !s.trim().is_empty()).map(|s| DbUrl::parse(&s))
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| DbUrl::parse(&s))
 }
 
 /// A private cluster started by this process.
@@ -118,9 +137,19 @@ impl Cluster {
     /// A new cluster in the temp dir, deleted when dropped (or when we die).
     pub fn start_throwaway() -> Result<Cluster> {
         let bins = find_bin_dir()?;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let root = std::env::temp_dir().join(format!("tessera-pg-{}-{nanos}", std::process::id()));
-        let mut cluster = Cluster { root, port: 0, bins, owner: unprivileged_owner()?, throwaway: true, watchdog: None };
+        let mut cluster = Cluster {
+            root,
+            port: 0,
+            bins,
+            owner: unprivileged_owner()?,
+            throwaway: true,
+            watchdog: None,
+        };
         cluster.prepare_root()?;
         cluster.watchdog = Some(cluster.spawn_watchdog()?);
         cluster.init(&["--no-sync"])?;
@@ -133,7 +162,14 @@ impl Cluster {
     pub fn start_persistent(dir: &Path) -> Result<Cluster> {
         let bins = find_bin_dir()?;
         let root = absolute(dir)?;
-        let mut cluster = Cluster { root, port: 0, bins, owner: unprivileged_owner()?, throwaway: false, watchdog: None };
+        let mut cluster = Cluster {
+            root,
+            port: 0,
+            bins,
+            owner: unprivileged_owner()?,
+            throwaway: false,
+            watchdog: None,
+        };
         if !cluster.data_dir().join("PG_VERSION").exists() {
             cluster.prepare_root()?;
             cluster.init(&[])?;
@@ -143,18 +179,24 @@ impl Cluster {
             cluster.port = port;
             return Ok(cluster);
         }
-        let remembered = fs::read_to_string(cluster.root.join("port")).ok().and_then(|s| s.trim().parse().ok());
+        let remembered = fs::read_to_string(cluster.root.join("port"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         match remembered {
             Some(port) if port_is_free(port) => cluster.start_on(port)?,
             _ => cluster.start_on_free_port()?,
         }
-        fs::write(cluster.root.join("port"), cluster.port.to_string()).map_err(io("remembering the port"))?;
+        fs::write(cluster.root.join("port"), cluster.port.to_string())
+            .map_err(io("remembering the port"))?;
         Ok(cluster)
     }
 
     /// Superuser URL of the `postgres` maintenance database.
     pub fn url(&self) -> DbUrl {
-        DbUrl::parse(&format!("postgres://{SUPERUSER}@127.0.0.1:{}/postgres", self.port))
+        DbUrl::parse(&format!(
+            "postgres://{SUPERUSER}@127.0.0.1:{}/postgres",
+            self.port
+        ))
     }
 
     pub fn port(&self) -> u16 {
@@ -170,7 +212,10 @@ impl Cluster {
         if self.port == 0 {
             return Ok(());
         }
-        let out = self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30"]).output().map_err(io("running pg_ctl stop"))?;
+        let out = self
+            .pg_ctl(&["stop", "-m", "fast", "-w", "-t", "30"])
+            .output()
+            .map_err(io("running pg_ctl stop"))?;
         self.port = 0;
         if out.status.success() {
             Ok(())
@@ -189,9 +234,11 @@ impl Cluster {
 
     fn prepare_root(&self) -> Result<()> {
         fs::create_dir_all(&self.root).map_err(io(format!("creating {}", self.root.display())))?;
-        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700)).map_err(io("setting permissions"))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .map_err(io("setting permissions"))?;
         if let Some((uid, gid)) = self.owner {
-            chown(&self.root, Some(uid), Some(gid)).map_err(io("handing the cluster dir to the server user"))?;
+            chown(&self.root, Some(uid), Some(gid))
+                .map_err(io("handing the cluster dir to the server user"))?;
         }
         Ok(())
     }
@@ -222,13 +269,21 @@ impl Cluster {
             .args(extra)
             .output()
             .map_err(io("running initdb"))?;
-        if out.status.success() { Ok(()) } else { Err(command_failed("initdb", &out)) }
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(command_failed("initdb", &out))
+        }
     }
 
     fn append_conf(&self, settings: &str) -> Result<()> {
         let path = self.data_dir().join("postgresql.conf");
-        let mut file = fs::OpenOptions::new().append(true).open(&path).map_err(io("opening postgresql.conf"))?;
-        file.write_all(settings.as_bytes()).map_err(io("writing postgresql.conf"))
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io("opening postgresql.conf"))?;
+        file.write_all(settings.as_bytes())
+            .map_err(io("writing postgresql.conf"))
     }
 
     fn start_on_free_port(&mut self) -> Result<()> {
@@ -241,7 +296,10 @@ impl Cluster {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(ProvisionError::Command { what: "pg_ctl start".into(), detail: "no attempt".into() }))
+        Err(last.unwrap_or(ProvisionError::Command {
+            what: "pg_ctl start".into(),
+            detail: "no attempt".into(),
+        }))
     }
 
     fn start_on(&mut self, port: u16) -> Result<()> {
@@ -258,7 +316,11 @@ impl Cluster {
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             return Err(ProvisionError::Command {
                 what: "pg_ctl start".into(),
-                detail: format!("{}; server log: {}", String::from_utf8_lossy(&out.stderr).trim(), tail.join(" | ")),
+                detail: format!(
+                    "{}; server log: {}",
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    tail.join(" | ")
+                ),
             });
         }
         self.port = port;
@@ -300,7 +362,9 @@ impl Drop for Cluster {
             // Persistent clusters are stopped explicitly (xtask serve / db stop).
             return;
         }
-        let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "30"]).output();
+        let _ = self
+            .pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "30"])
+            .output();
         let _ = fs::remove_dir_all(&self.root);
         if let Some(mut watchdog) = self.watchdog.take() {
             let _ = watchdog.kill();
@@ -339,7 +403,9 @@ pub fn find_bin_dir() -> Result<PathBuf> {
     if let Some(dir) = on_path {
         // Resolve symlinks (/usr/local/bin/pg_ctl -> /usr/lib/postgresql/N/bin)
         // so psql and pgbench from the same version are found next to it.
-        let real = fs::canonicalize(dir.join("pg_ctl")).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+        let real = fs::canonicalize(dir.join("pg_ctl"))
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
         return Ok(real.unwrap_or(dir));
     }
     let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
@@ -353,7 +419,10 @@ pub fn find_bin_dir() -> Result<PathBuf> {
         })
         .collect();
     versioned.sort();
-    versioned.pop().map(|(_, bin)| bin).ok_or(ProvisionError::NoBinaries)
+    versioned
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(ProvisionError::NoBinaries)
 }
 
 /// initdb refuses to run as root: when we are root, the cluster belongs to
@@ -373,15 +442,21 @@ fn unprivileged_owner() -> Result<Option<(u32, u32)>> {
                 .flatten()
         })
     };
-    lookup("postgres").or_else(|| lookup("nobody")).map(Some).ok_or_else(|| ProvisionError::Command {
-        what: "choosing an unprivileged user for initdb".into(),
-        detail: "running as root and neither `postgres` nor `nobody` exists".into(),
-    })
+    lookup("postgres")
+        .or_else(|| lookup("nobody"))
+        .map(Some)
+        .ok_or_else(|| ProvisionError::Command {
+            what: "choosing an unprivileged user for initdb".into(),
+            detail: "running as root and neither `postgres` nor `nobody` exists".into(),
+        })
 }
 
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    listener.local_addr().map(|a| a.port()).map_err(io("finding a free port"))
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(io("finding a free port"))
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -392,18 +467,29 @@ fn absolute(dir: &Path) -> Result<PathBuf> {
     if dir.is_absolute() {
         return Ok(dir.to_path_buf());
     }
-    Ok(std::env::current_dir().map_err(io("reading the current dir"))?.join(dir))
+    Ok(std::env::current_dir()
+        .map_err(io("reading the current dir"))?
+        .join(dir))
 }
 
 fn command_failed(what: &str, out: &std::process::Output) -> ProvisionError {
     ProvisionError::Command {
         what: what.into(),
-        detail: format!("{}{}", String::from_utf8_lossy(&out.stderr).trim(), String::from_utf8_lossy(&out.stdout).trim()),
+        detail: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
     }
 }
 
 /// Whether a TCP connection to `host:port` opens within `timeout`.
 fn tcp_reachable(host: &str, port: u16, timeout: Duration) -> bool {
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map(|a| a.collect()).unwrap_or_default();
-    addrs.iter().any(|addr| TcpStream::connect_timeout(addr, timeout).is_ok())
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    addrs
+        .iter()
+        .any(|addr| TcpStream::connect_timeout(addr, timeout).is_ok())
 }

@@ -30,7 +30,11 @@ impl DbUrl {
                 database: rest[scheme_end + i + 1..].to_string(),
                 query,
             },
-            None => DbUrl { authority: rest.to_string(), database: String::new(), query },
+            None => DbUrl {
+                authority: rest.to_string(),
+                database: String::new(),
+                query,
+            },
         }
     }
 
@@ -40,14 +44,21 @@ impl DbUrl {
 
     /// The same server and credentials, another database.
     pub fn with_database(&self, database: &str) -> DbUrl {
-        DbUrl { database: database.to_string(), ..self.clone() }
+        DbUrl {
+            database: database.to_string(),
+            ..self.clone()
+        }
     }
 
     /// The URL with the password replaced by `***`, safe to print.
     pub fn redacted(&self) -> String {
-        let (scheme, rest) = self.authority.split_at(self.authority.find("://").map(|i| i + 3).unwrap_or(0));
+        let (scheme, rest) = self
+            .authority
+            .split_at(self.authority.find("://").map(|i| i + 3).unwrap_or(0));
         let rest = match (rest.rfind('@'), rest.find(':')) {
-            (Some(at), Some(colon)) if colon < at => format!("{}:***{}", &rest[..colon], &rest[at..]),
+            (Some(at), Some(colon)) if colon < at => {
+                format!("{}:***{}", &rest[..colon], &rest[at..])
+            }
             _ => rest.to_string(),
         };
         format!("{scheme}{rest}/{}{}", self.database, self.query)
@@ -55,14 +66,27 @@ impl DbUrl {
 
     /// `(host, port)`, defaulting like libpq does.
     pub fn host_port(&self) -> (String, u16) {
-        let after_scheme = self.authority.split("://").nth(1).unwrap_or(&self.authority);
+        let after_scheme = self
+            .authority
+            .split("://")
+            .nth(1)
+            .unwrap_or(&self.authority);
         let host_port = after_scheme.rsplit('@').next().unwrap_or(after_scheme);
         let (host, port) = match host_port.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().unwrap_or(5432)),
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse().unwrap_or(5432))
+            }
             _ => (host_port, 5432),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        (if host.is_empty() { "localhost".into() } else { host.into() }, port)
+        (
+            if host.is_empty() {
+                "localhost".into()
+            } else {
+                host.into()
+            },
+            port,
+        )
     }
 
     /// Whether a TCP connection to the server opens within `timeout`.
@@ -93,7 +117,10 @@ mod tests {
     fn swaps_database_and_keeps_params() {
         let url = DbUrl::parse("postgres://u:secret@db.example:6543/app?sslmode=disable");
         assert_eq!(url.database(), "app");
-        assert_eq!(url.with_database("other").to_string(), "postgres://u:secret@db.example:6543/other?sslmode=disable");
+        assert_eq!(
+            url.with_database("other").to_string(),
+            "postgres://u:secret@db.example:6543/other?sslmode=disable"
+        );
         assert_eq!(url.host_port(), ("db.example".to_string(), 6543));
     }
 
@@ -102,12 +129,21 @@ mod tests {
         let url = DbUrl::parse("postgres://u:secret@h/app");
         assert_eq!(url.redacted(), "postgres://u:***@h/app");
         assert!(!format!("{url:?}").contains("secret"));
-        assert_eq!(DbUrl::parse("postgres://u@h:1/app").redacted(), "postgres://u@h:1/app");
+        assert_eq!(
+            DbUrl::parse("postgres://u@h:1/app").redacted(),
+            "postgres://u@h:1/app"
+        );
     }
 
     #[test]
     fn defaults_host_and_port() {
-        assert_eq!(DbUrl::parse("postgres:///app").host_port(), ("localhost".to_string(), 5432));
-        assert_eq!(DbUrl::parse("postgres://u@127.0.0.1/app").host_port(), ("127.0.0.1".to_string(), 5432));
+        assert_eq!(
+            DbUrl::parse("postgres:///app").host_port(),
+            ("localhost".to_string(), 5432)
+        );
+        assert_eq!(
+            DbUrl::parse("postgres://u@127.0.0.1/app").host_port(),
+            ("127.0.0.1".to_string(), 5432)
+        );
     }
 }

@@ -34,7 +34,11 @@ impl Default for TestAppConfig {
     fn default() -> Self {
         TestAppConfig {
             // Small pools: many tests run in parallel against one server.
-            pool: PoolConfig { max_size: 4, connection_timeout_ms: 10_000, ..PoolConfig::default() },
+            pool: PoolConfig {
+                max_size: 4,
+                connection_timeout_ms: 10_000,
+                ..PoolConfig::default()
+            },
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
             hash_workers: Some(2),
@@ -78,7 +82,10 @@ impl TestApp {
         tokio::spawn(app.server);
         TestApp {
             address: format!("http://127.0.0.1:{}", app.port),
-            client: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap_or_default(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap_or_default(),
             state: app.state,
             handle,
             db,
@@ -99,7 +106,12 @@ impl TestApp {
     }
 
     /// POST raw bytes with the given content type (None: no header).
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Response {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Response {
         let mut req = self.client.post(self.url(path)).body(body);
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
@@ -126,11 +138,21 @@ impl TestApp {
     // --- one helper per endpoint -------------------------------------------
 
     pub async fn register(&self, email: &str, password: &str) -> Response {
-        self.post_json("/v1/users", None, &json!({"email": email, "password": password})).await
+        self.post_json(
+            "/v1/users",
+            None,
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Response {
-        self.post_json("/v1/sessions", None, &json!({"email": email, "password": password})).await
+        self.post_json(
+            "/v1/sessions",
+            None,
+            &json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn current(&self, token: &str) -> Response {
@@ -142,7 +164,12 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, token: &str) -> Response {
-        send(self.client.post(self.url("/v1/sessions/current/refresh")).bearer_auth(token)).await
+        send(
+            self.client
+                .post(self.url("/v1/sessions/current/refresh"))
+                .bearer_auth(token),
+        )
+        .await
     }
 
     pub async fn list_sessions(&self, token: &str) -> Response {
@@ -150,7 +177,8 @@ impl TestApp {
     }
 
     pub async fn revoke_session(&self, token: &str, session_id: &str) -> Response {
-        self.delete(&format!("/v1/sessions/{session_id}"), Some(token)).await
+        self.delete(&format!("/v1/sessions/{session_id}"), Some(token))
+            .await
     }
 
     pub async fn revoke_all(&self, token: &str) -> Response {
@@ -166,11 +194,21 @@ impl TestApp {
     }
 
     pub async fn complete(&self, token: &str, id: &str) -> Response {
-        send(self.client.post(self.url(&format!("/v1/tasks/{id}/complete"))).bearer_auth(token)).await
+        send(
+            self.client
+                .post(self.url(&format!("/v1/tasks/{id}/complete")))
+                .bearer_auth(token),
+        )
+        .await
     }
 
     pub async fn release(&self, token: &str, id: &str) -> Response {
-        send(self.client.post(self.url(&format!("/v1/tasks/{id}/release"))).bearer_auth(token)).await
+        send(
+            self.client
+                .post(self.url(&format!("/v1/tasks/{id}/release")))
+                .bearer_auth(token),
+        )
+        .await
     }
 
     pub async fn list_tasks(&self, token: &str, query: &str) -> Response {
@@ -202,9 +240,20 @@ impl TestApp {
 
     /// Creates `n` schedulable tasks titled `{prefix}-{i}` and returns their ids.
     pub async fn create_n_tasks(&self, token: &str, prefix: &str, n: usize) -> Vec<Uuid> {
-        let tasks: Vec<Value> = (0..n).map(|i| json!({"title": format!("{prefix}-{i}")})).collect();
-        let body = expect_status(self.create_tasks(token, &json!({"tasks": tasks})).await, StatusCode::CREATED).await;
-        body["tasks"].as_array().into_iter().flatten().map(|t| json_uuid(&t["id"])).collect()
+        let tasks: Vec<Value> = (0..n)
+            .map(|i| json!({"title": format!("{prefix}-{i}")}))
+            .collect();
+        let body = expect_status(
+            self.create_tasks(token, &json!({"tasks": tasks})).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        body["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| json_uuid(&t["id"]))
+            .collect()
     }
 }
 
@@ -235,16 +284,40 @@ pub async fn expect_status(res: Response, status: StatusCode) -> Value {
 
 /// Asserts a problem document with this status and code; returns it.
 pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Value {
-    let content_type =
-        res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let body = expect_status(res, status).await;
-    assert_eq!(content_type, "application/problem+json", "problem content type; body: {body}");
+    assert_eq!(
+        content_type, "application/problem+json",
+        "problem content type; body: {body}"
+    );
     assert_eq!(body["code"], code, "problem code; body: {body}");
-    assert_eq!(body["status"], status.as_u16(), "problem status member; body: {body}");
-    assert!(body["type"].is_string() && body["title"].is_string(), "type and title; body: {body}");
+    assert_eq!(
+        body["status"],
+        status.as_u16(),
+        "problem status member; body: {body}"
+    );
+    assert!(
+        body["type"].is_string() && body["title"].is_string(),
+        "type and title; body: {body}"
+    );
     body
 }
 
 pub fn json_uuid(v: &Value) -> Uuid {
-    v.as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(|| panic!("not a UUID: {v}"))
+    v.as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .unwrap_or_else(|| panic!("not a UUID: {v}"))
+}
+
+/// The 32 raw bytes behind a token as the API returns it.
+pub fn token_bytes(token: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .unwrap_or_default()
 }

@@ -45,11 +45,23 @@ fn prepare() -> Result<Shared, String> {
         result?;
         sweep_leftovers(&mut conn, &template).await
     })?;
-    Ok(Shared { admin, template, _server: server })
+    Ok(Shared {
+        admin,
+        template,
+        _server: server,
+    })
 }
 
-async fn ensure_template(conn: &mut AsyncPgConnection, admin: &DbUrl, template: &str) -> Result<(), String> {
-    if database_names(conn, template).await?.iter().any(|n| n == template) {
+async fn ensure_template(
+    conn: &mut AsyncPgConnection,
+    admin: &DbUrl,
+    template: &str,
+) -> Result<(), String> {
+    if database_names(conn, template)
+        .await?
+        .iter()
+        .any(|n| n == template)
+    {
         return Ok(());
     }
     let building = format!("{template}_building");
@@ -58,8 +70,16 @@ async fn ensure_template(conn: &mut AsyncPgConnection, admin: &DbUrl, template: 
     let url = admin.with_database(&building).to_string();
     auth_core::db::run_migrations_blocking(&url).map_err(|e| e.to_string())?;
     // Renamed only once complete, so no process ever clones a half-migrated template.
-    exec(conn, &format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")).await?;
-    exec(conn, &format!("ALTER DATABASE \"{template}\" WITH ALLOW_CONNECTIONS false")).await
+    exec(
+        conn,
+        &format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
+    )
+    .await?;
+    exec(
+        conn,
+        &format!("ALTER DATABASE \"{template}\" WITH ALLOW_CONNECTIONS false"),
+    )
+    .await
 }
 
 /// Drops test databases whose creating process is gone, and old templates.
@@ -70,9 +90,14 @@ async fn sweep_leftovers(conn: &mut AsyncPgConnection, template: &str) -> Result
             .and_then(|rest| rest.split('_').next())
             .and_then(|pid| pid.parse::<u32>().ok())
             .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
-        let stale_template = name.starts_with(TEMPLATE_PREFIX) && name != template && !name.ends_with("_building");
+        let stale_template =
+            name.starts_with(TEMPLATE_PREFIX) && name != template && !name.ends_with("_building");
         if stale_test || stale_template {
-            let _ = exec(conn, &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+            let _ = exec(
+                conn,
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            )
+            .await;
         }
     }
     Ok(())
@@ -90,9 +115,16 @@ impl TestDb {
     /// Clones the migrated template into a new database.
     pub async fn new() -> TestDb {
         let shared = shared();
-        let name = format!("{TEST_PREFIX}{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let name = format!(
+            "{TEST_PREFIX}{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
         let started = Instant::now();
-        let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{}\"", shared.template);
+        let sql = format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+            shared.template
+        );
         let result = async {
             let mut conn = connect(&shared.admin).await?;
             exec(&mut conn, &sql).await
@@ -101,7 +133,11 @@ impl TestDb {
         if let Err(e) = result {
             panic!("creating test database {name}: {e}");
         }
-        TestDb { url: shared.admin.with_database(&name), name, clone_time: started.elapsed() }
+        TestDb {
+            url: shared.admin.with_database(&name),
+            name,
+            clone_time: started.elapsed(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -162,6 +198,40 @@ impl TestDb {
         }
     }
 
+    /// Waits, by observing the server (no sleeps), until `task` is done or some
+    /// other session of this database is blocked on a lock. Returns `true` if
+    /// a blocked session was seen first. Panics after 15 s of neither.
+    pub async fn blocked_or_done<T>(&self, task: &tokio::task::JoinHandle<T>) -> bool {
+        let sql = format!(
+            "SELECT count(*) AS n FROM pg_stat_activity
+             WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            self.name
+        );
+        let mut observer = self.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if task.is_finished() {
+                return false;
+            }
+            use diesel_async::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            match diesel::sql_query(&sql).get_result::<N>(&mut observer).await {
+                Ok(row) if row.n > 0 => return true,
+                Ok(_) => {}
+                Err(e) => panic!("observing pg_stat_activity: {e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "neither finished nor blocked within 15 s"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A pool on this database, configured like the service's.
     pub async fn pool(&self, config: &auth_core::config::PoolConfig) -> auth_core::db::DbPool {
         match auth_core::db::build_pool(&self.url(), config).await {
@@ -186,11 +256,15 @@ impl Drop for TestDb {
 }
 
 async fn connect(url: &DbUrl) -> Result<AsyncPgConnection, String> {
-    AsyncPgConnection::establish(&url.to_string()).await.map_err(|e| format!("{e} ({})", url.redacted()))
+    AsyncPgConnection::establish(&url.to_string())
+        .await
+        .map_err(|e| format!("{e} ({})", url.redacted()))
 }
 
 async fn exec(conn: &mut AsyncPgConnection, sql: &str) -> Result<(), String> {
-    conn.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"))
+    conn.batch_execute(sql)
+        .await
+        .map_err(|e| format!("{sql}: {e}"))
 }
 
 async fn database_names(conn: &mut AsyncPgConnection, prefix: &str) -> Result<Vec<String>, String> {
@@ -218,7 +292,10 @@ fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
 }
 
 fn block_on<F: Future>(fut: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => panic!("building a runtime: {e}"),
     }

@@ -10,7 +10,10 @@ pub async fn healthz() -> HttpResponse {
 /// 200 when the database answers within the pool's checkout timeout, else 503.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ready = match state.pool.get().await {
-        Ok(mut conn) => diesel::sql_query("SELECT 1").execute(&mut *conn).await.is_ok(),
+        Ok(mut conn) => diesel::sql_query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .is_ok(),
         Err(_) => false,
     };
     if ready {

@@ -28,7 +28,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/sessions/current/refresh").route(web::post().to(sessions::refresh)))
         .service(resource("/v1/sessions/{session_id}").route(web::delete().to(sessions::revoke)))
         .service(
-            resource("/v1/tasks").route(web::post().to(tasks::create)).route(web::get().to(tasks::list)),
+            resource("/v1/tasks")
+                .route(web::post().to(tasks::create))
+                .route(web::get().to(tasks::list)),
         )
         .service(resource("/v1/tasks/claim").route(web::post().to(tasks::claim)))
         .service(resource("/v1/tasks/stats").route(web::get().to(tasks::stats)))
@@ -37,7 +39,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn resource(path: &str) -> Resource {
-    web::resource(path).default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::MethodNotAllowed) }))
+    web::resource(path).default_service(web::to(|| async {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed)
+    }))
 }
 
 /// Any path the contract does not have.

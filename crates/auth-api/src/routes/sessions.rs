@@ -18,7 +18,12 @@ struct IssuedBody {
 
 impl From<IssuedSession> for IssuedBody {
     fn from(s: IssuedSession) -> IssuedBody {
-        IssuedBody { token: s.token.expose(), session_id: s.session_id, user_id: s.user_id, expires_at: s.expires_at }
+        IssuedBody {
+            token: s.token.expose(),
+            session_id: s.session_id,
+            user_id: s.user_id,
+            expires_at: s.expires_at,
+        }
     }
 }
 
@@ -62,18 +67,27 @@ pub async fn current(Authenticated(p): Authenticated) -> HttpResponse {
     })
 }
 
-pub async fn logout(state: web::Data<AppState>, Authenticated(p): Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn logout(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<HttpResponse, ApiError> {
     state.sessions.logout(&p).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Rotation authenticates by the swap itself: one statement, one winner.
-pub async fn refresh(state: web::Data<AppState>, BearerToken(token): BearerToken) -> Result<HttpResponse, ApiError> {
+pub async fn refresh(
+    state: web::Data<AppState>,
+    BearerToken(token): BearerToken,
+) -> Result<HttpResponse, ApiError> {
     let issued = state.sessions.refresh(&token).await?;
     Ok(no_store(HttpResponse::Created()).json(IssuedBody::from(issued)))
 }
 
-pub async fn list(state: web::Data<AppState>, Authenticated(p): Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<HttpResponse, ApiError> {
     let sessions: Vec<SessionItem> = state
         .sessions
         .list(&p)
@@ -100,7 +114,10 @@ pub async fn revoke(
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn revoke_all(state: web::Data<AppState>, Authenticated(p): Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn revoke_all(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<HttpResponse, ApiError> {
     let revoked = state.sessions.revoke_all(&p).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
 }

@@ -93,7 +93,10 @@ pub async fn claim(
     Authenticated(p): Authenticated,
     JsonBody(body): JsonBody<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let outcome = state.queue.claim(p.user_id, body.count, body.assignee_id).await?;
+    let outcome = state
+        .queue
+        .claim(p.user_id, body.count, body.assignee_id)
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "requested": outcome.requested,
         "claimed": outcome.claimed(),
@@ -125,8 +128,13 @@ pub async fn list(
     Authenticated(p): Authenticated,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-        .map_err(|_| ApiError::Validation(vec![FieldError::new("query", "is not a valid query string")]))?;
+    let query =
+        web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map_err(|_| {
+            ApiError::Validation(vec![FieldError::new(
+                "query",
+                "is not a valid query string",
+            )])
+        })?;
     let mut filter = TaskFilter::default();
     let mut errors = Vec::new();
     for (key, value) in query.into_inner() {
@@ -151,7 +159,10 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": bodies(tasks) })))
 }
 
-pub async fn stats(state: web::Data<AppState>, _caller: Authenticated) -> Result<HttpResponse, ApiError> {
+pub async fn stats(
+    state: web::Data<AppState>,
+    _caller: Authenticated,
+) -> Result<HttpResponse, ApiError> {
     let c = state.queue.stats().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "unassigned": c.unassigned,

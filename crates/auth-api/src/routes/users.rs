@@ -18,7 +18,10 @@ impl FromJson for Credentials {
         let mut f = Fields::of(value, "");
         let email = f.string("email");
         let password = f.string("password");
-        let both = email.zip(password).map(|(e, p)| Credentials { email: e.to_owned(), password: p.to_owned() });
+        let both = email.zip(password).map(|(e, p)| Credentials {
+            email: e.to_owned(),
+            password: p.to_owned(),
+        });
         f.finish(both)
     }
 }
@@ -34,5 +37,8 @@ pub async fn register(
     JsonBody(body): JsonBody<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let user = state.sessions.register(&body.email, &body.password).await?;
-    Ok(HttpResponse::Created().json(UserBody { id: user.id, email: user.email }))
+    Ok(HttpResponse::Created().json(UserBody {
+        id: user.id,
+        email: user.email,
+    }))
 }

@@ -15,23 +15,39 @@ async fn login_issues_an_opaque_token_stored_only_as_its_hash() {
     let app = TestApp::spawn().await;
     app.register("ada@example.com", PASSWORD).await;
     let res = app.login("ADA@example.com", PASSWORD).await;
-    assert_eq!(res.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    assert_eq!(
+        res.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
     let body = expect_status(res, StatusCode::CREATED).await;
     let token = body["token"].as_str().unwrap_or_default();
     assert_eq!(token.len(), 43, "32 bytes, URL-safe base64");
-    assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
     for key in ["session_id", "user_id", "expires_at"] {
         assert!(body[key].is_string(), "{key} in {body}");
     }
-    let hash: String = Sha256::digest(base64_decode(token)).iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = Sha256::digest(base64_decode(token))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let by_hash = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM sessions WHERE token_hash = '\\x{hash}'::bytea"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE token_hash = '\\x{hash}'::bytea"
+        ))
         .await;
     assert_eq!(by_hash, 1, "the stored value is SHA-256 of the token");
     let plaintext = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM sessions WHERE position('{token}'::bytea in token_hash) > 0"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE position('{token}'::bytea in token_hash) > 0"
+        ))
         .await;
     assert_eq!(plaintext, 0);
 }
@@ -59,13 +75,30 @@ fn base64_decode(token: &str) -> Vec<u8> {
 async fn wrong_password_and_unknown_email_are_indistinguishable() {
     let app = TestApp::spawn().await;
     app.register("ada@example.com", PASSWORD).await;
-    let wrong = expect_problem(app.login("ada@example.com", "wrong password").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    let unknown =
-        expect_problem(app.login("bob@example.com", PASSWORD).await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    let impossible_email =
-        expect_problem(app.login("not an email", PASSWORD).await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
-    let impossible_password =
-        expect_problem(app.login("ada@example.com", "short").await, StatusCode::UNAUTHORIZED, "invalid_credentials").await;
+    let wrong = expect_problem(
+        app.login("ada@example.com", "wrong password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let unknown = expect_problem(
+        app.login("bob@example.com", PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let impossible_email = expect_problem(
+        app.login("not an email", PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    let impossible_password = expect_problem(
+        app.login("ada@example.com", "short").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
     assert_eq!(wrong, unknown);
     assert_eq!(wrong, impossible_email);
     assert_eq!(wrong, impossible_password);
@@ -98,7 +131,12 @@ async fn missing_malformed_and_unknown_tokens_are_401() {
     assert_invalid_token(app.current("not-a-token").await).await;
     assert_invalid_token(app.current(&"A".repeat(43)).await).await;
     assert_invalid_token(app.current(&"A".repeat(10_000)).await).await;
-    let res = app.client.get(app.url("/v1/sessions/current")).header("Authorization", "Basic abc").send().await;
+    let res = app
+        .client
+        .get(app.url("/v1/sessions/current"))
+        .header("Authorization", "Basic abc")
+        .send()
+        .await;
     assert_invalid_token(res.unwrap_or_else(|e| panic!("{e}"))).await;
 }
 
@@ -137,7 +175,11 @@ async fn use_slides_the_idle_expiry_at_most_once_per_interval() {
     let seen = async |app: &TestApp| app.db.count(&seen_sql).await;
     let at_login = seen(&app).await;
     expect_status(app.current(&ada.token).await, StatusCode::OK).await;
-    assert_eq!(seen(&app).await, at_login, "no write within the touch interval");
+    assert_eq!(
+        seen(&app).await,
+        at_login,
+        "no write within the touch interval"
+    );
 
     app.db
         .execute(&format!(
@@ -148,7 +190,10 @@ async fn use_slides_the_idle_expiry_at_most_once_per_interval() {
         .await;
     let moved_back = seen(&app).await;
     expect_status(app.current(&ada.token).await, StatusCode::OK).await;
-    assert!(seen(&app).await > moved_back, "a due touch writes last_seen_at");
+    assert!(
+        seen(&app).await > moved_back,
+        "a due touch writes last_seen_at"
+    );
     let slid = app
         .db
         .count(&format!(
@@ -166,8 +211,13 @@ async fn logout_ends_the_session_at_once() {
     expect_status(app.logout(&ada.token).await, StatusCode::NO_CONTENT).await;
     assert_invalid_token(app.current(&ada.token).await).await;
     assert_invalid_token(app.logout(&ada.token).await).await;
-    let revoked =
-        app.db.count(&format!("SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL", ada.session_id)).await;
+    let revoked = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL",
+            ada.session_id
+        ))
+        .await;
     assert_eq!(revoked, 1);
 }
 
@@ -190,7 +240,10 @@ async fn refresh_rotates_the_token_but_keeps_the_session_and_its_lifetime() {
         .db
         .count(&format!("SELECT extract(epoch FROM absolute_expires_at)::bigint AS n FROM sessions WHERE id = '{}'", ada.session_id))
         .await;
-    assert_eq!(absolute_before, absolute_after, "rotation never extends the total lifetime");
+    assert_eq!(
+        absolute_before, absolute_after,
+        "rotation never extends the total lifetime"
+    );
 }
 
 #[tokio::test]
@@ -198,11 +251,19 @@ async fn a_revoked_session_cannot_be_refreshed() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let other = app.login_ok("ada@example.com").await;
-    expect_status(app.revoke_session(&other.token, &ada.session_id.to_string()).await, StatusCode::NO_CONTENT).await;
+    expect_status(
+        app.revoke_session(&other.token, &ada.session_id.to_string())
+            .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     assert_invalid_token(app.refresh(&ada.token).await).await;
     let still_revoked = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL", ada.session_id))
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL",
+            ada.session_id
+        ))
         .await;
     assert_eq!(still_revoked, 1);
 }
@@ -218,9 +279,19 @@ async fn list_shows_active_sessions_and_marks_the_current_one() {
 
     let body = expect_status(app.list_sessions(&second.token).await, StatusCode::OK).await;
     let sessions = body["sessions"].as_array().cloned().unwrap_or_default();
-    let ids: Vec<_> = sessions.iter().map(|s| json_uuid(&s["session_id"])).collect();
-    assert_eq!(ids, [first.session_id, second.session_id], "oldest first, only this user's active ones");
-    let current: Vec<bool> = sessions.iter().map(|s| s["current"].as_bool().unwrap_or(false)).collect();
+    let ids: Vec<_> = sessions
+        .iter()
+        .map(|s| json_uuid(&s["session_id"]))
+        .collect();
+    assert_eq!(
+        ids,
+        [first.session_id, second.session_id],
+        "oldest first, only this user's active ones"
+    );
+    let current: Vec<bool> = sessions
+        .iter()
+        .map(|s| s["current"].as_bool().unwrap_or(false))
+        .collect();
     assert_eq!(current, [false, true]);
     for s in &sessions {
         for key in ["created_at", "last_seen_at", "expires_at"] {
@@ -236,14 +307,35 @@ async fn revoke_one_only_touches_the_callers_own_active_sessions() {
     let ada2 = app.login_ok("ada@example.com").await;
     let bob = app.signup("bob@example.com").await;
 
-    expect_problem(app.revoke_session(&ada.token, &bob.session_id.to_string()).await, StatusCode::NOT_FOUND, "not_found").await;
+    expect_problem(
+        app.revoke_session(&ada.token, &bob.session_id.to_string())
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     expect_status(app.current(&bob.token).await, StatusCode::OK).await;
-    expect_problem(app.revoke_session(&ada.token, "not-a-uuid").await, StatusCode::NOT_FOUND, "not_found").await;
+    expect_problem(
+        app.revoke_session(&ada.token, "not-a-uuid").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
 
-    expect_status(app.revoke_session(&ada.token, &ada2.session_id.to_string()).await, StatusCode::NO_CONTENT).await;
+    expect_status(
+        app.revoke_session(&ada.token, &ada2.session_id.to_string())
+            .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
     assert_invalid_token(app.current(&ada2.token).await).await;
-    expect_problem(app.revoke_session(&ada.token, &ada2.session_id.to_string()).await, StatusCode::NOT_FOUND, "not_found")
-        .await;
+    expect_problem(
+        app.revoke_session(&ada.token, &ada2.session_id.to_string())
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     expect_status(app.current(&ada.token).await, StatusCode::OK).await;
 }
 
@@ -261,14 +353,20 @@ async fn revoke_all_counts_exactly_what_it_revoked() {
     let bob = app.signup("bob@example.com").await;
 
     let body = expect_status(app.revoke_all(&sessions[0].token).await, StatusCode::OK).await;
-    assert_eq!(body["revoked"], 3, "three were active, the logged-out one is not counted");
+    assert_eq!(
+        body["revoked"], 3,
+        "three were active, the logged-out one is not counted"
+    );
     for s in &sessions {
         assert_invalid_token(app.current(&s.token).await).await;
     }
     expect_status(app.current(&bob.token).await, StatusCode::OK).await;
     let active = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL", sessions[0].user_id))
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL",
+            sessions[0].user_id
+        ))
         .await;
     assert_eq!(active, 0);
 }
@@ -276,7 +374,10 @@ async fn revoke_all_counts_exactly_what_it_revoked() {
 #[tokio::test]
 async fn the_session_limit_evicts_the_oldest_session() {
     let app = TestApp::spawn_with(TestAppConfig {
-        sessions: SessionPolicy { max_sessions_per_user: 3, ..SessionPolicy::default() },
+        sessions: SessionPolicy {
+            max_sessions_per_user: 3,
+            ..SessionPolicy::default()
+        },
         ..TestAppConfig::default()
     })
     .await;
@@ -308,8 +409,12 @@ async fn ten_failed_logins_lock_the_email_even_for_the_right_password() {
     let app = TestApp::spawn().await;
     app.register("ada@example.com", PASSWORD).await;
     for _ in 0..10 {
-        expect_problem(app.login("ada@example.com", "wrong password").await, StatusCode::UNAUTHORIZED, "invalid_credentials")
-            .await;
+        expect_problem(
+            app.login("ada@example.com", "wrong password").await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        )
+        .await;
     }
     let res = app.login("ada@example.com", PASSWORD).await;
     let retry_after: u64 = res
@@ -318,16 +423,30 @@ async fn ten_failed_logins_lock_the_email_even_for_the_right_password() {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("Retry-After missing"));
-    assert!((1..=900).contains(&retry_after), "retry after {retry_after}");
+    assert!(
+        (1..=900).contains(&retry_after),
+        "retry after {retry_after}"
+    );
     expect_problem(res, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
     // Unknown emails are limited the same way (no enumeration through 429s).
     for _ in 0..10 {
         app.login("ghost@example.com", PASSWORD).await;
     }
-    expect_problem(app.login("ghost@example.com", PASSWORD).await, StatusCode::TOO_MANY_REQUESTS, "too_many_attempts").await;
+    expect_problem(
+        app.login("ghost@example.com", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+    )
+    .await;
     // The window slides: once the failures are older than 15 minutes, login works.
-    app.db.execute("UPDATE login_failures SET failed_at = now() - interval '16 minutes'").await;
-    expect_status(app.login("ada@example.com", PASSWORD).await, StatusCode::CREATED).await;
+    app.db
+        .execute("UPDATE login_failures SET failed_at = now() - interval '16 minutes'")
+        .await;
+    expect_status(
+        app.login("ada@example.com", PASSWORD).await,
+        StatusCode::CREATED,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -337,10 +456,23 @@ async fn a_successful_login_clears_the_failure_count() {
     for _ in 0..9 {
         app.login("ada@example.com", "wrong password").await;
     }
-    expect_status(app.login("ada@example.com", PASSWORD).await, StatusCode::CREATED).await;
-    assert_eq!(app.db.count("SELECT count(*) AS n FROM login_failures").await, 0);
+    expect_status(
+        app.login("ada@example.com", PASSWORD).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM login_failures")
+            .await,
+        0
+    );
     for _ in 0..9 {
         app.login("ada@example.com", "wrong password").await;
     }
-    expect_status(app.login("ada@example.com", PASSWORD).await, StatusCode::CREATED).await;
+    expect_status(
+        app.login("ada@example.com", PASSWORD).await,
+        StatusCode::CREATED,
+    )
+    .await;
 }

@@ -5,7 +5,8 @@ use test_support::{LoggedIn, TestApp};
 use uuid::Uuid;
 
 /// Claimable right now, counted afresh by the database (the claim predicate).
-const CLAIMABLE: &str = "SELECT count(*) AS n FROM tasks WHERE schedulable AND status <> 'completed'
+const CLAIMABLE: &str =
+    "SELECT count(*) AS n FROM tasks WHERE schedulable AND status <> 'completed'
                          AND (lease_expires_at IS NULL OR lease_expires_at <= now())";
 
 /// Creates `n` claimable tasks and proves, by a fresh query, that exactly
@@ -15,22 +16,35 @@ async fn claimable_fixture(app: &TestApp, who: &LoggedIn, n: usize) -> Vec<Uuid>
     let before = app.db.count(CLAIMABLE).await;
     let ids = app.create_n_tasks(&who.token, "fixture", n).await;
     assert_eq!(ids.len(), n);
-    assert_eq!(app.db.count(CLAIMABLE).await - before, n as i64, "fixture: exactly {n} new claimable tasks");
+    assert_eq!(
+        app.db.count(CLAIMABLE).await - before,
+        n as i64,
+        "fixture: exactly {n} new claimable tasks"
+    );
     ids
 }
 
 fn ids_of(body: &Value) -> Vec<Uuid> {
-    body["tasks"].as_array().into_iter().flatten().map(|t| json_uuid(&t["id"])).collect()
+    body["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| json_uuid(&t["id"]))
+        .collect()
 }
 
 async fn status_of(app: &TestApp, id: Uuid) -> (i64, i64) {
     let assigned = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM task_view WHERE id = '{id}' AND status = 'assigned'"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM task_view WHERE id = '{id}' AND status = 'assigned'"
+        ))
         .await;
     let completed = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM task_view WHERE id = '{id}' AND status = 'completed'"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM task_view WHERE id = '{id}' AND status = 'completed'"
+        ))
         .await;
     (assigned, completed)
 }
@@ -40,7 +54,10 @@ async fn create_returns_the_tasks_in_order_with_defaults() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let res = app
-        .create_tasks(&ada.token, &json!({"tasks": [{"title": "one"}, {"title": "two", "schedulable": false}]}))
+        .create_tasks(
+            &ada.token,
+            &json!({"tasks": [{"title": "one"}, {"title": "two", "schedulable": false}]}),
+        )
         .await;
     let body = expect_status(res, StatusCode::CREATED).await;
     let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
@@ -50,7 +67,13 @@ async fn create_returns_the_tasks_in_order_with_defaults() {
     assert_eq!(tasks[1]["schedulable"], false);
     for t in &tasks {
         assert_eq!(t["status"], "unassigned");
-        for key in ["assigned_to", "assigned_by", "assigned_at", "lease_expires_at", "completed_at"] {
+        for key in [
+            "assigned_to",
+            "assigned_by",
+            "assigned_at",
+            "lease_expires_at",
+            "completed_at",
+        ] {
             assert!(t[key].is_null(), "{key} in {t}");
         }
     }
@@ -61,24 +84,45 @@ async fn create_returns_the_tasks_in_order_with_defaults() {
 async fn create_rejects_bad_batches_with_422_and_stores_nothing() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
-    let too_many: Vec<Value> = (0..1001).map(|i| json!({"title": format!("t{i}")})).collect();
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| json!({"title": format!("t{i}")}))
+        .collect();
     for (body, field) in [
         (json!({"tasks": []}), "tasks"),
         (json!({"tasks": too_many}), "tasks"),
-        (json!({"tasks": [{"title": "ok"}, {"title": ""}]}), "tasks[1].title"),
-        (json!({"tasks": [{"title": "x".repeat(501)}]}), "tasks[0].title"),
+        (
+            json!({"tasks": [{"title": "ok"}, {"title": ""}]}),
+            "tasks[1].title",
+        ),
+        (
+            json!({"tasks": [{"title": "x".repeat(501)}]}),
+            "tasks[0].title",
+        ),
         (json!({"tasks": [{"title": 3}]}), "tasks[0].title"),
-        (json!({"tasks": [{"title": "ok", "schedulable": "yes"}]}), "tasks[0].schedulable"),
+        (
+            json!({"tasks": [{"title": "ok", "schedulable": "yes"}]}),
+            "tasks[0].schedulable",
+        ),
         (json!({"tasks": "nope"}), "tasks"),
         (json!({}), "tasks"),
     ] {
-        let problem =
-            expect_problem(app.create_tasks(&ada.token, &body).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        let problem = expect_problem(
+            app.create_tasks(&ada.token, &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
         assert_eq!(problem["errors"][0]["field"], field, "{problem}");
     }
     // 500 characters (of a 2-byte letter) is allowed; 1000 tasks is allowed.
-    let full: Vec<Value> = (0..1000).map(|_| json!({"title": "é".repeat(500)})).collect();
-    expect_status(app.create_tasks(&ada.token, &json!({"tasks": full})).await, StatusCode::CREATED).await;
+    let full: Vec<Value> = (0..1000)
+        .map(|_| json!({"title": "é".repeat(500)}))
+        .collect();
+    expect_status(
+        app.create_tasks(&ada.token, &json!({"tasks": full})).await,
+        StatusCode::CREATED,
+    )
+    .await;
     assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks").await, 1000);
 }
 
@@ -86,10 +130,31 @@ async fn create_rejects_bad_batches_with_422_and_stores_nothing() {
 async fn task_routes_require_a_token() {
     let app = TestApp::spawn().await;
     let body = json!({"tasks": [{"title": "x"}]});
-    expect_problem(app.post_json("/v1/tasks", None, &body).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    expect_problem(app.post_json("/v1/tasks/claim", None, &json!({"count": 1})).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    expect_problem(app.get("/v1/tasks", None).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
-    expect_problem(app.get("/v1/tasks/stats", None).await, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    expect_problem(
+        app.post_json("/v1/tasks", None, &body).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    expect_problem(
+        app.post_json("/v1/tasks/claim", None, &json!({"count": 1}))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/tasks", None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/tasks/stats", None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
     assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks").await, 0);
 }
 
@@ -98,10 +163,21 @@ async fn claim_reports_exactly_what_it_assigned() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let ids = claimable_fixture(&app, &ada, 5).await;
-    app.create_tasks(&ada.token, &json!({"tasks": [{"title": "held back", "schedulable": false}]})).await;
+    app.create_tasks(
+        &ada.token,
+        &json!({"tasks": [{"title": "held back", "schedulable": false}]}),
+    )
+    .await;
 
-    let first = expect_status(app.claim(&ada.token, &json!({"count": 3})).await, StatusCode::OK).await;
-    assert_eq!((first["requested"].as_i64(), first["claimed"].as_i64()), (Some(3), Some(3)));
+    let first = expect_status(
+        app.claim(&ada.token, &json!({"count": 3})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (first["requested"].as_i64(), first["claimed"].as_i64()),
+        (Some(3), Some(3))
+    );
     assert_eq!(ids_of(&first), ids[..3], "oldest first");
     for t in first["tasks"].as_array().into_iter().flatten() {
         assert_eq!(t["status"], "assigned");
@@ -110,19 +186,49 @@ async fn claim_reports_exactly_what_it_assigned() {
         assert!(t["assigned_at"].is_string() && t["lease_expires_at"].is_string());
     }
     // Only two schedulable tasks remain: a claim of 30 gets exactly those.
-    let second = expect_status(app.claim(&ada.token, &json!({"count": 30})).await, StatusCode::OK).await;
-    assert_eq!((second["requested"].as_i64(), second["claimed"].as_i64()), (Some(30), Some(2)));
+    let second = expect_status(
+        app.claim(&ada.token, &json!({"count": 30})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (second["requested"].as_i64(), second["claimed"].as_i64()),
+        (Some(30), Some(2))
+    );
     assert_eq!(ids_of(&second), ids[3..]);
     // Nothing free: 200 with claimed 0, which is not an error.
-    let empty = expect_status(app.claim(&ada.token, &json!({"count": 5})).await, StatusCode::OK).await;
-    assert_eq!((empty["claimed"].as_i64(), empty["tasks"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    let empty = expect_status(
+        app.claim(&ada.token, &json!({"count": 5})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (
+            empty["claimed"].as_i64(),
+            empty["tasks"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0))
+    );
 
     let assigned = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM tasks WHERE status = 'assigned' AND assigned_to = '{}'", ada.user_id))
+        .count(&format!(
+            "SELECT count(*) AS n FROM tasks WHERE status = 'assigned' AND assigned_to = '{}'",
+            ada.user_id
+        ))
         .await;
-    assert_eq!(assigned, 5, "fresh read: the five schedulable tasks, and only they");
-    assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks WHERE NOT schedulable AND status = 'unassigned'").await, 1);
+    assert_eq!(
+        assigned, 5,
+        "fresh read: the five schedulable tasks, and only they"
+    );
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) AS n FROM tasks WHERE NOT schedulable AND status = 'unassigned'"
+            )
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -130,14 +236,42 @@ async fn claim_validates_count_and_assignee() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     claimable_fixture(&app, &ada, 3).await;
-    for body in [json!({"count": 0}), json!({"count": 31}), json!({"count": "3"}), json!({"count": 1.5}), json!({})] {
-        expect_problem(app.claim(&ada.token, &body).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    for body in [
+        json!({"count": 0}),
+        json!({"count": 31}),
+        json!({"count": "3"}),
+        json!({"count": 1.5}),
+        json!({}),
+    ] {
+        expect_problem(
+            app.claim(&ada.token, &body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
     }
     let unknown = json!({"count": 1, "assignee_id": Uuid::new_v4()});
-    let problem = expect_problem(app.claim(&ada.token, &unknown).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let problem = expect_problem(
+        app.claim(&ada.token, &unknown).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "assignee_id");
-    expect_problem(app.claim(&ada.token, &json!({"count": 1, "assignee_id": "bob"})).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
-    assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks WHERE status <> 'unassigned'").await, 0, "nothing claimed");
+    expect_problem(
+        app.claim(&ada.token, &json!({"count": 1, "assignee_id": "bob"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM tasks WHERE status <> 'unassigned'")
+            .await,
+        0,
+        "nothing claimed"
+    );
 }
 
 #[tokio::test]
@@ -146,7 +280,15 @@ async fn claim_for_another_user_records_who_assigned() {
     let lead = app.signup("lead@example.com").await;
     let clerk = app.signup("clerk@example.com").await;
     let ids = claimable_fixture(&app, &lead, 1).await;
-    let body = expect_status(app.claim(&lead.token, &json!({"count": 1, "assignee_id": clerk.user_id})).await, StatusCode::OK).await;
+    let body = expect_status(
+        app.claim(
+            &lead.token,
+            &json!({"count": 1, "assignee_id": clerk.user_id}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(body["claimed"], 1);
     let row = app
         .db
@@ -157,8 +299,17 @@ async fn claim_for_another_user_records_who_assigned() {
         .await;
     assert_eq!(row, 1);
     // Only the assignee may complete it.
-    expect_problem(app.complete(&lead.token, &ids[0].to_string()).await, StatusCode::CONFLICT, "not_assignee").await;
-    expect_status(app.complete(&clerk.token, &ids[0].to_string()).await, StatusCode::OK).await;
+    expect_problem(
+        app.complete(&lead.token, &ids[0].to_string()).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
+    expect_status(
+        app.complete(&clerk.token, &ids[0].to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -167,27 +318,68 @@ async fn complete_and_release_are_for_the_assignee_only() {
     let ada = app.signup("ada@example.com").await;
     let bob = app.signup("bob@example.com").await;
     let ids = claimable_fixture(&app, &ada, 2).await;
-    expect_status(app.claim(&ada.token, &json!({"count": 2})).await, StatusCode::OK).await;
+    expect_status(
+        app.claim(&ada.token, &json!({"count": 2})).await,
+        StatusCode::OK,
+    )
+    .await;
     let (a, b) = (ids[0].to_string(), ids[1].to_string());
 
-    expect_problem(app.complete(&bob.token, &a).await, StatusCode::CONFLICT, "not_assignee").await;
-    expect_problem(app.release(&bob.token, &a).await, StatusCode::CONFLICT, "not_assignee").await;
-    expect_problem(app.complete(&ada.token, &Uuid::new_v4().to_string()).await, StatusCode::NOT_FOUND, "not_found").await;
-    expect_problem(app.release(&ada.token, "not-a-uuid").await, StatusCode::NOT_FOUND, "not_found").await;
-    assert_eq!(status_of(&app, ids[0]).await, (1, 0), "bob's attempts changed nothing");
+    expect_problem(
+        app.complete(&bob.token, &a).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
+    expect_problem(
+        app.release(&bob.token, &a).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
+    expect_problem(
+        app.complete(&ada.token, &Uuid::new_v4().to_string()).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_problem(
+        app.release(&ada.token, "not-a-uuid").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        status_of(&app, ids[0]).await,
+        (1, 0),
+        "bob's attempts changed nothing"
+    );
 
     let done = expect_status(app.complete(&ada.token, &a).await, StatusCode::OK).await;
     assert_eq!(done["status"], "completed");
     assert!(done["completed_at"].is_string());
     assert_eq!(status_of(&app, ids[0]).await, (0, 1));
-    expect_problem(app.complete(&ada.token, &a).await, StatusCode::CONFLICT, "not_assignee").await;
+    expect_problem(
+        app.complete(&ada.token, &a).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
 
     let released = expect_status(app.release(&ada.token, &b).await, StatusCode::OK).await;
     assert_eq!(released["status"], "unassigned");
     assert!(released["assigned_to"].is_null());
     assert_eq!(status_of(&app, ids[1]).await, (0, 0));
-    let again = expect_status(app.claim(&bob.token, &json!({"count": 5})).await, StatusCode::OK).await;
-    assert_eq!(ids_of(&again), [ids[1]], "a released task is claimable again; a completed one is not");
+    let again = expect_status(
+        app.claim(&bob.token, &json!({"count": 5})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        ids_of(&again),
+        [ids[1]],
+        "a released task is claimable again; a completed one is not"
+    );
 }
 
 #[tokio::test]
@@ -196,22 +388,57 @@ async fn an_expired_lease_frees_the_task_and_fences_the_late_worker() {
     let slow = app.signup("slow@example.com").await;
     let fast = app.signup("fast@example.com").await;
     let ids = claimable_fixture(&app, &slow, 1).await;
-    expect_status(app.claim(&slow.token, &json!({"count": 1})).await, StatusCode::OK).await;
+    expect_status(
+        app.claim(&slow.token, &json!({"count": 1})).await,
+        StatusCode::OK,
+    )
+    .await;
 
     // The lease runs out (moved into the past by the test, no sleeping).
-    app.db.execute(&format!("UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = '{}'", ids[0])).await;
-    let listed = expect_status(app.list_tasks(&fast.token, "?status=unassigned").await, StatusCode::OK).await;
+    app.db
+        .execute(&format!(
+            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = '{}'",
+            ids[0]
+        ))
+        .await;
+    let listed = expect_status(
+        app.list_tasks(&fast.token, "?status=unassigned").await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(ids_of(&listed), ids, "an expired lease shows as unassigned");
     assert!(listed["tasks"][0]["assigned_to"].is_null());
     let stats = expect_status(app.stats(&fast.token).await, StatusCode::OK).await;
-    assert_eq!((stats["unassigned"].as_i64(), stats["assigned"].as_i64()), (Some(1), Some(0)));
-    expect_problem(app.complete(&slow.token, &ids[0].to_string()).await, StatusCode::CONFLICT, "not_assignee").await;
+    assert_eq!(
+        (stats["unassigned"].as_i64(), stats["assigned"].as_i64()),
+        (Some(1), Some(0))
+    );
+    expect_problem(
+        app.complete(&slow.token, &ids[0].to_string()).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
 
-    let reclaimed = expect_status(app.claim(&fast.token, &json!({"count": 1})).await, StatusCode::OK).await;
+    let reclaimed = expect_status(
+        app.claim(&fast.token, &json!({"count": 1})).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(ids_of(&reclaimed), ids);
     // The late worker's write is refused and changes nothing.
-    expect_problem(app.complete(&slow.token, &ids[0].to_string()).await, StatusCode::CONFLICT, "not_assignee").await;
-    expect_problem(app.release(&slow.token, &ids[0].to_string()).await, StatusCode::CONFLICT, "not_assignee").await;
+    expect_problem(
+        app.complete(&slow.token, &ids[0].to_string()).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
+    expect_problem(
+        app.release(&slow.token, &ids[0].to_string()).await,
+        StatusCode::CONFLICT,
+        "not_assignee",
+    )
+    .await;
     let held = app
         .db
         .count(&format!(
@@ -219,7 +446,10 @@ async fn an_expired_lease_frees_the_task_and_fences_the_late_worker() {
             ids[0], fast.user_id
         ))
         .await;
-    assert_eq!(held, 1, "still held by the second claimer, under the second attempt");
+    assert_eq!(
+        held, 1,
+        "still held by the second claimer, under the second attempt"
+    );
 }
 
 #[tokio::test]
@@ -228,20 +458,57 @@ async fn list_filters_by_status_assignee_and_limit() {
     let ada = app.signup("ada@example.com").await;
     let bob = app.signup("bob@example.com").await;
     let ids = claimable_fixture(&app, &ada, 6).await;
-    expect_status(app.claim(&ada.token, &json!({"count": 2})).await, StatusCode::OK).await;
-    expect_status(app.claim(&bob.token, &json!({"count": 1})).await, StatusCode::OK).await;
-    expect_status(app.complete(&ada.token, &ids[0].to_string()).await, StatusCode::OK).await;
+    expect_status(
+        app.claim(&ada.token, &json!({"count": 2})).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.claim(&bob.token, &json!({"count": 1})).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.complete(&ada.token, &ids[0].to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
 
     let all = expect_status(app.list_tasks(&ada.token, "").await, StatusCode::OK).await;
     assert_eq!(ids_of(&all), ids, "oldest first");
-    let mine = expect_status(app.list_tasks(&ada.token, "?assignee=me").await, StatusCode::OK).await;
+    let mine = expect_status(
+        app.list_tasks(&ada.token, "?assignee=me").await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(ids_of(&mine), ids[..2]);
-    let mine_open = expect_status(app.list_tasks(&ada.token, "?assignee=me&status=assigned").await, StatusCode::OK).await;
+    let mine_open = expect_status(
+        app.list_tasks(&ada.token, "?assignee=me&status=assigned")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(ids_of(&mine_open), ids[1..2]);
-    let unassigned = expect_status(app.list_tasks(&bob.token, "?status=unassigned&limit=2").await, StatusCode::OK).await;
+    let unassigned = expect_status(
+        app.list_tasks(&bob.token, "?status=unassigned&limit=2")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(ids_of(&unassigned), ids[3..5]);
-    for bad in ["?status=lost", "?limit=0", "?limit=1001", "?limit=abc", "?assignee=someone"] {
-        expect_problem(app.list_tasks(&ada.token, bad).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    for bad in [
+        "?status=lost",
+        "?limit=0",
+        "?limit=1001",
+        "?limit=abc",
+        "?assignee=someone",
+    ] {
+        expect_problem(
+            app.list_tasks(&ada.token, bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
     }
 }
 
@@ -250,12 +517,28 @@ async fn stats_are_counted_from_the_database() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let ids = claimable_fixture(&app, &ada, 4).await;
-    expect_status(app.claim(&ada.token, &json!({"count": 2})).await, StatusCode::OK).await;
-    expect_status(app.complete(&ada.token, &ids[0].to_string()).await, StatusCode::OK).await;
+    expect_status(
+        app.claim(&ada.token, &json!({"count": 2})).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.complete(&ada.token, &ids[0].to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
     // A change made behind the service's back shows up too: stats are not cached.
-    app.db.execute(&format!("UPDATE tasks SET status = 'completed', completed_at = now() WHERE id = '{}'", ids[3])).await;
+    app.db
+        .execute(&format!(
+            "UPDATE tasks SET status = 'completed', completed_at = now() WHERE id = '{}'",
+            ids[3]
+        ))
+        .await;
     let stats = expect_status(app.stats(&ada.token).await, StatusCode::OK).await;
-    assert_eq!(stats, json!({"unassigned": 1, "assigned": 1, "completed": 2}));
+    assert_eq!(
+        stats,
+        json!({"unassigned": 1, "assigned": 1, "completed": 2})
+    );
 }
 
 #[tokio::test]
@@ -263,7 +546,9 @@ async fn the_task_body_limit_is_one_mebibyte() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let filler = "x".repeat(1100 * 1024);
-    let body = json!({"tasks": [{"title": "t"}], "pad": filler}).to_string().into_bytes();
+    let body = json!({"tasks": [{"title": "t"}], "pad": filler})
+        .to_string()
+        .into_bytes();
     let res = app
         .client
         .post(app.url("/v1/tasks"))
@@ -275,6 +560,13 @@ async fn the_task_body_limit_is_one_mebibyte() {
         .unwrap_or_else(|e| panic!("{e}"));
     expect_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     // 20 KiB is over the general limit but fine for tasks.
-    let medium: Vec<Value> = (0..100).map(|_| json!({"title": "y".repeat(200)})).collect();
-    expect_status(app.create_tasks(&ada.token, &json!({"tasks": medium})).await, StatusCode::CREATED).await;
+    let medium: Vec<Value> = (0..100)
+        .map(|_| json!({"title": "y".repeat(200)}))
+        .collect();
+    expect_status(
+        app.create_tasks(&ada.token, &json!({"tasks": medium}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
 }

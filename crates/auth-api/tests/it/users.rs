@@ -5,12 +5,18 @@ use test_support::app::{expect_problem, expect_status};
 #[tokio::test]
 async fn register_stores_the_email_normalised() {
     let app = TestApp::spawn().await;
-    let body = expect_status(app.register("  Ada@Example.COM ", "long enough pw").await, StatusCode::CREATED).await;
+    let body = expect_status(
+        app.register("  Ada@Example.COM ", "long enough pw").await,
+        StatusCode::CREATED,
+    )
+    .await;
     assert_eq!(body["email"], "ada@example.com");
     let id = body["id"].as_str().unwrap_or_default();
     let stored = app
         .db
-        .count(&format!("SELECT count(*) AS n FROM users WHERE id = '{id}' AND email = 'ada@example.com'"))
+        .count(&format!(
+            "SELECT count(*) AS n FROM users WHERE id = '{id}' AND email = 'ada@example.com'"
+        ))
         .await;
     assert_eq!(stored, 1);
 }
@@ -18,18 +24,35 @@ async fn register_stores_the_email_normalised() {
 #[tokio::test]
 async fn a_taken_email_is_409_whatever_its_case() {
     let app = TestApp::spawn().await;
-    expect_status(app.register("ada@example.com", "long enough pw").await, StatusCode::CREATED).await;
-    expect_problem(app.register("ADA@example.com ", "another pw 123").await, StatusCode::CONFLICT, "email_taken").await;
+    expect_status(
+        app.register("ada@example.com", "long enough pw").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect_problem(
+        app.register("ADA@example.com ", "another pw 123").await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    )
+    .await;
     assert_eq!(app.db.count("SELECT count(*) AS n FROM users").await, 1);
 }
 
 #[tokio::test]
 async fn invalid_values_are_422_listing_every_field() {
     let app = TestApp::spawn().await;
-    let body =
-        expect_problem(app.register("not-an-email", "short").await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
-            .await;
-    let fields: Vec<&str> = body["errors"].as_array().into_iter().flatten().filter_map(|e| e["field"].as_str()).collect();
+    let body = expect_problem(
+        app.register("not-an-email", "short").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
     assert_eq!(fields, ["email", "password"]);
 
     let too_long_email = format!("{}@example.com", "a".repeat(250));
@@ -39,10 +62,19 @@ async fn invalid_values_are_422_listing_every_field() {
         ("a@b.c", &"x".repeat(129)),
         ("", "long enough pw"),
     ] {
-        expect_problem(app.register(email, password).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        expect_problem(
+            app.register(email, password).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
     }
     // 128 characters of a 2-byte letter is within the limit: characters, not bytes.
-    expect_status(app.register("b@b.c", &"é".repeat(128)).await, StatusCode::CREATED).await;
+    expect_status(
+        app.register("b@b.c", &"é".repeat(128)).await,
+        StatusCode::CREATED,
+    )
+    .await;
     assert_eq!(app.db.count("SELECT count(*) AS n FROM users").await, 1);
 }
 

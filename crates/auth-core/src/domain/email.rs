@@ -58,17 +58,33 @@ mod tests {
 
     #[test]
     fn normalises() {
-        assert_eq!(Email::parse("  Alice@Example.COM ").map(|e| e.to_string()), Ok("alice@example.com".into()));
+        assert_eq!(
+            Email::parse("  Alice@Example.COM ").map(|e| e.to_string()),
+            Ok("alice@example.com".into())
+        );
     }
 
     #[test]
     fn rejects_what_cannot_be_an_email() {
-        for bad in ["", "   ", "no-at-sign", "@example.com", "a@", "a@b@c", "a b@c.d", "a@b..c", "a@.b"] {
+        for bad in [
+            "",
+            "   ",
+            "no-at-sign",
+            "@example.com",
+            "a@",
+            "a@b@c",
+            "a b@c.d",
+            "a@b..c",
+            "a@.b",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
         let long = format!("{}@{}.com", "a".repeat(64), "b".repeat(186));
         assert_eq!(long.chars().count(), 255);
         assert!(Email::parse(&long).is_err());
-        assert!(Email::parse(&long[1..]).is_ok(), "254 characters is allowed");
+        assert!(
+            Email::parse(&long[1..]).is_ok(),
+            "254 characters is allowed"
+        );
     }
 }

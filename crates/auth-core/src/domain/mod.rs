@@ -19,6 +19,9 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError { field: field.into(), detail: detail.into() }
+        FieldError {
+            field: field.into(),
+            detail: detail.into(),
+        }
     }
 }

@@ -34,7 +34,10 @@ mod tests {
 
     #[test]
     fn counts_characters_not_bytes() {
-        assert!(Password::parse("ééééééé").is_err(), "7 characters, 14 bytes");
+        assert!(
+            Password::parse("ééééééé").is_err(),
+            "7 characters, 14 bytes"
+        );
         assert!(Password::parse("éééééééé").is_ok());
         assert!(Password::parse(&"é".repeat(128)).is_ok());
         assert!(Password::parse(&"a".repeat(129)).is_err());

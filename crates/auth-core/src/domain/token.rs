@@ -68,7 +68,10 @@ mod tests {
         let token = SessionToken::generate()?;
         let text = token.expose();
         assert_eq!(text.len(), 43);
-        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(SessionToken::parse(&text), Some(token.clone()));
         assert_ne!(token.hash().0.to_vec(), text.as_bytes()[..32].to_vec());
         Ok(())
@@ -76,7 +79,13 @@ mod tests {
 
     #[test]
     fn rejects_other_shapes() {
-        for bad in ["", "short", &"A".repeat(44), &"+".repeat(43), &"A".repeat(10_000)] {
+        for bad in [
+            "",
+            "short",
+            &"A".repeat(44),
+            &"+".repeat(43),
+            &"A".repeat(10_000),
+        ] {
             assert_eq!(SessionToken::parse(bad), None, "{bad:?}");
         }
     }

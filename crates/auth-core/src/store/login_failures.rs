@@ -36,7 +36,11 @@ pub async fn lockout(
 }
 
 /// Records one failure and drops this email's records older than the window.
-pub async fn record(conn: &mut AsyncPgConnection, email: &str, window: Duration) -> QueryResult<()> {
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    window: Duration,
+) -> QueryResult<()> {
     diesel::sql_query(
         "WITH expired AS (
              DELETE FROM login_failures WHERE email = $1 AND failed_at <= now() - make_interval(secs => $2)
@@ -52,5 +56,9 @@ pub async fn record(conn: &mut AsyncPgConnection, email: &str, window: Duration)
 
 /// A successful login clears the count.
 pub async fn clear(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<()> {
-    diesel::sql_query("DELETE FROM login_failures WHERE email = $1").bind::<Text, _>(email).execute(conn).await.map(|_| ())
+    diesel::sql_query("DELETE FROM login_failures WHERE email = $1")
+        .bind::<Text, _>(email)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }

@@ -11,10 +11,12 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The SQL condition for "active", against table alias-free `sessions`.
-const ACTIVE: &str = "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
+const ACTIVE: &str =
+    "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
 
 /// Columns every query returns; `$touch` is the touch interval in seconds.
-const COLUMNS: &str = "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
+const COLUMNS: &str =
+    "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct SessionRow {
@@ -71,7 +73,11 @@ pub async fn find_active_by_hash(
 /// Writes only `last_seen_at`/`idle_expires_at` and only while the session is
 /// still active, so a touch that read the row before a concurrent revocation
 /// cannot bring it back. `None`: the session stopped being active meanwhile.
-pub async fn touch(conn: &mut AsyncPgConnection, read: &SessionRow, idle: Duration) -> QueryResult<Option<SessionRow>> {
+pub async fn touch(
+    conn: &mut AsyncPgConnection,
+    read: &SessionRow,
+    idle: Duration,
+) -> QueryResult<Option<SessionRow>> {
     #[cfg(feature = "faults")]
     if crate::faults::active(crate::faults::Fault::TouchCanUnrevoke) {
         // Read-modify-write of the whole row: writes back the stale revoked_at.
@@ -129,15 +135,21 @@ pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryR
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    diesel::sql_query(format!("SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND {ACTIVE}"))
-        .bind::<SqlUuid, _>(user_id)
-        .get_result::<Count>(conn)
-        .await
-        .map(|c| c.n)
+    diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND {ACTIVE}"
+    ))
+    .bind::<SqlUuid, _>(user_id)
+    .get_result::<Count>(conn)
+    .await
+    .map(|c| c.n)
 }
 
 /// Revokes the user's `n` oldest active sessions; returns how many it revoked.
-pub async fn revoke_oldest(conn: &mut AsyncPgConnection, user_id: Uuid, n: i64) -> QueryResult<usize> {
+pub async fn revoke_oldest(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    n: i64,
+) -> QueryResult<usize> {
     if n <= 0 {
         return Ok(0);
     }
@@ -188,28 +200,41 @@ pub async fn rotate(
 }
 
 /// Revokes one active session of `user_id`; false when there is none.
-pub async fn revoke(conn: &mut AsyncPgConnection, session_id: Uuid, user_id: Uuid) -> QueryResult<bool> {
-    diesel::sql_query(format!("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND {ACTIVE}"))
-        .bind::<SqlUuid, _>(session_id)
-        .bind::<SqlUuid, _>(user_id)
-        .execute(conn)
-        .await
-        .map(|n| n == 1)
+pub async fn revoke(
+    conn: &mut AsyncPgConnection,
+    session_id: Uuid,
+    user_id: Uuid,
+) -> QueryResult<bool> {
+    diesel::sql_query(format!(
+        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND {ACTIVE}"
+    ))
+    .bind::<SqlUuid, _>(session_id)
+    .bind::<SqlUuid, _>(user_id)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
 }
 
 /// Revokes every active session of the user; the count is what this
 /// statement changed, so concurrent calls never count a session twice.
 pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<usize> {
-    diesel::sql_query(format!("UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND {ACTIVE}"))
-        .bind::<SqlUuid, _>(user_id)
-        .execute(conn)
-        .await
+    diesel::sql_query(format!(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND {ACTIVE}"
+    ))
+    .bind::<SqlUuid, _>(user_id)
+    .execute(conn)
+    .await
 }
 
 /// The user's active sessions, oldest first.
-pub async fn list_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<Vec<SessionRow>> {
-    diesel::sql_query(format!("SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"))
-        .bind::<SqlUuid, _>(user_id)
-        .get_results(conn)
-        .await
+pub async fn list_active(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+) -> QueryResult<Vec<SessionRow>> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"
+    ))
+    .bind::<SqlUuid, _>(user_id)
+    .get_results(conn)
+    .await
 }

@@ -2,7 +2,9 @@
 
 use super::secs;
 use chrono::{DateTime, Utc};
-use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
@@ -130,13 +132,20 @@ fn lock_clause() -> &'static str {
 }
 
 fn qualified_columns(alias: &str) -> String {
-    COLUMNS.split(", ").map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// FAULT: the classic broken shape. The SELECT's locks end with its own
 /// statement, so the UPDATE can assign rows another claimer also picked.
 #[cfg(feature = "faults")]
-async fn claim_in_two_statements(conn: &mut AsyncPgConnection, req: ClaimRequest) -> QueryResult<Vec<TaskRow>> {
+async fn claim_in_two_statements(
+    conn: &mut AsyncPgConnection,
+    req: ClaimRequest,
+) -> QueryResult<Vec<TaskRow>> {
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = SqlUuid)]

@@ -16,7 +16,12 @@ pub struct UserRow {
 }
 
 /// Inserts a user; a taken email fails with a unique violation.
-pub async fn insert(conn: &mut AsyncPgConnection, id: Uuid, email: &str, password_hash: &str) -> QueryResult<()> {
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+) -> QueryResult<()> {
     diesel::sql_query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(email)
@@ -26,7 +31,10 @@ pub async fn insert(conn: &mut AsyncPgConnection, id: Uuid, email: &str, passwor
         .map(|_| ())
 }
 
-pub async fn find_by_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<Option<UserRow>> {
+pub async fn find_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> QueryResult<Option<UserRow>> {
     diesel::sql_query("SELECT id, email, password_hash FROM users WHERE email = $1")
         .bind::<Text, _>(email)
         .get_results(conn)

@@ -1,0 +1,188 @@
+//! Forced interleavings, in the spirit of PostgreSQL's isolation tester: the
+//! test holds a lock or runs a step itself on its own connection, so the
+//! order of events is fixed, not left to timing.
+
+use auth_core::config::SessionPolicy;
+use auth_core::domain::SessionToken;
+use auth_core::store::{sessions, users};
+use diesel_async::{
+    AnsiTransactionManager, RunQueryDsl, SimpleAsyncConnection as _, TransactionManager,
+};
+use serde_json::json;
+use test_support::TestApp;
+use test_support::app::{PASSWORD, TestAppConfig, json_uuid};
+
+#[tokio::test]
+async fn a_claim_skips_rows_locked_by_others_instead_of_waiting() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let ids = app.create_n_tasks(&ada.token, "locked", 5).await;
+
+    // The test holds row locks on the two oldest tasks in an open transaction.
+    let mut holder = app.db.connect().await;
+    AnsiTransactionManager::begin_transaction(&mut holder)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    diesel::sql_query(format!(
+        "SELECT id FROM tasks WHERE id IN ('{}', '{}') FOR UPDATE",
+        ids[0], ids[1]
+    ))
+    .execute(&mut holder)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let claim = {
+        let app_url = app.url("/v1/tasks/claim");
+        let token = ada.token.clone();
+        tokio::spawn(async move {
+            let res = reqwest::Client::new()
+                .post(app_url)
+                .bearer_auth(token)
+                .json(&json!({"count": 5}))
+                .send()
+                .await;
+            res.unwrap_or_else(|e| panic!("{e}"))
+                .json::<serde_json::Value>()
+                .await
+                .unwrap_or_default()
+        })
+    };
+    let waited = app.db.blocked_or_done(&claim).await;
+    // Let a waiting claim through before failing, so nothing hangs.
+    AnsiTransactionManager::rollback_transaction(&mut holder)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = claim.await.unwrap_or_default();
+    assert!(
+        !waited,
+        "the claim queued behind the test's row locks instead of skipping them: {body}"
+    );
+    let got: Vec<_> = body["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| json_uuid(&t["id"]))
+        .collect();
+    assert_eq!(got, ids[2..], "the three unlocked tasks, and only they");
+    assert_eq!(body["claimed"], 3);
+}
+
+#[tokio::test]
+async fn a_touch_that_read_before_a_logout_cannot_revive_the_session() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let token = SessionToken::parse(&ada.token).unwrap_or_else(|| panic!("token"));
+    let mut toucher = app.db.connect().await;
+
+    // Step 1: the validation reads the session (active).
+    let read =
+        sessions::find_active_by_hash(&mut toucher, &token.hash(), std::time::Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("session not found"));
+    assert!(read.session.revoked_at.is_none());
+    // Step 2: a logout commits in between.
+    assert_eq!(app.logout(&ada.token).await.status().as_u16(), 204);
+    // Step 3: the validation's touch runs with what it read in step 1.
+    let touched = sessions::touch(
+        &mut toucher,
+        &read.session,
+        std::time::Duration::from_secs(1800),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        touched.is_none(),
+        "the touch wrote to a revoked session: {touched:?}"
+    );
+    let revoked = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL",
+            ada.session_id
+        ))
+        .await;
+    assert_eq!(revoked, 1, "fresh read: still revoked");
+    assert_eq!(app.current(&ada.token).await.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn two_logins_at_the_limit_cannot_both_see_room() {
+    let app = TestApp::spawn_with(TestAppConfig {
+        sessions: SessionPolicy {
+            max_sessions_per_user: 2,
+            ..SessionPolicy::default()
+        },
+        ..TestAppConfig::default()
+    })
+    .await;
+    let ada = app.signup("ada@example.com").await; // one session: room for one more
+
+    // Login A, run step by step by the test: lock the user, count (1: room).
+    let mut a = app.db.connect().await;
+    a.batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    users::lock(&mut a, ada.user_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen_by_a = sessions::count_active(&mut a, ada.user_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(seen_by_a, 1);
+
+    // Login B, through the service, while A sits between its count and its insert.
+    let login_b = {
+        let url = app.url("/v1/sessions");
+        tokio::spawn(async move {
+            let body = json!({"email": "ada@example.com", "password": PASSWORD});
+            reqwest::Client::new()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    let b_waited = app.db.blocked_or_done(&login_b).await;
+
+    // A finishes as the service would: nothing to evict, insert, commit.
+    let new = SessionToken::generate().unwrap_or_else(|e| panic!("{e}"));
+    sessions::revoke_oldest(&mut a, ada.user_id, seen_by_a - 2 + 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy = SessionPolicy::default();
+    sessions::insert(
+        &mut a,
+        uuid::Uuid::new_v4(),
+        ada.user_id,
+        &new.hash(),
+        policy.idle_timeout,
+        policy.absolute_lifetime,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    a.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(login_b.await.unwrap_or(0), 201);
+    let active = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL AND idle_expires_at > now()",
+            ada.user_id
+        ))
+        .await;
+    assert_eq!(
+        active,
+        2,
+        "limit 2 must hold (login B {} for A's lock)",
+        if b_waited { "waited" } else { "did not wait" }
+    );
+    assert!(
+        b_waited,
+        "login B did not serialise behind login A's user lock"
+    );
+}

@@ -1,0 +1,50 @@
+//! Tier 2: the concurrent smoke tier. 5-10 participants, each with its own
+//! HTTP connection (and so its own pooled database connection), released
+//! together by a barrier, against committed data in a per-test database;
+//! outcomes are checked by reading the database afresh and tallying per id.
+//! `interleavings` forces specific orders with locks the test holds.
+
+mod interleavings;
+mod queue;
+mod sessions;
+
+use test_support::TestApp;
+
+/// A client of its own for one participant: no connection reuse between
+/// participants, so their requests really run side by side.
+pub fn own_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap_or_default()
+}
+
+/// The same request helpers on another client.
+pub fn participant(app: &TestApp) -> TestApp2 {
+    TestApp2 {
+        base: app.address.clone(),
+        client: own_client(),
+    }
+}
+
+/// A participant's view of the app: base URL and its own client.
+pub struct TestApp2 {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp2 {
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        match req.send().await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                (status, res.json().await.unwrap_or(serde_json::Value::Null))
+            }
+            Err(e) => panic!("request failed: {e}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}

@@ -1,0 +1,165 @@
+use super::participant;
+use serde_json::json;
+use test_support::TestApp;
+use test_support::app::json_uuid;
+use test_support::concurrency::{ReportedClaim, check_claims, run_together};
+use uuid::Uuid;
+
+/// Every task the database holds as assigned, with its assignee: a fresh read.
+async fn assigned_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
+    use diesel::QueryableByName;
+    use diesel_async::RunQueryDsl;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        assigned_to: Uuid,
+    }
+    let mut conn = app.db.connect().await;
+    diesel::sql_query(
+        "SELECT id, assigned_to FROM tasks WHERE status = 'assigned' AND lease_expires_at > now()",
+    )
+    .get_results::<Row>(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+    .into_iter()
+    .map(|r| (r.id, r.assigned_to))
+    .collect()
+}
+
+#[tokio::test]
+async fn racing_claimers_never_share_or_lose_a_task() {
+    let app = TestApp::spawn().await;
+    let producer = app.signup("producer@example.com").await;
+    let ids = app.create_n_tasks(&producer.token, "race", 100).await;
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM tasks WHERE status = 'unassigned' AND schedulable")
+            .await,
+        100
+    );
+    let mut workers = Vec::new();
+    for i in 0..10 {
+        workers.push(app.signup(&format!("worker{i}@example.com")).await);
+    }
+    let reports = run_together(10, |i| {
+        let p = participant(&app);
+        let me = workers[i].clone();
+        async move {
+            let mut claims = Vec::new();
+            // Bounded even against a server that lies about `claimed`: stop
+            // when a claim lists no task; 100 tasks need at most 15 rounds.
+            for _ in 0..30 {
+                let req = p
+                    .client
+                    .post(p.url("/v1/tasks/claim"))
+                    .bearer_auth(&me.token)
+                    .json(&json!({"count": 7}));
+                let (status, body) = p.send(req).await;
+                assert_eq!(status, 200, "{body}");
+                let tasks: Vec<Uuid> = body["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| json_uuid(&t["id"]))
+                    .collect();
+                let claimed = body["claimed"].as_u64().unwrap_or(u64::MAX) as usize;
+                let done = tasks.is_empty();
+                claims.push(ReportedClaim {
+                    participant: i,
+                    assignee: me.user_id,
+                    claimed,
+                    tasks,
+                });
+                if done {
+                    break;
+                }
+            }
+            claims
+        }
+    })
+    .await;
+    let claims: Vec<ReportedClaim<Uuid>> = reports.into_iter().flatten().collect();
+    let in_db = assigned_in_db(&app).await;
+    check_claims(&claims, &in_db).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        in_db.len(),
+        ids.len(),
+        "every task claimed exactly once, none lost"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM tasks WHERE attempt <> 1")
+            .await,
+        0,
+        "each task claimed once"
+    );
+}
+
+#[tokio::test]
+async fn a_late_completion_never_wins_over_a_reclaim() {
+    let app = TestApp::spawn().await;
+    let slow = app.signup("slow@example.com").await;
+    let fast = app.signup("fast@example.com").await;
+    let ids = app.create_n_tasks(&slow.token, "fence", 6).await;
+    let first = app.claim(&slow.token, &json!({"count": 6})).await;
+    assert_eq!(first.status().as_u16(), 200);
+    app.db
+        .execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second'")
+        .await;
+
+    // Six participants: one re-claims everything, five late completions race it.
+    let results = run_together(6, |i| {
+        let p = participant(&app);
+        let (slow, fast) = (slow.token.clone(), fast.token.clone());
+        let ids = ids.clone();
+        async move {
+            if i == 0 {
+                let req = p
+                    .client
+                    .post(p.url("/v1/tasks/claim"))
+                    .bearer_auth(&fast)
+                    .json(&json!({"count": 6}));
+                let (status, body) = p.send(req).await;
+                assert_eq!(status, 200, "{body}");
+                body["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| (json_uuid(&t["id"]), 0u16))
+                    .collect::<Vec<_>>()
+            } else {
+                let id = ids[i];
+                let (status, _) = p
+                    .send(
+                        p.client
+                            .post(p.url(&format!("/v1/tasks/{id}/complete")))
+                            .bearer_auth(&slow),
+                    )
+                    .await;
+                vec![(id, status)]
+            }
+        }
+    })
+    .await;
+    let reclaimed: Vec<Uuid> = results[0].iter().map(|(id, _)| *id).collect();
+    for (id, status) in results[1..].iter().flatten() {
+        assert_eq!(
+            *status, 409,
+            "a completion under an expired lease must be refused (task {id})"
+        );
+    }
+    assert_eq!(reclaimed.len(), 6, "the re-claim got every task");
+    let held_by_fast = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM tasks WHERE status = 'assigned' AND assigned_to = '{}'",
+            fast.user_id
+        ))
+        .await;
+    assert_eq!(
+        held_by_fast, 6,
+        "fresh read: nothing completed behind the new holder's back"
+    );
+}

@@ -1,0 +1,168 @@
+//! `cargo xtask prove`: shows that tier 2 can fail. Builds the service with
+//! the test-only `faults` feature once, then runs tier 2 under each named
+//! fault (`TESSERA_FAULT`) and requires at least one failing test per fault.
+//! A fault no test catches is a hole in the tests, and fails this command.
+
+use crate::summary;
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use pg_provision::Server;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Every fault in auth-core's `faults` module (kept in step by a test there).
+pub const FAULTS: &[&str] = &[
+    "claim_two_statements",
+    "claim_without_skip_locked",
+    "claim_reports_requested",
+    "session_limit_without_lock",
+    "refresh_without_revoked_guard",
+    "touch_can_unrevoke",
+    "low_entropy_token",
+    "complete_without_fence",
+];
+
+const TIER2: &[&str] = &[
+    "test",
+    "-p",
+    "auth-api",
+    "--features",
+    "faults",
+    "--test",
+    "it",
+    "--",
+    "concurrent::",
+];
+
+pub fn run() -> anyhow::Result<()> {
+    let server = Server::from_env_or_throwaway().context("provisioning PostgreSQL")?;
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "-p",
+            "auth-api",
+            "--features",
+            "faults",
+            "--test",
+            "it",
+            "--no-run",
+            "--quiet",
+        ])
+        .status()
+        .context("building the faulty variant")?;
+    anyhow::ensure!(built.success(), "building with --features faults failed");
+
+    let bar = ProgressBar::new(FAULTS.len() as u64 + 1);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("baseline (no fault)");
+    let started = Instant::now();
+    let (baseline_failed, baseline_passed) = run_tier2(&server, None)?;
+    bar.inc(1);
+    let mut rows = Vec::new();
+    for fault in FAULTS {
+        bar.set_message(fault.to_string());
+        let (failed, _) = run_tier2(&server, Some(fault))?;
+        rows.push((fault.to_string(), failed));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    println!("\n{:<32} tests that caught it", "fault");
+    println!("{}", "-".repeat(100));
+    println!(
+        "{:<32} {} passed, {} failed (must be 0)",
+        "(none: baseline)",
+        baseline_passed,
+        baseline_failed.len()
+    );
+    for (fault, caught) in &rows {
+        let shown = if caught.is_empty() {
+            "NOT CAUGHT".to_string()
+        } else {
+            caught.join(", ")
+        };
+        println!("{fault:<32} {shown}");
+    }
+    let survivors: Vec<&str> = rows
+        .iter()
+        .filter(|(_, c)| c.is_empty())
+        .map(|(f, _)| f.as_str())
+        .collect();
+    let caught = rows.len() - survivors.len();
+    println!("{}", "-".repeat(100));
+    println!(
+        "prove: {caught} of {} faults caught in {:.1}s",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+    summary::closing_line(
+        caught as u64,
+        survivors.len() as u64 + baseline_failed.len() as u64,
+    );
+    anyhow::ensure!(
+        baseline_failed.is_empty(),
+        "tier 2 fails without any fault: {}",
+        baseline_failed.join(", ")
+    );
+    anyhow::ensure!(
+        survivors.is_empty(),
+        "faults no test caught: {}",
+        survivors.join(", ")
+    );
+    Ok(())
+}
+
+/// Runs tier 2 (optionally under a fault); returns (failed tests, passed count).
+fn run_tier2(server: &Server, fault: Option<&str>) -> anyhow::Result<(Vec<String>, usize)> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(TIER2)
+        .env("DATABASE_URL", server.url.to_string())
+        // A fault that hangs must still end: the tests bound their own waits.
+        .env("RUST_TEST_TIME_INTEGRATION", "60000,120000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    match fault {
+        Some(f) => cmd.env("TESSERA_FAULT", f),
+        None => cmd.env_remove("TESSERA_FAULT"),
+    };
+    let mut child = cmd.spawn().context("running tier 2")?;
+    // A fault that makes a test hang must not hang this command: past the
+    // limit the run is killed (by its PID) and counts as caught by a timeout.
+    let pid = child.id();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let finished = finished.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + std::time::Duration::from_secs(180);
+            while Instant::now() < deadline {
+                if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            true
+        })
+    };
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (mut failed, mut passed) = (Vec::new(), 0);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("test ") {
+            if let Some(name) = rest.strip_suffix(" ... FAILED") {
+                failed.push(name.trim_start_matches("concurrent::").to_string());
+            } else if rest.ends_with(" ... ok") {
+                passed += 1;
+            }
+        }
+    }
+    let _ = child.wait();
+    finished.store(true, std::sync::atomic::Ordering::SeqCst);
+    if watchdog.join().unwrap_or(false) {
+        failed.push("(timed out after 180 s)".into());
+    }
+    Ok((failed, passed))
+}
