@@ -1,7 +1,7 @@
 //! `cargo xtask test-all`: provision a throwaway database, check formatting
 //! and lints, run each test tier, and end with a summary table.
 //!
-//! Tiers are selected by test path, not hidden with `#[ignore]`: tier 2 is
+//! Tiers are selected by test path, never hidden behind an ignore attribute: tier 2 is
 //! every test under a `concurrent::` module, tier 1 is everything else, so a
 //! plain `cargo test` still runs all of them.
 
