@@ -1,5 +1,6 @@
 //! `cargo xtask db start|stop|url|psql`: the persistent developer database.
 
+use crate::psql::Psql;
 use anyhow::Context as _;
 use clap::Subcommand;
 use pg_provision::{Cluster, DbUrl, Server};
@@ -55,8 +56,8 @@ pub fn run(action: Action) -> anyhow::Result<()> {
 /// the application database created.
 pub fn app_server() -> anyhow::Result<Server> {
     let server = Server::from_env_or_persistent(&crate::persistent_dir())?;
-    if let Some(cluster) = &server.cluster {
-        ensure_database(cluster, &server.url, APP_DATABASE)?;
+    if server.cluster.is_some() {
+        Psql::new(&server, server.url.clone()).ensure_database(APP_DATABASE)?;
     }
     Ok(server)
 }
@@ -66,30 +67,4 @@ pub fn app_url(server: &Server) -> DbUrl {
         pg_provision::Origin::Environment => server.url.clone(),
         pg_provision::Origin::Private => server.url.with_database(APP_DATABASE),
     }
-}
-
-fn ensure_database(cluster: &Cluster, admin: &DbUrl, name: &str) -> anyhow::Result<()> {
-    let psql = cluster.bin_dir().join("psql");
-    let exists = Command::new(&psql)
-        .args([
-            "-XtAc",
-            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
-        ])
-        .arg(admin.to_string())
-        .output()
-        .context("running psql")?;
-    if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
-        return Ok(());
-    }
-    let created = Command::new(&psql)
-        .args(["-Xqc", &format!("CREATE DATABASE \"{name}\"")])
-        .arg(admin.to_string())
-        .output()
-        .context("running psql")?;
-    anyhow::ensure!(
-        created.status.success(),
-        "creating database {name}: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    Ok(())
 }

@@ -2,8 +2,11 @@
 //! Every command runs from the workspace root and provisions PostgreSQL the
 //! same way the tests do (pg-provision).
 
+mod bench;
 mod db;
+mod load;
 mod prove;
+mod psql;
 mod serve;
 mod summary;
 mod test_all;
@@ -27,6 +30,10 @@ enum Command {
     Serve(serve::Args),
     /// Runs tier 2 under each deliberate fault; fails unless every fault is caught.
     Prove,
+    /// The criterion benchmarks (crates/benches), with a database for the store-level ones.
+    Bench(bench::Args),
+    /// Load tier: goose against the release build, per pool profile, with reports and thresholds.
+    Load(load::Args),
     /// Manages the persistent developer database (.tessera/pg).
     Db {
         #[command(subcommand)]
@@ -41,6 +48,8 @@ fn main() -> anyhow::Result<()> {
         Command::TestAll(args) => test_all::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Prove => prove::run(),
+        Command::Load(args) => load::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Db { action } => db::run(action),
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Tiers are selected by test path, never hidden behind an ignore attribute: tier 2 is
 //! every test under a `concurrent::` module, tier 1 is everything else, so a
-//! plain `cargo test` still runs all of them.
+//! plain `cargo test` still runs all of them. Tier 3 is a short goose run of
+//! the release build (`xtask load`'s machinery) judged by its thresholds.
 
 use crate::summary::{self, Counts, Row};
 use anyhow::Context as _;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run only this tier (1: isolated tests, 2: concurrent smoke tier).
+    /// Run only this tier (1: isolated tests, 2: concurrent smoke tier, 3: load).
     #[arg(long)]
     tier: Option<u8>,
     /// Skip the fmt and clippy steps.
@@ -98,6 +99,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rows.push(run_step(step, &server)?);
         }
     }
+    if matches!(args.tier, None | Some(3)) {
+        rows.push(tier3(&server));
+    }
     drop(server); // stops and deletes a throwaway cluster
     summary::print(&rows);
     let failed: Vec<&str> = rows
@@ -107,6 +111,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
     Ok(())
+}
+
+/// Tier 3 runs the load tier in-process; a set-up failure is a failed row.
+fn tier3(server: &Server) -> Row {
+    let started = Instant::now();
+    crate::load::tier3(server).unwrap_or_else(|e| {
+        println!("FAILED tier 3: {e:#}");
+        Row {
+            name: "tier 3: load (100 users)".into(),
+            tests: None,
+            ok: false,
+            wall: started.elapsed(),
+        }
+    })
 }
 
 fn run_step(step: &Step, server: &Server) -> anyhow::Result<Row> {

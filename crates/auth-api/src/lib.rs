@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod state;

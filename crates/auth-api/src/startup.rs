@@ -2,6 +2,7 @@
 //! and the actix server. Tests use this same function with port 0.
 
 use crate::config::ApiConfig;
+use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
 use actix_web::dev::Server;
@@ -29,8 +30,11 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         .context("building the pool")?;
     let hasher =
         PasswordHasher::new(config.hash, config.hash_workers).context("configuring argon2")?;
+    let metrics = Metrics::new(pool.clone(), config.pool.max_size, hasher.clone())
+        .context("registering metrics")?;
     let state = AppState {
         pool: pool.clone(),
+        metrics,
         sessions: SessionService::new(pool.clone(), hasher, config.sessions.clone()),
         queue: TaskQueue::new(pool, config.queue.clone()),
     };

@@ -1,5 +1,6 @@
 //! What every handler can reach.
 
+use crate::metrics::Metrics;
 use auth_core::auth::SessionService;
 use auth_core::db::DbPool;
 use auth_core::queue::TaskQueue;
@@ -9,4 +10,5 @@ pub struct AppState {
     pub pool: DbPool,
     pub sessions: SessionService,
     pub queue: TaskQueue,
+    pub metrics: Metrics,
 }

@@ -1,9 +1,11 @@
 //! Logging set-up and a request log that never records secrets: it logs the
 //! method, the route pattern (not the raw path), status and latency; never
-//! headers, bodies or query strings.
+//! headers, bodies or query strings. The same four facts feed /metrics.
 
+use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::web;
 use futures_util::future::LocalBoxFuture;
 use std::future::{Ready, ready};
 use std::time::Instant;
@@ -56,6 +58,9 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
         let method = req.method().to_string();
+        let metrics = req
+            .app_data::<web::Data<AppState>>()
+            .map(|state| state.metrics.clone());
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await?;
@@ -63,11 +68,16 @@ where
                 .request()
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".into());
+            let elapsed = started.elapsed();
+            let status = res.status().as_u16();
+            if let Some(metrics) = metrics {
+                metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+            }
             tracing::info!(
                 method,
                 route,
-                status = res.status().as_u16(),
-                micros = started.elapsed().as_micros() as u64,
+                status,
+                micros = elapsed.as_micros() as u64,
                 "request"
             );
             Ok(res)

@@ -24,3 +24,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .json(serde_json::json!({"status": "unavailable"}))
     }
 }
+
+/// Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

@@ -13,6 +13,7 @@ use actix_web::{HttpResponse, Resource, web};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
         .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
         .service(resource("/v1/users").route(web::post().to(users::register)))
         .service(
             resource("/v1/sessions")

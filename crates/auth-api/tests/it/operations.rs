@@ -8,3 +8,88 @@ async fn health_and_readiness_answer() {
     expect_status(app.get("/healthz", None).await, StatusCode::OK).await;
     expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
 }
+
+/// One sample of /metrics, e.g. `tessera_db_pool_waiting` or
+/// `tessera_http_requests_total{method="POST",route="/v1/users",status="201"}`.
+async fn metric(app: &TestApp, series: &str) -> f64 {
+    let res = app.get("/metrics", None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status_and_hashes() {
+    let app = TestApp::spawn().await;
+    let user = app.signup("metrics@example.com").await;
+    let bad = serde_json::json!({"email": "nope", "password": "x"});
+    expect_status(
+        app.post_json("/v1/users", None, &bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    expect_status(app.current(&user.token).await, StatusCode::OK).await;
+
+    let created = r#"tessera_http_requests_total{method="POST",route="/v1/users",status="201"}"#;
+    let rejected = r#"tessera_http_requests_total{method="POST",route="/v1/users",status="422"}"#;
+    let validated =
+        r#"tessera_http_requests_total{method="GET",route="/v1/sessions/current",status="200"}"#;
+    assert_eq!(metric(&app, created).await, 1.0);
+    assert_eq!(metric(&app, rejected).await, 1.0);
+    assert_eq!(metric(&app, validated).await, 1.0);
+    // One hash at registration, one verification at login; the 422 hashed nothing.
+    assert_eq!(metric(&app, "tessera_password_hashes_total").await, 2.0);
+    assert_eq!(metric(&app, "tessera_db_pool_max_connections").await, 4.0);
+}
+
+#[tokio::test]
+async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
+    let app = TestApp::spawn_with(test_support::app::TestAppConfig {
+        pool: auth_core::config::PoolConfig {
+            max_size: 1,
+            connection_timeout_ms: 30_000,
+            ..auth_core::config::PoolConfig::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let user = app.signup("waiter@example.com").await;
+    let waited_before = metric(&app, r#"tessera_db_pool_checkouts_total{outcome="waited"}"#).await;
+
+    // Hold the pool's only connection, so the next request must wait for it.
+    let held = match app.state.pool.get_owned().await {
+        Ok(conn) => conn,
+        Err(e) => panic!("checking out: {e}"),
+    };
+    let request = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/v1/sessions/current"),
+            user.token.clone(),
+        );
+        tokio::spawn(async move { client.get(url).bearer_auth(token).send().await })
+    };
+    // Poll /metrics (which needs no connection) until the waiter shows up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(&app, "tessera_db_pool_waiting").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no waiting checkout appeared in /metrics"
+        );
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    let answered = match request.await {
+        Ok(Ok(res)) => res.status(),
+        other => panic!("the waiting request failed: {other:?}"),
+    };
+    assert_eq!(answered, StatusCode::OK);
+    assert_eq!(metric(&app, "tessera_db_pool_waiting").await, 0.0);
+    let waited_after = metric(&app, r#"tessera_db_pool_checkouts_total{outcome="waited"}"#).await;
+    assert!(
+        waited_after > waited_before,
+        "waited {waited_before} -> {waited_after}"
+    );
+}

@@ -53,20 +53,27 @@ pub struct FoundSession {
     pub touch_due: bool,
 }
 
+/// The statement behind every validation: `$1` the token hash, `$2` the touch
+/// interval in seconds. Public so the load tier's `--ceiling` run can time
+/// exactly this statement with pgbench.
+pub fn validate_lookup_sql() -> String {
+    format!(
+        "SELECT {COLUMNS}, last_seen_at <= now() - make_interval(secs => $2) AS touch_due
+         FROM sessions WHERE token_hash = $1 AND {ACTIVE}"
+    )
+}
+
 pub async fn find_active_by_hash(
     conn: &mut AsyncPgConnection,
     hash: &TokenHash,
     touch_interval: Duration,
 ) -> QueryResult<Option<FoundSession>> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS}, last_seen_at <= now() - make_interval(secs => $2) AS touch_due
-         FROM sessions WHERE token_hash = $1 AND {ACTIVE}"
-    ))
-    .bind::<Bytea, _>(hash.0.as_slice())
-    .bind::<Double, _>(secs(touch_interval))
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<FoundSession>| rows.pop())
+    diesel::sql_query(validate_lookup_sql())
+        .bind::<Bytea, _>(hash.0.as_slice())
+        .bind::<Double, _>(secs(touch_interval))
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<FoundSession>| rows.pop())
 }
 
 /// Records use and slides the idle expiry (never past the absolute one).

@@ -1,0 +1,262 @@
+//! `/metrics` in Prometheus text format.
+//!
+//! Request counts and latencies are recorded as requests finish (see
+//! `telemetry::RequestLog`). Pool and hashing figures are read when scraped,
+//! from bb8's own statistics and the hasher's counters, so they cannot drift
+//! from what the pool really did.
+
+use auth_core::db::DbPool;
+use auth_core::hashing::PasswordHasher;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Counter, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
+
+/// Latency buckets in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// The service's metrics registry; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(pool: DbPool, pool_max: u32, hasher: PasswordHasher) -> prometheus::Result<Self> {
+        let registry = Registry::new_custom(Some("tessera".into()), None)?;
+        let labels = &["method", "route", "status"];
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            labels,
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request to response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            labels,
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(PoolCollector::new(pool, pool_max)?))?;
+        registry.register(Box::new(HashCollector::new(hasher)?))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+        })
+    }
+
+    /// Records one answered request. `route` is the route pattern, never the raw path.
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.requests.with_label_values(&labels).inc();
+        self.latency.with_label_values(&labels).observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+/// Mirrors a monotonic total kept elsewhere into a Prometheus counter.
+fn mirror_int(counter: &IntCounter, total: u64) {
+    let current = counter.get();
+    if total >= current {
+        counter.inc_by(total - current);
+    } else {
+        counter.reset();
+        counter.inc_by(total);
+    }
+}
+
+fn mirror_float(counter: &Counter, total: f64) {
+    let current = counter.get();
+    if total >= current {
+        counter.inc_by(total - current);
+    } else {
+        counter.reset();
+        counter.inc_by(total);
+    }
+}
+
+/// The bb8 pool, read at scrape time.
+struct PoolCollector {
+    pool: DbPool,
+    /// Serialises scrapes: mirroring a counter is read-then-add.
+    scrape: Mutex<()>,
+    max: IntGauge,
+    connections: IntGauge,
+    idle: IntGauge,
+    waiting: IntGauge,
+    gets: IntCounterVec,
+    wait_seconds: Counter,
+    created: IntCounter,
+    closed: IntCounterVec,
+}
+
+impl PoolCollector {
+    fn new(pool: DbPool, max_size: u32) -> prometheus::Result<Self> {
+        let max = IntGauge::new("db_pool_max_connections", "Configured pool size")?;
+        max.set(i64::from(max_size));
+        Ok(PoolCollector {
+            pool,
+            scrape: Mutex::new(()),
+            max,
+            connections: IntGauge::new("db_pool_connections", "Connections open (idle or in use)")?,
+            idle: IntGauge::new("db_pool_idle_connections", "Connections open and idle")?,
+            waiting: IntGauge::new(
+                "db_pool_waiting",
+                "Checkouts waiting for a connection right now",
+            )?,
+            gets: IntCounterVec::new(
+                Opts::new(
+                    "db_pool_checkouts_total",
+                    "Finished checkouts: direct (a connection was free), waited, timed_out",
+                ),
+                &["outcome"],
+            )?,
+            wait_seconds: Counter::new(
+                "db_pool_wait_seconds_total",
+                "Time checkouts spent waiting for a connection",
+            )?,
+            created: IntCounter::new(
+                "db_pool_connections_created_total",
+                "Connections the pool opened",
+            )?,
+            closed: IntCounterVec::new(
+                Opts::new(
+                    "db_pool_connections_closed_total",
+                    "Connections the pool closed, by reason",
+                ),
+                &["reason"],
+            )?,
+        })
+    }
+
+    fn refresh(&self) {
+        let state = self.pool.state();
+        let stats = &state.statistics;
+        self.connections.set(i64::from(state.connections));
+        self.idle.set(i64::from(state.idle_connections));
+        let finished = stats.get_direct + stats.get_waited + stats.get_timed_out;
+        self.waiting
+            .set(i64::try_from(stats.get_started.saturating_sub(finished)).unwrap_or(i64::MAX));
+        for (outcome, total) in [
+            ("direct", stats.get_direct),
+            ("waited", stats.get_waited),
+            ("timed_out", stats.get_timed_out),
+        ] {
+            mirror_int(&self.gets.with_label_values(&[outcome]), total);
+        }
+        mirror_float(&self.wait_seconds, stats.get_wait_time.as_secs_f64());
+        mirror_int(&self.created, stats.connections_created);
+        for (reason, total) in [
+            ("broken", stats.connections_closed_broken),
+            ("invalid", stats.connections_closed_invalid),
+            ("max_lifetime", stats.connections_closed_max_lifetime),
+            ("idle_timeout", stats.connections_closed_idle_timeout),
+        ] {
+            mirror_int(&self.closed.with_label_values(&[reason]), total);
+        }
+    }
+
+    fn parts(&self) -> [&dyn Collector; 8] {
+        [
+            &self.max,
+            &self.connections,
+            &self.idle,
+            &self.waiting,
+            &self.gets,
+            &self.wait_seconds,
+            &self.created,
+            &self.closed,
+        ]
+    }
+}
+
+impl Collector for PoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.parts().into_iter().flat_map(|c| c.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _guard = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refresh();
+        self.parts().into_iter().flat_map(|c| c.collect()).collect()
+    }
+}
+
+/// The bounded argon2 pool, read at scrape time.
+struct HashCollector {
+    hasher: PasswordHasher,
+    scrape: Mutex<()>,
+    workers: IntGauge,
+    queued: IntGauge,
+    completed: IntCounter,
+    busy_seconds: Counter,
+}
+
+impl HashCollector {
+    fn new(hasher: PasswordHasher) -> prometheus::Result<Self> {
+        let workers = IntGauge::new(
+            "password_hash_workers",
+            "Hashes that may run at once (the hashing pool's size)",
+        )?;
+        workers.set(i64::try_from(hasher.workers()).unwrap_or(i64::MAX));
+        Ok(HashCollector {
+            hasher,
+            scrape: Mutex::new(()),
+            workers,
+            queued: IntGauge::new(
+                "password_hash_queue_depth",
+                "Hash or verify calls waiting for a hashing worker",
+            )?,
+            completed: IntCounter::new("password_hashes_total", "Hash and verify calls completed")?,
+            busy_seconds: Counter::new(
+                "password_hash_seconds_total",
+                "Time hashing workers spent hashing; divide by password_hashes_total for the mean",
+            )?,
+        })
+    }
+
+    fn parts(&self) -> [&dyn Collector; 4] {
+        [
+            &self.workers,
+            &self.queued,
+            &self.completed,
+            &self.busy_seconds,
+        ]
+    }
+}
+
+impl Collector for HashCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.parts().into_iter().flat_map(|c| c.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _guard = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        let stats = self.hasher.stats();
+        self.queued
+            .set(i64::try_from(stats.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        mirror_int(&self.completed, stats.completed.load(Ordering::Relaxed));
+        mirror_float(
+            &self.busy_seconds,
+            stats.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+        self.parts().into_iter().flat_map(|c| c.collect()).collect()
+    }
+}

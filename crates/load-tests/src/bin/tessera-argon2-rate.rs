@@ -1,0 +1,45 @@
+//! How many password verifications per second argon2id alone achieves with
+//! the service's parameters and hashing pool size: the yardstick for login
+//! throughput under load (`cargo xtask load --storm`).
+//!
+//! Usage: tessera-argon2-rate <workers> <seconds>
+
+use auth_core::config::HashParams;
+use auth_core::hashing::PasswordHasher;
+use std::time::{Duration, Instant};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let workers: usize = args.next().as_deref().unwrap_or("2").parse()?;
+    let seconds: u64 = args.next().as_deref().unwrap_or("10").parse()?;
+    let hasher = PasswordHasher::new(HashParams::from_env()?, Some(workers))?;
+    let password =
+        auth_core::domain::Password::parse("load-test password 123").map_err(anyhow::Error::msg)?;
+    let stored = hasher.hash(&password).await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    // One more caller than workers keeps every worker busy.
+    let callers: Vec<_> = (0..=workers)
+        .map(|_| {
+            let hasher = hasher.clone();
+            let stored = stored.clone();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < deadline {
+                    if hasher.verify("load-test password 123", &stored).await? {
+                        done += 1;
+                    }
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for caller in callers {
+        total += caller.await??;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    println!("{rate:.2}");
+    Ok(())
+}

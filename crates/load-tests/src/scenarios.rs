@@ -1,0 +1,353 @@
+//! The clients: session users, queue workers, producers, and the two
+//! focused mixes (`validator` for the ceiling run, `loginstorm`).
+
+use crate::client::Call;
+use crate::record;
+use goose::prelude::*;
+use rand::Rng as _;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+const PASSWORD: &str = "load-test password 123";
+
+/// A signed-up user with a live session; each goose user keeps one.
+#[derive(Debug, Clone)]
+struct Account {
+    email: String,
+    user_id: Uuid,
+    token: String,
+    session_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct Registered {
+    id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct Login {
+    token: String,
+    session_id: Uuid,
+    user_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct Current {
+    session_id: Uuid,
+}
+
+#[derive(Deserialize)]
+struct SessionList {
+    sessions: Vec<ListedSession>,
+}
+
+#[derive(Deserialize)]
+struct ListedSession {
+    session_id: Uuid,
+    current: bool,
+}
+
+#[derive(Deserialize)]
+struct Task {
+    id: Uuid,
+    status: String,
+    assigned_to: Option<Uuid>,
+}
+
+#[derive(Deserialize)]
+struct Claim {
+    requested: u64,
+    claimed: u64,
+    tasks: Vec<Task>,
+}
+
+#[derive(Deserialize)]
+struct Tasks {
+    tasks: Vec<Task>,
+}
+
+fn account(user: &GooseUser) -> Result<Account, Box<TransactionError>> {
+    user.get_session_data::<Account>().cloned().ok_or_else(|| {
+        Box::new(TransactionError::Custom(
+            "no account (sign-up failed)".into(),
+        ))
+    })
+}
+
+async fn login(user: &mut GooseUser, email: &str) -> Result<Login, Box<TransactionError>> {
+    let mut reply = Call::new(GooseMethod::Post, "/v1/sessions", &[201])
+        .json(json!({"email": email, "password": PASSWORD}))
+        .send(user)
+        .await?;
+    reply.parse(user)
+}
+
+/// on_start: register a fresh user and log in.
+async fn sign_up(user: &mut GooseUser) -> TransactionResult {
+    let email = format!("load-{}@example.test", Uuid::new_v4().simple());
+    let mut reply = Call::new(GooseMethod::Post, "/v1/users", &[201])
+        .json(json!({"email": email, "password": PASSWORD}))
+        .send(user)
+        .await?;
+    let registered: Registered = reply.parse(user)?;
+    record::with(|r| r.registered.push(registered.id));
+    let session = login(user, &email).await?;
+    user.set_session_data(Account {
+        email,
+        user_id: session.user_id,
+        token: session.token,
+        session_id: session.session_id,
+    });
+    Ok(())
+}
+
+async fn validate(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let mut reply = Call::new(GooseMethod::Get, "/v1/sessions/current", &[200])
+        .token(&me.token)
+        .send(user)
+        .await?;
+    let current: Current = reply.parse(user)?;
+    if current.session_id != me.session_id {
+        return Err(reply.fail(user, "validate returned another session"));
+    }
+    Ok(())
+}
+
+async fn list_sessions(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let mut reply = Call::new(GooseMethod::Get, "/v1/sessions", &[200])
+        .token(&me.token)
+        .send(user)
+        .await?;
+    let list: SessionList = reply.parse(user)?;
+    let mine = list
+        .sessions
+        .iter()
+        .any(|s| s.session_id == me.session_id && s.current);
+    if !mine {
+        return Err(reply.fail(user, "session list lacks the current session"));
+    }
+    Ok(())
+}
+
+async fn refresh(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let mut reply = Call::new(GooseMethod::Post, "/v1/sessions/current/refresh", &[201])
+        .token(&me.token)
+        .send(user)
+        .await?;
+    let rotated: Login = reply.parse(user)?;
+    if rotated.session_id != me.session_id || rotated.token == me.token {
+        return Err(reply.fail(user, "refresh changed the session or kept the token"));
+    }
+    user.set_session_data(Account {
+        token: rotated.token,
+        ..me
+    });
+    Ok(())
+}
+
+/// Logout, then prove the old token is dead (an expected 401), then log in again.
+async fn logout_and_login(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    Call::new(GooseMethod::Delete, "/v1/sessions/current", &[204])
+        .token(&me.token)
+        .send(user)
+        .await?;
+    record::with(|r| r.logged_out.push(me.session_id));
+    // 200 is listed as allowed only so it can be counted here, then failed.
+    let mut stale = Call::new(GooseMethod::Get, "/v1/sessions/current", &[401, 200])
+        .named("/v1/sessions/current (after logout)")
+        .token(&me.token)
+        .send(user)
+        .await?;
+    let accepted = stale.status == 200;
+    record::with(|r| {
+        r.validations_after_logout += 1;
+        if accepted {
+            r.accepted_after_logout += 1;
+        }
+    });
+    if accepted {
+        return Err(stale.fail(user, "a logged-out token was accepted"));
+    }
+    let session = login(user, &me.email).await?;
+    user.set_session_data(Account {
+        token: session.token,
+        session_id: session.session_id,
+        ..me
+    });
+    Ok(())
+}
+
+/// Claims 1..=5 tasks, checks the answer is honest, completes most, releases some.
+async fn work(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let count: u64 = rand::rng().random_range(1..=5);
+    let mut reply = Call::new(GooseMethod::Post, "/v1/tasks/claim", &[200])
+        .token(&me.token)
+        .json(json!({"count": count}))
+        .send(user)
+        .await?;
+    let claim: Claim = reply.parse(user)?;
+    let honest = claim.requested == count
+        && claim.claimed == claim.tasks.len() as u64
+        && claim.claimed <= count
+        && claim
+            .tasks
+            .iter()
+            .all(|t| t.status == "assigned" && t.assigned_to == Some(me.user_id));
+    record::with(|r| {
+        r.claim_calls += 1;
+        r.requested_total += claim.requested;
+        r.claimed_total += claim.claimed;
+        if claim.claimed == 0 {
+            r.empty_claims += 1;
+        }
+        if !honest {
+            r.dishonest_claims += 1;
+        }
+        r.claimed.extend(claim.tasks.iter().map(|t| t.id));
+    });
+    if !honest {
+        return Err(reply.fail(user, "claim answer does not match what it claimed"));
+    }
+    for task in claim.tasks {
+        let release = rand::rng().random_bool(0.15);
+        let (path, name) = if release {
+            (
+                format!("/v1/tasks/{}/release", task.id),
+                "/v1/tasks/{id}/release",
+            )
+        } else {
+            (
+                format!("/v1/tasks/{}/complete", task.id),
+                "/v1/tasks/{id}/complete",
+            )
+        };
+        let mut done = Call::new(GooseMethod::Post, &path, &[200])
+            .named(name)
+            .token(&me.token)
+            .json(json!({}))
+            .send(user)
+            .await?;
+        let after: Task = done.parse(user)?;
+        let expected = if release { "unassigned" } else { "completed" };
+        if after.status != expected {
+            return Err(done.fail(user, "task in the wrong state after complete/release"));
+        }
+        record::with(|r| {
+            if release {
+                r.released.push(task.id);
+            } else {
+                r.completed.push(task.id);
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn my_tasks(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let mut reply = Call::new(
+        GooseMethod::Get,
+        "/v1/tasks?assignee=me&status=assigned",
+        &[200],
+    )
+    .named("/v1/tasks")
+    .token(&me.token)
+    .send(user)
+    .await?;
+    let _: Tasks = reply.parse(user)?;
+    Ok(())
+}
+
+async fn stats(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    Call::new(GooseMethod::Get, "/v1/tasks/stats", &[200])
+        .token(&me.token)
+        .send(user)
+        .await?;
+    Ok(())
+}
+
+async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
+    let me = account(user)?;
+    let tasks: Vec<_> = (0..size)
+        .map(|i| {
+            // A few tasks are not schedulable: claims must pass over them.
+            json!({"title": format!("load task {i}"), "schedulable": i % 20 != 0})
+        })
+        .collect();
+    let mut reply = Call::new(GooseMethod::Post, "/v1/tasks", &[201])
+        .token(&me.token)
+        .json(json!({"tasks": tasks}))
+        .send(user)
+        .await?;
+    let created: Tasks = reply.parse(user)?;
+    if created.tasks.len() != size {
+        return Err(reply.fail(user, "batch create returned a different count"));
+    }
+    record::with(|r| r.tasks_created += size as u64);
+    Ok(())
+}
+
+async fn seed_work(user: &mut GooseUser) -> TransactionResult {
+    sign_up(user).await?;
+    create_batch(user, 200).await
+}
+
+async fn produce(user: &mut GooseUser) -> TransactionResult {
+    create_batch(user, 20).await
+}
+
+async fn login_again(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    login(user, &me.email).await?;
+    Ok(())
+}
+
+fn wait(min_ms: u64, max_ms: u64) -> (Duration, Duration) {
+    (Duration::from_millis(min_ms), Duration::from_millis(max_ms))
+}
+
+/// Every scenario. The default run (`xtask load`) selects the first three.
+pub fn all() -> Result<Vec<Scenario>, GooseError> {
+    let (think_min, think_max) = wait(100, 300);
+    let (produce_min, produce_max) = wait(500, 1500);
+    Ok(vec![
+        scenario!("SessionUser")
+            .set_weight(6)?
+            .set_wait_time(think_min, think_max)?
+            .register_transaction(transaction!(sign_up).set_on_start())
+            // Mostly validations; a re-login (argon2, ~40 ms of a core) is
+            // rare, as for real users, or hashing alone would fill the cores.
+            .register_transaction(transaction!(validate).set_weight(40)?)
+            .register_transaction(transaction!(list_sessions).set_weight(4)?)
+            .register_transaction(transaction!(refresh).set_weight(2)?)
+            .register_transaction(transaction!(logout_and_login)),
+        scenario!("QueueWorker")
+            .set_weight(3)?
+            .set_wait_time(think_min, think_max)?
+            .register_transaction(transaction!(sign_up).set_on_start())
+            .register_transaction(transaction!(work).set_weight(8)?)
+            .register_transaction(transaction!(my_tasks))
+            .register_transaction(transaction!(stats)),
+        scenario!("Producer")
+            .set_weight(1)?
+            .set_wait_time(produce_min, produce_max)?
+            .register_transaction(transaction!(seed_work).set_on_start())
+            .register_transaction(transaction!(produce)),
+        // As fast as it can: validations only (the `--ceiling` comparison).
+        scenario!("Validator")
+            .register_transaction(transaction!(sign_up).set_on_start())
+            .register_transaction(transaction!(validate)),
+        // Logins back to back: the argon2 pool's throughput under load.
+        scenario!("LoginStorm")
+            .register_transaction(transaction!(sign_up).set_on_start())
+            .register_transaction(transaction!(login_again)),
+    ])
+}

@@ -1,0 +1,411 @@
+//! `cargo xtask load`: the load tier. Builds the release service, runs the
+//! goose scenarios against it once per pool profile, checks correctness in
+//! the database afterwards, and writes reports under
+//! `target/load-reports/<timestamp>/`.
+
+mod chart;
+mod checks;
+mod extras;
+mod goose;
+mod report;
+mod service;
+mod thresholds;
+
+use crate::psql::Psql;
+use crate::summary::{Counts, Row};
+use anyhow::Context as _;
+use pg_provision::Server;
+use report::{PoolFigures, ProfileResult};
+use service::{Samples, Service};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use thresholds::Thresholds;
+
+const PROFILES_FILE: &str = "config/pool-profiles.toml";
+const THRESHOLDS_FILE: &str = "config/load-thresholds.toml";
+/// The mixed workload: session users, queue workers, producers.
+const MIXED: &str = "sessionuser,queueworker,producer";
+/// The session limit the service runs with (its default).
+const SESSION_LIMIT: i64 = 10;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Pool profile(s) from config/pool-profiles.toml (repeatable; default: default).
+    #[arg(long = "profile")]
+    profiles: Vec<String>,
+    /// Every profile in config/pool-profiles.toml.
+    #[arg(long, conflicts_with = "profiles")]
+    all_profiles: bool,
+    /// Concurrent simulated users.
+    #[arg(long, default_value_t = 100)]
+    users: u32,
+    /// Users started per second. Each start registers and logs in (two
+    /// argon2 hashes), so the default of 10/s keeps sign-ups within what the
+    /// hashing pool does on 2 cores instead of measuring a sign-up backlog.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to hold all users, after ramp-up (e.g. 60s, 2m).
+    #[arg(long, default_value = "60s")]
+    run_time: String,
+    /// Run against an already running implementation of the contract; the
+    /// database checks are skipped, the client-side ones still run.
+    #[arg(long, conflicts_with_all = ["profiles", "all_profiles"])]
+    target: Option<String>,
+    /// Also time the service's validate statement with pgbench and report
+    /// the service's validate throughput as a ratio of it.
+    #[arg(long)]
+    ceiling: bool,
+    /// Also run a login storm: login throughput vs argon2 alone, and
+    /// validation latency while it runs.
+    #[arg(long)]
+    storm: bool,
+    /// Run a build with this deliberate fault (see `cargo xtask prove`) to
+    /// show that the post-run checks catch it; the run must then FAIL.
+    #[arg(long, conflicts_with = "target")]
+    fault: Option<String>,
+}
+
+/// Settings shared by every run of one invocation.
+pub struct Plan {
+    /// `TESSERA_FAULT` for the service (a build with the `faults` feature).
+    pub fault: Option<String>,
+    pub users: u32,
+    pub rate: f64,
+    pub run_time_secs: u64,
+    pub thresholds: Thresholds,
+    pub out_dir: PathBuf,
+    pub cores: usize,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct ProfileSpec {
+    #[serde(default)]
+    description: String,
+    max_size: Option<u32>,
+}
+
+fn profiles() -> anyhow::Result<BTreeMap<String, ProfileSpec>> {
+    let text = std::fs::read_to_string(PROFILES_FILE)
+        .with_context(|| format!("reading {PROFILES_FILE}"))?;
+    toml::from_str(&text).with_context(|| format!("parsing {PROFILES_FILE}"))
+}
+
+/// "60s", "2m", "1m30s" or a bare number of seconds.
+fn parse_secs(text: &str) -> anyhow::Result<u64> {
+    if let Ok(n) = text.parse() {
+        return Ok(n);
+    }
+    let mut total = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            'h' | 'm' | 's' => {
+                let n: u64 = digits
+                    .parse()
+                    .with_context(|| format!("bad duration `{text}`"))?;
+                total += n * match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                digits.clear();
+            }
+            _ => anyhow::bail!("bad duration `{text}` (use e.g. 60s, 2m)"),
+        }
+    }
+    anyhow::ensure!(digits.is_empty() && total > 0, "bad duration `{text}`");
+    Ok(total)
+}
+
+fn new_plan(
+    users: u32,
+    rate: Option<f64>,
+    run_time_secs: u64,
+    fault: Option<String>,
+) -> anyhow::Result<Plan> {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let out_dir = PathBuf::from("target/load-reports").join(stamp);
+    std::fs::create_dir_all(&out_dir)?;
+    Ok(Plan {
+        fault,
+        users,
+        rate: rate.unwrap_or(10.0),
+        run_time_secs,
+        thresholds: Thresholds::load(Path::new(THRESHOLDS_FILE))?,
+        out_dir,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let plan = new_plan(
+        args.users,
+        args.rate,
+        parse_secs(&args.run_time)?,
+        args.fault.clone(),
+    )?;
+    let specs = profiles()?;
+    let selected: Vec<String> = if args.all_profiles {
+        specs.keys().cloned().collect()
+    } else if args.profiles.is_empty() {
+        vec!["default".into()]
+    } else {
+        args.profiles.clone()
+    };
+    for name in &selected {
+        anyhow::ensure!(
+            specs.contains_key(name),
+            "no profile `{name}` in {PROFILES_FILE}"
+        );
+    }
+    eprintln!("xtask: reports go to {}", plan.out_dir.display());
+    let mut results = Vec::new();
+    let mut server = None;
+    if let Some(target) = &args.target {
+        results.push(run_against_target(&plan, target)?);
+    } else {
+        let provisioned = Server::from_env_or_throwaway().context("provisioning PostgreSQL")?;
+        eprintln!("xtask: PostgreSQL at {}", provisioned.url.redacted());
+        eprintln!("xtask: building auth-api and tessera-load (release)...");
+        service::build_release(plan.fault.is_some())?;
+        for name in &selected {
+            results.push(run_profile(&plan, &provisioned, name, &specs[name])?);
+        }
+        server = Some(provisioned);
+    }
+    write_summary(&plan, &results)?;
+    let mut extra_ok = true;
+    if let Some(server) = &server {
+        let profile = selected.first().map_or("default", String::as_str);
+        if args.ceiling {
+            extra_ok &= extras::ceiling(&plan, server, profile)?;
+        }
+        if args.storm {
+            extra_ok &= extras::storm(&plan, server, profile)?;
+        }
+    } else if args.ceiling || args.storm {
+        eprintln!("xtask: --ceiling and --storm need the database; skipped with --target");
+    }
+    drop(server);
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.profile.as_str())
+        .collect();
+    for r in results.iter().filter(|r| !r.pass) {
+        for rule in r.failed_rules() {
+            println!("{}: {rule}", r.profile);
+        }
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "thresholds failed for: {}",
+        failed.join(", ")
+    );
+    anyhow::ensure!(extra_ok, "the ceiling or storm run missed its target");
+    Ok(())
+}
+
+/// test-all's tier 3: a short run of the default profile with the thresholds.
+pub fn tier3(server: &Server) -> anyhow::Result<Row> {
+    let started = Instant::now();
+    let plan = new_plan(100, None, 20, None)?;
+    service::build_release(false)?;
+    let specs = profiles()?;
+    let spec = specs.get("default").context("no `default` profile")?;
+    let result = run_profile(&plan, server, "default", spec)?;
+    write_summary(&plan, std::slice::from_ref(&result))?;
+    let judged = result.verdicts.len() + result.checks.len();
+    let failed = result.failed_rules();
+    for rule in &failed {
+        println!("  ! {rule}");
+    }
+    Ok(Row {
+        name: "tier 3: load (100 users)".into(),
+        tests: Some(Counts {
+            passed: (judged - failed.len()) as u64,
+            failed: failed.len() as u64,
+            ignored: 0,
+        }),
+        ok: result.pass,
+        wall: started.elapsed(),
+    })
+}
+
+fn database_name(profile: &str) -> String {
+    format!("tessera_load_{}", profile.replace('-', "_"))
+}
+
+fn run_profile(
+    plan: &Plan,
+    server: &Server,
+    name: &str,
+    spec: &ProfileSpec,
+) -> anyhow::Result<ProfileResult> {
+    let dir = plan.out_dir.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let admin = Psql::new(server, server.url.clone());
+    let database = database_name(name);
+    admin.recreate_database(&database)?;
+    let db = admin.on(&database);
+    let mut env = vec![("TESSERA_POOL_PROFILE", name.to_owned())];
+    if let Some(fault) = &plan.fault {
+        env.push(("TESSERA_FAULT", fault.clone()));
+    }
+    let mut service = Service::start(&db.url().to_string(), &env, &dir.join("server.log"))?;
+    let before = service::scrape(&service.base_url)?;
+    let cpu_before = service.cpu_seconds();
+    let peaks = goose::run(&goose::Run {
+        host: &service.base_url,
+        users: plan.users,
+        rate: plan.rate,
+        run_time_secs: plan.run_time_secs,
+        scenarios: MIXED,
+        dir: &dir,
+        label: name,
+    })?;
+    let after = service::scrape(&service.base_url)?;
+    let cpu = cpu_before.zip(service.cpu_seconds()).map(|(b, a)| a - b);
+    let peak_rss = service.peak_rss_mib();
+    service.stop()?;
+
+    let report = goose::read_report(&dir.join("report.json"))?;
+    let record = checks::read_record(&dir.join("record.json"))?;
+    let mut all_checks = checks::from_record(&record);
+    all_checks.extend(checks::against_database(&record, &db, SESSION_LIMIT)?);
+    let pool = pool_delta(&before, &after);
+    let verdicts = plan
+        .thresholds
+        .judge(&report, &all_checks, Some(pool.timed_out));
+    let pass = verdicts.iter().all(|v| v.ok) && all_checks.iter().all(|c| c.ok);
+    let mut result = ProfileResult {
+        profile: name.to_owned(),
+        description: spec.description.clone(),
+        max_size: spec.max_size,
+        users: plan.users,
+        report,
+        pool: Some(pool),
+        peak_pool_waiting: 0.0,
+        peak_hash_queue: 0.0,
+        server_cpu_secs: cpu,
+        server_peak_rss_mib: peak_rss,
+        checks: all_checks,
+        verdicts,
+        pass,
+    };
+    result.set_peaks(peaks);
+    println!(
+        "{:<22} {:>7.0} req/s  p99 {:>5.0} ms  errors {}  waited {:.0}  {}",
+        name,
+        result.report.rps,
+        result.report.p99_ms,
+        result.report.failures,
+        pool.waited,
+        if pass { "pass" } else { "FAIL" }
+    );
+    Ok(result)
+}
+
+fn run_against_target(plan: &Plan, target: &str) -> anyhow::Result<ProfileResult> {
+    let dir = plan.out_dir.join("target");
+    std::fs::create_dir_all(&dir)?;
+    service::build_release(false)?;
+    let host = target.trim_end_matches('/');
+    let before = service::scrape(host).ok();
+    let peaks = goose::run(&goose::Run {
+        host,
+        users: plan.users,
+        rate: plan.rate,
+        run_time_secs: plan.run_time_secs,
+        scenarios: MIXED,
+        dir: &dir,
+        label: "target",
+    })?;
+    let after = service::scrape(host).ok();
+    let report = goose::read_report(&dir.join("report.json"))?;
+    let record = checks::read_record(&dir.join("record.json"))?;
+    let all_checks = checks::from_record(&record);
+    let pool = before.zip(after).map(|(b, a)| pool_delta(&b, &a));
+    let verdicts = plan
+        .thresholds
+        .judge(&report, &all_checks, pool.map(|p| p.timed_out));
+    let pass = verdicts.iter().all(|v| v.ok) && all_checks.iter().all(|c| c.ok);
+    let mut result = ProfileResult {
+        profile: "target".into(),
+        description: format!("{host} (database checks skipped)"),
+        max_size: None,
+        users: plan.users,
+        report,
+        pool,
+        peak_pool_waiting: 0.0,
+        peak_hash_queue: 0.0,
+        server_cpu_secs: None,
+        server_peak_rss_mib: None,
+        checks: all_checks,
+        verdicts,
+        pass,
+    };
+    result.set_peaks(peaks);
+    Ok(result)
+}
+
+fn pool_delta(before: &Samples, after: &Samples) -> PoolFigures {
+    let d = |key: &str| after.get(key) - before.get(key);
+    PoolFigures {
+        checkouts: d("tessera_db_pool_checkouts_total"),
+        waited: d("tessera_db_pool_checkouts_total{outcome=\"waited\"}"),
+        timed_out: d("tessera_db_pool_checkouts_total{outcome=\"timed_out\"}"),
+        wait_secs: d("tessera_db_pool_wait_seconds_total"),
+        connections_created: d("tessera_db_pool_connections_created_total"),
+        hashes: d("tessera_password_hashes_total"),
+        hash_secs: d("tessera_password_hash_seconds_total"),
+    }
+}
+
+fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
+    let header = format!(
+        "{} users (started at {}/s), {} s measured after ramp-up, mixed workload ({MIXED}); machine: {} cores, PostgreSQL on the same host; thresholds: {THRESHOLDS_FILE}.",
+        plan.users, plan.rate, plan.run_time_secs, plan.cores
+    );
+    let md = report::markdown(results, &header, plan.cores);
+    std::fs::write(plan.out_dir.join("summary.md"), &md)?;
+    let recommendation = report::recommend(results);
+    let json = serde_json::json!({
+        "users": plan.users,
+        "run_time_secs": plan.run_time_secs,
+        "cores": plan.cores,
+        "profiles": results,
+        "recommendation": recommendation.as_ref().map(|(p, r)| serde_json::json!({"profile": p, "reason": r})),
+    });
+    std::fs::write(
+        plan.out_dir.join("summary.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    chart::draw(results, &plan.out_dir.join("summary.svg"))?;
+    println!();
+    print!("{}", report::table(results, plan.cores));
+    match recommendation {
+        Some((profile, reason)) => println!("\nrecommended profile: {profile} ({reason})"),
+        None => println!("\nno profile met every threshold"),
+    }
+    println!("report: {}", plan.out_dir.join("summary.md").display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_secs;
+
+    #[test]
+    fn durations() -> anyhow::Result<()> {
+        assert_eq!(parse_secs("60s")?, 60);
+        assert_eq!(parse_secs("2m")?, 120);
+        assert_eq!(parse_secs("1m30s")?, 90);
+        assert_eq!(parse_secs("45")?, 45);
+        assert!(parse_secs("5 junk").is_err());
+        assert!(parse_secs("0s").is_err());
+        Ok(())
+    }
+}

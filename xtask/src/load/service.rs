@@ -1,0 +1,211 @@
+//! Starts and stops the release `auth-api` for a load run, and reads its
+//! /metrics and CPU time. Only the process started here is ever signalled.
+
+use anyhow::Context as _;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub const SERVER_BIN: &str = "target/release/auth-api";
+pub const GOOSE_BIN: &str = "target/release/tessera-load";
+pub const ARGON2_RATE_BIN: &str = "target/release/tessera-argon2-rate";
+pub const VALIDATE_SQL_BIN: &str = "target/release/tessera-validate-sql";
+
+/// Builds the service and the load binaries with optimisations; with
+/// `faults`, the service carries the test-only deliberate faults.
+pub fn build_release(faults: bool) -> anyhow::Result<()> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "auth-api",
+        "-p",
+        "load-tests",
+    ]);
+    if faults {
+        cmd.args(["--features", "auth-api/faults"]);
+    }
+    let status = cmd.status().context("running cargo build --release")?;
+    anyhow::ensure!(status.success(), "cargo build --release failed");
+    Ok(())
+}
+
+/// A running auth-api we started.
+pub struct Service {
+    child: Child,
+    pub base_url: String,
+}
+
+impl Service {
+    /// Starts auth-api on a free loopback port with `env`, logging to
+    /// `log`, and waits (at most 60 s) until /readyz answers 200.
+    pub fn start(database_url: &str, env: &[(&str, String)], log: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.env("DATABASE_URL", database_url)
+            .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .env("TESSERA_SHUTDOWN_GRACE_SECS", "10")
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd.spawn().context("starting auth-api")?;
+        let mut service = Service {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if get(&format!("{}/readyz", service.base_url)).is_ok() {
+                return Ok(service);
+            }
+            if let Some(status) = service.child.try_wait()? {
+                anyhow::bail!(
+                    "auth-api exited during start-up ({status}); see {}",
+                    log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                service.stop()?;
+                anyhow::bail!("auth-api was not ready within 60 s; see {}", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then up to 20 s for a graceful exit, then SIGKILL.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// The service's peak resident memory so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+
+    /// CPU seconds (user + system) the service has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A GET that must answer 2xx; returns the body.
+pub fn get(url: &str) -> anyhow::Result<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call()?;
+    Ok(response.body_mut().read_to_string()?)
+}
+
+/// Sums every sample of each metric name (labels folded in) plus each
+/// labelled sample under `name{labels}`.
+pub fn scrape(base_url: &str) -> anyhow::Result<Samples> {
+    Ok(Samples::parse(&get(&format!("{base_url}/metrics"))?))
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Samples(BTreeMap<String, f64>);
+
+impl Samples {
+    pub fn parse(text: &str) -> Samples {
+        let mut map = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let name = series.split('{').next().unwrap_or(series);
+            *map.entry(name.to_owned()).or_insert(0.0) += value;
+            if name != series {
+                map.insert(series.to_owned(), value);
+            }
+        }
+        Samples(map)
+    }
+
+    pub fn get(&self, key: &str) -> f64 {
+        self.0.get(key).copied().unwrap_or(0.0)
+    }
+}
+
+/// utime + stime of `pid` from /proc, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Samples;
+
+    #[test]
+    fn sums_labelled_samples_and_keeps_each() {
+        let s = Samples::parse(
+            "# HELP x\nx_total{outcome=\"direct\"} 3\nx_total{outcome=\"waited\"} 4\ny 2.5\n",
+        );
+        assert_eq!(s.get("x_total"), 7.0);
+        assert_eq!(s.get("x_total{outcome=\"waited\"}"), 4.0);
+        assert_eq!(s.get("y"), 2.5);
+        assert_eq!(s.get("missing"), 0.0);
+    }
+}

@@ -1,0 +1,106 @@
+//! Runs SQL through PostgreSQL's own `psql`, so xtask needs no database driver.
+
+use anyhow::Context as _;
+use pg_provision::{DbUrl, Server};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `psql` pointed at one database.
+pub struct Psql {
+    bin: PathBuf,
+    url: DbUrl,
+}
+
+impl Psql {
+    /// The cluster's own psql when we started it, else the one the PostgreSQL
+    /// binaries provide (or `psql` from PATH).
+    pub fn new(server: &Server, url: DbUrl) -> Psql {
+        let bin = match &server.cluster {
+            Some(cluster) => cluster.bin_dir().join("psql"),
+            None => pg_provision::find_bin_dir()
+                .map(|dir| dir.join("psql"))
+                .unwrap_or_else(|_| PathBuf::from("psql")),
+        };
+        Psql { bin, url }
+    }
+
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    /// The same psql on another database of the same server.
+    pub fn on(&self, database: &str) -> Psql {
+        Psql {
+            bin: self.bin.clone(),
+            url: self.url.with_database(database),
+        }
+    }
+
+    /// Runs `sql` and returns its unaligned, tuples-only output, trimmed.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.bin)
+            .args(["-XtA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(self.url.to_string())
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql failed on `{}`: {}",
+            sql.lines().next().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Like [`Psql::query`], with the SQL fed on stdin: for statements too
+    /// long for one command-line argument (large id lists).
+    pub fn query_stdin(&self, sql: &str) -> anyhow::Result<String> {
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut child = Command::new(&self.bin)
+            .args(["-XtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .arg(self.url.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        child
+            .stdin
+            .take()
+            .context("psql stdin")?
+            .write_all(sql.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A single integer answer (`SELECT count(*) ...`).
+    pub fn number(&self, sql: &str) -> anyhow::Result<i64> {
+        let text = self.query(sql)?;
+        text.parse()
+            .with_context(|| format!("expected a number from `{sql}`, got `{text}`"))
+    }
+
+    /// Creates `name` if it is missing.
+    pub fn ensure_database(&self, name: &str) -> anyhow::Result<()> {
+        let exists = self.query(&format!(
+            "SELECT 1 FROM pg_database WHERE datname = '{name}'"
+        ))?;
+        if exists != "1" {
+            self.query(&format!("CREATE DATABASE \"{name}\""))?;
+        }
+        Ok(())
+    }
+
+    /// Drops `name` (disconnecting its sessions) and creates it empty.
+    pub fn recreate_database(&self, name: &str) -> anyhow::Result<()> {
+        self.query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+        self.query(&format!("CREATE DATABASE \"{name}\""))?;
+        Ok(())
+    }
+}
