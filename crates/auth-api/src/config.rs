@@ -12,7 +12,7 @@ pub struct ApiConfig {
     pub bind: String,
     /// `TESSERA_WORKERS`: actix worker threads, default one per core.
     pub workers: Option<usize>,
-    /// `TESSERA_HASH_WORKERS`: concurrent argon2 hashes, default one per core.
+    /// `TESSERA_HASH_WORKERS`: concurrent argon2 hashes, default all cores but one.
     pub hash_workers: Option<usize>,
     /// `TESSERA_SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish on SIGTERM (default 30).
     pub shutdown_grace_secs: u64,

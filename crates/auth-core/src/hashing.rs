@@ -1,10 +1,12 @@
-//! Password hashing off the async runtime, on a bounded pool.
+//! Password hashing off the async runtime, on a bounded pool of its own.
 //!
 //! argon2id is deliberately expensive (~20-50 ms of one core). Run on the
-//! async workers it would stall every other request; run unbounded on the
-//! blocking pool a login storm would take every core. So at most `workers`
-//! hashes run at once (default: the number of cores) and the rest queue, and
-//! the queue depth is exported as a metric.
+//! async workers it would stall every other request; run on tokio's blocking
+//! pool a login storm would take every core, and each blocking thread that
+//! ever hashed keeps its 19 MiB buffers in a malloc arena. So hashing runs on
+//! `workers` dedicated threads (default: all cores but one, so request
+//! handling always has a core), the rest queue, and the queue depth is
+//! exported as a metric.
 
 use crate::config::HashParams;
 use crate::domain::Password;
@@ -12,10 +14,13 @@ use argon2::password_hash::{
     PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashing failed for a reason other than a wrong password.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +40,7 @@ pub struct HashStats {
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Arc<Argon2<'static>>,
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     workers: usize,
     stats: Arc<HashStats>,
     /// A real hash of a random password with the same parameters: verifying
@@ -52,7 +57,7 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// `workers`: how many hashes may run at once (`None`: one per core).
+    /// `workers`: how many hashes may run at once (`None`: all cores but one).
     pub fn new(params: HashParams, workers: Option<usize>) -> Result<PasswordHasher, HashError> {
         let argon_params = Params::new(
             params.memory_kib,
@@ -62,13 +67,7 @@ impl PasswordHasher {
         )
         .map_err(|e| HashError(e.to_string()))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
-        let workers = workers
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            })
-            .max(1);
+        let workers = workers.unwrap_or_else(default_workers).max(1);
         let salt = SaltString::generate(&mut OsRng);
         let dummy_hash = argon2
             .hash_password(format!("{}", uuid::Uuid::new_v4()).as_bytes(), &salt)
@@ -76,7 +75,7 @@ impl PasswordHasher {
             .to_string();
         Ok(PasswordHasher {
             argon2: Arc::new(argon2),
-            permits: Arc::new(Semaphore::new(workers)),
+            jobs: spawn_workers(workers)?,
             workers,
             stats: Arc::default(),
             dummy_hash: dummy_hash.into(),
@@ -128,39 +127,67 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let waiting = QueuedGuard::enter(&self.stats.queued);
-        let permit = self.permits.clone().acquire_owned().await;
-        drop(waiting);
-        let permit = permit.map_err(|_| HashError("hasher closed".into()))?;
+        let (reply, answer) = oneshot::channel();
         let stats = self.stats.clone();
-        tokio::task::spawn_blocking(move || {
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        let job: Job = Box::new(move || {
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            // The caller went away (its request was dropped): skip the work.
+            if reply.is_closed() {
+                return;
+            }
             let started = Instant::now();
             let out = work();
             stats
                 .busy_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             stats.completed.fetch_add(1, Ordering::Relaxed);
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|e| HashError(e.to_string()))
+            let _ = reply.send(out);
+        });
+        if self.jobs.send(job).is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(HashError("hashing workers are gone".into()));
+        }
+        answer
+            .await
+            .map_err(|_| HashError("a hashing worker failed".into()))
     }
 }
 
-/// Counts a caller as queued until it gets a worker or gives up (a dropped
-/// request future must not leave the gauge high).
-struct QueuedGuard<'a>(&'a AtomicUsize);
-
-impl<'a> QueuedGuard<'a> {
-    fn enter(gauge: &'a AtomicUsize) -> QueuedGuard<'a> {
-        gauge.fetch_add(1, Ordering::Relaxed);
-        QueuedGuard(gauge)
-    }
+/// All cores but one (at least one): hashing never takes the last core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
 }
 
-impl Drop for QueuedGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+/// Starts `n` named hashing threads sharing one job queue. They exit when the
+/// last `PasswordHasher` clone (and so the last sender) is dropped.
+fn spawn_workers(n: usize) -> Result<mpsc::Sender<Job>, HashError> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for i in 0..n {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || {
+                loop {
+                    let next = receiver
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .recv();
+                    match next {
+                        // A panicking hash fails its own caller (its reply
+                        // is dropped), not the worker.
+                        Ok(job) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+            .map_err(|e| HashError(format!("starting a hashing thread: {e}")))?;
     }
+    Ok(sender)
 }

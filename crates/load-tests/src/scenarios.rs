@@ -345,6 +345,11 @@ pub fn all() -> Result<Vec<Scenario>, GooseError> {
         scenario!("Validator")
             .register_transaction(transaction!(sign_up).set_on_start())
             .register_transaction(transaction!(validate)),
+        // Validations at a human-ish pace: the traffic a login storm must not starve.
+        scenario!("PacedValidator")
+            .set_wait_time(Duration::from_millis(50), Duration::from_millis(150))?
+            .register_transaction(transaction!(sign_up).set_on_start())
+            .register_transaction(transaction!(validate)),
         // Logins back to back: the argon2 pool's throughput under load.
         scenario!("LoginStorm")
             .register_transaction(transaction!(sign_up).set_on_start())

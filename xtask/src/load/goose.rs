@@ -1,7 +1,7 @@
 //! Runs the goose binary as its own process, with a progress bar, and reads
 //! its JSON report.
 
-use super::service::{GOOSE_BIN, Samples, scrape};
+use super::service::{GOOSE_BIN, Samples, cpu_seconds, scrape};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -21,12 +21,14 @@ pub struct Run<'a> {
     pub label: &'a str,
 }
 
-/// Peaks seen by scraping /metrics once a second during the run.
+/// Peaks seen by scraping /metrics once a second during the run, and the
+/// CPU time the load generator itself used (it shares the machine).
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Peaks {
     pub pool_waiting: f64,
     pub pool_connections: f64,
     pub hash_queue: f64,
+    pub goose_cpu_secs: f64,
 }
 
 /// Runs goose to completion (bounded: ramp-up + run time + 120 s), writing
@@ -62,6 +64,9 @@ pub fn run(run: &Run<'_>) -> anyhow::Result<Peaks> {
     let limit = Duration::from_secs(expected + 120);
     let mut peaks = Peaks::default();
     let status = loop {
+        if let Some(cpu) = cpu_seconds(child.id()) {
+            peaks.goose_cpu_secs = cpu;
+        }
         if let Some(status) = child.try_wait()? {
             break status;
         }
@@ -83,7 +88,7 @@ pub fn run(run: &Run<'_>) -> anyhow::Result<Peaks> {
             ));
         }
         bar.set_position(started.elapsed().as_secs().min(expected));
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(500));
     };
     bar.finish_and_clear();
     // goose exits non-zero only when it could not run; our thresholds are
