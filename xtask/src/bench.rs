@@ -17,7 +17,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let server = Server::from_env_or_throwaway().context("provisioning PostgreSQL")?;
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["bench", "-p", "benches", "--"])
+    cmd.args(["bench", "-p", "benches", "--benches", "--"])
         .env("DATABASE_URL", server.url.to_string());
     if let Some(filter) = &args.filter {
         cmd.arg(filter);
