@@ -90,6 +90,7 @@ where
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .draw()
@@ -107,7 +108,10 @@ where
     let names = names(results);
     let top = results.iter().map(|r| r.report.rps).fold(1.0_f64, f64::max) * 1.15;
     let mut chart = ChartBuilder::on(area)
-        .caption("Throughput (requests/s)", ("sans-serif", 18))
+        .caption(
+            "Throughput (req/s; green: met every threshold)",
+            ("sans-serif", 18),
+        )
         .margin(12)
         .x_label_area_size(34)
         .y_label_area_size(52)
