@@ -37,28 +37,13 @@ impl Psql {
     }
 
     /// Runs `sql` and returns its unaligned, tuples-only output, trimmed.
+    /// The SQL goes through stdin, so statements of any length (large id
+    /// lists) work; several statements run one after the other.
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
-        let out = Command::new(&self.bin)
-            .args(["-XtA", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .arg(self.url.to_string())
-            .output()
-            .with_context(|| format!("running {}", self.bin.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "psql failed on `{}`: {}",
-            sql.lines().next().unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    }
-
-    /// Like [`Psql::query`], with the SQL fed on stdin: for statements too
-    /// long for one command-line argument (large id lists).
-    pub fn query_stdin(&self, sql: &str) -> anyhow::Result<String> {
         use std::io::Write as _;
         use std::process::Stdio;
         let mut child = Command::new(&self.bin)
-            .args(["-XtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .args(["-XqtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             .arg(self.url.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -73,7 +58,8 @@ impl Psql {
         let out = child.wait_with_output()?;
         anyhow::ensure!(
             out.status.success(),
-            "psql failed: {}",
+            "psql failed on `{}`: {}",
+            sql.lines().next().unwrap_or_default(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -7,6 +7,7 @@
 
 use auth_core::db::DbPool;
 use auth_core::hashing::PasswordHasher;
+use prometheus::core::{Atomic, GenericCounter};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -47,8 +48,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(PoolCollector::new(pool, pool_max)?))?;
-        registry.register(Box::new(HashCollector::new(hasher)?))?;
+        registry.register(AtScrape::boxed(PoolCollector::new(pool, pool_max)?))?;
+        registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
         Ok(Metrics {
             registry,
             requests,
@@ -72,31 +73,62 @@ impl Metrics {
 }
 
 /// Mirrors a monotonic total kept elsewhere into a Prometheus counter.
-fn mirror_int(counter: &IntCounter, total: u64) {
+fn mirror<P: Atomic>(counter: &GenericCounter<P>, total: P::T) {
     let current = counter.get();
-    if total >= current {
-        counter.inc_by(total - current);
-    } else {
+    if total < current {
         counter.reset();
         counter.inc_by(total);
+    } else {
+        let mut delta = total;
+        delta -= current;
+        counter.inc_by(delta);
     }
 }
 
-fn mirror_float(counter: &Counter, total: f64) {
-    let current = counter.get();
-    if total >= current {
-        counter.inc_by(total - current);
-    } else {
-        counter.reset();
-        counter.inc_by(total);
+/// Figures read from elsewhere when scraped: refreshed, then collected.
+trait Sampled: Send + Sync {
+    fn refresh(&self);
+    fn parts(&self) -> Vec<&dyn Collector>;
+}
+
+/// Serialises scrapes of a [`Sampled`]: mirroring a counter is read-then-add.
+struct AtScrape<S> {
+    sampled: S,
+    scrape: Mutex<()>,
+}
+
+impl<S: Sampled> AtScrape<S> {
+    fn boxed(sampled: S) -> Box<Self> {
+        Box::new(AtScrape {
+            sampled,
+            scrape: Mutex::new(()),
+        })
+    }
+}
+
+impl<S: Sampled> Collector for AtScrape<S> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.sampled
+            .parts()
+            .into_iter()
+            .flat_map(|c| c.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let _guard = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sampled.refresh();
+        self.sampled
+            .parts()
+            .into_iter()
+            .flat_map(|c| c.collect())
+            .collect()
     }
 }
 
 /// The bb8 pool, read at scrape time.
 struct PoolCollector {
     pool: DbPool,
-    /// Serialises scrapes: mirroring a counter is read-then-add.
-    scrape: Mutex<()>,
     max: IntGauge,
     connections: IntGauge,
     idle: IntGauge,
@@ -113,7 +145,6 @@ impl PoolCollector {
         max.set(i64::from(max_size));
         Ok(PoolCollector {
             pool,
-            scrape: Mutex::new(()),
             max,
             connections: IntGauge::new("db_pool_connections", "Connections open (idle or in use)")?,
             idle: IntGauge::new("db_pool_idle_connections", "Connections open and idle")?,
@@ -145,7 +176,9 @@ impl PoolCollector {
             )?,
         })
     }
+}
 
+impl Sampled for PoolCollector {
     fn refresh(&self) {
         let state = self.pool.state();
         let stats = &state.statistics;
@@ -159,22 +192,22 @@ impl PoolCollector {
             ("waited", stats.get_waited),
             ("timed_out", stats.get_timed_out),
         ] {
-            mirror_int(&self.gets.with_label_values(&[outcome]), total);
+            mirror(&self.gets.with_label_values(&[outcome]), total);
         }
-        mirror_float(&self.wait_seconds, stats.get_wait_time.as_secs_f64());
-        mirror_int(&self.created, stats.connections_created);
+        mirror(&self.wait_seconds, stats.get_wait_time.as_secs_f64());
+        mirror(&self.created, stats.connections_created);
         for (reason, total) in [
             ("broken", stats.connections_closed_broken),
             ("invalid", stats.connections_closed_invalid),
             ("max_lifetime", stats.connections_closed_max_lifetime),
             ("idle_timeout", stats.connections_closed_idle_timeout),
         ] {
-            mirror_int(&self.closed.with_label_values(&[reason]), total);
+            mirror(&self.closed.with_label_values(&[reason]), total);
         }
     }
 
-    fn parts(&self) -> [&dyn Collector; 8] {
-        [
+    fn parts(&self) -> Vec<&dyn Collector> {
+        vec![
             &self.max,
             &self.connections,
             &self.idle,
@@ -187,22 +220,9 @@ impl PoolCollector {
     }
 }
 
-impl Collector for PoolCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.parts().into_iter().flat_map(|c| c.desc()).collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let _guard = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refresh();
-        self.parts().into_iter().flat_map(|c| c.collect()).collect()
-    }
-}
-
 /// The bounded argon2 pool, read at scrape time.
 struct HashCollector {
     hasher: PasswordHasher,
-    scrape: Mutex<()>,
     workers: IntGauge,
     queued: IntGauge,
     completed: IntCounter,
@@ -218,7 +238,6 @@ impl HashCollector {
         workers.set(i64::try_from(hasher.workers()).unwrap_or(i64::MAX));
         Ok(HashCollector {
             hasher,
-            scrape: Mutex::new(()),
             workers,
             queued: IntGauge::new(
                 "password_hash_queue_depth",
@@ -231,32 +250,26 @@ impl HashCollector {
             )?,
         })
     }
+}
 
-    fn parts(&self) -> [&dyn Collector; 4] {
-        [
+impl Sampled for HashCollector {
+    fn refresh(&self) {
+        let stats = self.hasher.stats();
+        self.queued
+            .set(i64::try_from(stats.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        mirror(&self.completed, stats.completed.load(Ordering::Relaxed));
+        mirror(
+            &self.busy_seconds,
+            stats.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
+    }
+
+    fn parts(&self) -> Vec<&dyn Collector> {
+        vec![
             &self.workers,
             &self.queued,
             &self.completed,
             &self.busy_seconds,
         ]
-    }
-}
-
-impl Collector for HashCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.parts().into_iter().flat_map(|c| c.desc()).collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let _guard = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
-        let stats = self.hasher.stats();
-        self.queued
-            .set(i64::try_from(stats.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
-        mirror_int(&self.completed, stats.completed.load(Ordering::Relaxed));
-        mirror_float(
-            &self.busy_seconds,
-            stats.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        );
-        self.parts().into_iter().flat_map(|c| c.collect()).collect()
     }
 }

@@ -161,8 +161,8 @@ pub fn against_database(
     ])
 }
 
-/// How many of `ids` are rows of `table` matching `condition`. The ids go
-/// through stdin: tens of thousands do not fit one command-line argument.
+/// How many of `ids` are rows of `table` matching `condition` (tens of
+/// thousands of ids: `Psql::query` feeds them through stdin).
 fn count_in(db: &Psql, table: &str, condition: &str, ids: &[String]) -> anyhow::Result<i64> {
     if ids.is_empty() {
         return Ok(0);
@@ -171,7 +171,7 @@ fn count_in(db: &Psql, table: &str, condition: &str, ids: &[String]) -> anyhow::
         "SELECT count(*) FROM {table} WHERE id = ANY({}) AND {condition};",
         uuid_array(ids)
     );
-    let text = db.query_stdin(&sql)?;
+    let text = db.query(&sql)?;
     text.parse()
         .with_context(|| format!("expected a count, got `{text}`"))
 }
