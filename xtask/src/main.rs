@@ -4,6 +4,7 @@
 
 mod bench;
 mod db;
+mod faults;
 mod load;
 mod prove;
 mod psql;
@@ -34,6 +35,8 @@ enum Command {
     Bench(bench::Args),
     /// Load tier: goose against the release build, per pool profile, with reports and thresholds.
     Load(load::Args),
+    /// Fault tier: connections killed, PostgreSQL restarted, pool exhausted, SIGTERM under load; then schemathesis.
+    Faults(faults::Args),
     /// Manages the persistent developer database (.tessera/pg).
     Db {
         #[command(subcommand)]
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Prove => prove::run(),
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Faults(args) => faults::run(args),
         Command::Db { action } => db::run(action),
     }
 }

@@ -83,10 +83,60 @@ impl Psql {
         Ok(())
     }
 
+    /// Runs `sql` inside a transaction that stays open (its locks held)
+    /// until the returned handle is released or dropped.
+    pub fn hold(&self, sql: &str) -> anyhow::Result<OpenTransaction> {
+        use std::io::Write as _;
+        use std::process::Stdio;
+        let mut child = Command::new(&self.bin)
+            .args(["-XqtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .arg(self.url.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        let mut stdin = child.stdin.take().context("psql stdin")?;
+        writeln!(stdin, "BEGIN;\n{sql};")?;
+        stdin.flush()?;
+        Ok(OpenTransaction {
+            child,
+            stdin: Some(stdin),
+        })
+    }
+
     /// Drops `name` (disconnecting its sessions) and creates it empty.
     pub fn recreate_database(&self, name: &str) -> anyhow::Result<()> {
         self.query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
         self.query(&format!("CREATE DATABASE \"{name}\""))?;
         Ok(())
+    }
+}
+
+/// A transaction a `psql` process keeps open; see [`Psql::hold`].
+pub struct OpenTransaction {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl OpenTransaction {
+    /// Commits and waits for psql to exit.
+    pub fn release(mut self) -> anyhow::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, "COMMIT;");
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }

@@ -4,7 +4,8 @@
 //! Tiers are selected by test path, never hidden behind an ignore attribute: tier 2 is
 //! every test under a `concurrent::` module, tier 1 is everything else, so a
 //! plain `cargo test` still runs all of them. Tier 3 is a short goose run of
-//! the release build (`xtask load`'s machinery) judged by its thresholds.
+//! the release build (`xtask load`'s machinery) judged by its thresholds;
+//! tier 4 is the short fault tier (`xtask faults`' cases with less traffic).
 
 use crate::summary::{self, Counts, Row};
 use anyhow::Context as _;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run only this tier (1: isolated tests, 2: concurrent smoke tier, 3: load).
+    /// Run only this tier (1: isolated tests, 2: concurrent smoke tier, 3: load, 4: faults).
     #[arg(long)]
     tier: Option<u8>,
     /// Skip the fmt and clippy steps.
@@ -103,6 +104,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rows.push(tier3(&server));
     }
     drop(server); // stops and deletes a throwaway cluster
+    if matches!(args.tier, None | Some(4)) {
+        // Its own cluster: one case restarts PostgreSQL.
+        rows.push(crate::faults::short());
+    }
     summary::print(&rows);
     let failed: Vec<&str> = rows
         .iter()

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use auth_core::domain::FieldError;
 use serde::Serialize;
 use std::fmt;
+use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -18,7 +19,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     Validation(Vec<FieldError>),
     NotFound,
-    MethodNotAllowed,
+    /// `allow`: the path's methods, for the `Allow` header.
+    MethodNotAllowed {
+        allow: String,
+    },
     Core(auth_core::Error),
 }
 
@@ -32,86 +36,143 @@ impl From<auth_core::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The contract's stable error codes; the OpenAPI document lists the same enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemCode {
+    MalformedRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    InvalidCredentials,
+    TooManyAttempts,
+    InvalidToken,
+    NotAssignee,
+    ServiceUnavailable,
+    InternalError,
+}
+
+impl ProblemCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::MalformedRequest => "malformed_request",
+            ProblemCode::PayloadTooLarge => "payload_too_large",
+            ProblemCode::UnsupportedMediaType => "unsupported_media_type",
+            ProblemCode::ValidationFailed => "validation_failed",
+            ProblemCode::NotFound => "not_found",
+            ProblemCode::MethodNotAllowed => "method_not_allowed",
+            ProblemCode::EmailTaken => "email_taken",
+            ProblemCode::InvalidCredentials => "invalid_credentials",
+            ProblemCode::TooManyAttempts => "too_many_attempts",
+            ProblemCode::InvalidToken => "invalid_token",
+            ProblemCode::NotAssignee => "not_assignee",
+            ProblemCode::ServiceUnavailable => "service_unavailable",
+            ProblemCode::InternalError => "internal_error",
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:tessera:problem:<code>`.
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    title: &'static str,
     status: u16,
-    code: &'a str,
+    code: ProblemCode,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// With `validation_failed`: each offending field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    #[schema(value_type = Option<Vec<FieldErrorSchema>>)]
+    errors: Option<Vec<FieldError>>,
+}
+
+/// One offending field of a `validation_failed` problem.
+#[derive(ToSchema)]
+#[schema(as = FieldError)]
+#[allow(dead_code)] // the schema of auth_core's FieldError
+pub struct FieldErrorSchema {
+    /// e.g. `email` or `tasks[3].title`.
+    field: String,
+    detail: String,
 }
 
 impl ApiError {
     /// (status, code, title): the contract's table.
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, ProblemCode, &'static str) {
         use auth_core::Error as E;
         match self {
             ApiError::MalformedRequest(_) => (
                 StatusCode::BAD_REQUEST,
-                "malformed_request",
+                ProblemCode::MalformedRequest,
                 "Malformed request",
             ),
             ApiError::PayloadTooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ProblemCode::PayloadTooLarge,
                 "Payload too large",
             ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ProblemCode::UnsupportedMediaType,
                 "Unsupported media type",
             ),
             ApiError::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+                ProblemCode::ValidationFailed,
                 "Validation failed",
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-            ApiError::MethodNotAllowed => (
+            ApiError::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
+            ApiError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ProblemCode::MethodNotAllowed,
                 "Method not allowed",
             ),
             ApiError::Core(e) => match e {
                 E::Invalid(_) => (
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
+                    ProblemCode::ValidationFailed,
                     "Validation failed",
                 ),
                 E::EmailTaken => (
                     StatusCode::CONFLICT,
-                    "email_taken",
+                    ProblemCode::EmailTaken,
                     "Email already registered",
                 ),
                 E::InvalidCredentials => (
                     StatusCode::UNAUTHORIZED,
-                    "invalid_credentials",
+                    ProblemCode::InvalidCredentials,
                     "Invalid credentials",
                 ),
                 E::TooManyAttempts { .. } => (
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
+                    ProblemCode::TooManyAttempts,
                     "Too many failed login attempts",
                 ),
-                E::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token", "Invalid token"),
-                E::NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+                E::InvalidToken => (
+                    StatusCode::UNAUTHORIZED,
+                    ProblemCode::InvalidToken,
+                    "Invalid token",
+                ),
+                E::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
                 E::NotAssignee => (
                     StatusCode::CONFLICT,
-                    "not_assignee",
+                    ProblemCode::NotAssignee,
                     "Task is not assigned to you",
                 ),
                 E::Unavailable(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
+                    ProblemCode::ServiceUnavailable,
                     "Service unavailable",
                 ),
                 E::Database(_) | E::Hashing(_) | E::Entropy(_) => (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    ProblemCode::InternalError,
                     "Internal server error",
                 ),
             },
@@ -147,7 +208,7 @@ impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApiError::Core(e) => write!(f, "{e}"),
-            other => f.write_str(other.parts().1),
+            other => f.write_str(other.parts().1.as_str()),
         }
     }
 }
@@ -170,12 +231,12 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let body = Problem {
-            kind: format!("urn:tessera:problem:{code}"),
+            kind: format!("urn:tessera:problem:{}", code.as_str()),
             title,
             status: status.as_u16(),
             code,
             detail: self.detail(),
-            errors: self.field_errors(),
+            errors: self.field_errors().map(<[FieldError]>::to_vec),
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((
@@ -191,6 +252,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Core(auth_core::Error::InvalidToken) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, allow.as_str()));
             }
             _ => {}
         }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod fields;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -48,18 +48,30 @@ impl From<DieselError> for Error {
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 Error::Unavailable(info.message().to_owned())
             }
-            // 57014 query_canceled (statement_timeout) and 57P01 admin shutdown
-            // surface as Unknown kinds; their messages are stable.
-            DieselError::DatabaseError(_, info)
-                if info.message().contains("statement timeout")
-                    || info.message().contains("terminating connection")
-                    || info.message().contains("shutting down") =>
-            {
+            DieselError::DatabaseError(_, info) if means_unavailable(info.message()) => {
                 Error::Unavailable(info.message().to_owned())
             }
             _ => Error::Database(e),
         }
     }
+}
+
+/// Errors that say the database cannot serve now rather than that the
+/// request is wrong. They surface as `Unknown` kinds with stable messages:
+/// 57014 query_canceled (statement_timeout), 57P01 admin shutdown, 57P03
+/// cannot connect now, and tokio-postgres' own "connection closed" and I/O
+/// errors when a connection dies under a query (found by the fault tier).
+fn means_unavailable(message: &str) -> bool {
+    [
+        "statement timeout",
+        "terminating connection",
+        "shutting down",
+        "starting up",
+        "connection closed",
+        "error communicating with the server",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 impl From<bb8::RunError<PoolError>> for Error {
@@ -85,4 +97,35 @@ pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
         e,
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    fn from_message(message: &str) -> Error {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned())).into()
+    }
+
+    #[test]
+    fn a_dead_or_busy_database_is_unavailable_not_an_internal_error() {
+        for message in [
+            "connection closed",
+            "error communicating with the server: Connection reset by peer (os error 104)",
+            "terminating connection due to administrator command",
+            "canceling statement due to statement timeout",
+            "the database system is shutting down",
+            "the database system is starting up",
+        ] {
+            assert!(
+                matches!(from_message(message), Error::Unavailable(_)),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            from_message("relation \"nope\" does not exist"),
+            Error::Database(_)
+        ));
+    }
 }

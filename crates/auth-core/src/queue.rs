@@ -58,6 +58,18 @@ pub struct TaskFilter {
     pub limit: Option<i64>,
 }
 
+/// Why a title cannot be stored, if it cannot. PostgreSQL's text cannot
+/// hold NUL, so a title with one would otherwise fail at the database (a 500).
+fn title_problem(title: &str) -> Option<&'static str> {
+    if !(1..=MAX_TITLE_CHARS).contains(&title.chars().count()) {
+        Some("must be 1 to 500 characters")
+    } else if title.contains('\0') {
+        Some("must not contain NUL characters")
+    } else {
+        None
+    }
+}
+
 pub const STATUSES: [&str; 3] = ["unassigned", "assigned", "completed"];
 
 #[derive(Clone, Debug)]
@@ -83,9 +95,8 @@ impl TaskQueue {
         let errors: Vec<FieldError> = batch
             .iter()
             .enumerate()
-            .filter(|(_, t)| !(1..=MAX_TITLE_CHARS).contains(&t.title.chars().count()))
-            .map(|(i, _)| {
-                FieldError::new(format!("tasks[{i}].title"), "must be 1 to 500 characters")
+            .filter_map(|(i, t)| {
+                title_problem(&t.title).map(|why| FieldError::new(format!("tasks[{i}].title"), why))
             })
             .collect();
         if !errors.is_empty() {

@@ -87,6 +87,12 @@ impl Server {
                 url.redacted()
             );
         }
+        Server::throwaway()
+    }
+
+    /// Always a throwaway private cluster, whatever `DATABASE_URL` says: for
+    /// callers that must stop and start the server (fault tests).
+    pub fn throwaway() -> Result<Server> {
         let cluster = Cluster::start_throwaway()?;
         Ok(Server {
             url: cluster.url(),
@@ -222,6 +228,17 @@ impl Cluster {
         } else {
             Err(command_failed("pg_ctl stop", &out))
         }
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected), runs
+    /// `while_down`, and starts it again on the same port: for fault tests
+    /// in which the database disappears under a running service.
+    pub fn restart_around<T>(&mut self, while_down: impl FnOnce() -> T) -> Result<T> {
+        let port = self.port;
+        self.stop()?;
+        let out = while_down();
+        self.start_on(port)?;
+        Ok(out)
     }
 
     fn data_dir(&self) -> PathBuf {

@@ -28,6 +28,8 @@ pub struct TestAppConfig {
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
     pub hash_workers: Option<usize>,
+    /// argon2 cost; cheap by default, production cost for timing tests.
+    pub hash: HashParams,
 }
 
 impl Default for TestAppConfig {
@@ -42,6 +44,7 @@ impl Default for TestAppConfig {
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
             hash_workers: Some(2),
+            hash: HashParams::FAST_INSECURE_FOR_TESTS,
         }
     }
 }
@@ -72,7 +75,7 @@ impl TestApp {
             pool: config.pool,
             sessions: config.sessions,
             queue: config.queue,
-            hash: HashParams::FAST_INSECURE_FOR_TESTS,
+            hash: config.hash,
         };
         let app = match auth_api::startup::build(api_config).await {
             Ok(app) => app,

@@ -163,7 +163,7 @@ pub fn against_database(
 
 /// How many of `ids` are rows of `table` matching `condition` (tens of
 /// thousands of ids: `Psql::query` feeds them through stdin).
-fn count_in(db: &Psql, table: &str, condition: &str, ids: &[String]) -> anyhow::Result<i64> {
+pub fn count_in(db: &Psql, table: &str, condition: &str, ids: &[String]) -> anyhow::Result<i64> {
     if ids.is_empty() {
         return Ok(0);
     }

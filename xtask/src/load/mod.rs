@@ -4,11 +4,11 @@
 //! `target/load-reports/<timestamp>/`.
 
 mod chart;
-mod checks;
+pub mod checks;
 mod extras;
 mod goose;
 mod report;
-mod service;
+pub mod service;
 mod thresholds;
 
 use crate::psql::Psql;

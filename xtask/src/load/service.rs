@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 pub const SERVER_BIN: &str = "target/release/auth-api";
@@ -90,19 +90,38 @@ impl Service {
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
+        self.terminate();
+        if self.wait_for_exit(Duration::from_secs(20))?.is_none() {
+            self.child.kill()?;
+            self.child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM to this process (only ever the one we started).
+    pub fn terminate(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
+    }
+
+    /// The exit status, if the process exits within `within`.
+    pub fn wait_for_exit(&mut self, within: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The service's peak resident memory so far (VmHWM), in MiB.
@@ -170,6 +189,14 @@ impl Samples {
 
     pub fn get(&self, key: &str) -> f64 {
         self.0.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// Every labelled sample whose series starts with `prefix`.
+    pub fn series<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), *v))
     }
 }
 

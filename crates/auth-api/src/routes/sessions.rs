@@ -1,15 +1,20 @@
 use super::users::Credentials;
 use crate::error::ApiError;
+use crate::error::Problem;
 use crate::extract::{Authenticated, BearerToken, JsonBody, path_id};
+use crate::openapi::LoginRequest;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use auth_core::auth::IssuedSession;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Serialize)]
-struct IssuedBody {
+/// A new session and its token; the token is shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedBody {
+    /// Opaque, URL-safe; 256 bits from the OS CSPRNG.
     token: String,
     session_id: Uuid,
     user_id: Uuid,
@@ -27,21 +32,36 @@ impl From<IssuedSession> for IssuedBody {
     }
 }
 
-#[derive(Serialize)]
-struct CurrentBody {
+/// The session a token belongs to.
+#[derive(Serialize, ToSchema)]
+pub struct CurrentBody {
     session_id: Uuid,
     user_id: Uuid,
     created_at: DateTime<Utc>,
+    /// The idle or the absolute expiry, whichever comes first.
     expires_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
-struct SessionItem {
+/// One of the caller's active sessions.
+#[derive(Serialize, ToSchema)]
+pub struct SessionItem {
     session_id: Uuid,
     created_at: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    /// Whether this is the session of the calling token.
     current: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    /// Sessions this call revoked.
+    revoked: usize,
 }
 
 /// Session responses carry a secret: never cache them.
@@ -50,6 +70,19 @@ fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
     builder
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    summary = "Log in",
+    request_body = LoginRequest,
+    responses(
+        (status = 201, description = "Logged in", body = IssuedBody),
+        (status = 401, description = "`invalid_credentials`: unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: too many failed logins for this email", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a login may be tried again"))),
+    )
+)]
 pub async fn login(
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<Credentials>,
@@ -58,6 +91,14 @@ pub async fn login(
     Ok(no_store(HttpResponse::Created()).json(IssuedBody::from(issued)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/current",
+    tag = "sessions",
+    summary = "Validate the token",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The token is valid", body = CurrentBody))
+)]
 pub async fn current(Authenticated(p): Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(CurrentBody {
         session_id: p.session_id,
@@ -67,6 +108,14 @@ pub async fn current(Authenticated(p): Authenticated) -> HttpResponse {
     })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/current",
+    tag = "sessions",
+    summary = "Log out",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Logged out; the token is invalid from now on"))
+)]
 pub async fn logout(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
@@ -76,6 +125,15 @@ pub async fn logout(
 }
 
 /// Rotation authenticates by the swap itself: one statement, one winner.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/current/refresh",
+    tag = "sessions",
+    summary = "Rotate the token",
+    description = "Same session id and absolute expiry; the old token is invalid from now on. Of concurrent refreshes with one token exactly one succeeds.",
+    security(("bearer" = [])),
+    responses((status = 201, description = "A new token for the same session", body = IssuedBody))
+)]
 pub async fn refresh(
     state: web::Data<AppState>,
     BearerToken(token): BearerToken,
@@ -84,6 +142,14 @@ pub async fn refresh(
     Ok(no_store(HttpResponse::Created()).json(IssuedBody::from(issued)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    summary = "List the caller's active sessions",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Active sessions", body = SessionList))
+)]
 pub async fn list(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
@@ -101,9 +167,18 @@ pub async fn list(
             current: s.current,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": sessions })))
+    Ok(HttpResponse::Ok().json(SessionList { sessions }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{session_id}",
+    tag = "sessions",
+    summary = "Revoke one of the caller's sessions",
+    security(("bearer" = [])),
+    params(("session_id" = String, Path, description = "A session id (UUID)")),
+    responses((status = 204, description = "Revoked"))
+)]
 pub async fn revoke(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
@@ -114,10 +189,18 @@ pub async fn revoke(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions",
+    tag = "sessions",
+    summary = "Log out everywhere",
+    security(("bearer" = [])),
+    responses((status = 200, description = "How many sessions this call revoked", body = Revoked))
+)]
 pub async fn revoke_all(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let revoked = state.sessions.revoke_all(&p).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "revoked": revoked })))
+    Ok(HttpResponse::Ok().json(Revoked { revoked }))
 }

@@ -1,11 +1,14 @@
 use crate::error::ApiError;
+use crate::error::Problem;
 use crate::extract::JsonBody;
 use crate::fields::{Fields, FromJson};
+use crate::openapi::RegisterRequest;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use auth_core::domain::FieldError;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// `{"email", "password"}`: the shape shared by register and login.
 pub struct Credentials {
@@ -26,12 +29,25 @@ impl FromJson for Credentials {
     }
 }
 
-#[derive(Serialize)]
-struct UserBody {
+/// A registered user.
+#[derive(Serialize, ToSchema)]
+pub struct UserBody {
     id: uuid::Uuid,
+    /// As stored: trimmed and lower-cased.
     email: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    summary = "Register",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = UserBody),
+        (status = 409, description = "`email_taken`: the email is registered", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn register(
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<Credentials>,

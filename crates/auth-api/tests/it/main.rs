@@ -3,8 +3,11 @@
 //! read the database afresh.
 
 mod concurrent;
+mod hostile;
 mod input;
+mod openapi;
 mod operations;
+mod security;
 mod sessions;
 mod tasks;
 mod users;

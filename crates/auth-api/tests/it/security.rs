@@ -1,0 +1,212 @@
+//! Security properties as tests (docs/security.md maps them to OWASP ASVS V3).
+
+use auth_core::config::{HashParams, SessionPolicy};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use test_support::app::TestAppConfig;
+use test_support::{TestApp, TestDb};
+
+/// The real binary with logs at debug level (every crate, including the
+/// database driver's statement logging): a whole session's life must leave
+/// neither the password nor any token in them.
+#[tokio::test]
+async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .env("DATABASE_URL", db.url())
+        .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .env("TESSERA_ARGON2_M_KIB", "256")
+        .env("TESSERA_ARGON2_T", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting auth-api: {e}"));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+
+    let password = "Secret-Passw0rd-For-The-Log-Test";
+    let creds = json!({"email": "logs@example.com", "password": password});
+    let post = |path: &str, token: Option<&str>, body: Option<&Value>| {
+        let mut req = client.post(format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send()
+    };
+    let registered = post("/v1/users", None, Some(&creds))
+        .await
+        .map(|r| r.status());
+    assert_eq!(registered.ok(), Some(StatusCode::CREATED));
+    let wrong = json!({"email": "logs@example.com", "password": "wrong-password-value"});
+    let _ = post("/v1/sessions", None, Some(&wrong)).await;
+    let login: Value = json_of(post("/v1/sessions", None, Some(&creds)).await).await;
+    let first = login["token"].as_str().unwrap_or_default().to_owned();
+    let rotated: Value =
+        json_of(post("/v1/sessions/current/refresh", Some(&first), None).await).await;
+    let second = rotated["token"].as_str().unwrap_or_default().to_owned();
+    assert_eq!((first.len(), second.len()), (43, 43));
+    let validated = client
+        .get(format!("{base}/v1/sessions/current"))
+        .bearer_auth(&second)
+        .send()
+        .await
+        .map(|r| r.status());
+    assert_eq!(validated.ok(), Some(StatusCode::OK));
+    let _ = client
+        .delete(format!("{base}/v1/sessions/current"))
+        .bearer_auth(&second)
+        .send()
+        .await;
+
+    // Stop it (our own child, by PID) and read everything it logged.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let mut logs = String::new();
+    for stream in [
+        server
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+        server
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let mut bytes = Vec::new();
+        let _ = { stream }.read_to_end(&mut bytes);
+        logs.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    // The log is really at debug level and covers these requests.
+    assert!(logs.contains("DEBUG"), "no debug lines: {logs}");
+    assert!(
+        logs.contains("/v1/sessions/current/refresh"),
+        "request log missing"
+    );
+    for secret in [password, "wrong-password-value", &first, &second] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
+}
+
+/// Unknown email and wrong password: same status, same body, and (with
+/// production argon2 cost, where skipping the hash would show) medians
+/// within 25% of each other.
+#[tokio::test]
+async fn unknown_email_and_wrong_password_are_indistinguishable() {
+    let app = TestApp::spawn_with(TestAppConfig {
+        hash: HashParams::PRODUCTION,
+        sessions: SessionPolicy {
+            max_failed_logins: 1000,
+            ..SessionPolicy::default()
+        },
+        ..TestAppConfig::default()
+    })
+    .await;
+    app.signup("known@example.com").await;
+    let wrong = json!({"email": "known@example.com", "password": "not the password"});
+    let unknown = json!({"email": "nobody@example.com", "password": "not the password"});
+
+    let mut timings: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut bodies: [HashSet<String>; 2] = [HashSet::new(), HashSet::new()];
+    for round in 0..21 {
+        // Alternate which goes first, so drift on a shared machine hits both.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let body = if which == 0 { &wrong } else { &unknown };
+            let started = Instant::now();
+            let res = app.post_json("/v1/sessions", None, body).await;
+            timings[which].push(started.elapsed());
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+            bodies[which].insert(res.text().await.unwrap_or_default());
+        }
+    }
+    assert_eq!(bodies[0], bodies[1], "the bodies differ");
+    assert_eq!(bodies[0].len(), 1, "one body for every failure");
+    let (a, b) = (median(&mut timings[0]), median(&mut timings[1]));
+    let ratio = a.min(b).as_secs_f64() / a.max(b).as_secs_f64();
+    assert!(
+        ratio >= 0.75,
+        "median wrong password {a:?} vs unknown email {b:?} (ratio {ratio:.2})"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_256_bit_distinct_and_only_their_hashes_are_stored() {
+    let app = TestApp::spawn().await;
+    let user = app.signup("entropy@example.com").await;
+    let mut tokens = HashSet::from([user.token.clone()]);
+    let mut current = user.token.clone();
+    for _ in 0..30 {
+        let res = app
+            .post_json("/v1/sessions/current/refresh", Some(&current), &json!({}))
+            .await;
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        current = body["token"].as_str().unwrap_or_default().to_owned();
+        // 43 URL-safe base64 characters carry exactly 256 bits.
+        assert_eq!(current.len(), 43);
+        assert!(tokens.insert(current.clone()), "a token repeated");
+    }
+    // No column of any session row, as text, contains any token issued.
+    for token in &tokens {
+        let found = app
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM sessions s WHERE s::text LIKE '%{token}%'"
+            ))
+            .await;
+        assert_eq!(found, 0, "a token is stored in clear");
+    }
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM sessions WHERE length(token_hash) = 32")
+            .await,
+        app.db.count("SELECT count(*) AS n FROM sessions").await,
+        "every stored value is a 32-byte SHA-256"
+    );
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+async fn json_of(res: reqwest::Result<reqwest::Response>) -> Value {
+    match res {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("auth-api was not ready within 30 s");
+}

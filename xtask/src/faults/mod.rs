@@ -1,0 +1,200 @@
+//! `cargo xtask faults`: the fault tier. Each case runs traffic against the
+//! release service, injects one fault, and ends with the correctness checks
+//! (nothing acknowledged lost, no task held twice); then schemathesis runs
+//! against the service's own OpenAPI document. It always provisions its own
+//! throwaway cluster, because one case restarts PostgreSQL.
+
+mod cases;
+mod report;
+mod schemathesis;
+mod traffic;
+
+use crate::summary::{Counts, Row};
+use indicatif::{ProgressBar, ProgressStyle};
+use pg_provision::Server;
+use report::CaseReport;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only these cases (repeatable): kill-connections, postgres-restart,
+    /// pool-exhaustion, sigterm, schemathesis.
+    #[arg(long = "case")]
+    cases: Vec<String>,
+    /// Traffic threads per case.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Seconds of traffic before the fault and after it ends.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+    /// Schemathesis examples per operation and phase.
+    #[arg(long, default_value_t = 100)]
+    examples: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    KillConnections,
+    PostgresRestart,
+    PoolExhaustion,
+    Sigterm,
+}
+
+const FAULT_CASES: [Case; 4] = [
+    Case::KillConnections,
+    Case::PostgresRestart,
+    Case::PoolExhaustion,
+    Case::Sigterm,
+];
+
+impl Case {
+    pub fn slug(self) -> &'static str {
+        match self {
+            Case::KillConnections => "kill-connections",
+            Case::PostgresRestart => "postgres-restart",
+            Case::PoolExhaustion => "pool-exhaustion",
+            Case::Sigterm => "sigterm",
+        }
+    }
+}
+
+/// How much traffic a case runs around its fault.
+pub struct Pace {
+    pub workers: usize,
+    pub before: Duration,
+    pub after: Duration,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let known: Vec<&str> = FAULT_CASES
+        .iter()
+        .map(|c| c.slug())
+        .chain(["schemathesis"])
+        .collect();
+    if let Some(unknown) = args.cases.iter().find(|c| !known.contains(&c.as_str())) {
+        anyhow::bail!("unknown case `{unknown}`; known: {}", known.join(", "));
+    }
+    let wanted = |slug: &str| args.cases.is_empty() || args.cases.iter().any(|c| c == slug);
+    let pace = Pace {
+        workers: args.workers.max(1),
+        before: Duration::from_secs(args.seconds),
+        after: Duration::from_secs(args.seconds),
+    };
+    let reports = run_cases(&pace, args.examples, &wanted)?;
+    anyhow::ensure!(
+        reports.iter().all(CaseReport::ok),
+        "fault cases failed: {}",
+        reports
+            .iter()
+            .filter(|r| !r.ok())
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// test-all's short version: every case with less traffic and fewer examples.
+pub fn short() -> Row {
+    let started = Instant::now();
+    let pace = Pace {
+        workers: 4,
+        before: Duration::from_secs(1),
+        after: Duration::from_secs(2),
+    };
+    let outcome = run_cases(&pace, 25, &|_| true);
+    let (tests, ok) = match &outcome {
+        Ok(reports) => {
+            let checks = reports.iter().flat_map(|r| &r.checks);
+            let failed = checks.clone().filter(|c| !c.ok).count() as u64;
+            let passed = checks.count() as u64 - failed;
+            (
+                Some(Counts {
+                    passed,
+                    failed,
+                    ignored: 0,
+                }),
+                failed == 0,
+            )
+        }
+        Err(e) => {
+            println!("FAILED faults: {e:#}");
+            (None, false)
+        }
+    };
+    Row {
+        name: "faults (short)".into(),
+        tests,
+        ok,
+        wall: started.elapsed(),
+    }
+}
+
+fn run_cases(
+    pace: &Pace,
+    examples: u32,
+    wanted: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<Vec<CaseReport>> {
+    crate::load::service::build_release(false)?;
+    let mut server = Server::throwaway()?;
+    let dir = PathBuf::from("target/fault-reports")
+        .join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string());
+    std::fs::create_dir_all(&dir)?;
+    let mut reports = Vec::new();
+    for case in FAULT_CASES.into_iter().filter(|c| wanted(c.slug())) {
+        let bar = spinner(case.slug());
+        let report = cases::run(case, &mut server, pace, &dir)?;
+        bar.finish_and_clear();
+        announce(&report);
+        reports.push(report);
+    }
+    if wanted("schemathesis") {
+        let bar = spinner("schemathesis");
+        let report = schemathesis::run(&server, examples, &dir)?;
+        bar.finish_and_clear();
+        announce(&report);
+        reports.push(report);
+    }
+    let table = report::table(&reports);
+    let details = report::details(&reports);
+    println!("\n{table}{details}");
+    std::fs::write(
+        dir.join("summary.md"),
+        format!("# Fault tier\n\n{table}\n```\n{details}```\n"),
+    )?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_vec_pretty(&reports)?,
+    )?;
+    println!("report: {}", dir.join("summary.md").display());
+    Ok(reports)
+}
+
+fn spinner(name: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} fault case {prefix} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_prefix(name.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn announce(report: &CaseReport) {
+    println!(
+        "{} {:<18} {:>6} requests  lost {}  {}",
+        if report.ok() { "ok    " } else { "FAILED" },
+        report.name,
+        report.requests,
+        report.lost,
+        report
+            .checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("[{}: {}]", c.name, c.detail))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}

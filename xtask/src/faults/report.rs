@@ -1,0 +1,140 @@
+//! What a fault case found, the correctness checks every case ends with,
+//! and the summary table.
+
+use super::traffic::Call;
+use crate::load::checks::{self, Check, Record};
+use crate::psql::Psql;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+#[derive(Debug, Serialize)]
+pub struct CaseReport {
+    pub name: String,
+    pub requests: usize,
+    /// Answers by status ("no answer" for a refused or reset connection).
+    pub statuses: BTreeMap<String, usize>,
+    /// From the fault's end to the last failed answer.
+    #[serde(serialize_with = "millis")]
+    pub recovery: Option<Duration>,
+    /// Acknowledged registrations, logouts, completions and task creations
+    /// missing from the database.
+    pub lost: i64,
+    pub checks: Vec<Check>,
+}
+
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u128(d.as_millis()),
+        None => s.serialize_none(),
+    }
+}
+
+impl CaseReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    fn count(&self, pick: impl Fn(&str) -> bool) -> usize {
+        self.statuses
+            .iter()
+            .filter(|(s, _)| pick(s))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+pub fn check(name: &str, ok: bool, detail: String) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok,
+        detail,
+    }
+}
+
+pub fn tally(calls: &[Call]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for c in calls {
+        let key = if c.status == 0 {
+            "no answer".to_owned()
+        } else {
+            c.status.to_string()
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The load tier's checks that still mean something when answers can be
+/// lost: nothing acknowledged is missing, no task held twice, answers
+/// honest, no session valid after its logout. (Not "claims reported ==
+/// rows assigned": a claim that committed just as its connection was
+/// killed was never acknowledged, so the database may hold more.)
+pub fn correctness(record: &Record, db: &Psql) -> anyhow::Result<(i64, Vec<Check>)> {
+    let mut all = checks::from_record(record);
+    all.extend(
+        checks::against_database(record, db, 10)?
+            .into_iter()
+            .filter(|c| c.name != "claims reported == rows assigned"),
+    );
+    let users = checks::count_in(db, "users", "true", &record.registered)?;
+    let completed = checks::count_in(db, "tasks", "status = 'completed'", &record.completed)?;
+    let revoked = checks::count_in(db, "sessions", "revoked_at IS NOT NULL", &record.logged_out)?;
+    let tasks = db.number("SELECT count(*) FROM tasks")?;
+    let lost = (record.registered.len() as i64 - users)
+        + (record.completed.len() as i64 - completed)
+        + (record.logged_out.len() as i64 - revoked)
+        + (record.tasks_created as i64 - tasks).max(0);
+    Ok((lost, all))
+}
+
+pub fn table(reports: &[CaseReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| case | requests | 2xx | 4xx | 503 | other 5xx | no answer | recovery ms | lost | checks | result |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for r in reports {
+        let passed = r.checks.iter().filter(|c| c.ok).count();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} |",
+            r.name,
+            r.requests,
+            r.count(|s| s.starts_with('2')),
+            r.count(|s| s.starts_with('4')),
+            r.count(|s| s == "503"),
+            r.count(|s| s.starts_with('5') && s != "503"),
+            r.count(|s| s == "no answer"),
+            r.recovery.map_or("-".into(), |d| d.as_millis().to_string()),
+            r.lost,
+            passed,
+            r.checks.len(),
+            if r.ok() { "pass" } else { "FAIL" }
+        );
+    }
+    out
+}
+
+/// Every check of every case, failed ones marked.
+pub fn details(reports: &[CaseReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(out, "\n{}:", r.name);
+        for c in &r.checks {
+            let _ = writeln!(
+                out,
+                "  {} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+    }
+    out
+}

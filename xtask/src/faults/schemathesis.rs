@@ -1,0 +1,190 @@
+//! Schemathesis (from PyPI, in a venv under target/) against the running
+//! service and its own /openapi.json: every check, zero failures expected.
+//! The service's /metrics confirm independently that no 5xx was served.
+
+use super::report::{CaseReport, check};
+use crate::load::service::{self, Service};
+use crate::psql::Psql;
+use anyhow::Context as _;
+use pg_provision::Server;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Pinned: a new release may add checks; upgrading is a deliberate change.
+const VERSION: &str = "4.32.5";
+const CONFIG_DIR: &str = "config/schemathesis";
+const RUN_LIMIT: Duration = Duration::from_secs(900);
+
+pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<CaseReport> {
+    let bin = install()?;
+    let admin = Psql::new(server, server.url.clone());
+    admin.recreate_database("tessera_fault_schemathesis")?;
+    let db = admin.on("tessera_fault_schemathesis");
+    let env = [
+        ("TESSERA_ARGON2_M_KIB", "256".to_owned()),
+        ("TESSERA_ARGON2_T", "1".to_owned()),
+        // The hook logs in before every case; keep its sessions.
+        ("TESSERA_MAX_SESSIONS_PER_USER", "100000".to_owned()),
+    ];
+    let mut service = Service::start(
+        &db.url().to_string(),
+        &env,
+        &dir.join("schemathesis.server.log"),
+    )?;
+    let log_path = dir.join("schemathesis.log");
+    let log = std::fs::File::create(&log_path)?;
+    let config = std::fs::canonicalize(CONFIG_DIR)?;
+    let mut child = Command::new(&bin)
+        .arg("--config-file")
+        .arg(config.join("schemathesis.toml"))
+        .args(["run", &format!("{}/openapi.json", service.base_url)])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            &max_examples.to_string(),
+        ])
+        .args(["--report", "junit", "--report-dir"])
+        .arg(dir)
+        .env("TESSERA_ST_BASE_URL", &service.base_url)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", &config)
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting schemathesis")?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let served = service::scrape(&service.base_url)?;
+    service.stop()?;
+
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let generated = summary_number(&output, "generated");
+    let statuses = served_statuses(&served);
+    let server_errors: usize = statuses
+        .iter()
+        .filter(|(s, _)| s.starts_with('5'))
+        .map(|(_, n)| n)
+        .sum();
+    let summary = output
+        .lines()
+        .rev()
+        .find(|l| l.contains("generated"))
+        .unwrap_or("no summary")
+        .trim()
+        .to_owned();
+    let checks = vec![
+        check(
+            "schemathesis reports no failures",
+            status.is_some_and(|s| s.success()) && generated.is_some_and(|n| n > 0),
+            format!(
+                "{summary} ({}; {})",
+                match status {
+                    Some(s) => format!("exit {}", s.code().unwrap_or(-1)),
+                    None => "killed at the time limit".into(),
+                },
+                log_path.display()
+            ),
+        ),
+        check(
+            "no 5xx served (the service's own /metrics)",
+            server_errors == 0,
+            format!("{server_errors} answers with a 5xx status"),
+        ),
+    ];
+    Ok(CaseReport {
+        name: "schemathesis".into(),
+        requests: statuses.values().sum(),
+        statuses,
+        recovery: None,
+        lost: 0,
+        checks,
+    })
+}
+
+/// A venv with the pinned schemathesis under target/, made once.
+fn install() -> anyhow::Result<PathBuf> {
+    let venv = PathBuf::from("target/faults/venv");
+    let bin = venv.join("bin/schemathesis");
+    let version_ok = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(VERSION));
+    if version_ok {
+        return Ok(bin);
+    }
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .map_err(|_| anyhow::anyhow!("python3 not found: install Python 3 with venv (Debian: python3-venv) to run the schemathesis case"))?;
+    anyhow::ensure!(
+        made.success(),
+        "python3 -m venv failed (Debian: install python3-venv)"
+    );
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("schemathesis=={VERSION}"))
+        .status()
+        .context("running pip")?;
+    anyhow::ensure!(
+        pip.success(),
+        "pip install schemathesis=={VERSION} failed (is PyPI reachable?)"
+    );
+    Ok(bin)
+}
+
+/// `1775 generated, 1775 passed, 22 skipped` -> 1775 for "generated".
+fn summary_number(output: &str, word: &str) -> Option<u64> {
+    let line = output.lines().rev().find(|l| l.contains(word))?;
+    line.split(',')
+        .find(|part| part.contains(word))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Requests the service answered, by status, excluding its own scrapes.
+fn served_statuses(samples: &service::Samples) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (series, value) in samples.series("tessera_http_requests_total{") {
+        if series.contains("route=\"/metrics\"") || series.contains("route=\"/readyz\"") {
+            continue;
+        }
+        if let Some(status) = series
+            .split("status=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        {
+            *out.entry(status.to_owned()).or_insert(0) += value as usize;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary_number;
+
+    #[test]
+    fn reads_the_generated_count() {
+        let out = "Test cases:\n  1775 generated, 1770 passed, 5 skipped\n";
+        assert_eq!(summary_number(out, "generated"), Some(1775));
+        assert_eq!(summary_number("nothing", "generated"), None);
+    }
+}
