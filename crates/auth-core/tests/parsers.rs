@@ -14,8 +14,16 @@ fn hostile_text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// 4096 cases per property by default; `PROPTEST_CASES` for a longer run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4096))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn email_parse_accepts_only_normalised_addresses(raw in hostile_text()) {

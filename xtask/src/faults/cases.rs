@@ -3,11 +3,12 @@
 //! restart, a lock it holds, a signal), and ends with the correctness checks
 //! read afresh from the database.
 
+use super::report::Timeline;
 use super::report::{CaseReport, check, correctness, tally};
-use super::traffic::{Call, Traffic, fresh_token};
+use super::traffic::{Call, Outcome, Traffic, fresh_token};
 use super::{Case, Pace};
 use crate::load::checks::Check;
-use crate::load::service::Service;
+use crate::load::service::{Service, agent};
 use crate::psql::Psql;
 use anyhow::Context as _;
 use pg_provision::Server;
@@ -72,12 +73,13 @@ fn kill_connections(
         format!("{killed} backends terminated"),
     )];
     checks.extend(failure_checks(&outcome.calls, fault_over, None));
+    let marks = vec![("connections killed", fault_over)];
     finish(
         Case::KillConnections,
         db,
-        outcome.calls,
-        outcome.record,
+        outcome,
         Some(fault_over),
+        marks,
         checks,
     )
 }
@@ -94,6 +96,7 @@ fn postgres_restart(
     let base = service.base_url.clone();
     let traffic = Traffic::start(&base, pace.workers, "restart")?;
     std::thread::sleep(pace.before);
+    let down_at = traffic.elapsed();
     let cluster = server
         .cluster
         .as_mut()
@@ -131,12 +134,16 @@ fn postgres_restart(
         ),
     ];
     checks.extend(failure_checks(&outcome.calls, fault_over, None));
+    let marks = vec![
+        ("PostgreSQL stopped", down_at),
+        ("started again", fault_over),
+    ];
     finish(
         Case::PostgresRestart,
         db,
-        outcome.calls,
-        outcome.record,
+        outcome,
         Some(fault_over),
+        marks,
         checks,
     )
 }
@@ -159,6 +166,7 @@ fn pool_exhaustion(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Res
     let traffic = Traffic::start(&service.base_url, pace.workers, "pool")?;
     let token = fresh_token(&service.base_url, "pool-burst")?;
     std::thread::sleep(pace.before);
+    let locked_at = traffic.elapsed();
     let lock = db.hold("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")?;
     wait_until(
         db,
@@ -209,12 +217,13 @@ fn pool_exhaustion(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Res
         ),
     ];
     checks.extend(failure_checks(&outcome.calls, fault_over, None));
+    let marks = vec![("lock taken", locked_at), ("released", fault_over)];
     finish(
         Case::PoolExhaustion,
         db,
-        outcome.calls,
-        outcome.record,
+        outcome,
         Some(fault_over),
+        marks,
         checks,
     )
 }
@@ -283,14 +292,8 @@ fn sigterm(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Result<Case
         ),
     ];
     checks.extend(failure_checks(&outcome.calls, fault_at, Some(fault_at)));
-    finish(
-        Case::Sigterm,
-        db,
-        outcome.calls,
-        outcome.record,
-        None,
-        checks,
-    )
+    let marks = vec![("SIGTERM", fault_at)];
+    finish(Case::Sigterm, db, outcome, None, marks, checks)
 }
 
 /// The checks every case shares about failed requests: none unexpected,
@@ -364,11 +367,12 @@ pub fn recovery(calls: &[Call], fault_over: Duration) -> Duration {
 fn finish(
     case: Case,
     db: &Psql,
-    calls: Vec<Call>,
-    record: crate::load::checks::Record,
+    outcome: Outcome,
     fault_over: Option<Duration>,
+    marks: Vec<(&str, Duration)>,
     mut checks: Vec<Check>,
 ) -> anyhow::Result<CaseReport> {
+    let Outcome { calls, record } = outcome;
     let (lost, correctness_checks) = correctness(&record, db)?;
     checks.extend(correctness_checks);
     Ok(CaseReport {
@@ -379,6 +383,11 @@ fn finish(
         recovery: fault_over.map(|t| recovery(&calls, t)),
         lost,
         checks,
+        timeline: Timeline::of(&calls),
+        marks: marks
+            .into_iter()
+            .map(|(m, t)| (m.to_owned(), t.as_secs_f64()))
+            .collect(),
     })
 }
 
@@ -431,14 +440,6 @@ fn statuses(answers: &[BurstAnswer]) -> String {
         .map(|(s, n)| format!("{s}: {n}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 /// Polls /readyz until it answers `status`; how long that took.

@@ -5,6 +5,7 @@
 //! throwaway cluster, because one case restarts PostgreSQL.
 
 mod cases;
+mod chart;
 mod report;
 mod schemathesis;
 mod traffic;
@@ -167,6 +168,7 @@ fn run_cases(
         dir.join("summary.json"),
         serde_json::to_vec_pretty(&reports)?,
     )?;
+    chart::draw(&reports, &dir.join("timeline.svg"))?;
     println!("report: {}", dir.join("summary.md").display());
     Ok(reports)
 }

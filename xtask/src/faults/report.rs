@@ -22,6 +22,49 @@ pub struct CaseReport {
     /// missing from the database.
     pub lost: i64,
     pub checks: Vec<Check>,
+    /// Answers per time slice, for the chart.
+    pub timeline: Timeline,
+    /// Named moments (the fault, its end), seconds from the traffic's start.
+    pub marks: Vec<(String, f64)>,
+}
+
+/// Answers per 100 ms slice: served (below 500), 503, other 5xx, no answer.
+#[derive(Debug, Default, Serialize)]
+pub struct Timeline {
+    pub slice_secs: f64,
+    pub served: Vec<u32>,
+    pub unavailable: Vec<u32>,
+    pub server_errors: Vec<u32>,
+    pub no_answer: Vec<u32>,
+}
+
+impl Timeline {
+    pub fn of(calls: &[Call]) -> Timeline {
+        const SLICE: f64 = 0.1;
+        let slices = calls
+            .iter()
+            .map(|c| (c.at.as_secs_f64() / SLICE) as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut t = Timeline {
+            slice_secs: SLICE,
+            served: vec![0; slices],
+            unavailable: vec![0; slices],
+            server_errors: vec![0; slices],
+            no_answer: vec![0; slices],
+        };
+        for c in calls {
+            let i = (c.at.as_secs_f64() / SLICE) as usize;
+            let series = match c.status {
+                0 => &mut t.no_answer,
+                503 => &mut t.unavailable,
+                500.. => &mut t.server_errors,
+                _ => &mut t.served,
+            };
+            series[i] += 1;
+        }
+        t
+    }
 }
 
 fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

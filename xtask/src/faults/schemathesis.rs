@@ -113,6 +113,8 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
         recovery: None,
         lost: 0,
         checks,
+        timeline: Default::default(),
+        marks: Vec::new(),
     })
 }
 

@@ -123,13 +123,8 @@ const PASSWORD: &str = "fault tier password";
 
 impl Worker {
     fn new(base: &str, name: String, started: Instant) -> Worker {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(20)))
-            .http_status_as_error(false)
-            .build()
-            .into();
         Worker {
-            agent,
+            agent: crate::load::service::agent(Duration::from_secs(20)),
             base: base.to_owned(),
             email: format!("{name}@faults.example.com"),
             token: None,
@@ -353,7 +348,12 @@ impl Worker {
                     serde_json::from_str(&text).unwrap_or(Value::Null),
                 )
             }
-            Err(_) => (0, false, Value::Null),
+            Err(_) => {
+                // Back off as a real client would, instead of spinning on a
+                // refused connection (after a shutdown) thousands of times.
+                std::thread::sleep(Duration::from_millis(20));
+                (0, false, Value::Null)
+            }
         };
         self.calls.push(Call {
             at: self.started.elapsed(),

@@ -6,6 +6,7 @@
 mod chart;
 pub mod checks;
 mod extras;
+mod fleet;
 mod goose;
 mod report;
 pub mod service;
@@ -14,9 +15,10 @@ mod thresholds;
 use crate::psql::Psql;
 use crate::summary::{Counts, Row};
 use anyhow::Context as _;
+use fleet::Fleet;
 use pg_provision::Server;
 use report::{PoolFigures, ProfileResult};
-use service::{Samples, Service};
+use service::Samples;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -65,6 +67,10 @@ pub struct Args {
     /// show that the post-run checks catch it; the run must then FAIL.
     #[arg(long, conflicts_with = "target")]
     fault: Option<String>,
+    /// Run this many auth-api processes on one database behind nginx (from
+    /// Debian's packages), and race requests across them before the load.
+    #[arg(long, default_value_t = 1, conflicts_with = "target")]
+    instances: usize,
 }
 
 /// Settings shared by every run of one invocation.
@@ -77,6 +83,8 @@ pub struct Plan {
     pub thresholds: Thresholds,
     pub out_dir: PathBuf,
     pub cores: usize,
+    /// auth-api processes per profile (nginx in front when more than one).
+    pub instances: usize,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -137,16 +145,27 @@ fn new_plan(
         thresholds: Thresholds::load(Path::new(THRESHOLDS_FILE))?,
         out_dir,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        instances: 1,
     })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let plan = new_plan(
+    let mut plan = new_plan(
         args.users,
         args.rate,
         parse_secs(&args.run_time)?,
         args.fault.clone(),
     )?;
+    plan.instances = args.instances.max(1);
+    if let Some(fault) = &args.fault {
+        // The service ignores a name it does not know: refuse it here, or
+        // the "faulty" run would quietly test the correct build.
+        anyhow::ensure!(
+            crate::prove::FAULTS.contains(&fault.as_str()),
+            "unknown fault `{fault}`; known: {}",
+            crate::prove::FAULTS.join(", ")
+        );
+    }
     let specs = profiles()?;
     let selected: Vec<String> = if args.all_profiles {
         specs.keys().cloned().collect()
@@ -255,11 +274,16 @@ fn run_profile(
     if let Some(fault) = &plan.fault {
         env.push(("TESSERA_FAULT", fault.clone()));
     }
-    let mut service = Service::start(&db.url().to_string(), &env, &dir.join("server.log"))?;
-    let before = service::scrape(&service.base_url)?;
-    let cpu_before = service.cpu_seconds();
+    let cross_instance = if plan.instances > 1 {
+        fleet::cross_instance_checks(&admin, &database, &env, &dir, plan.instances)?
+    } else {
+        Vec::new()
+    };
+    let mut fleet = Fleet::start(&db.url().to_string(), &env, &dir, plan.instances)?;
+    let before = fleet.scrape()?;
+    let cpu_before = fleet.cpu_seconds();
     let peaks = goose::run(&goose::Run {
-        host: &service.base_url,
+        host: &fleet.base_url,
         users: plan.users,
         rate: plan.rate,
         run_time_secs: plan.run_time_secs,
@@ -267,14 +291,15 @@ fn run_profile(
         dir: &dir,
         label: name,
     })?;
-    let after = service::scrape(&service.base_url)?;
-    let cpu = cpu_before.zip(service.cpu_seconds()).map(|(b, a)| a - b);
-    let peak_rss = service.peak_rss_mib();
-    service.stop()?;
+    let after = fleet.scrape()?;
+    let cpu = cpu_before.zip(fleet.cpu_seconds()).map(|(b, a)| a - b);
+    let peak_rss = fleet.peak_rss_mib();
+    fleet.stop()?;
 
     let report = goose::read_report(&dir.join("report.json"))?;
     let record = checks::read_record(&dir.join("record.json"))?;
-    let mut all_checks = checks::from_record(&record);
+    let mut all_checks = cross_instance;
+    all_checks.extend(checks::from_record(&record));
     all_checks.extend(checks::against_database(&record, &db, SESSION_LIMIT)?);
     let pool = pool_delta(&before, &after);
     let verdicts = plan
@@ -367,8 +392,15 @@ fn pool_delta(before: &Samples, after: &Samples) -> PoolFigures {
 
 fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
     let header = format!(
-        "{} users (started at {}/s), {} s measured after ramp-up, mixed workload ({MIXED}); machine: {} cores, PostgreSQL on the same host; thresholds: {THRESHOLDS_FILE}.",
-        plan.users, plan.rate, plan.run_time_secs, plan.cores
+        "{} users (started at {}/s), {} s measured after ramp-up, mixed workload ({MIXED}); {}; machine: {} cores, PostgreSQL on the same host; thresholds: {THRESHOLDS_FILE}.",
+        plan.users,
+        plan.rate,
+        plan.run_time_secs,
+        match plan.instances {
+            1 => "one auth-api process".to_owned(),
+            n => format!("{n} auth-api processes on one database behind nginx"),
+        },
+        plan.cores
     );
     let md = report::markdown(results, &header, plan.cores);
     std::fs::write(plan.out_dir.join("summary.md"), &md)?;

@@ -149,6 +149,16 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// An HTTP client that hands back every status (the caller judges it) and
+/// gives up after `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// A GET that must answer 2xx; returns the body.
 pub fn get(url: &str) -> anyhow::Result<String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -189,6 +199,13 @@ impl Samples {
 
     pub fn get(&self, key: &str) -> f64 {
         self.0.get(key).copied().unwrap_or(0.0)
+    }
+
+    /// Adds every sample of `other` (several instances' /metrics).
+    pub fn add(&mut self, other: &Samples) {
+        for (k, v) in &other.0 {
+            *self.0.entry(k.clone()).or_insert(0.0) += v;
+        }
     }
 
     /// Every labelled sample whose series starts with `prefix`.

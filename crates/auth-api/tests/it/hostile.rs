@@ -9,7 +9,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use test_support::TestApp;
 
-const CASES: usize = 300;
+/// Requests per test; `PROPTEST_CASES` for a longer run.
+fn cases() -> usize {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
 
 /// Any JSON value, nested up to 40 levels (past the 32 allowed).
 fn json_value() -> impl Strategy<Value = Value> {
@@ -98,7 +104,7 @@ async fn garbage_bodies_get_4xx_problem_documents() {
     let mut runner = TestRunner::deterministic();
     let strategy = body();
     let routes = ["/v1/users", "/v1/sessions", "/v1/tasks", "/v1/tasks/claim"];
-    for i in 0..CASES {
+    for i in 0..cases() {
         let bytes = sample(&mut runner, &strategy);
         let route = routes[i % routes.len()];
         let res = app
@@ -129,7 +135,7 @@ async fn garbage_authorization_headers_and_paths_get_4xx_problem_documents() {
     let mut runner = TestRunner::deterministic();
     let headers = header_value();
     let segments = "[ -~&&[^/?#%]]{1,80}";
-    for _ in 0..CASES {
+    for _ in 0..cases() {
         let auth = sample(&mut runner, &headers);
         let res = app
             .client
