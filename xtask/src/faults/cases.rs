@@ -167,12 +167,7 @@ fn pool_exhaustion(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Res
     let token = fresh_token(&service.base_url, "pool-burst")?;
     std::thread::sleep(pace.before);
     let locked_at = traffic.elapsed();
-    let lock = db.hold("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")?;
-    wait_until(
-        db,
-        "SELECT count(*) FROM pg_locks WHERE relation = 'sessions'::regclass AND mode = 'AccessExclusiveLock' AND granted",
-        1,
-    )?;
+    let lock = lock_sessions(db)?;
     let burst = concurrent_validations(&service.base_url, &token, 50);
     lock.release()?;
     let fault_over = traffic.elapsed();
@@ -233,7 +228,16 @@ fn pool_exhaustion(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Res
 fn sigterm(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Result<CaseReport> {
     const IN_FLIGHT: usize = 6;
     const GRACE: Duration = Duration::from_secs(10);
-    let mut service = start(db, &[("TESSERA_STATEMENT_TIMEOUT_MS", "30000")], log)?;
+    // A pool big enough that every request gets a connection and waits in
+    // PostgreSQL, where the test can count it.
+    let mut service = start(
+        db,
+        &[
+            ("TESSERA_STATEMENT_TIMEOUT_MS", "30000"),
+            ("TESSERA_POOL_MAX_SIZE", "32"),
+        ],
+        log,
+    )?;
     let base = service.base_url.clone();
     let port: u16 = base
         .rsplit(':')
@@ -243,17 +247,17 @@ fn sigterm(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Result<Case
     let traffic = Traffic::start(&base, pace.workers, "sigterm")?;
     let token = fresh_token(&base, "sigterm-burst")?;
     std::thread::sleep(pace.before);
-    let lock = db.hold("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")?;
+    let lock = lock_sessions(db)?;
     let in_flight = {
         let (base, token) = (base.clone(), token.clone());
         std::thread::spawn(move || concurrent_validations(&base, &token, IN_FLIGHT))
     };
-    // Our in-flight requests and some of the traffic's are now blocked in
-    // PostgreSQL behind the lock.
+    // Every request touches `sessions` first, so each traffic worker ends up
+    // blocked behind the lock too: wait until all of them and our 6 are.
     wait_until(
         db,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        IN_FLIGHT as i64,
+        (pace.workers + IN_FLIGHT) as i64,
     )?;
     let signalled = Instant::now();
     let fault_at = traffic.elapsed();
@@ -266,13 +270,17 @@ fn sigterm(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Result<Case
     let outcome = traffic.stop();
     drop(service);
 
-    let completed = finished.iter().filter(|b| b.status == 200).count();
+    // In flight at the signal: answered 200, and only after it.
+    let completed = finished
+        .iter()
+        .filter(|b| b.status == 200 && b.answered_at.is_some_and(|t| t > signalled))
+        .count();
     let mut checks = vec![
         check(
             "in-flight requests finish",
             completed == IN_FLIGHT,
             format!(
-                "{completed} of {IN_FLIGHT} answered 200 after the signal (statuses {})",
+                "{completed} of {IN_FLIGHT} held in PostgreSQL at the signal answered 200 after it (statuses {})",
                 statuses(&finished)
             ),
         ),
@@ -397,6 +405,7 @@ pub struct BurstAnswer {
     pub status: u16,
     pub retry_after: bool,
     pub took: Duration,
+    pub answered_at: Option<Instant>,
 }
 
 /// `n` validations, each on its own connection, released together.
@@ -418,6 +427,7 @@ fn concurrent_validations(base: &str, token: &str, n: usize) -> Vec<BurstAnswer>
                         status: r.status().as_u16(),
                         retry_after: r.headers().contains_key("retry-after"),
                         took: started.elapsed(),
+                        answered_at: Some(Instant::now()),
                     },
                     Err(_) => BurstAnswer {
                         took: started.elapsed(),
@@ -457,6 +467,19 @@ fn readyz_becomes(base: &str, status: u16, within: Duration) -> Option<Duration>
     None
 }
 
+/// Takes `ACCESS EXCLUSIVE` on `sessions` in a transaction the test holds,
+/// and returns once PostgreSQL has granted it.
+fn lock_sessions(db: &Psql) -> anyhow::Result<crate::psql::OpenTransaction> {
+    let lock = db.hold("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")?;
+    wait_until(
+        db,
+        "SELECT count(*) FROM pg_locks WHERE relation = 'sessions'::regclass
+           AND mode = 'AccessExclusiveLock' AND granted",
+        1,
+    )?;
+    Ok(lock)
+}
+
 /// Waits (at most 20 s) until `sql`'s count reaches `at_least`.
 fn wait_until(db: &Psql, sql: &str, at_least: i64) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -465,10 +488,15 @@ fn wait_until(db: &Psql, sql: &str, at_least: i64) -> anyhow::Result<()> {
         if n >= at_least {
             return Ok(());
         }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(20),
-            "waited 20 s for `{sql}` to reach {at_least} (at {n})"
-        );
+        if started.elapsed() > Duration::from_secs(20) {
+            let activity = db.query(
+                "SELECT state, wait_event_type, wait_event, left(query, 70)
+                   FROM pg_stat_activity WHERE datname = current_database()",
+            )?;
+            anyhow::bail!(
+                "waited 20 s for `{sql}` to reach {at_least} (at {n}); sessions:\n{activity}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
