@@ -3,12 +3,11 @@
 //! restart, a lock it holds, a signal), and ends with the correctness checks
 //! read afresh from the database.
 
-use super::report::Timeline;
-use super::report::{CaseReport, check, correctness, tally};
+use super::report::{CaseReport, Timeline, check, correctness, tally};
 use super::traffic::{Call, Outcome, Traffic, fresh_token};
 use super::{Case, Pace};
 use crate::load::checks::Check;
-use crate::load::service::{Service, agent};
+use crate::load::service::{CHEAP_HASHING, Service, agent};
 use crate::psql::Psql;
 use anyhow::Context as _;
 use pg_provision::Server;
@@ -39,12 +38,11 @@ pub fn run(
 }
 
 fn start(db: &Psql, env: &[(&str, &str)], log: &std::path::Path) -> anyhow::Result<Service> {
-    let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-    // Cheap hashing: the cases are about the database, not argon2.
-    env.extend([
-        ("TESSERA_ARGON2_M_KIB", "256".to_owned()),
-        ("TESSERA_ARGON2_T", "1".to_owned()),
-    ]);
+    let env: Vec<(&str, String)> = env
+        .iter()
+        .chain(&CHEAP_HASHING)
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect();
     Service::start(&db.url().to_string(), &env, log)
 }
 

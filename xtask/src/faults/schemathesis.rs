@@ -22,12 +22,11 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
     let admin = Psql::new(server, server.url.clone());
     admin.recreate_database("tessera_fault_schemathesis")?;
     let db = admin.on("tessera_fault_schemathesis");
-    let env = [
-        ("TESSERA_ARGON2_M_KIB", "256".to_owned()),
-        ("TESSERA_ARGON2_T", "1".to_owned()),
-        // The hook logs in before every case; keep its sessions.
-        ("TESSERA_MAX_SESSIONS_PER_USER", "100000".to_owned()),
-    ];
+    let mut env: Vec<(&str, String)> = service::CHEAP_HASHING
+        .map(|(k, v)| (k, v.to_owned()))
+        .to_vec();
+    // The hook logs in before every case; keep its sessions.
+    env.push(("TESSERA_MAX_SESSIONS_PER_USER", "100000".to_owned()));
     let mut service = Service::start(
         &db.url().to_string(),
         &env,

@@ -196,11 +196,8 @@ pub fn cross_instance_checks(
     admin.recreate_database(&database)?;
     let db = admin.on(&database);
     let mut env = env.to_vec();
-    env.extend([
-        ("TESSERA_ARGON2_M_KIB", "256".to_owned()),
-        ("TESSERA_ARGON2_T", "1".to_owned()),
-        ("TESSERA_HASH_WORKERS", "4".to_owned()),
-    ]);
+    env.extend(super::service::CHEAP_HASHING.map(|(k, v)| (k, v.to_owned())));
+    env.push(("TESSERA_HASH_WORKERS", "4".to_owned()));
     let dir = dir.join("races");
     std::fs::create_dir_all(&dir)?;
     let fleet = Fleet::start(&db.url().to_string(), &env, &dir, instances)?;

@@ -14,6 +14,11 @@ pub const GOOSE_BIN: &str = "target/release/tessera-load";
 pub const ARGON2_RATE_BIN: &str = "target/release/tessera-argon2-rate";
 pub const VALIDATE_SQL_BIN: &str = "target/release/tessera-validate-sql";
 
+/// Environment for a service whose test is about the database, not argon2:
+/// the cheapest hashing the service accepts.
+pub const CHEAP_HASHING: [(&str, &str); 2] =
+    [("TESSERA_ARGON2_M_KIB", "256"), ("TESSERA_ARGON2_T", "1")];
+
 /// Builds the service and the load binaries with optimisations; with
 /// `faults`, the service carries the test-only deliberate faults.
 pub fn build_release(faults: bool) -> anyhow::Result<()> {
