@@ -82,14 +82,30 @@ async fn the_served_list_matches_what_actix_routes() {
                 .request(verb, format!("{}{concrete}", app.address))
                 .send()
                 .await;
-            let status = match res {
-                Ok(r) => r.status(),
+            let res = match res {
+                Ok(r) => r,
                 Err(e) => panic!("{method} {path}: {e}"),
             };
             if routed {
-                assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_ne!(
+                    res.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
             } else {
-                assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(
+                    res.status(),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+                // RFC 9110: a 405 lists the methods the path has.
+                let allow: Vec<String> = SERVED
+                    .iter()
+                    .filter(|(_, p)| *p == path)
+                    .map(|(m, _)| m.to_uppercase())
+                    .collect();
+                let header = res.headers().get("allow").and_then(|v| v.to_str().ok());
+                assert_eq!(header, Some(allow.join(", ").as_str()), "{method} {path}");
             }
         }
     }
