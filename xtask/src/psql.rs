@@ -41,15 +41,7 @@ impl Psql {
     /// lists) work; several statements run one after the other.
     pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         use std::io::Write as _;
-        use std::process::Stdio;
-        let mut child = Command::new(&self.bin)
-            .args(["-XqtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .arg(self.url.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {}", self.bin.display()))?;
+        let mut child = self.spawn(true)?;
         child
             .stdin
             .take()
@@ -87,15 +79,7 @@ impl Psql {
     /// until the returned handle is released or dropped.
     pub fn hold(&self, sql: &str) -> anyhow::Result<OpenTransaction> {
         use std::io::Write as _;
-        use std::process::Stdio;
-        let mut child = Command::new(&self.bin)
-            .args(["-XqtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .arg(self.url.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("running {}", self.bin.display()))?;
+        let mut child = self.spawn(false)?;
         let mut stdin = child.stdin.take().context("psql stdin")?;
         writeln!(stdin, "BEGIN;\n{sql};")?;
         stdin.flush()?;
@@ -103,6 +87,26 @@ impl Psql {
             child,
             stdin: Some(stdin),
         })
+    }
+
+    /// psql reading SQL from its stdin; its output captured or discarded.
+    fn spawn(&self, capture: bool) -> anyhow::Result<std::process::Child> {
+        use std::process::Stdio;
+        let out = || {
+            if capture {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        Command::new(&self.bin)
+            .args(["-XqtA", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .arg(self.url.to_string())
+            .stdin(Stdio::piped())
+            .stdout(out())
+            .stderr(out())
+            .spawn()
+            .with_context(|| format!("running {}", self.bin.display()))
     }
 
     /// Drops `name` (disconnecting its sessions) and creates it empty.

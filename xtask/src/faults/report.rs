@@ -111,25 +111,15 @@ pub fn tally(calls: &[Call]) -> BTreeMap<String, usize> {
 
 /// The load tier's checks that still mean something when answers can be
 /// lost: nothing acknowledged is missing, no task held twice, answers
-/// honest, no session valid after its logout. (Not "claims reported ==
+/// honest, no session valid after its logout. (Not its "claims reported ==
 /// rows assigned": a claim that committed just as its connection was
 /// killed was never acknowledged, so the database may hold more.)
 pub fn correctness(record: &Record, db: &Psql) -> anyhow::Result<(i64, Vec<Check>)> {
+    const SESSION_LIMIT: i64 = 10;
+    let persisted = checks::Persisted::read(record, db, SESSION_LIMIT)?;
     let mut all = checks::from_record(record);
-    all.extend(
-        checks::against_database(record, db, 10)?
-            .into_iter()
-            .filter(|c| c.name != "claims reported == rows assigned"),
-    );
-    let users = checks::count_in(db, "users", "true", &record.registered)?;
-    let completed = checks::count_in(db, "tasks", "status = 'completed'", &record.completed)?;
-    let revoked = checks::count_in(db, "sessions", "revoked_at IS NOT NULL", &record.logged_out)?;
-    let tasks = db.number("SELECT count(*) FROM tasks")?;
-    let lost = (record.registered.len() as i64 - users)
-        + (record.completed.len() as i64 - completed)
-        + (record.logged_out.len() as i64 - revoked)
-        + (record.tasks_created as i64 - tasks).max(0);
-    Ok((lost, all))
+    all.extend(persisted.checks(record, SESSION_LIMIT));
+    Ok((persisted.lost(record), all))
 }
 
 pub fn table(reports: &[CaseReport]) -> String {

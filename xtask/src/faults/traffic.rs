@@ -136,16 +136,8 @@ impl Worker {
     }
 
     fn sign_up(&mut self) -> anyhow::Result<()> {
-        let email = self.email.clone();
-        let a = self.send(
-            "register",
-            "POST",
-            "/v1/users",
-            Some(credentials(&email)),
-            &[201],
-        );
-        anyhow::ensure!(a.status == 201, "registration answered {}", a.status);
-        self.ack_registration(&a);
+        let status = self.register(&self.email.clone());
+        anyhow::ensure!(status == 201, "registration answered {status}");
         self.login();
         anyhow::ensure!(self.token.is_some(), "login failed");
         Ok(())
@@ -281,14 +273,24 @@ impl Worker {
     fn register_another(&mut self) {
         self.extra_users += 1;
         let email = self.email.replace('@', &format!("+{}@", self.extra_users));
+        self.register(&email);
+    }
+
+    /// Registers `email`, keeping the user if the service acknowledged it.
+    fn register(&mut self, email: &str) -> u16 {
         let a = self.send(
             "register",
             "POST",
             "/v1/users",
-            Some(credentials(&email)),
+            Some(credentials(email)),
             &[201],
         );
-        self.ack_registration(&a);
+        if a.status == 201
+            && let Some(id) = a.body["id"].as_str()
+        {
+            self.record.registered.push(id.to_owned());
+        }
+        a.status
     }
 
     fn login(&mut self) {
@@ -301,14 +303,6 @@ impl Worker {
             &[201],
         );
         self.token = a.body["token"].as_str().map(str::to_owned);
-    }
-
-    fn ack_registration(&mut self, a: &Answer) {
-        if a.status == 201
-            && let Some(id) = a.body["id"].as_str()
-        {
-            self.record.registered.push(id.to_owned());
-        }
     }
 
     /// A token is dropped only when the service says it is no longer valid;

@@ -99,66 +99,101 @@ fn uuid_array(ids: &[String]) -> String {
     )
 }
 
-/// Checks against the database the service used.
-pub fn against_database(
-    record: &Record,
-    db: &Psql,
-    session_limit: i64,
-) -> anyhow::Result<Vec<Check>> {
-    let assigned = db.number("SELECT coalesce(sum(attempt), 0) FROM tasks")?;
-    let users_found = count_in(db, "users", "true", &record.registered)?;
-    let completed_found = count_in(db, "tasks", "status = 'completed'", &record.completed)?;
-    let revoked_found = count_in(db, "sessions", "revoked_at IS NOT NULL", &record.logged_out)?;
-    let over_limit = db.number(&format!(
-        "SELECT count(*) FROM (SELECT user_id FROM sessions
-           WHERE revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
-           GROUP BY user_id HAVING count(*) > {session_limit}) AS over"
-    ))?;
-    let tasks = db.number("SELECT count(*) FROM tasks")?;
-    Ok(vec![
+/// What of the acknowledged writes the database holds, read once.
+pub struct Persisted {
+    /// Sum of `attempt`: every assignment ever made.
+    pub assignments: i64,
+    pub users: i64,
+    pub completed: i64,
+    pub revoked: i64,
+    pub tasks: i64,
+    /// Users above the session limit right now.
+    pub over_limit: i64,
+}
+
+impl Persisted {
+    pub fn read(record: &Record, db: &Psql, session_limit: i64) -> anyhow::Result<Persisted> {
+        Ok(Persisted {
+            assignments: db.number("SELECT coalesce(sum(attempt), 0) FROM tasks")?,
+            users: count_in(db, "users", "true", &record.registered)?,
+            completed: count_in(db, "tasks", "status = 'completed'", &record.completed)?,
+            revoked: count_in(db, "sessions", "revoked_at IS NOT NULL", &record.logged_out)?,
+            tasks: db.number("SELECT count(*) FROM tasks")?,
+            over_limit: db.number(&format!(
+                "SELECT count(*) FROM (SELECT user_id FROM sessions
+                   WHERE revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+                   GROUP BY user_id HAVING count(*) > {session_limit}) AS over"
+            ))?,
+        })
+    }
+
+    /// Acknowledged registrations, completions, logouts and task creations
+    /// the database does not have.
+    pub fn lost(&self, record: &Record) -> i64 {
+        (record.registered.len() as i64 - self.users)
+            + (record.completed.len() as i64 - self.completed)
+            + (record.logged_out.len() as i64 - self.revoked)
+            + (record.tasks_created as i64 - self.tasks).max(0)
+    }
+
+    /// Nothing acknowledged is missing; nobody is over the session limit.
+    pub fn checks(&self, record: &Record, session_limit: i64) -> Vec<Check> {
+        vec![
+            check(
+                "acknowledged registrations persisted",
+                self.users == record.registered.len() as i64,
+                format!("{} of {} found", self.users, record.registered.len()),
+            ),
+            check(
+                "acknowledged completions persisted",
+                self.completed == record.completed.len() as i64,
+                format!(
+                    "{} of {} completed in the database",
+                    self.completed,
+                    record.completed.len()
+                ),
+            ),
+            check(
+                "acknowledged logouts persisted",
+                self.revoked == record.logged_out.len() as i64,
+                format!(
+                    "{} of {} revoked in the database",
+                    self.revoked,
+                    record.logged_out.len()
+                ),
+            ),
+            check(
+                "no user over the session limit",
+                self.over_limit == 0,
+                format!(
+                    "{} users above {session_limit} active sessions",
+                    self.over_limit
+                ),
+            ),
+            check(
+                "acknowledged task creations persisted",
+                self.tasks >= record.tasks_created as i64,
+                format!(
+                    "{} tasks in the database, {} acknowledged",
+                    self.tasks, record.tasks_created
+                ),
+            ),
+        ]
+    }
+
+    /// Every assignment was reported to a client: only meaningful when no
+    /// answer can be lost (not in the fault tier, where a claim may commit
+    /// as its connection dies).
+    pub fn claims_check(&self, record: &Record) -> Check {
         check(
             "claims reported == rows assigned",
-            assigned == record.claimed_total as i64,
+            self.assignments == record.claimed_total as i64,
             format!(
-                "database: {assigned} assignments (sum of attempt); answers reported {}",
-                record.claimed_total
+                "database: {} assignments (sum of attempt); answers reported {}",
+                self.assignments, record.claimed_total
             ),
-        ),
-        check(
-            "acknowledged registrations persisted",
-            users_found == record.registered.len() as i64,
-            format!("{users_found} of {} found", record.registered.len()),
-        ),
-        check(
-            "acknowledged completions persisted",
-            completed_found == record.completed.len() as i64,
-            format!(
-                "{completed_found} of {} completed in the database",
-                record.completed.len()
-            ),
-        ),
-        check(
-            "acknowledged logouts persisted",
-            revoked_found == record.logged_out.len() as i64,
-            format!(
-                "{revoked_found} of {} revoked in the database",
-                record.logged_out.len()
-            ),
-        ),
-        check(
-            "no user over the session limit",
-            over_limit == 0,
-            format!("{over_limit} users above {session_limit} active sessions"),
-        ),
-        check(
-            "acknowledged task creations persisted",
-            tasks >= record.tasks_created as i64,
-            format!(
-                "{tasks} tasks in the database, {} acknowledged",
-                record.tasks_created
-            ),
-        ),
-    ])
+        )
+    }
 }
 
 /// How many of `ids` are rows of `table` matching `condition` (tens of

@@ -300,7 +300,9 @@ fn run_profile(
     let record = checks::read_record(&dir.join("record.json"))?;
     let mut all_checks = cross_instance;
     all_checks.extend(checks::from_record(&record));
-    all_checks.extend(checks::against_database(&record, &db, SESSION_LIMIT)?);
+    let persisted = checks::Persisted::read(&record, &db, SESSION_LIMIT)?;
+    all_checks.push(persisted.claims_check(&record));
+    all_checks.extend(persisted.checks(&record, SESSION_LIMIT));
     let pool = pool_delta(&before, &after);
     let verdicts = plan
         .thresholds

@@ -4,7 +4,6 @@ use auth_core::config::{HashParams, SessionPolicy};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use test_support::app::TestAppConfig;
@@ -27,9 +26,25 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting auth-api: {e}"));
+    // Read both streams as they come (a full pipe would stall the server)
+    // and start once the service says it listens: it binds only after its
+    // migrations, so that line means it can serve.
+    let lines = forward_lines(&mut server);
+    let mut logs = String::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                logs.push_str(&line);
+                logs.push('\n');
+                if line.contains("tessera auth-api listening") {
+                    break;
+                }
+            }
+            Err(e) => panic!("auth-api did not report listening: {e}; log so far: {logs}"),
+        }
+    }
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    wait_ready(&client, &base).await;
 
     let password = "Secret-Passw0rd-For-The-Log-Test";
     let creds = json!({"email": "logs@example.com", "password": password});
@@ -73,23 +88,9 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         .args(["-TERM", &server.id().to_string()])
         .status();
     let _ = server.wait();
-    let mut logs = String::new();
-    for stream in [
-        server
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-        server
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut bytes = Vec::new();
-        let _ = { stream }.read_to_end(&mut bytes);
-        logs.push_str(&String::from_utf8_lossy(&bytes));
+    for line in lines {
+        logs.push_str(&line);
+        logs.push('\n');
     }
     // The log is really at debug level and covers these requests.
     assert!(logs.contains("DEBUG"), "no debug lines: {logs}");
@@ -198,15 +199,27 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Every line the child writes to stdout or stderr, as it is written; the
+/// channel ends when the child has closed both.
+fn forward_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child.stdout.take().map(|s| Box::new(s) as _),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
     }
-    panic!("auth-api was not ready within 30 s");
+    rx
 }
