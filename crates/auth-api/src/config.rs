@@ -1,7 +1,8 @@
 //! The service's configuration, from the environment.
 
 use auth_core::config::{
-    ConfigError, HashParams, PoolConfig, QueuePolicy, SessionPolicy, env_opt, env_or,
+    ConfigError, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy, env_opt,
+    env_or,
 };
 
 #[derive(Debug, Clone)]
@@ -12,20 +13,20 @@ pub struct ApiConfig {
     pub bind: String,
     /// `TESSERA_WORKERS`: actix worker threads, default one per core.
     pub workers: Option<usize>,
-    /// `TESSERA_HASH_WORKERS`: concurrent argon2 hashes, default all cores but one.
-    pub hash_workers: Option<usize>,
     /// `TESSERA_SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish on SIGTERM (default 30).
     pub shutdown_grace_secs: u64,
     pub pool: PoolConfig,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
     pub hash: HashParams,
+    pub hash_pool: HashPoolConfig,
 }
 
 impl ApiConfig {
     /// Reads every variable listed on the fields above, plus those of
     /// [`PoolConfig::from_env`], [`SessionPolicy::from_env`],
-    /// [`QueuePolicy::from_env`] and [`HashParams::from_env`].
+    /// [`QueuePolicy::from_env`], [`HashParams::from_env`] and
+    /// [`HashPoolConfig::from_env`].
     pub fn from_env() -> Result<ApiConfig, ConfigError> {
         let database_url =
             env_opt::<String>("DATABASE_URL")?.ok_or_else(|| ConfigError::Invalid {
@@ -36,12 +37,12 @@ impl ApiConfig {
             database_url,
             bind: env_or("TESSERA_BIND", "127.0.0.1:8080".to_string())?,
             workers: env_opt("TESSERA_WORKERS")?,
-            hash_workers: env_opt("TESSERA_HASH_WORKERS")?,
             shutdown_grace_secs: env_or("TESSERA_SHUTDOWN_GRACE_SECS", 30)?,
             pool: PoolConfig::from_env()?,
             sessions: SessionPolicy::from_env()?,
             queue: QueuePolicy::from_env()?,
             hash: HashParams::from_env()?,
+            hash_pool: HashPoolConfig::from_env()?,
         })
     }
 }

@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use auth_core::domain::FieldError;
+use auth_core::domain::{FieldError, MAX_FIELD_ERRORS};
 use serde::Serialize;
 use std::fmt;
 use utoipa::ToSchema;
@@ -88,8 +88,12 @@ pub struct Problem {
     detail: Option<String>,
     /// With `validation_failed`: each offending field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<FieldErrorSchema>>)]
+    #[schema(value_type = Option<Vec<FieldErrorSchema>>, max_items = 50)]
     errors: Option<Vec<FieldError>>,
+    /// With `validation_failed`: `true` when more fields failed than `errors`
+    /// lists (it lists at most 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<bool>,
 }
 
 /// One offending field of a `validation_failed` problem.
@@ -165,7 +169,7 @@ impl ApiError {
                     ProblemCode::NotAssignee,
                     "Task is not assigned to you",
                 ),
-                E::Unavailable(_) => (
+                E::Unavailable(_) | E::Overloaded(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     ProblemCode::ServiceUnavailable,
                     "Service unavailable",
@@ -222,7 +226,9 @@ impl ResponseError for ApiError {
         let (status, code, title) = self.parts();
         match self {
             ApiError::Core(e) if status.is_server_error() => {
-                if status == StatusCode::SERVICE_UNAVAILABLE {
+                if matches!(e, auth_core::Error::Overloaded(_)) {
+                    tracing::debug!(error = %e, "shed load");
+                } else if status == StatusCode::SERVICE_UNAVAILABLE {
                     tracing::warn!(error = %e, "database unavailable");
                 } else {
                     tracing::error!(error = ?anyhow_chain(e), "request failed");
@@ -230,13 +236,15 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
+        let errors = self.field_errors();
         let body = Problem {
             kind: format!("urn:tessera:problem:{}", code.as_str()),
             title,
             status: status.as_u16(),
             code,
             detail: self.detail(),
-            errors: self.field_errors().map(<[FieldError]>::to_vec),
+            errors: errors.map(|e| e[..e.len().min(MAX_FIELD_ERRORS)].to_vec()),
+            truncated: errors.filter(|e| e.len() > MAX_FIELD_ERRORS).map(|_| true),
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((
@@ -247,7 +255,7 @@ impl ResponseError for ApiError {
             ApiError::Core(auth_core::Error::TooManyAttempts { retry_after_secs }) => {
                 response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Core(auth_core::Error::Unavailable(_)) => {
+            ApiError::Core(auth_core::Error::Unavailable(_) | auth_core::Error::Overloaded(_)) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             ApiError::Core(auth_core::Error::InvalidToken) => {

@@ -4,8 +4,11 @@
 use crate::error::ApiError;
 use crate::fields::FromJson;
 use crate::state::AppState;
-use actix_web::dev::Payload;
+use actix_web::HttpMessage as _;
+use actix_web::body::BoxBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, web};
 use auth_core::auth::Principal;
 use futures_util::StreamExt as _;
@@ -120,23 +123,50 @@ impl FromRequest for BearerToken {
     }
 }
 
-/// The caller, authenticated by a valid bearer token.
+/// The session check in front of every `[Session]` route: validates the
+/// bearer token before any extractor runs, so a caller without a valid
+/// session gets `401 invalid_token` and its body is never read (the
+/// contract's "authentication before bodies").
+pub async fn require_session(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    match authenticate(req.request()).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.call(req).await
+        }
+        Err(e) => Ok(req.error_response(e)),
+    }
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let BearerToken(token) = BearerToken::read(req)?;
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or(ApiError::Core(auth_core::Error::Unavailable(
+            "no app state".into(),
+        )))?;
+    Ok(state.sessions.validate(&token).await?)
+}
+
+/// The caller, as [`require_session`] authenticated it. On a route without
+/// the session check there is no caller: `401`, never an unchecked pass.
 pub struct Authenticated(pub Principal);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = BearerToken::read(req);
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        Box::pin(async move {
-            let BearerToken(token) = token?;
-            let state = state.ok_or(ApiError::Core(auth_core::Error::Unavailable(
-                "no app state".into(),
-            )))?;
-            Ok(Authenticated(state.sessions.validate(&token).await?))
-        })
+        std::future::ready(
+            req.extensions()
+                .get::<Principal>()
+                .cloned()
+                .map(Authenticated)
+                .ok_or(ApiError::Core(auth_core::Error::InvalidToken)),
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! Reads a JSON object field by field, collecting every offending field so a
 //! `422 validation_failed` lists them all, not just the first.
 
-use auth_core::domain::FieldError;
+use auth_core::domain::{FieldError, MAX_FIELD_ERRORS};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -32,9 +32,7 @@ impl<'a> Fields<'a> {
             } else {
                 prefix.to_string()
             };
-            fields
-                .errors
-                .push(FieldError::new(name, "must be a JSON object"));
+            fields.push(FieldError::new(name, "must be a JSON object"));
         }
         fields
     }
@@ -55,7 +53,27 @@ impl<'a> Fields<'a> {
 
     fn fail(&mut self, name: &str, detail: &str) {
         let path = self.path(name);
-        self.errors.push(FieldError::new(path, detail));
+        self.push(FieldError::new(path, detail));
+    }
+
+    /// Keeps at most one error past what a 422 lists: enough to say
+    /// `truncated`, never one per item of a hostile body.
+    pub fn push(&mut self, error: FieldError) {
+        if !self.is_full() {
+            self.errors.push(error);
+        }
+    }
+
+    /// Whether more errors than a 422 lists were found: stop reading.
+    pub fn is_full(&self) -> bool {
+        self.errors.len() > MAX_FIELD_ERRORS
+    }
+
+    /// Takes over the errors of a nested reader (an item of an array).
+    pub fn absorb(&mut self, nested: Fields<'_>) {
+        for error in nested.errors {
+            self.push(error);
+        }
     }
 
     fn required<T>(
@@ -84,8 +102,10 @@ impl<'a> Fields<'a> {
         self.required(name, "a string", Value::as_str)
     }
 
+    /// An integer; an integral number such as `24.0` counts, as it does in
+    /// JSON Schema (the OpenAPI document's `type: integer`). `7.5` does not.
     pub fn integer(&mut self, name: &str) -> Option<i64> {
-        self.required(name, "an integer", Value::as_i64)
+        self.required(name, "an integer", as_integer)
     }
 
     pub fn array(&mut self, name: &str) -> Option<&'a Vec<Value>> {
@@ -117,5 +137,45 @@ impl<'a> Fields<'a> {
             Some(v) if self.errors.is_empty() => Ok(v),
             _ => Err(self.errors),
         }
+    }
+}
+
+/// JSON Schema's integer: any number with a zero fractional part, within i64.
+fn as_integer(v: &Value) -> Option<i64> {
+    if let Some(n) = v.as_i64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    // i64::MAX as f64 rounds up to 2^63, which is out of range: exclusive bound.
+    let in_range = f >= i64::MIN as f64 && f < i64::MAX as f64;
+    (f.fract() == 0.0 && in_range).then_some(f as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Fields, as_integer};
+    use serde_json::json;
+
+    #[test]
+    fn integral_numbers_are_integers_and_others_are_not() {
+        assert_eq!(as_integer(&json!(24)), Some(24));
+        assert_eq!(as_integer(&json!(24.0)), Some(24));
+        assert_eq!(as_integer(&json!(-3.0)), Some(-3));
+        assert_eq!(as_integer(&json!(1e2)), Some(100));
+        assert_eq!(as_integer(&json!(7.5)), None);
+        assert_eq!(as_integer(&json!(1e300)), None);
+        assert_eq!(as_integer(&json!(9.223372036854776e18)), None);
+        assert_eq!(as_integer(&json!("24")), None);
+    }
+
+    #[test]
+    fn a_reader_keeps_one_error_past_the_listed_fifty() {
+        let body = json!({});
+        let mut f = Fields::of(&body, "");
+        for i in 0..500 {
+            f.string(&format!("f{i}"));
+        }
+        assert!(f.is_full());
+        assert_eq!(f.errors.len(), super::MAX_FIELD_ERRORS + 1);
     }
 }

@@ -224,7 +224,9 @@ impl Sampled for PoolCollector {
 struct HashCollector {
     hasher: PasswordHasher,
     workers: IntGauge,
+    capacity: IntGauge,
     queued: IntGauge,
+    rejected: IntCounterVec,
     completed: IntCounter,
     busy_seconds: Counter,
 }
@@ -236,9 +238,22 @@ impl HashCollector {
             "Hashes that may run at once (the hashing pool's size)",
         )?;
         workers.set(i64::try_from(hasher.workers()).unwrap_or(i64::MAX));
+        let capacity = IntGauge::new(
+            "password_hash_queue_capacity",
+            "Hash or verify calls that may wait for a worker before new ones get 503",
+        )?;
+        capacity.set(i64::try_from(hasher.queue_capacity()).unwrap_or(i64::MAX));
         Ok(HashCollector {
             hasher,
             workers,
+            capacity,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "password_hash_rejections_total",
+                    "Logins and registrations answered 503: queue_full, or deadline (no worker in time)",
+                ),
+                &["reason"],
+            )?,
             queued: IntGauge::new(
                 "password_hash_queue_depth",
                 "Hash or verify calls waiting for a hashing worker",
@@ -258,6 +273,15 @@ impl Sampled for HashCollector {
         self.queued
             .set(i64::try_from(stats.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         mirror(&self.completed, stats.completed.load(Ordering::Relaxed));
+        for (reason, total) in [
+            ("queue_full", &stats.rejected_queue_full),
+            ("deadline", &stats.rejected_deadline),
+        ] {
+            mirror(
+                &self.rejected.with_label_values(&[reason]),
+                total.load(Ordering::Relaxed),
+            );
+        }
         mirror(
             &self.busy_seconds,
             stats.busy_micros.load(Ordering::Relaxed) as f64 / 1e6,
@@ -267,7 +291,9 @@ impl Sampled for HashCollector {
     fn parts(&self) -> Vec<&dyn Collector> {
         vec![
             &self.workers,
+            &self.capacity,
             &self.queued,
+            &self.rejected,
             &self.completed,
             &self.busy_seconds,
         ]

@@ -29,7 +29,7 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         .await
         .context("building the pool")?;
     let hasher =
-        PasswordHasher::new(config.hash, config.hash_workers).context("configuring argon2")?;
+        PasswordHasher::new(config.hash, config.hash_pool).context("configuring argon2")?;
     let metrics = Metrics::new(pool.clone(), config.pool.max_size, hasher.clone())
         .context("registering metrics")?;
     let state = AppState {

@@ -1,6 +1,9 @@
 //! Logging set-up and a request log that never records secrets: it logs the
 //! method, the route pattern (not the raw path), status and latency; never
-//! headers, bodies or query strings. The same four facts feed /metrics.
+//! headers, bodies or query strings. The same four facts feed /metrics, so
+//! each comes from a fixed set: a method actix does not know is `other`, a
+//! path no route matched is `unmatched`; nothing a client invents becomes a
+//! new label value or a new log field.
 
 use crate::state::AppState;
 use actix_web::body::MessageBody;
@@ -9,17 +12,46 @@ use actix_web::web;
 use futures_util::future::LocalBoxFuture;
 use std::future::{Ready, ready};
 use std::time::Instant;
+use tracing_subscriber::EnvFilter;
 
 /// `RUST_LOG` filters (default `info`); `TESSERA_LOG_FORMAT=json` for JSON lines.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Whatever RUST_LOG says, SQL parameters are never logged.
+    let filter = quiet_sql_parameters(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    );
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if std::env::var("TESSERA_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Keeps tokio-postgres' statement parameters out of the log: its debug
+/// lines carry every bind value (password hashes, token hashes).
+fn quiet_sql_parameters(filter: EnvFilter) -> EnvFilter {
+    match "tokio_postgres=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
+/// The method as a label: one of the methods HTTP defines, else `other`.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 pub struct RequestLog;
@@ -57,7 +89,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
-        let method = req.method().to_string();
+        let method = method_label(req.method());
         let metrics = req
             .app_data::<web::Data<AppState>>()
             .map(|state| state.metrics.clone());
@@ -71,7 +103,7 @@ where
             let elapsed = started.elapsed();
             let status = res.status().as_u16();
             if let Some(metrics) = metrics {
-                metrics.observe(&method, &route, status, elapsed.as_secs_f64());
+                metrics.observe(method, &route, status, elapsed.as_secs_f64());
             }
             tracing::info!(
                 method,

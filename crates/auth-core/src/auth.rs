@@ -7,7 +7,8 @@ use crate::db::DbPool;
 use crate::domain::{Email, FieldError, Password, SessionToken};
 use crate::error::{Error, Result, is_unique_violation};
 use crate::hashing::PasswordHasher;
-use crate::store::{login_failures, sessions, users};
+use crate::login_limit::{Admitted, LoginLimit};
+use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
 use uuid::Uuid;
@@ -52,6 +53,7 @@ pub struct SessionService {
     pool: DbPool,
     hasher: PasswordHasher,
     policy: SessionPolicy,
+    limit: LoginLimit,
 }
 
 impl SessionService {
@@ -59,6 +61,7 @@ impl SessionService {
         SessionService {
             pool,
             hasher,
+            limit: LoginLimit::new(&policy),
             policy,
         }
     }
@@ -84,6 +87,10 @@ impl SessionService {
         let (Some(email), Some(password)) = (email, password) else {
             return Err(Error::Invalid(errors));
         };
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::RegistrationCheckThenInsert) {
+            return self.register_check_then_insert(email, password).await;
+        }
         let hash = self.hasher.hash(&password).await?;
         let id = Uuid::new_v4();
         let mut conn = self.pool.get().await?;
@@ -97,56 +104,77 @@ impl SessionService {
         }
     }
 
+    #[cfg(feature = "faults")]
+    async fn register_check_then_insert(
+        &self,
+        email: Email,
+        password: Password,
+    ) -> Result<RegisteredUser> {
+        if users::find_by_email(&mut *self.pool.get().await?, email.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(Error::EmailTaken);
+        }
+        let hash = self.hasher.hash(&password).await?;
+        let id = Uuid::new_v4();
+        let mut conn = self.pool.get().await?;
+        crate::faults::sql::insert_user_ignoring_conflict(&mut conn, id, email.as_str(), &hash)
+            .await?;
+        Ok(RegisteredUser {
+            id,
+            email: email.to_string(),
+        })
+    }
+
     /// Checks credentials and opens a session. Unknown emails, wrong and
-    /// impossible passwords all cost one verification and fail alike.
+    /// impossible passwords all cost one verification and fail alike. The
+    /// attempt is admitted by the login limit before anything is verified.
     pub async fn login(&self, email: &str, password: &str) -> Result<IssuedSession> {
         let Ok(email) = Email::parse(email) else {
             self.hasher.verify_dummy(password).await?;
             return Err(Error::InvalidCredentials);
         };
-        let user = {
+        let (attempt, user) = {
             let mut conn = self.pool.get().await?;
-            let limited = login_failures::lockout(
-                &mut conn,
-                email.as_str(),
-                self.policy.max_failed_logins,
-                self.policy.failure_window,
+            let attempt = self.limit.admit(&mut conn, email.as_str()).await?;
+            (
+                attempt,
+                users::find_by_email(&mut conn, email.as_str()).await?,
             )
-            .await?;
-            if let Some(retry_after_secs) = limited {
-                return Err(Error::TooManyAttempts { retry_after_secs });
-            }
-            users::find_by_email(&mut conn, email.as_str()).await?
             // The connection goes back to the pool here: never hold one while hashing.
         };
         let verified = match (&user, Password::parse(password)) {
-            (Some(user), Ok(_)) => self.hasher.verify(password, &user.password_hash).await?,
-            _ => {
-                self.hasher.verify_dummy(password).await?;
-                false
+            (Some(user), Ok(_)) => self.hasher.verify(password, &user.password_hash).await,
+            _ => self.hasher.verify_dummy(password).await.map(|()| false),
+        };
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(e) => {
+                // Never checked: the attempt gives its slot back.
+                attempt.withdraw(&mut *self.pool.get().await?).await?;
+                return Err(e.into());
             }
         };
         let Some(user) = user.filter(|_| verified) else {
-            let mut conn = self.pool.get().await?;
-            login_failures::record(&mut conn, email.as_str(), self.policy.failure_window).await?;
+            attempt.failed(&mut *self.pool.get().await?).await?;
             return Err(Error::InvalidCredentials);
         };
-        self.open_session(user.id, email.as_str()).await
+        self.open_session(user.id, attempt).await
     }
 
     /// Inserts a session within the per-user limit, evicting the oldest. The
     /// user's row lock serialises this user's logins, so the count read here
     /// is still true when the insert commits: the limit holds at every instant.
-    async fn open_session(&self, user_id: Uuid, email: &str) -> Result<IssuedSession> {
+    async fn open_session(&self, user_id: Uuid, attempt: Admitted) -> Result<IssuedSession> {
         let token = SessionToken::generate()?;
         let hash = token.hash();
         let session_id = Uuid::new_v4();
         let policy = self.policy.clone();
-        let email = email.to_owned();
         let mut conn = self.pool.get().await?;
         let row = conn
             .transaction::<_, Error, _>(async move |conn| {
-                login_failures::clear(conn, &email).await?;
+                attempt.succeeded(conn).await?;
                 if !skip_user_lock() && !users::lock(conn, user_id).await? {
                     return Err(Error::InvalidCredentials);
                 }
@@ -203,6 +231,23 @@ impl SessionService {
         let old = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
         let new = SessionToken::generate()?;
         let mut conn = self.pool.get().await?;
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::RefreshSelectThenUpdate) {
+            let row = crate::faults::sql::rotate_select_then_update(
+                &mut conn,
+                &old.hash(),
+                &new.hash(),
+                self.policy.idle_timeout,
+            )
+            .await?
+            .ok_or(Error::InvalidToken)?;
+            return Ok(IssuedSession {
+                token: new,
+                session_id: row.id,
+                user_id: row.user_id,
+                expires_at: row.expires_at(),
+            });
+        }
         let row = sessions::rotate(
             &mut conn,
             &old.hash(),
@@ -221,6 +266,17 @@ impl SessionService {
 
     /// Ends the caller's own session (idempotent: already gone is fine).
     pub async fn logout(&self, principal: &Principal) -> Result<()> {
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::LogoutBeforeCommit) {
+            let (pool, principal) = (self.pool.clone(), principal.clone());
+            tokio::spawn(async move {
+                if let Ok(mut conn) = pool.get().await {
+                    let _ =
+                        sessions::revoke(&mut conn, principal.session_id, principal.user_id).await;
+                }
+            });
+            return Ok(());
+        }
         let mut conn = self.pool.get().await?;
         sessions::revoke(&mut conn, principal.session_id, principal.user_id).await?;
         Ok(())
@@ -254,6 +310,14 @@ impl SessionService {
     /// Revokes all of the caller's active sessions; returns how many this call revoked.
     pub async fn revoke_all(&self, principal: &Principal) -> Result<usize> {
         let mut conn = self.pool.get().await?;
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::RevokeAllCountThenUpdate) {
+            return Ok(crate::faults::sql::revoke_all_count_then_update(
+                &mut conn,
+                principal.user_id,
+            )
+            .await?);
+        }
         Ok(sessions::revoke_all(&mut conn, principal.user_id).await?)
     }
 }

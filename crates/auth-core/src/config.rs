@@ -163,6 +163,48 @@ impl HashParams {
     }
 }
 
+/// The hashing pool's size and bounds: beyond them a login or registration
+/// answers 503 at once instead of waiting without end (contract defaults:
+/// a queue of 64 per worker, 5 s to reach a worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashPoolConfig {
+    /// Hashes that may run at once; `None`: all cores but one.
+    pub workers: Option<usize>,
+    /// Jobs that may wait for a worker; `None`: 64 per worker.
+    pub queue_capacity: Option<usize>,
+    /// Longest a job may wait for a worker before it is refused.
+    pub wait_deadline: Duration,
+}
+
+impl Default for HashPoolConfig {
+    fn default() -> Self {
+        HashPoolConfig {
+            workers: None,
+            queue_capacity: None,
+            wait_deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HashPoolConfig {
+    /// Queued jobs allowed per worker when no capacity is set.
+    pub const QUEUE_PER_WORKER: usize = 64;
+
+    /// Reads `TESSERA_HASH_WORKERS`, `TESSERA_HASH_QUEUE_CAPACITY`,
+    /// `TESSERA_HASH_WAIT_MS`.
+    pub fn from_env() -> Result<HashPoolConfig, ConfigError> {
+        let d = HashPoolConfig::default();
+        Ok(HashPoolConfig {
+            workers: env_opt("TESSERA_HASH_WORKERS")?,
+            queue_capacity: env_opt("TESSERA_HASH_QUEUE_CAPACITY")?,
+            wait_deadline: Duration::from_millis(env_or(
+                "TESSERA_HASH_WAIT_MS",
+                d.wait_deadline.as_millis() as u64,
+            )?),
+        })
+    }
+}
+
 /// Connection-pool settings (bb8). `None` means "bb8's default".
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

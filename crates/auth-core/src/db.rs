@@ -45,13 +45,23 @@ pub async fn build_pool(
     let builder = Pool::builder()
         .max_size(config.max_size)
         .min_idle(config.min_idle)
-        .connection_timeout(Duration::from_millis(config.connection_timeout_ms.max(1)))
+        .connection_timeout(checkout_timeout(config))
         .idle_timeout(config.idle_timeout_ms.map(Duration::from_millis))
         .max_lifetime(config.max_lifetime_ms.map(Duration::from_millis))
         .test_on_check_out(config.test_on_checkout);
     // build_unchecked: the service must start (and report not-ready) even
     // while the database is down; connections are made on demand.
     Ok(builder.build_unchecked(manager))
+}
+
+/// How long a checkout may wait for a connection (the faulty build: 1 ms,
+/// a pool that fails instead of queueing).
+fn checkout_timeout(config: &PoolConfig) -> Duration {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::PoolFailsFast) {
+        return Duration::from_millis(1);
+    }
+    Duration::from_millis(config.connection_timeout_ms.max(1))
 }
 
 /// Applies pending migrations over a dedicated connection. Runs on its own OS

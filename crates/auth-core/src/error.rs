@@ -28,8 +28,11 @@ pub enum Error {
     Unavailable(String),
     #[error("database error")]
     Database(#[source] DieselError),
+    /// The password-hash queue is full or its deadline passed: a fast 503.
+    #[error("overloaded: {0}")]
+    Overloaded(#[source] crate::hashing::HashError),
     #[error(transparent)]
-    Hashing(#[from] crate::hashing::HashError),
+    Hashing(crate::hashing::HashError),
     #[error("token generation failed: {0}")]
     Entropy(String),
 }
@@ -81,6 +84,16 @@ impl From<bb8::RunError<PoolError>> for Error {
                 Error::Unavailable("timed out waiting for a pooled connection".into())
             }
             bb8::RunError::User(inner) => Error::Unavailable(inner.to_string()),
+        }
+    }
+}
+
+impl From<crate::hashing::HashError> for Error {
+    fn from(e: crate::hashing::HashError) -> Error {
+        if e.is_overload() {
+            Error::Overloaded(e)
+        } else {
+            Error::Hashing(e)
         }
     }
 }

@@ -6,9 +6,12 @@
 //! ever hashed keeps its 19 MiB buffers in a malloc arena. So hashing runs on
 //! `workers` dedicated threads (default: all cores but one, so request
 //! handling always has a core), the rest queue, and the queue depth is
-//! exported as a metric.
+//! exported as a metric. The queue is bounded twice: by a capacity (a job
+//! that finds it full is refused at once) and by a deadline (a job that has
+//! not reached a worker in time is refused and its work skipped), so a flood
+//! of logins gets fast 503s instead of a wait that grows with the flood.
 
-use crate::config::HashParams;
+use crate::config::{HashParams, HashPoolConfig};
 use crate::domain::Password;
 use argon2::password_hash::{
     PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
@@ -17,15 +20,34 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashing failed for a reason other than a wrong password.
 #[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+pub enum HashError {
+    /// The queue was at capacity: refused without waiting.
+    #[error("the password-hash queue is full")]
+    QueueFull,
+    /// No worker took the job within the deadline: refused, work skipped.
+    #[error("no password-hash worker was free within the deadline")]
+    DeadlineExceeded,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+impl HashError {
+    /// Overload rather than a fault: worth a retry later.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, HashError::QueueFull | HashError::DeadlineExceeded)
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> HashError {
+    HashError::Failed(e.to_string())
+}
 
 /// Live figures for /metrics.
 #[derive(Debug, Default)]
@@ -34,6 +56,10 @@ pub struct HashStats {
     pub queued: AtomicUsize,
     pub completed: AtomicU64,
     pub busy_micros: AtomicU64,
+    /// Jobs refused because the queue was full.
+    pub rejected_queue_full: AtomicU64,
+    /// Jobs refused because no worker took them within the deadline.
+    pub rejected_deadline: AtomicU64,
 }
 
 /// The bounded argon2id hasher shared by all requests.
@@ -42,6 +68,8 @@ pub struct PasswordHasher {
     argon2: Arc<Argon2<'static>>,
     jobs: mpsc::Sender<Job>,
     workers: usize,
+    queue_capacity: usize,
+    wait_deadline: Duration,
     stats: Arc<HashStats>,
     /// A real hash of a random password with the same parameters: verifying
     /// against it makes an unknown email cost what a known one costs.
@@ -57,26 +85,30 @@ impl std::fmt::Debug for PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// `workers`: how many hashes may run at once (`None`: all cores but one).
-    pub fn new(params: HashParams, workers: Option<usize>) -> Result<PasswordHasher, HashError> {
+    pub fn new(params: HashParams, pool: HashPoolConfig) -> Result<PasswordHasher, HashError> {
         let argon_params = Params::new(
             params.memory_kib,
             params.iterations,
             params.parallelism,
             None,
         )
-        .map_err(|e| HashError(e.to_string()))?;
+        .map_err(failed)?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon_params);
-        let workers = workers.unwrap_or_else(default_workers).max(1);
+        let workers = pool.workers.unwrap_or_else(default_workers).max(1);
+        let queue_capacity = pool
+            .queue_capacity
+            .unwrap_or(workers * HashPoolConfig::QUEUE_PER_WORKER);
         let salt = SaltString::generate(&mut OsRng);
         let dummy_hash = argon2
             .hash_password(format!("{}", uuid::Uuid::new_v4()).as_bytes(), &salt)
-            .map_err(|e| HashError(e.to_string()))?
+            .map_err(failed)?
             .to_string();
         Ok(PasswordHasher {
             argon2: Arc::new(argon2),
             jobs: spawn_workers(workers)?,
             workers,
+            queue_capacity,
+            wait_deadline: pool.wait_deadline,
             stats: Arc::default(),
             dummy_hash: dummy_hash.into(),
         })
@@ -84,6 +116,11 @@ impl PasswordHasher {
 
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Jobs that may wait for a worker before new ones are refused.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
     }
 
     pub fn stats(&self) -> &HashStats {
@@ -99,7 +136,7 @@ impl PasswordHasher {
             argon2
                 .hash_password(secret.as_bytes(), &salt)
                 .map(|h| h.to_string())
-                .map_err(|e| HashError(e.to_string()))
+                .map_err(failed)
         })
         .await?
     }
@@ -110,7 +147,7 @@ impl PasswordHasher {
         let secret = password.to_owned();
         let stored = stored.to_owned();
         self.run(move || {
-            let parsed = PasswordHash::new(&stored).map_err(|e| HashError(e.to_string()))?;
+            let parsed = PasswordHash::new(&stored).map_err(failed)?;
             Ok(argon2.verify_password(secret.as_bytes(), &parsed).is_ok())
         })
         .await?
@@ -123,35 +160,62 @@ impl PasswordHasher {
         self.verify(password, &dummy).await.map(|_| ())
     }
 
+    /// Queues `work` for a hashing worker, within the capacity and the
+    /// deadline; the caller waits on no lock and holds no connection.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let (reply, answer) = oneshot::channel();
         let stats = self.stats.clone();
-        stats.queued.fetch_add(1, Ordering::Relaxed);
+        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity && !unbounded() {
+            stats.queued.fetch_sub(1, Ordering::SeqCst);
+            stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+            return Err(HashError::QueueFull);
+        }
+        let (started_tx, started) = oneshot::channel::<()>();
+        let (reply, answer) = oneshot::channel();
+        let job_stats = stats.clone();
         let job: Job = Box::new(move || {
-            stats.queued.fetch_sub(1, Ordering::Relaxed);
-            // The caller went away (its request was dropped): skip the work.
-            if reply.is_closed() {
+            job_stats.queued.fetch_sub(1, Ordering::SeqCst);
+            // The caller gave up (deadline) or went away: skip the work.
+            if reply.is_closed() || started_tx.send(()).is_err() {
                 return;
             }
-            let started = Instant::now();
+            let began = Instant::now();
             let out = work();
-            stats
+            job_stats
                 .busy_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            stats.completed.fetch_add(1, Ordering::Relaxed);
+                .fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+            job_stats.completed.fetch_add(1, Ordering::Relaxed);
             let _ = reply.send(out);
         });
         if self.jobs.send(job).is_err() {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(HashError("hashing workers are gone".into()));
+            stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(failed("hashing workers are gone"));
         }
-        answer
-            .await
-            .map_err(|_| HashError("a hashing worker failed".into()))
+        let deadline = if unbounded() {
+            Duration::MAX
+        } else {
+            self.wait_deadline
+        };
+        match tokio::time::timeout(deadline, started).await {
+            Ok(Ok(())) => answer.await.map_err(|_| failed("a hashing worker failed")),
+            Ok(Err(_)) => Err(failed("a hashing worker failed")),
+            Err(_) => {
+                stats.rejected_deadline.fetch_add(1, Ordering::Relaxed);
+                Err(HashError::DeadlineExceeded)
+            }
+        }
     }
+}
+
+/// The faulty build's unbounded queue (the shape before the bounds).
+fn unbounded() -> bool {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::HashQueueUnbounded) {
+        return true;
+    }
+    false
 }
 
 /// All cores but one (at least one): hashing never takes the last core.
@@ -187,7 +251,7 @@ fn spawn_workers(n: usize) -> Result<mpsc::Sender<Job>, HashError> {
                     }
                 }
             })
-            .map_err(|e| HashError(format!("starting a hashing thread: {e}")))?;
+            .map_err(|e| failed(format!("starting a hashing thread: {e}")))?;
     }
     Ok(sender)
 }

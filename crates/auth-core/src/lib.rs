@@ -10,6 +10,7 @@ pub mod error;
 #[cfg(feature = "faults")]
 pub mod faults;
 pub mod hashing;
+pub mod login_limit;
 pub mod queue;
 pub mod store;
 

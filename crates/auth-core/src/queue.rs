@@ -98,6 +98,7 @@ impl TaskQueue {
             .filter_map(|(i, t)| {
                 title_problem(&t.title).map(|why| FieldError::new(format!("tasks[{i}].title"), why))
             })
+            .take(crate::domain::MAX_FIELD_ERRORS + 1)
             .collect();
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));

@@ -1,7 +1,7 @@
 //! Token generation and hashing, and argon2id with the production parameters
 //! against the cheap test parameters.
 
-use auth_core::config::HashParams;
+use auth_core::config::{HashParams, HashPoolConfig};
 use auth_core::domain::{Password, SessionToken};
 use auth_core::hashing::PasswordHasher;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -38,7 +38,13 @@ fn argon2(c: &mut Criterion) {
         ("production (19 MiB, t=2)", HashParams::PRODUCTION),
         ("tests (8 KiB, t=1)", HashParams::FAST_INSECURE_FOR_TESTS),
     ] {
-        let hasher = match PasswordHasher::new(params, Some(1)) {
+        let hasher = match PasswordHasher::new(
+            params,
+            HashPoolConfig {
+                workers: Some(1),
+                ..HashPoolConfig::default()
+            },
+        ) {
             Ok(h) => h,
             Err(e) => panic!("{e}"),
         };

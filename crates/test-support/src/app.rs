@@ -4,7 +4,7 @@
 use crate::TestDb;
 use auth_api::config::ApiConfig;
 use auth_api::state::AppState;
-use auth_core::config::{HashParams, PoolConfig, QueuePolicy, SessionPolicy};
+use auth_core::config::{HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -27,7 +27,8 @@ pub struct TestAppConfig {
     pub pool: PoolConfig,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
-    pub hash_workers: Option<usize>,
+    /// Hashing workers, queue capacity and deadline.
+    pub hash_pool: HashPoolConfig,
     /// argon2 cost; cheap by default, production cost for timing tests.
     pub hash: HashParams,
 }
@@ -43,7 +44,10 @@ impl Default for TestAppConfig {
             },
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
-            hash_workers: Some(2),
+            hash_pool: HashPoolConfig {
+                workers: Some(2),
+                ..HashPoolConfig::default()
+            },
             hash: HashParams::FAST_INSECURE_FOR_TESTS,
         }
     }
@@ -70,7 +74,7 @@ impl TestApp {
             database_url: db.url(),
             bind: "127.0.0.1:0".into(),
             workers: Some(2),
-            hash_workers: config.hash_workers,
+            hash_pool: config.hash_pool,
             shutdown_grace_secs: 5,
             pool: config.pool,
             sessions: config.sessions,

@@ -6,7 +6,7 @@ use crate::openapi::{ClaimRequest, CreateTasksRequest};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::domain::FieldError;
-use auth_core::queue::{NewTask, TaskFilter};
+use auth_core::queue::{MAX_BATCH, NewTask, TaskFilter};
 use auth_core::store::tasks::TaskRow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -107,12 +107,20 @@ impl FromJson for CreateTasks {
     fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
         let mut f = Fields::of(value, "");
         let items = f.array("tasks");
+        // The count first: an oversized batch is refused without reading its items.
+        if items.is_some_and(|items| items.is_empty() || items.len() > MAX_BATCH) {
+            f.push(FieldError::new("tasks", "must list 1 to 1000 tasks"));
+            return Err(f.errors);
+        }
         let mut tasks = Vec::new();
         for (i, item) in items.into_iter().flatten().enumerate() {
+            if f.is_full() {
+                break;
+            }
             let mut t = Fields::of(item, &format!("tasks[{i}]"));
             let title = t.string("title").map(str::to_owned);
             let schedulable = t.optional_bool("schedulable", true);
-            f.errors.append(&mut t.errors);
+            f.absorb(t);
             tasks.extend(title.map(|title| NewTask { title, schedulable }));
         }
         f.finish(items.map(|_| CreateTasks(tasks)))

@@ -10,6 +10,11 @@ pub use token::{SessionToken, TokenHash};
 
 use serde::Serialize;
 
+/// Most field errors a `422` lists; past it the answer says `truncated`.
+/// Readers stop collecting at one more, so a hostile body costs at most
+/// this many errors, not one per item.
+pub const MAX_FIELD_ERRORS: usize = 50;
+
 /// One offending input field, as the API's `422 validation_failed` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {

@@ -4,7 +4,7 @@
 //!
 //! Time is always the database's `now()`: one clock for every instance.
 
-pub mod login_failures;
+pub mod login_attempts;
 mod schema;
 pub mod sessions;
 pub mod tasks;

@@ -148,6 +148,10 @@ pub async fn touch(
     .map(|mut rows: Vec<SessionRow>| rows.pop())
 }
 
+/// Inserts a session. Its times are `clock_timestamp()`, the moment of the
+/// insert, not `now()`, the start of the transaction: a login that waited on
+/// the user lock must not look older than a session issued while it waited,
+/// or eviction would pick the wrong "oldest".
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -156,10 +160,16 @@ pub async fn insert(
     idle: Duration,
     absolute: Duration,
 ) -> QueryResult<SessionRow> {
+    let clock = if created_at_tx_start() {
+        "now()"
+    } else {
+        "clock_timestamp()"
+    };
     diesel::sql_query(format!(
-        "INSERT INTO sessions (id, user_id, token_hash, idle_expires_at, absolute_expires_at)
-         VALUES ($1, $2, $3, now() + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
-                 now() + make_interval(secs => $5))
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+         SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+                t + make_interval(secs => $5)
+         FROM (SELECT {clock} AS t) AS issued
          RETURNING {COLUMNS}"
     ))
     .bind::<SqlUuid, _>(id)
@@ -169,6 +179,14 @@ pub async fn insert(
     .bind::<Double, _>(secs(absolute))
     .get_result(conn)
     .await
+}
+
+fn created_at_tx_start() -> bool {
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::SessionCreatedAtTxStart) {
+        return true;
+    }
+    false
 }
 
 pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<i64> {

@@ -56,9 +56,22 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
 }
 
 /// Takes the user's row lock until the transaction ends: logins of one user
-/// serialise on it, which is what keeps the session limit exact.
+/// serialise on it, which is what keeps the session limit exact. `NO KEY
+/// UPDATE` because nothing changes the key: it still serialises logins but
+/// does not block the `KEY SHARE` locks that foreign-key checks take (a
+/// claim assigning tasks to this user, a session insert).
 pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
-    diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE")
+    #[cfg(feature = "faults")]
+    if crate::faults::active(crate::faults::Fault::UserLockForUpdate) {
+        return diesel::sql_query(
+            "SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE",
+        )
+        .bind::<SqlUuid, _>(id)
+        .get_results::<UserRow>(conn)
+        .await
+        .map(|rows| !rows.is_empty());
+    }
+    diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE")
         .bind::<SqlUuid, _>(id)
         .get_results::<UserRow>(conn)
         .await

@@ -4,7 +4,7 @@
 //!
 //! Usage: tessera-argon2-rate <workers> <seconds>
 
-use auth_core::config::HashParams;
+use auth_core::config::{HashParams, HashPoolConfig};
 use auth_core::hashing::PasswordHasher;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,13 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let workers: usize = args.next().as_deref().unwrap_or("2").parse()?;
     let seconds: u64 = args.next().as_deref().unwrap_or("10").parse()?;
-    let hasher = PasswordHasher::new(HashParams::from_env()?, Some(workers))?;
+    let hasher = PasswordHasher::new(
+        HashParams::from_env()?,
+        HashPoolConfig {
+            workers: Some(workers),
+            ..HashPoolConfig::default()
+        },
+    )?;
     let password =
         auth_core::domain::Password::parse("load-test password 123").map_err(anyhow::Error::msg)?;
     let stored = hasher.hash(&password).await?;

@@ -1,0 +1,108 @@
+//! The per-email login limit, as a reservation: an attempt is admitted
+//! before its password is checked and reports its outcome afterwards.
+//!
+//! Admission takes a per-email advisory lock, counts the attempts within the
+//! window since the last success, and inserts a pending attempt if there is
+//! room, all in one short transaction. So of any number of concurrent logins
+//! for one email, on any number of instances, at most `max_failed_logins`
+//! are ever checked against the password; the rest are refused without
+//! hashing. A pending attempt counts like a failure, so a crash between
+//! admission and report errs on the side of the limit. A success clears the
+//! count: attempts admitted before it stop counting.
+
+use crate::config::SessionPolicy;
+use crate::error::{Error, Result};
+use crate::store::login_attempts;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+use std::time::Duration;
+
+/// The limit's parameters (from [`SessionPolicy`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimit {
+    max_attempts: u32,
+    window: Duration,
+}
+
+/// An attempt that may check its password; it must report how that went.
+#[derive(Debug)]
+#[must_use = "an admitted attempt reports its outcome"]
+pub struct Admitted {
+    attempt_id: i64,
+    /// The faulty build records outcomes by email, not by attempt.
+    #[cfg(feature = "faults")]
+    email: String,
+}
+
+impl LoginLimit {
+    pub fn new(policy: &SessionPolicy) -> LoginLimit {
+        LoginLimit {
+            max_attempts: policy.max_failed_logins,
+            window: policy.failure_window,
+        }
+    }
+
+    /// Admits one attempt for `email` (normalised), or refuses it with
+    /// `TooManyAttempts` and the seconds until a slot frees up.
+    pub async fn admit(&self, conn: &mut AsyncPgConnection, email: &str) -> Result<Admitted> {
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::LoginLimitCheckThenRecord) {
+            let row =
+                login_attempts::count_only(conn, email, self.max_attempts, self.window).await?;
+            return admitted_or_limited(row, email);
+        }
+        let (limit, window) = (self.max_attempts, self.window);
+        let owned = email.to_owned();
+        let row = conn
+            .transaction::<_, Error, _>(async move |conn| {
+                login_attempts::lock_email(conn, &owned).await?;
+                Ok(login_attempts::admit(conn, &owned, limit, window).await?)
+            })
+            .await?;
+        admitted_or_limited(row, email)
+    }
+}
+
+#[cfg_attr(not(feature = "faults"), allow(unused_variables))]
+fn admitted_or_limited(row: login_attempts::AdmissionRow, email: &str) -> Result<Admitted> {
+    match row.attempt_id {
+        Some(attempt_id) => Ok(Admitted {
+            attempt_id,
+            #[cfg(feature = "faults")]
+            email: email.to_owned(),
+        }),
+        None => Err(Error::TooManyAttempts {
+            retry_after_secs: row.retry_after_secs.unwrap_or(1).max(1) as u64,
+        }),
+    }
+}
+
+impl Admitted {
+    /// The password was wrong (or the email unknown).
+    pub async fn failed(self, conn: &mut AsyncPgConnection) -> Result<()> {
+        self.report(conn, "failed").await
+    }
+
+    /// The password was right: clears the count. Call it inside the
+    /// transaction that opens the session, so both happen or neither.
+    pub async fn succeeded(self, conn: &mut AsyncPgConnection) -> Result<()> {
+        self.report(conn, "succeeded").await
+    }
+
+    /// The password was never checked (hashing refused the job): the
+    /// attempt gives its slot back.
+    pub async fn withdraw(self, conn: &mut AsyncPgConnection) -> Result<()> {
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::LoginLimitCheckThenRecord) {
+            return Ok(());
+        }
+        Ok(login_attempts::withdraw(conn, self.attempt_id).await?)
+    }
+
+    async fn report(self, conn: &mut AsyncPgConnection, outcome: &'static str) -> Result<()> {
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::LoginLimitCheckThenRecord) {
+            return Ok(login_attempts::insert_outcome(conn, &self.email, outcome).await?);
+        }
+        Ok(login_attempts::report(conn, self.attempt_id, outcome).await?)
+    }
+}

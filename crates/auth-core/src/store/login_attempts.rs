@@ -1,0 +1,139 @@
+//! The `login_attempts` table behind the per-email login limit. See
+//! [`crate::login_limit`] for the rule; these are its statements.
+
+use super::secs;
+use diesel::sql_types::{BigInt, Double, Nullable, Text};
+use diesel::{QueryResult, QueryableByName};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::time::Duration;
+
+/// What an admission decided: the new attempt's id, or how long until a
+/// slot frees up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct AdmissionRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub attempt_id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub retry_after_secs: Option<i64>,
+}
+
+/// Serialises every admission of one email until the transaction ends, on
+/// every instance. A row lock would need a row to exist first; an unknown
+/// email has none.
+pub async fn lock_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<Text, _>(email)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Counts this email's attempts within `window` since its last success and,
+/// below `limit`, inserts a new pending one. Must run after [`lock_email`] in
+/// the same transaction, as its own statement: only then does its snapshot
+/// include every admission committed before this one. Also drops this
+/// email's attempts that left the window.
+pub async fn admit(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    limit: u32,
+    window: Duration,
+) -> QueryResult<AdmissionRow> {
+    diesel::sql_query(
+        "WITH purged AS (
+             DELETE FROM login_attempts
+             WHERE email = $1 AND attempted_at <= now() - make_interval(secs => $3)
+         ),
+         counted AS (
+             SELECT attempted_at FROM login_attempts
+             WHERE email = $1
+               AND attempted_at > now() - make_interval(secs => $3)
+               AND outcome <> 'succeeded'
+               AND id > (SELECT coalesce(max(id), 0) FROM login_attempts
+                         WHERE email = $1 AND outcome = 'succeeded')
+             ORDER BY id DESC
+             LIMIT $2
+         ),
+         admitted AS (
+             INSERT INTO login_attempts (email)
+             SELECT $1 WHERE (SELECT count(*) FROM counted) < $2
+             RETURNING id
+         )
+         SELECT (SELECT id FROM admitted) AS attempt_id,
+                (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
+                 FROM counted) AS retry_after_secs",
+    )
+    .bind::<Text, _>(email)
+    .bind::<BigInt, _>(i64::from(limit.max(1)))
+    .bind::<Double, _>(secs(window))
+    .get_result(conn)
+    .await
+}
+
+/// Records how an admitted attempt ended (`failed` or `succeeded`).
+pub async fn report(
+    conn: &mut AsyncPgConnection,
+    attempt_id: i64,
+    outcome: &'static str,
+) -> QueryResult<()> {
+    diesel::sql_query("UPDATE login_attempts SET outcome = $2 WHERE id = $1")
+        .bind::<BigInt, _>(attempt_id)
+        .bind::<Text, _>(outcome)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Gives back an admitted attempt whose password was never checked (the
+/// hashing pool refused it): it was no guess, so it must not count as one.
+pub async fn withdraw(conn: &mut AsyncPgConnection, attempt_id: i64) -> QueryResult<()> {
+    diesel::sql_query("DELETE FROM login_attempts WHERE id = $1 AND outcome = 'pending'")
+        .bind::<BigInt, _>(attempt_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// The old check-then-record shape, kept only for the `faults` build: a
+/// count that inserts nothing, so a burst all passes it.
+#[cfg(feature = "faults")]
+pub async fn count_only(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    limit: u32,
+    window: Duration,
+) -> QueryResult<AdmissionRow> {
+    diesel::sql_query(
+        "WITH counted AS (
+             SELECT attempted_at FROM login_attempts
+             WHERE email = $1 AND attempted_at > now() - make_interval(secs => $3)
+               AND outcome = 'failed'
+               AND id > (SELECT coalesce(max(id), 0) FROM login_attempts
+                         WHERE email = $1 AND outcome = 'succeeded')
+             ORDER BY id DESC LIMIT $2
+         )
+         SELECT CASE WHEN (SELECT count(*) FROM counted) < $2 THEN 0::bigint END AS attempt_id,
+                (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
+                 FROM counted) AS retry_after_secs",
+    )
+    .bind::<Text, _>(email)
+    .bind::<BigInt, _>(i64::from(limit.max(1)))
+    .bind::<Double, _>(secs(window))
+    .get_result(conn)
+    .await
+}
+
+/// The faulty build's late record of an outcome (check-then-record).
+#[cfg(feature = "faults")]
+pub async fn insert_outcome(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    outcome: &'static str,
+) -> QueryResult<()> {
+    diesel::sql_query("INSERT INTO login_attempts (email, outcome) VALUES ($1, $2)")
+        .bind::<Text, _>(email)
+        .bind::<Text, _>(outcome)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
