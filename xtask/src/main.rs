@@ -6,6 +6,7 @@ mod bench;
 mod db;
 mod faults;
 mod load;
+mod mutants;
 mod prove;
 mod psql;
 mod serve;
@@ -37,6 +38,8 @@ enum Command {
     Load(load::Args),
     /// Fault tier: connections killed, PostgreSQL restarted, pool exhausted, SIGTERM under load; then schemathesis.
     Faults(faults::Args),
+    /// Mutation testing (cargo-mutants) of the rule-bearing code, judged by tiers 1 and 2.
+    Mutants(mutants::Args),
     /// Manages the persistent developer database (.tessera/pg).
     Db {
         #[command(subcommand)]
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Faults(args) => faults::run(args),
+        Command::Mutants(args) => mutants::run(args),
         Command::Db { action } => db::run(action),
     }
 }

@@ -21,6 +21,15 @@ pub const FAULTS: &[&str] = &[
     "touch_can_unrevoke",
     "low_entropy_token",
     "complete_without_fence",
+    "registration_check_then_insert",
+    "refresh_select_then_update",
+    "revoke_all_count_then_update",
+    "revocation_before_commit",
+    "pool_fails_fast",
+    "login_limit_check_then_record",
+    "hash_queue_unbounded",
+    "user_lock_for_update",
+    "session_created_at_tx_start",
 ];
 
 const TIER2: &[&str] = &[
@@ -60,7 +69,8 @@ pub fn run() -> anyhow::Result<()> {
     );
     bar.set_message("baseline (no fault)");
     let started = Instant::now();
-    let (baseline_failed, baseline_passed) = run_tier2(&server, None)?;
+    let (baseline_failed, baseline_passed_names) = run_tier2(&server, None)?;
+    let baseline_passed = baseline_passed_names.len();
     bar.inc(1);
     let mut rows = Vec::new();
     for fault in FAULTS {
@@ -93,7 +103,20 @@ pub fn run() -> anyhow::Result<()> {
         .map(|(f, _)| f.as_str())
         .collect();
     let caught = rows.len() - survivors.len();
+    // The other direction: a tier-2 test no fault ever breaks proves nothing.
+    let never_failed: Vec<&String> = baseline_passed_names
+        .iter()
+        .filter(|test| !rows.iter().any(|(_, c)| c.contains(test)))
+        .collect();
     println!("{}", "-".repeat(100));
+    println!(
+        "tier-2 tests seen failing under some fault: {} of {}",
+        baseline_passed_names.len() - never_failed.len(),
+        baseline_passed_names.len()
+    );
+    for test in &never_failed {
+        println!("  NEVER FAILED: {test}");
+    }
     println!(
         "prove: {caught} of {} faults caught in {:.1}s",
         rows.len(),
@@ -101,7 +124,7 @@ pub fn run() -> anyhow::Result<()> {
     );
     summary::closing_line(
         caught as u64,
-        survivors.len() as u64 + baseline_failed.len() as u64,
+        (survivors.len() + baseline_failed.len() + never_failed.len()) as u64,
     );
     anyhow::ensure!(
         baseline_failed.is_empty(),
@@ -113,11 +136,20 @@ pub fn run() -> anyhow::Result<()> {
         "faults no test caught: {}",
         survivors.join(", ")
     );
+    anyhow::ensure!(
+        never_failed.is_empty(),
+        "tier-2 tests no fault made fail: {}",
+        never_failed
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 
-/// Runs tier 2 (optionally under a fault); returns (failed tests, passed count).
-fn run_tier2(server: &Server, fault: Option<&str>) -> anyhow::Result<(Vec<String>, usize)> {
+/// Runs tier 2 (optionally under a fault); returns (failed tests, passed tests).
+fn run_tier2(server: &Server, fault: Option<&str>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(TIER2)
         .env("DATABASE_URL", server.url.to_string())
@@ -149,13 +181,13 @@ fn run_tier2(server: &Server, fault: Option<&str>) -> anyhow::Result<(Vec<String
         })
     };
     let stdout = child.stdout.take().context("no stdout")?;
-    let (mut failed, mut passed) = (Vec::new(), 0);
+    let (mut failed, mut passed) = (Vec::new(), Vec::new());
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         if let Some(rest) = line.strip_prefix("test ") {
             if let Some(name) = rest.strip_suffix(" ... FAILED") {
                 failed.push(name.trim_start_matches("concurrent::").to_string());
-            } else if rest.ends_with(" ... ok") {
-                passed += 1;
+            } else if let Some(name) = rest.strip_suffix(" ... ok") {
+                passed.push(name.trim_start_matches("concurrent::").to_string());
             }
         }
     }

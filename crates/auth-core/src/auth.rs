@@ -267,7 +267,7 @@ impl SessionService {
     /// Ends the caller's own session (idempotent: already gone is fine).
     pub async fn logout(&self, principal: &Principal) -> Result<()> {
         #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::LogoutBeforeCommit) {
+        if crate::faults::active(crate::faults::Fault::RevocationBeforeCommit) {
             let (pool, principal) = (self.pool.clone(), principal.clone());
             tokio::spawn(async move {
                 if let Ok(mut conn) = pool.get().await {
@@ -310,6 +310,17 @@ impl SessionService {
     /// Revokes all of the caller's active sessions; returns how many this call revoked.
     pub async fn revoke_all(&self, principal: &Principal) -> Result<usize> {
         let mut conn = self.pool.get().await?;
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::RevocationBeforeCommit) {
+            let n = sessions::count_active(&mut conn, principal.user_id).await?;
+            let (pool, user_id) = (self.pool.clone(), principal.user_id);
+            tokio::spawn(async move {
+                if let Ok(mut conn) = pool.get().await {
+                    let _ = sessions::revoke_all(&mut conn, user_id).await;
+                }
+            });
+            return Ok(usize::try_from(n).unwrap_or(0));
+        }
         #[cfg(feature = "faults")]
         if crate::faults::active(crate::faults::Fault::RevokeAllCountThenUpdate) {
             return Ok(crate::faults::sql::revoke_all_count_then_update(

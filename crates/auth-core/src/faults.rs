@@ -31,8 +31,8 @@ pub enum Fault {
     RefreshSelectThenUpdate,
     /// Revoke-all counts the active sessions, then revokes them.
     RevokeAllCountThenUpdate,
-    /// Logout answers before its revocation has committed.
-    LogoutBeforeCommit,
+    /// Logout and revoke-all answer before their revocation has committed.
+    RevocationBeforeCommit,
     /// A checkout that finds no free connection fails at once.
     PoolFailsFast,
     /// The login limit counts failures, verifies, and only then records one.
@@ -58,7 +58,7 @@ impl Fault {
         Fault::RegistrationCheckThenInsert,
         Fault::RefreshSelectThenUpdate,
         Fault::RevokeAllCountThenUpdate,
-        Fault::LogoutBeforeCommit,
+        Fault::RevocationBeforeCommit,
         Fault::PoolFailsFast,
         Fault::LoginLimitCheckThenRecord,
         Fault::HashQueueUnbounded,
@@ -79,7 +79,7 @@ impl Fault {
             Fault::RegistrationCheckThenInsert => "registration_check_then_insert",
             Fault::RefreshSelectThenUpdate => "refresh_select_then_update",
             Fault::RevokeAllCountThenUpdate => "revoke_all_count_then_update",
-            Fault::LogoutBeforeCommit => "logout_before_commit",
+            Fault::RevocationBeforeCommit => "revocation_before_commit",
             Fault::PoolFailsFast => "pool_fails_fast",
             Fault::LoginLimitCheckThenRecord => "login_limit_check_then_record",
             Fault::HashQueueUnbounded => "hash_queue_unbounded",

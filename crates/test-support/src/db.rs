@@ -232,6 +232,51 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` inside a transaction left open on a connection of its own,
+    /// so whatever locks it took stay held until [`Held::release`] (or the
+    /// drop of the connection, if the test fails first).
+    pub async fn hold(&self, sql: &str) -> Held {
+        use diesel_async::SimpleAsyncConnection as _;
+        let mut conn = self.connect().await;
+        if let Err(e) = conn.batch_execute(&format!("BEGIN; {sql}")).await {
+            panic!("holding `{sql}`: {e}");
+        }
+        Held { conn }
+    }
+
+    /// Waits, by observing the server (no sleeps), until at least `n` other
+    /// sessions of this database wait on a lock: the participants a test
+    /// holds back are all in place. Panics after 15 s.
+    pub async fn wait_for_lock_waiters(&self, n: i64) {
+        let sql = format!(
+            "SELECT count(*) AS n FROM pg_stat_activity
+             WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            self.name
+        );
+        let mut observer = self.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            use diesel_async::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let waiting = match diesel::sql_query(&sql).get_result::<N>(&mut observer).await {
+                Ok(row) => row.n,
+                Err(e) => panic!("observing pg_stat_activity: {e}"),
+            };
+            if waiting >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {waiting} of {n} sessions waited on a lock within 15 s"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A pool on this database, configured like the service's.
     pub async fn pool(&self, config: &auth_core::config::PoolConfig) -> auth_core::db::DbPool {
         match auth_core::db::build_pool(&self.url(), config).await {
@@ -298,5 +343,20 @@ fn block_on<F: Future>(fut: F) -> F::Output {
     {
         Ok(rt) => rt.block_on(fut),
         Err(e) => panic!("building a runtime: {e}"),
+    }
+}
+
+/// An open transaction holding the locks a test took (see [`TestDb::hold`]).
+pub struct Held {
+    conn: AsyncPgConnection,
+}
+
+impl Held {
+    /// Ends the transaction, releasing its locks; what it wrote is undone.
+    pub async fn release(mut self) {
+        use diesel_async::SimpleAsyncConnection as _;
+        if let Err(e) = self.conn.batch_execute("ROLLBACK").await {
+            panic!("releasing held locks: {e}");
+        }
     }
 }

@@ -245,6 +245,32 @@ fn races(fleet: &Fleet, db: &Psql) -> anyhow::Result<Vec<Check>> {
         format!("answers {statuses:?}, then the right password: {then}"),
     ));
 
+    // Login burst: 40 concurrent wrong passwords for one fresh email, first
+    // alternating instances directly, then through nginx: at most 10 checked.
+    for (via, email) in [
+        ("alternating instances", "burst@fleet.example.com"),
+        ("through nginx", "burst-nginx@fleet.example.com"),
+    ] {
+        sign_up(&at(0), email)?;
+        let wrong = json!({"email": email, "password": "not the password"});
+        let answers = race(40, |i| {
+            let url = if via == "through nginx" {
+                fleet.base_url.clone()
+            } else {
+                at(i)
+            };
+            let wrong = wrong.clone();
+            move || post(&format!("{url}/v1/sessions"), None, Some(&wrong)).0
+        });
+        let checked = answers.iter().filter(|s| **s == 401).count();
+        let limited = answers.iter().filter(|s| **s == 429).count();
+        checks.push(check(
+            &format!("login burst {via}: at most 10 of 40 checked"),
+            checked <= 10 && checked + limited == 40,
+            format!("401: {checked}, 429: {limited} of 40"),
+        ));
+    }
+
     // Session cap: 24 concurrent logins of one user, alternating instances.
     sign_up(&at(0), "cap@fleet.example.com")?;
     let creds = json!({"email": "cap@fleet.example.com", "password": PASSWORD});

@@ -2,6 +2,7 @@
 //! Each test runs the real app over its own database; assertions about state
 //! read the database afresh.
 
+mod bounds;
 mod concurrent;
 mod hostile;
 mod input;

@@ -101,6 +101,47 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
     for secret in [password, "wrong-password-value", &first, &second] {
         assert!(!logs.contains(secret), "a secret reached the log");
     }
+    // What the database holds of them must stay out too: the driver logs
+    // bind parameters at debug (a PHC string as text, a SHA-256 as bytes).
+    let phc = stored_password_hash(&db, "logs@example.com").await;
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    let mut derived = vec![phc.clone()];
+    derived.extend(phc.rsplit('$').next().map(str::to_owned));
+    for token in [&first, &second] {
+        let digest = token_sha256(token);
+        derived.push(digest.iter().map(|b| format!("{b:02x}")).collect());
+        derived.push(format!("{digest:?}"));
+        derived.push(format!("{:?}", digest.as_slice()));
+    }
+    for secret in &derived {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a stored hash reached the log: {secret}"
+        );
+    }
+}
+
+async fn stored_password_hash(db: &TestDb, email: &str) -> String {
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        password_hash: String,
+    }
+    let mut conn = db.connect().await;
+    diesel::sql_query("SELECT password_hash FROM users WHERE email = $1")
+        .bind::<diesel::sql_types::Text, _>(email)
+        .get_result::<Row>(&mut conn)
+        .await
+        .map(|r| r.password_hash)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The SHA-256 of a token's 32 bytes, as the sessions table stores it.
+fn token_sha256(token: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    let bytes = test_support::app::token_bytes(token);
+    sha2::Sha256::digest(&bytes).to_vec()
 }
 
 /// Unknown email and wrong password: same status, same body, and (with

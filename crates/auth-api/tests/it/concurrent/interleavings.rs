@@ -186,3 +186,111 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
         "login B did not serialise behind login A's user lock"
     );
 }
+
+#[tokio::test]
+async fn a_login_holding_the_user_lock_does_not_block_claims_for_that_user() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    app.create_n_tasks(&ada.token, "for ada", 3).await;
+    // The test takes the user lock exactly as a login does, in an open transaction.
+    let mut login = app.db.connect().await;
+    login
+        .batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        users::lock(&mut login, ada.user_id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    );
+    // A claim assigning tasks to ada checks the foreign key to her row
+    // (FOR KEY SHARE): it must not wait for the login to commit.
+    let claim = {
+        let url = app.url("/v1/tasks/claim");
+        let token = ada.token.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"count": 3}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        })
+    };
+    let waited = app.db.blocked_or_done(&claim).await;
+    login
+        .batch_execute("ROLLBACK")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claim.await.unwrap_or(0), 200);
+    assert!(
+        !waited,
+        "the claim waited for the login's user lock (FOR UPDATE blocks KEY SHARE)"
+    );
+}
+
+#[tokio::test]
+async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let policy = SessionPolicy::default();
+    let insert = async |conn: &mut diesel_async::AsyncPgConnection| {
+        let token = SessionToken::generate().unwrap_or_else(|e| panic!("{e}"));
+        let id = uuid::Uuid::new_v4();
+        sessions::insert(
+            conn,
+            id,
+            ada.user_id,
+            &token.hash(),
+            policy.idle_timeout,
+            policy.absolute_lifetime,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        id
+    };
+    // Login A begins its transaction (its now() is fixed here) ...
+    let mut a = app.db.connect().await;
+    a.batch_execute("BEGIN; SELECT 1")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ... login B begins later, issues its session and commits first ...
+    let mut b = app.db.connect().await;
+    b.batch_execute("BEGIN")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let issued_first = insert(&mut b).await;
+    b.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // ... then A issues its session and commits.
+    let issued_second = insert(&mut a).await;
+    a.batch_execute("COMMIT")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Eviction of "the oldest" of these two must take B's, issued first.
+    test_support::TestDb::execute(
+        &app.db,
+        &format!(
+            "UPDATE sessions SET revoked_at = now() WHERE id = '{}'",
+            ada.session_id
+        ),
+    )
+    .await;
+    let mut conn = app.db.connect().await;
+    let evicted = sessions::revoke_oldest(&mut conn, ada.user_id, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(evicted, 1);
+    let revoked = |id: uuid::Uuid| {
+        format!("SELECT count(*) AS n FROM sessions WHERE id = '{id}' AND revoked_at IS NOT NULL")
+    };
+    assert_eq!(
+        app.db.count(&revoked(issued_first)).await,
+        1,
+        "the session issued first is the oldest"
+    );
+    assert_eq!(app.db.count(&revoked(issued_second)).await, 0);
+}

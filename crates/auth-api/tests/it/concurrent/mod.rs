@@ -5,6 +5,7 @@
 //! `interleavings` forces specific orders with locks the test holds.
 
 mod interleavings;
+mod limits;
 mod queue;
 mod sessions;
 

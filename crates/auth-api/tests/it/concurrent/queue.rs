@@ -163,3 +163,85 @@ async fn a_late_completion_never_wins_over_a_reclaim() {
         "fresh read: nothing completed behind the new holder's back"
     );
 }
+
+#[tokio::test]
+async fn complete_release_and_claims_of_one_task_have_one_consistent_outcome() {
+    let app = TestApp::spawn().await;
+    let holder = app.signup("holder@example.com").await;
+    let mut others = Vec::new();
+    for i in 0..4 {
+        others.push(app.signup(&format!("claimer{i}@example.com")).await);
+    }
+    let ids = app.create_n_tasks(&holder.token, "contested", 1).await;
+    let id = ids[0];
+    let first = app.claim(&holder.token, &json!({"count": 1})).await;
+    assert_eq!(first.status().as_u16(), 200);
+
+    // The holder completes and releases the same task while four others claim.
+    let results = run_together(6, |i| {
+        let p = participant(&app);
+        let token = match i {
+            0 | 1 => holder.token.clone(),
+            _ => others[i - 2].token.clone(),
+        };
+        async move {
+            let req = match i {
+                0 => p.client.post(p.url(&format!("/v1/tasks/{id}/complete"))),
+                1 => p.client.post(p.url(&format!("/v1/tasks/{id}/release"))),
+                _ => p
+                    .client
+                    .post(p.url("/v1/tasks/claim"))
+                    .json(&json!({"count": 1})),
+            };
+            p.send(req.bearer_auth(&token)).await
+        }
+    })
+    .await;
+    let (completed, released) = (results[0].0 == 200, results[1].0 == 200);
+    for (status, body) in &results[..2] {
+        assert!(
+            *status == 200 || (*status == 409 && body["code"] == "not_assignee"),
+            "{results:?}"
+        );
+    }
+    assert!(
+        completed != released,
+        "exactly one of complete and release wins: {results:?}"
+    );
+    let claimed_by: Vec<Uuid> = results[2..]
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, b))| b["claimed"] == 1)
+        .map(|(k, _)| others[k].user_id)
+        .collect();
+    assert!(results[2..].iter().all(|(s, _)| *s == 200), "{results:?}");
+    // Fresh read of the one task.
+    let status_is =
+        |s: &str| format!("SELECT count(*) AS n FROM tasks WHERE id = '{id}' AND status = '{s}'");
+    if completed {
+        assert!(
+            claimed_by.is_empty(),
+            "a completed task was claimed: {claimed_by:?}"
+        );
+        assert_eq!(app.db.count(&status_is("completed")).await, 1);
+    } else {
+        assert!(claimed_by.len() <= 1, "claimed twice: {claimed_by:?}");
+        let assigned = assigned_in_db(&app).await;
+        assert_eq!(
+            assigned,
+            claimed_by.iter().map(|who| (id, *who)).collect::<Vec<_>>(),
+            "the database agrees with the claim answers"
+        );
+    }
+    let attempts = app
+        .db
+        .count(&format!(
+            "SELECT attempt::bigint AS n FROM tasks WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(
+        attempts,
+        1 + claimed_by.len() as i64,
+        "every claim counted once"
+    );
+}

@@ -9,19 +9,51 @@ use test_support::concurrency::{
     History, check_independent_bits, check_no_success_after_revoke, check_unique, run_together,
 };
 
+/// A pool wide enough that every participant reaches PostgreSQL at once.
+fn wide_pool() -> TestAppConfig {
+    TestAppConfig {
+        pool: PoolConfig {
+            max_size: 12,
+            connection_timeout_ms: 15_000,
+            ..PoolConfig::default()
+        },
+        ..TestAppConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn concurrent_registrations_of_one_email_yield_one_user() {
-    let app = TestApp::spawn().await;
-    let statuses = run_together(8, |_| {
-        let p = participant(&app);
-        async move {
-            let body = json!({"email": "race@example.com", "password": PASSWORD});
-            p.send(p.client.post(p.url("/v1/users")).json(&body))
-                .await
-                .0
-        }
-    })
-    .await;
+    let app = TestApp::spawn_with(wide_pool()).await;
+    // The test's own uncommitted row holds the email: every registration
+    // passes any check made before its insert and then waits on the unique
+    // index, so all eight are in flight together when the test lets go.
+    let held = app
+        .db
+        .hold(
+            "INSERT INTO users (id, email, password_hash)
+             VALUES (gen_random_uuid(), 'race@example.com', 'held by the test')",
+        )
+        .await;
+    let registrations = {
+        let participants: Vec<_> = (0..8).map(|_| participant(&app)).collect();
+        tokio::spawn(async move {
+            let participants = Arc::new(participants);
+            run_together(8, |i| {
+                let participants = participants.clone();
+                async move {
+                    let p = &participants[i];
+                    let body = json!({"email": "race@example.com", "password": PASSWORD});
+                    p.send(p.client.post(p.url("/v1/users")).json(&body))
+                        .await
+                        .0
+                }
+            })
+            .await
+        })
+    };
+    app.db.wait_for_lock_waiters(8).await;
+    held.release().await;
+    let statuses = registrations.await.unwrap_or_default();
     assert_eq!(
         statuses.iter().filter(|s| **s == 201).count(),
         1,
@@ -149,6 +181,8 @@ async fn no_validation_succeeds_after_logout_returned() {
     })
     .await;
     let ada = app.signup("ada@example.com").await;
+    // On an app whose validations do not touch, so only the logout waits.
+    logout_returns_only_after_its_revocation_committed(&TestApp::spawn().await).await;
     let history: History<u16> = History::default();
     run_together(8, |i| {
         let p = participant(&app);
@@ -197,21 +231,41 @@ async fn no_validation_succeeds_after_logout_returned() {
 
 #[tokio::test]
 async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(wide_pool()).await;
     let ada = app.signup("ada@example.com").await;
-    let results = run_together(8, |_| {
-        let p = participant(&app);
+    // The test locks the session row: every refresh reads what it reads and
+    // then waits, so all eight race for the row when the test lets go.
+    let held = app
+        .db
+        .hold(&format!(
+            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+            ada.session_id
+        ))
+        .await;
+    let refreshes = {
+        let participants: Vec<_> = (0..8).map(|_| participant(&app)).collect();
         let token = ada.token.clone();
-        async move {
-            p.send(
-                p.client
-                    .post(p.url("/v1/sessions/current/refresh"))
-                    .bearer_auth(&token),
-            )
+        tokio::spawn(async move {
+            let participants = Arc::new(participants);
+            run_together(8, |i| {
+                let participants = participants.clone();
+                let token = token.clone();
+                async move {
+                    let p = &participants[i];
+                    p.send(
+                        p.client
+                            .post(p.url("/v1/sessions/current/refresh"))
+                            .bearer_auth(&token),
+                    )
+                    .await
+                }
+            })
             .await
-        }
-    })
-    .await;
+        })
+    };
+    app.db.wait_for_lock_waiters(8).await;
+    held.release().await;
+    let results = refreshes.await.unwrap_or_default();
     let winners: Vec<_> = results.iter().filter(|(s, _)| *s == 201).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
     assert_eq!(
@@ -234,29 +288,46 @@ async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
 
 #[tokio::test]
 async fn concurrent_revoke_all_counts_each_session_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(wide_pool()).await;
     let mut sessions = vec![app.signup("ada@example.com").await];
     for _ in 0..5 {
         sessions.push(app.login_ok("ada@example.com").await);
     }
-    let results = run_together(6, |i| {
-        let p = participant(&app);
-        let token = sessions[i].token.clone();
-        async move {
-            p.send(p.client.delete(p.url("/v1/sessions")).bearer_auth(&token))
-                .await
-        }
-    })
-    .await;
+    // The test locks one of the six rows: every call has authenticated and
+    // is inside its revocation when the test lets go.
+    let held = app
+        .db
+        .hold(&format!(
+            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+            sessions[5].session_id
+        ))
+        .await;
+    let calls = {
+        let participants: Vec<_> = (0..6).map(|_| participant(&app)).collect();
+        let tokens: Vec<String> = sessions.iter().map(|s| s.token.clone()).collect();
+        tokio::spawn(async move {
+            let participants = Arc::new(participants);
+            run_together(6, |i| {
+                let participants = participants.clone();
+                let token = tokens[i].clone();
+                async move {
+                    let p = &participants[i];
+                    p.send(p.client.delete(p.url("/v1/sessions")).bearer_auth(&token))
+                        .await
+                }
+            })
+            .await
+        })
+    };
+    app.db.wait_for_lock_waiters(6).await;
+    held.release().await;
+    let results = calls.await.unwrap_or_default();
     let revoked: i64 = results
         .iter()
         .filter(|(s, _)| *s == 200)
         .map(|(_, b)| b["revoked"].as_i64().unwrap_or(0))
         .sum();
-    assert!(
-        results.iter().all(|(s, _)| *s == 200 || *s == 401),
-        "{results:?}"
-    );
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
     assert_eq!(
         revoked, 6,
         "the revoked counts add up to the six sessions: {results:?}"
@@ -351,5 +422,199 @@ async fn after_a_revocation_returned_no_racing_refresh_or_validation_succeeds() 
     assert_eq!(
         untouched, 1,
         "fresh read: still revoked, never rotated or touched"
+    );
+}
+
+/// The forced half of the logout race: the test locks the session row, so a
+/// correct logout cannot answer until the test lets go. One that answers
+/// before its revocation commits has answered by the time its revocation is
+/// seen waiting and a validation has made its round trip.
+async fn logout_returns_only_after_its_revocation_committed(app: &TestApp) {
+    let bob = app.signup("bob@example.com").await;
+    let held = app
+        .db
+        .hold(&format!(
+            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+            bob.session_id
+        ))
+        .await;
+    let logout = {
+        let p = participant(app);
+        let token = bob.token.clone();
+        tokio::spawn(async move {
+            p.send(
+                p.client
+                    .delete(p.url("/v1/sessions/current"))
+                    .bearer_auth(&token),
+            )
+            .await
+            .0
+        })
+    };
+    app.db.wait_for_lock_waiters(1).await;
+    // Read-only (the touch is not due): the revocation has not committed.
+    let meanwhile = app.current(&bob.token).await.status().as_u16();
+    let answered_early = logout.is_finished();
+    held.release().await;
+    assert_eq!(logout.await.unwrap_or(0), 204);
+    assert!(
+        !answered_early,
+        "logout answered while its revocation was still waiting; a validation meanwhile got {meanwhile}"
+    );
+    assert_eq!(app.current(&bob.token).await.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn logout_racing_refresh_leaves_no_usable_token_once_logout_returned() {
+    let app = TestApp::spawn_with(wide_pool()).await;
+    let ada = app.signup("ada@example.com").await;
+    let results = run_together(6, |i| {
+        let p = participant(&app);
+        let token = ada.token.clone();
+        async move {
+            let req = if i == 0 {
+                p.client.delete(p.url("/v1/sessions/current"))
+            } else {
+                p.client.post(p.url("/v1/sessions/current/refresh"))
+            };
+            (i, p.send(req.bearer_auth(&token)).await)
+        }
+    })
+    .await;
+    let logout = results[0].1.0;
+    let refreshed: Vec<String> = results[1..]
+        .iter()
+        .filter(|(_, (s, _))| *s == 201)
+        .map(|(_, (_, b))| b["token"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        refreshed.len() <= 1,
+        "at most one refresh wins: {results:?}"
+    );
+    assert!(
+        results[1..]
+            .iter()
+            .all(|(_, (s, b))| *s == 201 || (*s == 401 && b["code"] == "invalid_token")),
+        "{results:?}"
+    );
+    let revoked = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL",
+            ada.session_id
+        ))
+        .await;
+    match logout {
+        // Logout won its validation: the session is over, whatever rotated.
+        204 => {
+            assert_eq!(revoked, 1, "fresh read: logged out");
+            for token in refreshed.iter().chain([&ada.token]) {
+                assert_eq!(app.current(token).await.status().as_u16(), 401);
+            }
+        }
+        // A refresh rotated the token first: the session lives on its new token.
+        401 => {
+            assert_eq!(refreshed.len(), 1, "{results:?}");
+            assert_eq!(revoked, 0);
+            assert_eq!(app.current(&refreshed[0]).await.status().as_u16(), 200);
+        }
+        other => panic!("logout answered {other}: {results:?}"),
+    }
+}
+
+#[tokio::test]
+async fn revoke_all_racing_logins_revokes_every_earlier_session_and_counts_it_once() {
+    let app = TestApp::spawn_with(wide_pool()).await;
+    let mut before = vec![app.signup("ada@example.com").await];
+    for _ in 0..2 {
+        before.push(app.login_ok("ada@example.com").await);
+    }
+    // One revocation already made, which the call must not count.
+    assert_eq!(app.logout(&before[2].token).await.status().as_u16(), 204);
+    // The test locks one earlier session: the call stays inside its
+    // revocation while the logins race it, and cannot answer before it ends.
+    let held = app
+        .db
+        .hold(&format!(
+            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+            before[1].session_id
+        ))
+        .await;
+    let answered = Arc::new(AtomicBool::new(false));
+    let race = {
+        let participants: Vec<_> = (0..6).map(|_| participant(&app)).collect();
+        let token = before[0].token.clone();
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            let participants = Arc::new(participants);
+            run_together(6, |i| {
+                let participants = participants.clone();
+                let token = token.clone();
+                let answered = answered.clone();
+                async move {
+                    let p = &participants[i];
+                    if i == 0 {
+                        let out = p
+                            .send(p.client.delete(p.url("/v1/sessions")).bearer_auth(&token))
+                            .await;
+                        answered.store(true, Ordering::SeqCst);
+                        out
+                    } else {
+                        let body = json!({"email": "ada@example.com", "password": PASSWORD});
+                        p.send(p.client.post(p.url("/v1/sessions")).json(&body))
+                            .await
+                    }
+                }
+            })
+            .await
+        })
+    };
+    app.db.wait_for_lock_waiters(1).await;
+    let meanwhile = app.current(&before[1].token).await.status().as_u16();
+    let answered_early = answered.load(Ordering::SeqCst);
+    held.release().await;
+    let results = race.await.unwrap_or_default();
+    assert!(
+        !answered_early,
+        "revoke-all answered while its revocation was still waiting; a validation meanwhile got {meanwhile}"
+    );
+    let (status, body) = &results[0];
+    assert_eq!(*status, 200, "{body}");
+    let counted = body["revoked"].as_i64().unwrap_or(-1);
+    assert!(results[1..].iter().all(|(s, _)| *s == 201), "{results:?}");
+    // Fresh read, per id: the two earlier active sessions are revoked, the
+    // earlier logout is not counted again, and each new login is either
+    // revoked by the call (it committed first) or active.
+    for s in &before[..2] {
+        assert_eq!(app.current(&s.token).await.status().as_u16(), 401);
+    }
+    let mut revoked_new = 0;
+    for (_, b) in &results[1..] {
+        let id = b["session_id"].as_str().unwrap_or_default();
+        let gone = app
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM sessions WHERE id = '{id}' AND revoked_at IS NOT NULL"
+            ))
+            .await;
+        let token = b["token"].as_str().unwrap_or_default();
+        let valid = app.current(token).await.status().as_u16() == 200;
+        assert!(
+            gone + i64::from(valid) == 1,
+            "session {id}: revoked {gone}, valid {valid}"
+        );
+        revoked_new += gone;
+    }
+    assert_eq!(
+        counted,
+        2 + revoked_new,
+        "the call counts exactly the sessions it revoked"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NOT NULL")
+            .await,
+        3 + revoked_new,
+        "nothing else revoked"
     );
 }
