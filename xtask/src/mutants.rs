@@ -66,7 +66,13 @@ fn ensure_installed() -> anyhow::Result<()> {
     }
     println!("installing cargo-mutants {CARGO_MUTANTS} from crates.io (once)");
     let status = Command::new(env!("CARGO"))
-        .args(["install", "--locked", "cargo-mutants", "--version", CARGO_MUTANTS])
+        .args([
+            "install",
+            "--locked",
+            "cargo-mutants",
+            "--version",
+            CARGO_MUTANTS,
+        ])
         .status()
         .context("cargo install cargo-mutants")?;
     anyhow::ensure!(status.success(), "installing cargo-mutants failed");

@@ -135,6 +135,9 @@ impl SessionService {
             self.hasher.verify_dummy(password).await?;
             return Err(Error::InvalidCredentials);
         };
+        // A place in the hash queue first: a flood is refused before it
+        // reaches the pool, where it would crowd out validations.
+        let slot = self.hasher.reserve()?;
         let (attempt, user) = {
             let mut conn = self.pool.get().await?;
             let attempt = self.limit.admit(&mut conn, email.as_str()).await?;
@@ -145,8 +148,8 @@ impl SessionService {
             // The connection goes back to the pool here: never hold one while hashing.
         };
         let verified = match (&user, Password::parse(password)) {
-            (Some(user), Ok(_)) => self.hasher.verify(password, &user.password_hash).await,
-            _ => self.hasher.verify_dummy(password).await.map(|()| false),
+            (Some(user), Ok(_)) => slot.verify(password, &user.password_hash).await,
+            _ => slot.verify_dummy(password).await.map(|()| false),
         };
         let verified = match verified {
             Ok(verified) => verified,

@@ -127,9 +127,53 @@ impl PasswordHasher {
         &self.stats
     }
 
+    /// Takes a place in the queue now, or refuses at once when it is full.
+    /// A login reserves before it touches the database, so a flood is shed
+    /// before it can crowd the pool; the deadline runs from here.
+    pub fn reserve(&self) -> Result<HashSlot, HashError> {
+        let stats = &self.stats;
+        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity && !unbounded() {
+            stats.queued.fetch_sub(1, Ordering::SeqCst);
+            stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+            return Err(HashError::QueueFull);
+        }
+        Ok(HashSlot {
+            hasher: self.clone(),
+            reserved_at: Instant::now(),
+            queued: true,
+        })
+    }
+
     /// A PHC string (`$argon2id$v=19$m=...`) for storage.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
-        let argon2 = self.argon2.clone();
+        self.reserve()?.hash(password).await
+    }
+
+    /// Whether `password` matches `stored`; costs one full verification.
+    pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, HashError> {
+        self.reserve()?.verify(password, stored).await
+    }
+
+    /// Spends exactly what a real verification spends, and returns nothing:
+    /// for unknown emails and impossible passwords.
+    pub async fn verify_dummy(&self, password: &str) -> Result<(), HashError> {
+        self.reserve()?.verify_dummy(password).await
+    }
+}
+
+/// A place in the hash queue, held from [`PasswordHasher::reserve`] until a
+/// worker takes the job (or the slot is dropped unused).
+#[must_use = "a reserved slot holds a place in the hash queue"]
+pub struct HashSlot {
+    hasher: PasswordHasher,
+    reserved_at: Instant,
+    /// Still counted in the queue by this slot (not yet handed to a worker).
+    queued: bool,
+}
+
+impl HashSlot {
+    pub async fn hash(self, password: &Password) -> Result<String, HashError> {
+        let argon2 = self.hasher.argon2.clone();
         let secret = password.expose().to_owned();
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
@@ -141,9 +185,8 @@ impl PasswordHasher {
         .await?
     }
 
-    /// Whether `password` matches `stored`; costs one full verification.
-    pub async fn verify(&self, password: &str, stored: &str) -> Result<bool, HashError> {
-        let argon2 = self.argon2.clone();
+    pub async fn verify(self, password: &str, stored: &str) -> Result<bool, HashError> {
+        let argon2 = self.hasher.argon2.clone();
         let secret = password.to_owned();
         let stored = stored.to_owned();
         self.run(move || {
@@ -153,25 +196,19 @@ impl PasswordHasher {
         .await?
     }
 
-    /// Spends exactly what a real verification spends, and returns nothing:
-    /// for unknown emails and impossible passwords.
-    pub async fn verify_dummy(&self, password: &str) -> Result<(), HashError> {
-        let dummy = self.dummy_hash.clone();
+    pub async fn verify_dummy(self, password: &str) -> Result<(), HashError> {
+        let dummy = self.hasher.dummy_hash.clone();
         self.verify(password, &dummy).await.map(|_| ())
     }
 
-    /// Queues `work` for a hashing worker, within the capacity and the
-    /// deadline; the caller waits on no lock and holds no connection.
+    /// Hands `work` to a worker and waits for it, refusing once the
+    /// deadline (counted from the reservation) passes before a worker took
+    /// it; the caller waits on no lock and holds no connection.
     async fn run<T: Send + 'static>(
-        &self,
+        mut self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let stats = self.stats.clone();
-        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity && !unbounded() {
-            stats.queued.fetch_sub(1, Ordering::SeqCst);
-            stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
-            return Err(HashError::QueueFull);
-        }
+        let stats = self.hasher.stats.clone();
         let (started_tx, started) = oneshot::channel::<()>();
         let (reply, answer) = oneshot::channel();
         let job_stats = stats.clone();
@@ -189,14 +226,17 @@ impl PasswordHasher {
             job_stats.completed.fetch_add(1, Ordering::Relaxed);
             let _ = reply.send(out);
         });
-        if self.jobs.send(job).is_err() {
-            stats.queued.fetch_sub(1, Ordering::SeqCst);
+        if self.hasher.jobs.send(job).is_err() {
             return Err(failed("hashing workers are gone"));
         }
+        // From here the job's own decrement accounts for this place.
+        self.queued = false;
         let deadline = if unbounded() {
             Duration::MAX
         } else {
-            self.wait_deadline
+            self.hasher
+                .wait_deadline
+                .saturating_sub(self.reserved_at.elapsed())
         };
         match tokio::time::timeout(deadline, started).await {
             Ok(Ok(())) => answer.await.map_err(|_| failed("a hashing worker failed")),
@@ -205,6 +245,14 @@ impl PasswordHasher {
                 stats.rejected_deadline.fetch_add(1, Ordering::Relaxed);
                 Err(HashError::DeadlineExceeded)
             }
+        }
+    }
+}
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        if self.queued {
+            self.hasher.stats.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod cases;
 mod chart;
+mod hostile;
 mod report;
 mod schemathesis;
 mod traffic;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// Only these cases (repeatable): kill-connections, postgres-restart,
-    /// pool-exhaustion, sigterm, schemathesis.
+    /// pool-exhaustion, sigterm, bounds, hash-flood, schemathesis.
     #[arg(long = "case")]
     cases: Vec<String>,
     /// Traffic threads per case.
@@ -71,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let known: Vec<&str> = FAULT_CASES
         .iter()
         .map(|c| c.slug())
+        .chain(hostile::CASES)
         .chain(["schemathesis"])
         .collect();
     if let Some(unknown) = args.cases.iter().find(|c| !known.contains(&c.as_str())) {
@@ -146,6 +148,14 @@ fn run_cases(
     for case in FAULT_CASES.into_iter().filter(|c| wanted(c.slug())) {
         let bar = spinner(case.slug());
         let report = cases::run(case, &mut server, pace, &dir)?;
+        bar.finish_and_clear();
+        announce(&report);
+        reports.push(report);
+    }
+    let admin = crate::psql::Psql::new(&server, server.url.clone());
+    for name in hostile::CASES.into_iter().filter(|c| wanted(c)) {
+        let bar = spinner(name);
+        let report = hostile::run(name, &admin, &dir)?;
         bar.finish_and_clear();
         announce(&report);
         reports.push(report);
