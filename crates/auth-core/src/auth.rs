@@ -87,10 +87,7 @@ impl SessionService {
         let (Some(email), Some(password)) = (email, password) else {
             return Err(Error::Invalid(errors));
         };
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::RegistrationCheckThenInsert) {
-            return self.register_check_then_insert(email, password).await;
-        }
+        or_fault!(RegistrationCheckThenInsert => crate::faults::register_check_then_insert(&self.pool, &self.hasher, email, password).await);
         let hash = self.hasher.hash(&password).await?;
         let id = Uuid::new_v4();
         let mut conn = self.pool.get().await?;
@@ -102,29 +99,6 @@ impl SessionService {
             Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
             Err(e) => Err(e.into()),
         }
-    }
-
-    #[cfg(feature = "faults")]
-    async fn register_check_then_insert(
-        &self,
-        email: Email,
-        password: Password,
-    ) -> Result<RegisteredUser> {
-        if users::find_by_email(&mut *self.pool.get().await?, email.as_str())
-            .await?
-            .is_some()
-        {
-            return Err(Error::EmailTaken);
-        }
-        let hash = self.hasher.hash(&password).await?;
-        let id = Uuid::new_v4();
-        let mut conn = self.pool.get().await?;
-        crate::faults::sql::insert_user_ignoring_conflict(&mut conn, id, email.as_str(), &hash)
-            .await?;
-        Ok(RegisteredUser {
-            id,
-            email: email.to_string(),
-        })
     }
 
     /// Checks credentials and opens a session. Unknown emails, wrong and
@@ -178,7 +152,7 @@ impl SessionService {
         let row = conn
             .transaction::<_, Error, _>(async move |conn| {
                 attempt.succeeded(conn).await?;
-                if !skip_user_lock() && !users::lock(conn, user_id).await? {
+                if !fault_active!(SessionLimitWithoutLock) && !users::lock(conn, user_id).await? {
                     return Err(Error::InvalidCredentials);
                 }
                 let active = sessions::count_active(conn, user_id).await?;
@@ -234,23 +208,7 @@ impl SessionService {
         let old = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
         let new = SessionToken::generate()?;
         let mut conn = self.pool.get().await?;
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::RefreshSelectThenUpdate) {
-            let row = crate::faults::sql::rotate_select_then_update(
-                &mut conn,
-                &old.hash(),
-                &new.hash(),
-                self.policy.idle_timeout,
-            )
-            .await?
-            .ok_or(Error::InvalidToken)?;
-            return Ok(IssuedSession {
-                token: new,
-                session_id: row.id,
-                user_id: row.user_id,
-                expires_at: row.expires_at(),
-            });
-        }
+        or_fault!(RefreshSelectThenUpdate => crate::faults::refresh_select_then_update(&mut conn, &old, new, self.policy.idle_timeout).await);
         let row = sessions::rotate(
             &mut conn,
             &old.hash(),
@@ -269,17 +227,7 @@ impl SessionService {
 
     /// Ends the caller's own session (idempotent: already gone is fine).
     pub async fn logout(&self, principal: &Principal) -> Result<()> {
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::RevocationBeforeCommit) {
-            let (pool, principal) = (self.pool.clone(), principal.clone());
-            tokio::spawn(async move {
-                if let Ok(mut conn) = pool.get().await {
-                    let _ =
-                        sessions::revoke(&mut conn, principal.session_id, principal.user_id).await;
-                }
-            });
-            return Ok(());
-        }
+        or_fault!(RevocationBeforeCommit => crate::faults::revoke_in_background(&self.pool, principal.session_id, principal.user_id));
         let mut conn = self.pool.get().await?;
         sessions::revoke(&mut conn, principal.session_id, principal.user_id).await?;
         Ok(())
@@ -313,33 +261,8 @@ impl SessionService {
     /// Revokes all of the caller's active sessions; returns how many this call revoked.
     pub async fn revoke_all(&self, principal: &Principal) -> Result<usize> {
         let mut conn = self.pool.get().await?;
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::RevocationBeforeCommit) {
-            let n = sessions::count_active(&mut conn, principal.user_id).await?;
-            let (pool, user_id) = (self.pool.clone(), principal.user_id);
-            tokio::spawn(async move {
-                if let Ok(mut conn) = pool.get().await {
-                    let _ = sessions::revoke_all(&mut conn, user_id).await;
-                }
-            });
-            return Ok(usize::try_from(n).unwrap_or(0));
-        }
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::RevokeAllCountThenUpdate) {
-            return Ok(crate::faults::sql::revoke_all_count_then_update(
-                &mut conn,
-                principal.user_id,
-            )
-            .await?);
-        }
+        or_fault!(RevocationBeforeCommit => crate::faults::revoke_all_in_background(&self.pool, &mut conn, principal.user_id).await);
+        or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(&mut conn, principal.user_id).await?));
         Ok(sessions::revoke_all(&mut conn, principal.user_id).await?)
     }
-}
-
-fn skip_user_lock() -> bool {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::SessionLimitWithoutLock) {
-        return true;
-    }
-    false
 }

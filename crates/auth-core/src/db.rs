@@ -57,8 +57,7 @@ pub async fn build_pool(
 /// How long a checkout may wait for a connection (the faulty build: 1 ms,
 /// a pool that fails instead of queueing).
 fn checkout_timeout(config: &PoolConfig) -> Duration {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::PoolFailsFast) {
+    if fault_active!(PoolFailsFast) {
         return Duration::from_millis(1);
     }
     Duration::from_millis(config.connection_timeout_ms.max(1))

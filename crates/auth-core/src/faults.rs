@@ -111,13 +111,89 @@ pub(crate) fn counter_token() -> crate::domain::SessionToken {
     crate::domain::SessionToken::from_bytes(bytes)
 }
 
+/// Registration that checks for the email first and then inserts ignoring a
+/// conflict: concurrent registrations all pass the check and all "succeed".
+pub(crate) async fn register_check_then_insert(
+    pool: &crate::db::DbPool,
+    hasher: &crate::hashing::PasswordHasher,
+    email: crate::domain::Email,
+    password: crate::domain::Password,
+) -> crate::Result<crate::auth::RegisteredUser> {
+    let found = crate::store::users::find_by_email(&mut *pool.get().await?, email.as_str()).await?;
+    if found.is_some() {
+        return Err(crate::Error::EmailTaken);
+    }
+    let hash = hasher.hash(&password).await?;
+    let id = uuid::Uuid::new_v4();
+    sql::insert_user_ignoring_conflict(&mut *pool.get().await?, id, email.as_str(), &hash).await?;
+    Ok(crate::auth::RegisteredUser {
+        id,
+        email: email.to_string(),
+    })
+}
+
+/// Refresh as read-then-update-by-id: every reader of the old token rotates.
+pub(crate) async fn refresh_select_then_update(
+    conn: &mut diesel_async::AsyncPgConnection,
+    old: &crate::domain::SessionToken,
+    new: crate::domain::SessionToken,
+    idle: std::time::Duration,
+) -> crate::Result<crate::auth::IssuedSession> {
+    let row = sql::rotate_select_then_update(conn, &old.hash(), &new.hash(), idle)
+        .await?
+        .ok_or(crate::Error::InvalidToken)?;
+    Ok(crate::auth::IssuedSession {
+        token: new,
+        session_id: row.id,
+        user_id: row.user_id,
+        expires_at: row.expires_at(),
+    })
+}
+
+/// Logout that answers before its revocation has run.
+pub(crate) fn revoke_in_background(
+    pool: &crate::db::DbPool,
+    session_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+) -> crate::Result<()> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Ok(mut conn) = pool.get().await {
+            let _ = crate::store::sessions::revoke(&mut conn, session_id, user_id).await;
+        }
+    });
+    Ok(())
+}
+
+/// Revoke-all that counts, answers, and revokes later.
+pub(crate) async fn revoke_all_in_background(
+    pool: &crate::db::DbPool,
+    conn: &mut diesel_async::AsyncPgConnection,
+    user_id: uuid::Uuid,
+) -> crate::Result<usize> {
+    let n = crate::store::sessions::count_active(conn, user_id).await?;
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        if let Ok(mut conn) = pool.get().await {
+            let _ = crate::store::sessions::revoke_all(&mut conn, user_id).await;
+        }
+    });
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// The broken statements behind the faults above, kept here so the real
 /// store reads as the real SQL (the store calls these under `active`).
 pub(crate) mod sql {
     use crate::domain::TokenHash;
+    use crate::store::login_attempts::AdmissionRow;
+    use crate::store::secs;
     use crate::store::sessions::SessionRow;
-    use diesel::QueryResult;
-    use diesel::sql_types::{Bytea, Double, Text, Uuid as SqlUuid};
+    use crate::store::tasks::{ClaimRequest, TaskRow};
+    use crate::store::users::UserRow;
+    use diesel::sql_types::{
+        Array, BigInt, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+    };
+    use diesel::{QueryResult, QueryableByName};
     use diesel_async::{AsyncPgConnection, RunQueryDsl};
     use std::time::Duration;
     use uuid::Uuid;
@@ -189,5 +265,134 @@ pub(crate) mod sql {
         .execute(conn)
         .await?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Touch as a read-modify-write of the whole row: writes back the stale
+    /// `revoked_at` it read, reviving a session revoked meanwhile.
+    pub async fn touch_writing_back_revoked_at(
+        conn: &mut AsyncPgConnection,
+        read: &SessionRow,
+        idle: Duration,
+    ) -> QueryResult<Option<SessionRow>> {
+        diesel::sql_query(format!(
+            "UPDATE sessions SET last_seen_at = now(),
+                 idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at),
+                 revoked_at = $3
+             WHERE id = $1 RETURNING {COLUMNS}"
+        ))
+        .bind::<SqlUuid, _>(read.id)
+        .bind::<Double, _>(idle.as_secs_f64())
+        .bind::<Nullable<Timestamptz>, _>(read.revoked_at)
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop())
+    }
+
+    /// Rotation that checks expiry but not revocation.
+    pub async fn rotate_without_revoked_guard(
+        conn: &mut AsyncPgConnection,
+        old: &TokenHash,
+        new: &TokenHash,
+        idle: Duration,
+    ) -> QueryResult<Option<SessionRow>> {
+        diesel::sql_query(format!(
+            "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
+                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+             WHERE token_hash = $1 AND absolute_expires_at > now() RETURNING {COLUMNS}"
+        ))
+        .bind::<Bytea, _>(old.0.as_slice())
+        .bind::<Bytea, _>(new.0.as_slice())
+        .bind::<Double, _>(idle.as_secs_f64())
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop())
+    }
+
+    /// The user lock as FOR UPDATE, which conflicts with the KEY SHARE locks
+    /// of foreign-key checks (claims assigning tasks to the user wait).
+    pub async fn lock_user_for_update(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+        diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE")
+            .bind::<SqlUuid, _>(id)
+            .get_results::<UserRow>(conn)
+            .await
+            .map(|rows| !rows.is_empty())
+    }
+
+    /// The classic broken claim: the SELECT's locks end with its own
+    /// statement, so the UPDATE can assign rows another claimer also picked.
+    pub async fn claim_in_two_statements(
+        conn: &mut AsyncPgConnection,
+        req: ClaimRequest,
+    ) -> QueryResult<Vec<TaskRow>> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+        }
+        let picked: Vec<Id> = diesel::sql_query(
+            "SELECT id FROM tasks
+             WHERE schedulable AND status <> 'completed' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+             ORDER BY lease_expires_at NULLS FIRST, seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind::<BigInt, _>(req.count)
+        .get_results(conn)
+        .await?;
+        let ids: Vec<Uuid> = picked.into_iter().map(|p| p.id).collect();
+        let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+            "UPDATE tasks SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now(),
+                 lease_expires_at = now() + make_interval(secs => $4), attempt = attempt + 1
+             WHERE id = ANY($1) RETURNING {}",
+            crate::store::tasks::COLUMNS
+        ))
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<SqlUuid, _>(req.assignee)
+        .bind::<SqlUuid, _>(req.assigned_by)
+        .bind::<Double, _>(req.lease.as_secs_f64())
+        .get_results(conn)
+        .await?;
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
+    }
+
+    /// The old check-then-record shape, kept only for the `faults` build: a
+    /// count that inserts nothing, so a burst all passes it.
+    pub async fn count_only(
+        conn: &mut AsyncPgConnection,
+        email: &str,
+        limit: u32,
+        window: Duration,
+    ) -> QueryResult<AdmissionRow> {
+        diesel::sql_query(
+            "WITH counted AS (
+                 SELECT attempted_at FROM login_attempts
+                 WHERE email = $1 AND attempted_at > now() - make_interval(secs => $3)
+                   AND outcome = 'failed'
+                   AND id > (SELECT coalesce(max(id), 0) FROM login_attempts
+                             WHERE email = $1 AND outcome = 'succeeded')
+                 ORDER BY id DESC LIMIT $2
+             )
+             SELECT CASE WHEN (SELECT count(*) FROM counted) < $2 THEN 0::bigint END AS attempt_id,
+                    (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
+                     FROM counted) AS retry_after_secs",
+        )
+        .bind::<Text, _>(email)
+        .bind::<BigInt, _>(i64::from(limit.max(1)))
+        .bind::<Double, _>(secs(window))
+        .get_result(conn)
+        .await
+    }
+
+    /// The faulty build's late record of an outcome (check-then-record).
+    pub async fn insert_outcome(
+        conn: &mut AsyncPgConnection,
+        email: &str,
+        outcome: &'static str,
+    ) -> QueryResult<()> {
+        diesel::sql_query("INSERT INTO login_attempts (email, outcome) VALUES ($1, $2)")
+            .bind::<Text, _>(email)
+            .bind::<Text, _>(outcome)
+            .execute(conn)
+            .await
+            .map(|_| ())
     }
 }

@@ -132,7 +132,9 @@ impl PasswordHasher {
     /// before it can crowd the pool; the deadline runs from here.
     pub fn reserve(&self) -> Result<HashSlot, HashError> {
         let stats = &self.stats;
-        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity && !unbounded() {
+        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity
+            && !fault_active!(HashQueueUnbounded)
+        {
             stats.queued.fetch_sub(1, Ordering::SeqCst);
             stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(HashError::QueueFull);
@@ -231,7 +233,7 @@ impl HashSlot {
         }
         // From here the job's own decrement accounts for this place.
         self.queued = false;
-        let deadline = if unbounded() {
+        let deadline = if fault_active!(HashQueueUnbounded) {
             Duration::MAX
         } else {
             self.hasher
@@ -255,15 +257,6 @@ impl Drop for HashSlot {
             self.hasher.stats.queued.fetch_sub(1, Ordering::SeqCst);
         }
     }
-}
-
-/// The faulty build's unbounded queue (the shape before the bounds).
-fn unbounded() -> bool {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::HashQueueUnbounded) {
-        return true;
-    }
-    false
 }
 
 /// All cores but one (at least one): hashing never takes the last core.

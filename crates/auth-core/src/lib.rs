@@ -2,6 +2,32 @@
 //! their SQL (in [`store`]). No HTTP here: auth-api maps these types to the
 //! contract.
 
+/// Whether the deliberate fault `$fault` was chosen for this process; always
+/// `false` in a normal build. A macro, not a function, so the check adds no
+/// code of its own to a normal build (and nothing for mutation testing to
+/// flip into an equivalent).
+macro_rules! fault_active {
+    ($fault:ident) => {{
+        #[cfg(feature = "faults")]
+        let active = crate::faults::active(crate::faults::Fault::$fault);
+        #[cfg(not(feature = "faults"))]
+        let active = false;
+        active
+    }};
+}
+
+/// Returns `$broken` (a call into `faults`) instead of running the rest of
+/// the function, when the deliberate fault `$fault` was chosen. Expands to
+/// nothing in a normal build, so the real code reads as the real code.
+macro_rules! or_fault {
+    ($fault:ident => $broken:expr) => {
+        #[cfg(feature = "faults")]
+        if crate::faults::active(crate::faults::Fault::$fault) {
+            return $broken;
+        }
+    };
+}
+
 pub mod auth;
 pub mod config;
 pub mod db;

@@ -44,12 +44,10 @@ impl LoginLimit {
     /// Admits one attempt for `email` (normalised), or refuses it with
     /// `TooManyAttempts` and the seconds until a slot frees up.
     pub async fn admit(&self, conn: &mut AsyncPgConnection, email: &str) -> Result<Admitted> {
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::LoginLimitCheckThenRecord) {
-            let row =
-                login_attempts::count_only(conn, email, self.max_attempts, self.window).await?;
-            return admitted_or_limited(row, email);
-        }
+        or_fault!(LoginLimitCheckThenRecord => admitted_or_limited(
+            crate::faults::sql::count_only(conn, email, self.max_attempts, self.window).await?,
+            email,
+        ));
         let (limit, window) = (self.max_attempts, self.window);
         let owned = email.to_owned();
         let row = conn
@@ -91,18 +89,14 @@ impl Admitted {
     /// The password was never checked (hashing refused the job): the
     /// attempt gives its slot back.
     pub async fn withdraw(self, conn: &mut AsyncPgConnection) -> Result<()> {
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::LoginLimitCheckThenRecord) {
-            return Ok(());
-        }
+        or_fault!(LoginLimitCheckThenRecord => Ok(()));
         Ok(login_attempts::withdraw(conn, self.attempt_id).await?)
     }
 
     async fn report(self, conn: &mut AsyncPgConnection, outcome: &'static str) -> Result<()> {
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::LoginLimitCheckThenRecord) {
-            return Ok(login_attempts::insert_outcome(conn, &self.email, outcome).await?);
-        }
+        or_fault!(LoginLimitCheckThenRecord => Ok(
+            crate::faults::sql::insert_outcome(conn, &self.email, outcome).await?
+        ));
         Ok(login_attempts::report(conn, self.attempt_id, outcome).await?)
     }
 }

@@ -31,12 +31,11 @@ pub struct ClaimOutcome {
 
 impl ClaimOutcome {
     fn new(requested: i64, tasks: Vec<TaskRow>) -> ClaimOutcome {
-        #[allow(unused_mut)]
-        let mut claimed = tasks.len();
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::ClaimReportsRequested) {
-            claimed = requested as usize;
-        }
+        let claimed = if fault_active!(ClaimReportsRequested) {
+            requested as usize
+        } else {
+            tasks.len()
+        };
         ClaimOutcome {
             requested,
             claimed,

@@ -19,10 +19,7 @@ pub struct TokenHash(pub [u8; 32]);
 impl SessionToken {
     /// A fresh token from the operating system's CSPRNG.
     pub fn generate() -> Result<SessionToken, getrandom::Error> {
-        #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::LowEntropyToken) {
-            return Ok(crate::faults::counter_token());
-        }
+        or_fault!(LowEntropyToken => Ok(crate::faults::counter_token()));
         let mut bytes = [0u8; TOKEN_BYTES];
         getrandom::fill(&mut bytes)?;
         Ok(SessionToken(bytes))

@@ -120,22 +120,7 @@ pub async fn touch(
     read: &SessionRow,
     idle: Duration,
 ) -> QueryResult<Option<SessionRow>> {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::TouchCanUnrevoke) {
-        // Read-modify-write of the whole row: writes back the stale revoked_at.
-        return diesel::sql_query(format!(
-            "UPDATE sessions SET last_seen_at = now(),
-                 idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at),
-                 revoked_at = $3
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind::<SqlUuid, _>(read.id)
-        .bind::<Double, _>(secs(idle))
-        .bind::<Nullable<Timestamptz>, _>(read.revoked_at)
-        .get_results(conn)
-        .await
-        .map(|mut rows: Vec<SessionRow>| rows.pop());
-    }
+    or_fault!(TouchCanUnrevoke => crate::faults::sql::touch_writing_back_revoked_at(conn, read, idle).await);
     diesel::sql_query(format!(
         "UPDATE sessions SET last_seen_at = now(),
              idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at)
@@ -160,7 +145,7 @@ pub async fn insert(
     idle: Duration,
     absolute: Duration,
 ) -> QueryResult<SessionRow> {
-    let clock = if created_at_tx_start() {
+    let clock = if fault_active!(SessionCreatedAtTxStart) {
         "now()"
     } else {
         "clock_timestamp()"
@@ -179,14 +164,6 @@ pub async fn insert(
     .bind::<Double, _>(secs(absolute))
     .get_result(conn)
     .await
-}
-
-fn created_at_tx_start() -> bool {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::SessionCreatedAtTxStart) {
-        return true;
-    }
-    false
 }
 
 pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<i64> {
@@ -232,20 +209,7 @@ pub async fn rotate(
     new: &TokenHash,
     idle: Duration,
 ) -> QueryResult<Option<SessionRow>> {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::RefreshWithoutRevokedGuard) {
-        return diesel::sql_query(format!(
-            "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
-                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
-             WHERE token_hash = $1 AND absolute_expires_at > now() RETURNING {COLUMNS}"
-        ))
-        .bind::<Bytea, _>(old.0.as_slice())
-        .bind::<Bytea, _>(new.0.as_slice())
-        .bind::<Double, _>(secs(idle))
-        .get_results(conn)
-        .await
-        .map(|mut rows: Vec<SessionRow>| rows.pop());
-    }
+    or_fault!(RefreshWithoutRevokedGuard => crate::faults::sql::rotate_without_revoked_guard(conn, old, new, idle).await);
     diesel::sql_query(format!(
         "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
              idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)

@@ -10,7 +10,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
 
-const COLUMNS: &str = "id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at, \
+pub(crate) const COLUMNS: &str = "id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at, \
                        lease_expires_at, completed_at, attempt, created_at";
 
 /// A task as the API shows it (from `task_view`, or fresh from a write).
@@ -89,13 +89,7 @@ pub struct ClaimRequest {
 /// The WHERE clause repeats the partial index's predicate so the planner can
 /// use `tasks_claimable`, whose order is the ORDER BY.
 pub async fn claim(conn: &mut AsyncPgConnection, req: ClaimRequest) -> QueryResult<Vec<TaskRow>> {
-    #[cfg(feature = "faults")]
-    {
-        use crate::faults::{Fault, active};
-        if active(Fault::ClaimTwoStatements) {
-            return claim_in_two_statements(conn, req).await;
-        }
-    }
+    or_fault!(ClaimTwoStatements => crate::faults::sql::claim_in_two_statements(conn, req).await);
     let lock_clause = lock_clause();
     let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
         "WITH picked AS (
@@ -124,8 +118,7 @@ pub async fn claim(conn: &mut AsyncPgConnection, req: ClaimRequest) -> QueryResu
 }
 
 fn lock_clause() -> &'static str {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::ClaimWithoutSkipLocked) {
+    if fault_active!(ClaimWithoutSkipLocked) {
         return "FOR UPDATE";
     }
     "FOR UPDATE SKIP LOCKED"
@@ -139,47 +132,10 @@ fn qualified_columns(alias: &str) -> String {
         .join(", ")
 }
 
-/// FAULT: the classic broken shape. The SELECT's locks end with its own
-/// statement, so the UPDATE can assign rows another claimer also picked.
-#[cfg(feature = "faults")]
-async fn claim_in_two_statements(
-    conn: &mut AsyncPgConnection,
-    req: ClaimRequest,
-) -> QueryResult<Vec<TaskRow>> {
-    #[derive(QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = SqlUuid)]
-        id: Uuid,
-    }
-    let picked: Vec<Id> = diesel::sql_query(
-        "SELECT id FROM tasks
-         WHERE schedulable AND status <> 'completed' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
-         ORDER BY lease_expires_at NULLS FIRST, seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
-    .bind::<BigInt, _>(req.count)
-    .get_results(conn)
-    .await?;
-    let ids: Vec<Uuid> = picked.into_iter().map(|p| p.id).collect();
-    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
-        "UPDATE tasks SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now(),
-             lease_expires_at = now() + make_interval(secs => $4), attempt = attempt + 1
-         WHERE id = ANY($1) RETURNING {COLUMNS}"
-    ))
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<SqlUuid, _>(req.assignee)
-    .bind::<SqlUuid, _>(req.assigned_by)
-    .bind::<Double, _>(secs(req.lease))
-    .get_results(conn)
-    .await?;
-    rows.sort_by_key(|r| r.seq);
-    Ok(rows)
-}
-
 /// The fence every write by a worker passes: the task is assigned to this
 /// worker, its lease is live, and (when given) it is still the same claim.
 fn fence() -> &'static str {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::CompleteWithoutFence) {
+    if fault_active!(CompleteWithoutFence) {
         return "id = $1 AND status = 'assigned' AND ($2 IS NOT NULL) AND ($3::int IS NULL OR TRUE)";
     }
     "id = $1 AND status = 'assigned' AND assigned_to = $2 AND lease_expires_at > now()

@@ -61,16 +61,7 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
 /// does not block the `KEY SHARE` locks that foreign-key checks take (a
 /// claim assigning tasks to this user, a session insert).
 pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
-    #[cfg(feature = "faults")]
-    if crate::faults::active(crate::faults::Fault::UserLockForUpdate) {
-        return diesel::sql_query(
-            "SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE",
-        )
-        .bind::<SqlUuid, _>(id)
-        .get_results::<UserRow>(conn)
-        .await
-        .map(|rows| !rows.is_empty());
-    }
+    or_fault!(UserLockForUpdate => crate::faults::sql::lock_user_for_update(conn, id).await);
     diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE")
         .bind::<SqlUuid, _>(id)
         .get_results::<UserRow>(conn)
