@@ -2,8 +2,9 @@
 //! [`crate::login_limit`] for the rule; these are its statements.
 
 use super::secs;
+use diesel::QueryableByName;
+use diesel::result::Error as DbError;
 use diesel::sql_types::{BigInt, Double, Nullable, Text};
-use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ pub struct AdmissionRow {
 /// Serialises every admission of one email until the transaction ends, on
 /// every instance. A row lock would need a row to exist first; an unknown
 /// email has none.
-pub async fn lock_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<()> {
+pub async fn lock_email(conn: &mut AsyncPgConnection, email: &str) -> Result<(), DbError> {
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind::<Text, _>(email)
         .execute(conn)
@@ -38,7 +39,7 @@ pub async fn admit(
     email: &str,
     limit: u32,
     window: Duration,
-) -> QueryResult<AdmissionRow> {
+) -> Result<AdmissionRow, DbError> {
     diesel::sql_query(
         "WITH purged AS (
              DELETE FROM login_attempts
@@ -75,7 +76,7 @@ pub async fn report(
     conn: &mut AsyncPgConnection,
     attempt_id: i64,
     outcome: &'static str,
-) -> QueryResult<()> {
+) -> Result<(), DbError> {
     diesel::sql_query("UPDATE login_attempts SET outcome = $2 WHERE id = $1")
         .bind::<BigInt, _>(attempt_id)
         .bind::<Text, _>(outcome)
@@ -86,7 +87,7 @@ pub async fn report(
 
 /// Gives back an admitted attempt whose password was never checked (the
 /// hashing pool refused it): it was no guess, so it must not count as one.
-pub async fn withdraw(conn: &mut AsyncPgConnection, attempt_id: i64) -> QueryResult<()> {
+pub async fn withdraw(conn: &mut AsyncPgConnection, attempt_id: i64) -> Result<(), DbError> {
     diesel::sql_query("DELETE FROM login_attempts WHERE id = $1 AND outcome = 'pending'")
         .bind::<BigInt, _>(attempt_id)
         .execute(conn)

@@ -4,8 +4,9 @@
 use super::secs;
 use crate::domain::TokenHash;
 use chrono::{DateTime, Utc};
+use diesel::result::Error as DbError;
 use diesel::sql_types::{BigInt, Bytea, Double, Nullable, Timestamptz, Uuid as SqlUuid};
-use diesel::{QueryResult, Queryable, QueryableByName};
+use diesel::{Queryable, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
@@ -96,7 +97,7 @@ pub async fn find_active_by_hash(
     conn: &mut AsyncPgConnection,
     hash: &TokenHash,
     touch_interval: Duration,
-) -> QueryResult<Option<FoundSession>> {
+) -> Result<Option<FoundSession>, DbError> {
     use diesel::OptionalExtension as _;
     let found: Option<(SessionRow, DateTime<Utc>)> = lookup_query!(hash.0.as_slice())
         .first(conn)
@@ -119,7 +120,7 @@ pub async fn touch(
     conn: &mut AsyncPgConnection,
     read: &SessionRow,
     idle: Duration,
-) -> QueryResult<Option<SessionRow>> {
+) -> Result<Option<SessionRow>, DbError> {
     or_fault!(TouchCanUnrevoke => crate::faults::sql::touch_writing_back_revoked_at(conn, read, idle).await);
     diesel::sql_query(format!(
         "UPDATE sessions SET last_seen_at = now(),
@@ -144,7 +145,7 @@ pub async fn insert(
     hash: &TokenHash,
     idle: Duration,
     absolute: Duration,
-) -> QueryResult<SessionRow> {
+) -> Result<SessionRow, DbError> {
     let clock = if fault_active!(SessionCreatedAtTxStart) {
         "now()"
     } else {
@@ -166,7 +167,7 @@ pub async fn insert(
     .await
 }
 
-pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<i64> {
+pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<i64, DbError> {
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
@@ -186,7 +187,7 @@ pub async fn revoke_oldest(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
     n: i64,
-) -> QueryResult<usize> {
+) -> Result<usize, DbError> {
     if n <= 0 {
         return Ok(0);
     }
@@ -208,7 +209,7 @@ pub async fn rotate(
     old: &TokenHash,
     new: &TokenHash,
     idle: Duration,
-) -> QueryResult<Option<SessionRow>> {
+) -> Result<Option<SessionRow>, DbError> {
     or_fault!(RefreshWithoutRevokedGuard => crate::faults::sql::rotate_without_revoked_guard(conn, old, new, idle).await);
     diesel::sql_query(format!(
         "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
@@ -228,7 +229,7 @@ pub async fn revoke(
     conn: &mut AsyncPgConnection,
     session_id: Uuid,
     user_id: Uuid,
-) -> QueryResult<bool> {
+) -> Result<bool, DbError> {
     diesel::sql_query(format!(
         "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND {ACTIVE}"
     ))
@@ -241,7 +242,7 @@ pub async fn revoke(
 
 /// Revokes every active session of the user; the count is what this
 /// statement changed, so concurrent calls never count a session twice.
-pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryResult<usize> {
+pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<usize, DbError> {
     diesel::sql_query(format!(
         "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND {ACTIVE}"
     ))
@@ -254,7 +255,7 @@ pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryRes
 pub async fn list_active(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-) -> QueryResult<Vec<SessionRow>> {
+) -> Result<Vec<SessionRow>, DbError> {
     diesel::sql_query(format!(
         "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"
     ))

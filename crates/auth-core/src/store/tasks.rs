@@ -2,10 +2,11 @@
 
 use super::secs;
 use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::result::Error as DbError;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
-use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
@@ -46,7 +47,7 @@ pub struct TaskRow {
 pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
     tasks: &[(Uuid, String, bool)],
-) -> QueryResult<Vec<TaskRow>> {
+) -> Result<Vec<TaskRow>, DbError> {
     let ids: Vec<Uuid> = tasks.iter().map(|t| t.0).collect();
     let titles: Vec<&str> = tasks.iter().map(|t| t.1.as_str()).collect();
     let schedulable: Vec<bool> = tasks.iter().map(|t| t.2).collect();
@@ -88,7 +89,10 @@ pub struct ClaimRequest {
 /// latest row version, so a row claimed and committed meanwhile is dropped.
 /// The WHERE clause repeats the partial index's predicate so the planner can
 /// use `tasks_claimable`, whose order is the ORDER BY.
-pub async fn claim(conn: &mut AsyncPgConnection, req: ClaimRequest) -> QueryResult<Vec<TaskRow>> {
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    req: ClaimRequest,
+) -> Result<Vec<TaskRow>, DbError> {
     or_fault!(ClaimTwoStatements => crate::faults::sql::claim_in_two_statements(conn, req).await);
     let lock_clause = lock_clause();
     let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
@@ -149,7 +153,7 @@ pub async fn complete(
     id: Uuid,
     assignee: Uuid,
     attempt: Option<i32>,
-) -> QueryResult<Option<TaskRow>> {
+) -> Result<Option<TaskRow>, DbError> {
     diesel::sql_query(format!(
         "UPDATE tasks SET status = 'completed', completed_at = now(), lease_expires_at = NULL
          WHERE {} RETURNING {COLUMNS}",
@@ -169,7 +173,7 @@ pub async fn release(
     id: Uuid,
     assignee: Uuid,
     attempt: Option<i32>,
-) -> QueryResult<Option<TaskRow>> {
+) -> Result<Option<TaskRow>, DbError> {
     diesel::sql_query(format!(
         "UPDATE tasks SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at = NULL,
              lease_expires_at = NULL
@@ -184,7 +188,7 @@ pub async fn release(
     .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
-pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TaskRow>> {
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
     diesel::sql_query(format!("SELECT {COLUMNS} FROM task_view WHERE id = $1"))
         .bind::<SqlUuid, _>(id)
         .get_results(conn)
@@ -198,7 +202,7 @@ pub async fn list(
     status: Option<&str>,
     assignee: Option<Uuid>,
     limit: i64,
-) -> QueryResult<Vec<TaskRow>> {
+) -> Result<Vec<TaskRow>, DbError> {
     diesel::sql_query(format!(
         "SELECT {COLUMNS} FROM task_view
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR assigned_to = $2)
@@ -222,7 +226,7 @@ pub struct TaskCounts {
     pub completed: i64,
 }
 
-pub async fn counts(conn: &mut AsyncPgConnection) -> QueryResult<TaskCounts> {
+pub async fn counts(conn: &mut AsyncPgConnection) -> Result<TaskCounts, DbError> {
     diesel::sql_query(
         "SELECT count(*) FILTER (WHERE status = 'unassigned') AS unassigned,
                 count(*) FILTER (WHERE status = 'assigned') AS assigned,

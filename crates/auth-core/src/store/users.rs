@@ -1,7 +1,8 @@
 //! The `users` table.
 
+use diesel::QueryableByName;
+use diesel::result::Error as DbError;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
-use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -21,7 +22,7 @@ pub async fn insert(
     id: Uuid,
     email: &str,
     password_hash: &str,
-) -> QueryResult<()> {
+) -> Result<(), DbError> {
     diesel::sql_query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(email)
@@ -34,7 +35,7 @@ pub async fn insert(
 pub async fn find_by_email(
     conn: &mut AsyncPgConnection,
     email: &str,
-) -> QueryResult<Option<UserRow>> {
+) -> Result<Option<UserRow>, DbError> {
     diesel::sql_query("SELECT id, email, password_hash FROM users WHERE email = $1")
         .bind::<Text, _>(email)
         .get_results(conn)
@@ -42,7 +43,7 @@ pub async fn find_by_email(
         .map(|mut rows: Vec<UserRow>| rows.pop())
 }
 
-pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -60,7 +61,7 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool>
 /// UPDATE` because nothing changes the key: it still serialises logins but
 /// does not block the `KEY SHARE` locks that foreign-key checks take (a
 /// claim assigning tasks to this user, a session insert).
-pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
     or_fault!(UserLockForUpdate => crate::faults::sql::lock_user_for_update(conn, id).await);
     diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE")
         .bind::<SqlUuid, _>(id)
