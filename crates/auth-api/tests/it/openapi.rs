@@ -119,7 +119,7 @@ async fn the_document_lists_every_error_code_of_the_contract() {
         .as_array()
         .map(|codes| codes.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    // Copied from the contract (http-api.md), not from the code.
+    // Copied from the interface (docs/http-api.md), not from the code.
     let contract = [
         "malformed_request",
         "payload_too_large",
