@@ -296,3 +296,102 @@ fn spawn_workers(n: usize) -> Result<mpsc::Sender<Job>, HashError> {
     }
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{HashError, PasswordHasher};
+    use crate::config::{HashParams, HashPoolConfig};
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn only_a_full_queue_or_a_passed_deadline_is_overload() {
+        assert!(HashError::QueueFull.is_overload());
+        assert!(HashError::DeadlineExceeded.is_overload());
+        assert!(!HashError::Failed("broken".into()).is_overload());
+        // A real failure is an internal error, not a 503 to retry.
+        assert!(matches!(
+            crate::Error::from(HashError::Failed("broken".into())),
+            crate::Error::Hashing(_)
+        ));
+        assert!(matches!(
+            crate::Error::from(HashError::QueueFull),
+            crate::Error::Overloaded(_)
+        ));
+    }
+
+    fn hasher(workers: usize, capacity: Option<usize>) -> PasswordHasher {
+        let pool = HashPoolConfig {
+            workers: Some(workers),
+            queue_capacity: capacity,
+            ..HashPoolConfig::default()
+        };
+        PasswordHasher::new(HashParams::FAST_INSECURE_FOR_TESTS, pool)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_queue_holds_its_capacity_and_gives_places_back() {
+        let h = hasher(3, None);
+        assert_eq!(h.workers(), 3);
+        assert_eq!(h.queue_capacity(), 3 * HashPoolConfig::QUEUE_PER_WORKER);
+        assert!(format!("{h:?}").contains("workers: 3"));
+        let h = hasher(1, Some(2));
+        let first = h.reserve().unwrap_or_else(|e| panic!("{e}"));
+        let second = h.reserve().unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(h.reserve(), Err(HashError::QueueFull)));
+        assert_eq!(h.stats().rejected_queue_full.load(Ordering::SeqCst), 1);
+        assert_eq!(h.stats().queued.load(Ordering::SeqCst), 2);
+        // An unused place is given back when dropped.
+        drop(first);
+        assert_eq!(h.stats().queued.load(Ordering::SeqCst), 1);
+        assert!(h.reserve().is_ok());
+        drop(second);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_reaches_no_worker_in_time_is_refused_and_skipped() {
+        // One worker, busy with a production-cost hash (tens of ms); the
+        // next job may wait 1 ms.
+        let pool = HashPoolConfig {
+            workers: Some(1),
+            queue_capacity: Some(8),
+            wait_deadline: std::time::Duration::from_millis(1),
+        };
+        let h = PasswordHasher::new(HashParams::PRODUCTION, pool).unwrap_or_else(|e| panic!("{e}"));
+        let slot = h.reserve().unwrap_or_else(|e| panic!("{e}"));
+        let busy = tokio::spawn(slot.verify_dummy("keeps the worker busy"));
+        // Its place is counted until the worker takes it.
+        while h.stats().queued.load(Ordering::SeqCst) > 0 {
+            tokio::task::yield_now().await;
+        }
+        let verdict = h.verify_dummy("waits too long").await;
+        assert!(
+            matches!(verdict, Err(HashError::DeadlineExceeded)),
+            "{verdict:?}"
+        );
+        assert_eq!(h.stats().rejected_deadline.load(Ordering::SeqCst), 1);
+        assert!(busy.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_and_a_wrong_password_does_not() {
+        let h = hasher(1, None);
+        let password = crate::domain::Password::parse("correct horse battery")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stored = h.hash(&password).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(stored.starts_with("$argon2id$"));
+        assert!(
+            h.verify("correct horse battery", &stored)
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            !h.verify("wrong horse battery", &stored)
+                .await
+                .unwrap_or(true)
+        );
+        assert!(h.verify_dummy("anything").await.is_ok());
+        assert_eq!(h.stats().queued.load(Ordering::SeqCst), 0);
+        assert_eq!(h.stats().completed.load(Ordering::SeqCst), 4);
+    }
+}

@@ -42,6 +42,12 @@ async fn metrics_count_requests_by_route_and_status_and_hashes() {
     // One hash at registration, one verification at login; the 422 hashed nothing.
     assert_eq!(metric(&app, "tessera_password_hashes_total").await, 2.0);
     assert_eq!(metric(&app, "tessera_db_pool_max_connections").await, 4.0);
+    // The hashing pool as configured: 2 workers, 64 queue places each.
+    assert_eq!(metric(&app, "tessera_password_hash_workers").await, 2.0);
+    assert_eq!(
+        metric(&app, "tessera_password_hash_queue_capacity").await,
+        128.0
+    );
 }
 
 #[tokio::test]

@@ -311,3 +311,55 @@ async fn a_hash_flood_gets_fast_503s_while_validations_flow() {
         "rejections counted in /metrics"
     );
 }
+
+#[tokio::test]
+async fn a_login_refused_for_its_deadline_gives_its_admission_back() {
+    // One worker at production cost (tens of ms a hash), a deadline of 1 ms:
+    // of six logins released together, all but the first to reach the
+    // worker pass their deadline after being admitted.
+    let app = TestApp::spawn_with(TestAppConfig {
+        pool: PoolConfig {
+            max_size: 8,
+            connection_timeout_ms: 10_000,
+            ..PoolConfig::default()
+        },
+        hash: HashParams::PRODUCTION,
+        hash_pool: HashPoolConfig {
+            workers: Some(1),
+            queue_capacity: Some(16),
+            wait_deadline: Duration::from_millis(1),
+        },
+        ..TestAppConfig::default()
+    })
+    .await;
+    let statuses = run_together(6, |i| {
+        let p = participant(&app);
+        async move {
+            let body =
+                json!({"email": format!("late{i}@example.com"), "password": "wrong password"});
+            p.send(p.client.post(p.url("/v1/sessions")).json(&body))
+                .await
+                .0
+        }
+    })
+    .await;
+    let checked = statuses.iter().filter(|s| **s == 401).count() as i64;
+    let shed = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(checked as usize + shed, 6, "{statuses:?}");
+    let late = app
+        .state
+        .sessions
+        .hasher()
+        .stats()
+        .rejected_deadline
+        .load(Ordering::SeqCst);
+    assert!(late >= 1, "no login passed its deadline: {statuses:?}");
+    // Fresh read: only the attempts that were checked still count.
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM login_attempts WHERE email LIKE 'late%'")
+            .await,
+        checked,
+        "{statuses:?}"
+    );
+}
