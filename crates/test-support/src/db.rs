@@ -202,33 +202,17 @@ impl TestDb {
     /// other session of this database is blocked on a lock. Returns `true` if
     /// a blocked session was seen first. Panics after 15 s of neither.
     pub async fn blocked_or_done<T>(&self, task: &tokio::task::JoinHandle<T>) -> bool {
-        let sql = format!(
-            "SELECT count(*) AS n FROM pg_stat_activity
-             WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
-            self.name
-        );
-        let mut observer = self.connect().await;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut observer = LockObserver::new(self).await;
         loop {
             if task.is_finished() {
                 return false;
             }
-            use diesel_async::RunQueryDsl;
-            #[derive(diesel::QueryableByName)]
-            struct N {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                n: i64,
+            if observer.waiting().await > 0 {
+                return true;
             }
-            match diesel::sql_query(&sql).get_result::<N>(&mut observer).await {
-                Ok(row) if row.n > 0 => return true,
-                Ok(_) => {}
-                Err(e) => panic!("observing pg_stat_activity: {e}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "neither finished nor blocked within 15 s"
-            );
-            tokio::task::yield_now().await;
+            observer
+                .tick("neither finished nor blocked within 15 s")
+                .await;
         }
     }
 
@@ -248,32 +232,13 @@ impl TestDb {
     /// sessions of this database wait on a lock: the participants a test
     /// holds back are all in place. Panics after 15 s.
     pub async fn wait_for_lock_waiters(&self, n: i64) {
-        let sql = format!(
-            "SELECT count(*) AS n FROM pg_stat_activity
-             WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
-            self.name
-        );
-        let mut observer = self.connect().await;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            use diesel_async::RunQueryDsl;
-            #[derive(diesel::QueryableByName)]
-            struct N {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                n: i64,
-            }
-            let waiting = match diesel::sql_query(&sql).get_result::<N>(&mut observer).await {
-                Ok(row) => row.n,
-                Err(e) => panic!("observing pg_stat_activity: {e}"),
-            };
-            if waiting >= n {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {waiting} of {n} sessions waited on a lock within 15 s"
-            );
-            tokio::task::yield_now().await;
+        let mut observer = LockObserver::new(self).await;
+        while observer.waiting().await < n {
+            observer
+                .tick(&format!(
+                    "fewer than {n} sessions waited on a lock within 15 s"
+                ))
+                .await;
         }
     }
 
@@ -358,5 +323,49 @@ impl Held {
         if let Err(e) = self.conn.batch_execute("ROLLBACK").await {
             panic!("releasing held locks: {e}");
         }
+    }
+}
+
+/// Counts, on a connection of its own, the other sessions of one database
+/// that wait on a lock (`pg_stat_activity`), for at most 15 s.
+struct LockObserver {
+    conn: AsyncPgConnection,
+    sql: String,
+    deadline: Instant,
+}
+
+impl LockObserver {
+    async fn new(db: &TestDb) -> LockObserver {
+        LockObserver {
+            conn: db.connect().await,
+            sql: format!(
+                "SELECT count(*) AS n FROM pg_stat_activity
+                 WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                db.name
+            ),
+            deadline: Instant::now() + Duration::from_secs(15),
+        }
+    }
+
+    async fn waiting(&mut self) -> i64 {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        match diesel::sql_query(&self.sql)
+            .get_result::<N>(&mut self.conn)
+            .await
+        {
+            Ok(row) => row.n,
+            Err(e) => panic!("observing pg_stat_activity: {e}"),
+        }
+    }
+
+    /// Yields before the next look; panics with `why` past the deadline.
+    async fn tick(&self, why: &str) {
+        assert!(Instant::now() < self.deadline, "{why}");
+        tokio::task::yield_now().await;
     }
 }

@@ -180,3 +180,66 @@ async fn integral_numbers_are_integers_and_fractions_are_not() {
     .await;
     assert_eq!(problem["errors"][0]["field"], "count");
 }
+
+#[tokio::test]
+async fn a_valid_token_under_another_scheme_is_not_a_session() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    for value in [
+        format!("Basic {}", ada.token),
+        format!("Token {}", ada.token),
+        ada.token.clone(),
+        "Bearer    ".to_string(),
+    ] {
+        let res = app
+            .client
+            .get(app.url("/v1/sessions/current"))
+            .header("authorization", &value)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(res.status().as_u16(), 401, "{value:?}");
+    }
+    // The same token as a bearer token is a session (scheme case-insensitive).
+    for scheme in ["Bearer", "bearer"] {
+        let res = app
+            .client
+            .get(app.url("/v1/sessions/current"))
+            .header("authorization", format!("{scheme} {}", ada.token))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(res.status().as_u16(), 200, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn a_null_optional_field_means_its_default() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let res = app
+        .create_tasks(
+            &ada.token,
+            &json!({"tasks": [{"title": "t", "schedulable": null}]}),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let body: Value = res.json().await.unwrap_or_default();
+    assert_eq!(body["tasks"][0]["schedulable"], true);
+    let res = app
+        .claim(&ada.token, &json!({"count": 1, "assignee_id": null}))
+        .await;
+    assert_eq!(res.status().as_u16(), 200);
+    let body: Value = res.json().await.unwrap_or_default();
+    assert_eq!(body["claimed"], 1);
+    assert_eq!(body["tasks"][0]["assigned_to"], ada.user_id.to_string());
+    // A required field that is null is missing.
+    let res = app.claim(&ada.token, &json!({"count": null})).await;
+    let problem = expect_problem(
+        res,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["detail"], "is required");
+}

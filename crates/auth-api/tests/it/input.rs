@@ -145,3 +145,82 @@ async fn unknown_paths_and_methods_are_problem_documents() {
         .unwrap_or_else(|e| panic!("{e}"));
     expect_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
+
+/// A login body of exactly `len` bytes (valid JSON, padded inside a string).
+fn login_body_of(len: usize) -> Vec<u8> {
+    let frame = json!({"email": "a@b.c", "password": ""}).to_string();
+    let pad = len - frame.len();
+    json!({"email": "a@b.c", "password": "p".repeat(pad)})
+        .to_string()
+        .into_bytes()
+}
+
+/// Sends `body` with chunked transfer encoding (no Content-Length), so only
+/// the streaming check can see its size; returns the status.
+async fn post_chunked(app: &TestApp, path: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    // Two chunks, so the limit is crossed while streaming, not in one read.
+    let (first, second) = body.split_at(body.len() / 2);
+    for chunk in [first, second] {
+        request.extend(format!("{:x}\r\n", chunk.len()).into_bytes());
+        request.extend_from_slice(chunk);
+        request.extend(b"\r\n");
+    }
+    request.extend(b"0\r\n\r\n");
+    stream
+        .write_all(&request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_16_kib_is_read_and_one_byte_more_is_413() {
+    let app = TestApp::spawn().await;
+    let limit = 16 * 1024;
+    let exact = login_body_of(limit);
+    assert_eq!(exact.len(), limit);
+    // Read and judged: an impossible password is 401 like any wrong one.
+    let res = app
+        .post_raw("/v1/sessions", Some("application/json"), exact.clone())
+        .await;
+    assert_eq!(res.status().as_u16(), 401, "with Content-Length");
+    assert_eq!(
+        post_chunked(&app, "/v1/sessions", &exact).await,
+        401,
+        "chunked"
+    );
+    let over = login_body_of(limit + 1);
+    expect_problem(
+        app.post_raw("/v1/sessions", Some("application/json"), over.clone())
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert_eq!(
+        post_chunked(&app, "/v1/sessions", &over).await,
+        413,
+        "chunked"
+    );
+    let far_over = login_body_of(3 * limit);
+    assert_eq!(
+        post_chunked(&app, "/v1/sessions", &far_over).await,
+        413,
+        "chunked, well over"
+    );
+}

@@ -1,7 +1,7 @@
 //! Limits raced: the login limit under a burst for one email, and the
 //! bounded hashing pool under a flood of logins.
 
-use super::participant;
+use super::{TestApp2, behind_lock, participant};
 use auth_core::config::{HashParams, HashPoolConfig, PoolConfig};
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -44,45 +44,22 @@ async fn forced_burst(app: &TestApp, right_at: Option<usize>) -> (Vec<(u16, Stri
         .db
         .hold("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
         .await;
-    let burst = {
-        let participants: Vec<_> = (0..BURST).map(|_| participant(app)).collect();
-        tokio::spawn(async move {
-            let participants = std::sync::Arc::new(participants);
-            run_together(BURST, |i| {
-                let participants = participants.clone();
-                async move {
-                    let p = &participants[i];
-                    let password = if Some(i) == right_at {
-                        PASSWORD
-                    } else {
-                        "wrong password"
-                    };
-                    let body = json!({"email": "ada@example.com", "password": password});
-                    let res = p
-                        .client
-                        .post(p.url("/v1/sessions"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("login: {e}"));
-                    let status = res.status().as_u16();
-                    let retry = res.headers().contains_key("retry-after");
-                    let body: serde_json::Value = res.json().await.unwrap_or_default();
-                    (
-                        status,
-                        body["code"].as_str().unwrap_or("").to_string(),
-                        retry,
-                    )
-                }
-            })
-            .await
-        })
-    };
     // Every participant waits in PostgreSQL: on the advisory lock, or on the
     // table lock with its write (admission or, if broken, a late record).
-    app.db.wait_for_lock_waiters(BURST as i64).await;
-    held.release().await;
-    let answers = burst.await.unwrap_or_else(|e| panic!("burst: {e}"));
+    let answers = behind_lock(app, held, BURST, |i| {
+        let p = participant(app);
+        let password = if Some(i) == right_at {
+            PASSWORD
+        } else {
+            "wrong password"
+        };
+        let body = json!({"email": "ada@example.com", "password": password});
+        async move {
+            let (status, code, retry, _) = login(&p, &body).await;
+            (status, code, retry)
+        }
+    })
+    .await;
     let hashes = app
         .state
         .sessions
@@ -92,6 +69,23 @@ async fn forced_burst(app: &TestApp, right_at: Option<usize>) -> (Vec<(u16, Stri
         .load(Ordering::SeqCst)
         - hashes_before;
     (answers, hashes)
+}
+
+/// One login: (status, problem code, has Retry-After, time to the answer).
+async fn login(p: &TestApp2, body: &serde_json::Value) -> (u16, String, bool, Duration) {
+    let started = Instant::now();
+    let res = p
+        .client
+        .post(p.url("/v1/sessions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("login: {e}"));
+    let status = res.status().as_u16();
+    let retry = res.headers().contains_key("retry-after");
+    let body: serde_json::Value = res.json().await.unwrap_or_default();
+    let code = body["code"].as_str().unwrap_or("").to_string();
+    (status, code, retry, started.elapsed())
 }
 
 fn count(answers: &[(u16, String, bool)], status: u16, code: &str) -> usize {
@@ -232,21 +226,8 @@ async fn a_hash_flood_gets_fast_503s_while_validations_flow() {
                 // A fresh email each: the per-email limit never trips.
                 let body =
                     json!({"email": format!("flood{i}@example.com"), "password": "wrong password"});
-                let started = Instant::now();
-                let res = p
-                    .client
-                    .post(p.url("/v1/sessions"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("login: {e}"));
-                let retry = res.headers().contains_key("retry-after");
-                let status = res.status().as_u16();
-                let code = res.json::<serde_json::Value>().await.unwrap_or_default()["code"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                out.push(("login", status, code, retry, started.elapsed()));
+                let (status, code, retry, took) = login(&p, &body).await;
+                out.push(("login", status, code, retry, took));
             } else {
                 for _ in 0..20 {
                     let (status, _) = p

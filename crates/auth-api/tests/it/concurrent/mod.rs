@@ -10,6 +10,8 @@ mod queue;
 mod sessions;
 
 use test_support::TestApp;
+use test_support::concurrency::run_together;
+use test_support::db::Held;
 
 /// A client of its own for one participant: no connection reuse between
 /// participants, so their requests really run side by side.
@@ -48,4 +50,20 @@ impl TestApp2 {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+/// `n` participants released together while the test holds `held`; once
+/// all `n` wait on a lock in PostgreSQL, the test lets go. The forced form
+/// of a race whose window is too narrow for a barrier alone.
+pub async fn behind_lock<T, F, Fut>(app: &TestApp, held: Held, n: usize, participant: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let (results, ()) = tokio::join!(run_together(n, participant), async {
+        app.db.wait_for_lock_waiters(n as i64).await;
+        held.release().await;
+    });
+    results
 }

@@ -1,4 +1,4 @@
-use super::participant;
+use super::{behind_lock, participant};
 use auth_core::config::{PoolConfig, SessionPolicy};
 use serde_json::json;
 use std::sync::Arc;
@@ -34,26 +34,16 @@ async fn concurrent_registrations_of_one_email_yield_one_user() {
              VALUES (gen_random_uuid(), 'race@example.com', 'held by the test')",
         )
         .await;
-    let registrations = {
-        let participants: Vec<_> = (0..8).map(|_| participant(&app)).collect();
-        tokio::spawn(async move {
-            let participants = Arc::new(participants);
-            run_together(8, |i| {
-                let participants = participants.clone();
-                async move {
-                    let p = &participants[i];
-                    let body = json!({"email": "race@example.com", "password": PASSWORD});
-                    p.send(p.client.post(p.url("/v1/users")).json(&body))
-                        .await
-                        .0
-                }
-            })
-            .await
-        })
-    };
-    app.db.wait_for_lock_waiters(8).await;
-    held.release().await;
-    let statuses = registrations.await.unwrap_or_default();
+    let statuses = behind_lock(&app, held, 8, |_| {
+        let p = participant(&app);
+        async move {
+            let body = json!({"email": "race@example.com", "password": PASSWORD});
+            p.send(p.client.post(p.url("/v1/users")).json(&body))
+                .await
+                .0
+        }
+    })
+    .await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 201).count(),
         1,
@@ -242,30 +232,19 @@ async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
             ada.session_id
         ))
         .await;
-    let refreshes = {
-        let participants: Vec<_> = (0..8).map(|_| participant(&app)).collect();
+    let results = behind_lock(&app, held, 8, |_| {
+        let p = participant(&app);
         let token = ada.token.clone();
-        tokio::spawn(async move {
-            let participants = Arc::new(participants);
-            run_together(8, |i| {
-                let participants = participants.clone();
-                let token = token.clone();
-                async move {
-                    let p = &participants[i];
-                    p.send(
-                        p.client
-                            .post(p.url("/v1/sessions/current/refresh"))
-                            .bearer_auth(&token),
-                    )
-                    .await
-                }
-            })
+        async move {
+            p.send(
+                p.client
+                    .post(p.url("/v1/sessions/current/refresh"))
+                    .bearer_auth(&token),
+            )
             .await
-        })
-    };
-    app.db.wait_for_lock_waiters(8).await;
-    held.release().await;
-    let results = refreshes.await.unwrap_or_default();
+        }
+    })
+    .await;
     let winners: Vec<_> = results.iter().filter(|(s, _)| *s == 201).collect();
     assert_eq!(winners.len(), 1, "{results:?}");
     assert_eq!(
@@ -302,26 +281,15 @@ async fn concurrent_revoke_all_counts_each_session_once() {
             sessions[5].session_id
         ))
         .await;
-    let calls = {
-        let participants: Vec<_> = (0..6).map(|_| participant(&app)).collect();
-        let tokens: Vec<String> = sessions.iter().map(|s| s.token.clone()).collect();
-        tokio::spawn(async move {
-            let participants = Arc::new(participants);
-            run_together(6, |i| {
-                let participants = participants.clone();
-                let token = tokens[i].clone();
-                async move {
-                    let p = &participants[i];
-                    p.send(p.client.delete(p.url("/v1/sessions")).bearer_auth(&token))
-                        .await
-                }
-            })
-            .await
-        })
-    };
-    app.db.wait_for_lock_waiters(6).await;
-    held.release().await;
-    let results = calls.await.unwrap_or_default();
+    let results = behind_lock(&app, held, 6, |i| {
+        let p = participant(&app);
+        let token = sessions[i].token.clone();
+        async move {
+            p.send(p.client.delete(p.url("/v1/sessions")).bearer_auth(&token))
+                .await
+        }
+    })
+    .await;
     let revoked: i64 = results
         .iter()
         .filter(|(s, _)| *s == 200)
