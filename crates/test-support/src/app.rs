@@ -308,10 +308,12 @@ pub async fn expect_problem(res: Response, status: StatusCode, code: &str) -> Va
         status.as_u16(),
         "problem status member; body: {body}"
     );
-    assert!(
-        body["type"].is_string() && body["title"].is_string(),
-        "type and title; body: {body}"
+    assert_eq!(
+        body["type"],
+        format!("urn:tessera:problem:{code}"),
+        "problem type; body: {body}"
     );
+    assert!(body["title"].is_string(), "title; body: {body}");
     body
 }
 

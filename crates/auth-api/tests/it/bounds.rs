@@ -100,6 +100,17 @@ async fn a_batch_of_a_million_bad_items_gets_a_small_422() {
     assert_eq!(problem["errors"].as_array().map(Vec::len), Some(50));
     assert_eq!(problem["truncated"], true);
     assert_eq!(problem["errors"][0]["field"], "tasks[0]");
+    // Exactly 50 bad items: all listed, nothing left out, so no `truncated`.
+    let items: Vec<Value> = (0..50).map(|_| json!(0)).collect();
+    let res = app.create_tasks(&ada.token, &json!({"tasks": items})).await;
+    let problem = expect_problem(
+        res,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(problem["errors"].as_array().map(Vec::len), Some(50));
+    assert!(problem.get("truncated").is_none(), "{problem}");
     // A few bad items: all listed, no `truncated`.
     let res = app
         .create_tasks(&ada.token, &json!({"tasks": [{"title": 7}, 3]}))

@@ -224,3 +224,54 @@ async fn a_body_of_exactly_16_kib_is_read_and_one_byte_more_is_413() {
         "chunked, well over"
     );
 }
+
+#[tokio::test]
+async fn problems_say_what_to_fix_in_their_detail() {
+    let app = TestApp::spawn().await;
+    let not_json = expect_problem(
+        app.post_raw("/v1/users", Some("application/json"), b"{".to_vec())
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    )
+    .await;
+    assert_eq!(not_json["detail"], "the body is not valid JSON");
+    let too_big = expect_problem(
+        app.post_raw("/v1/users", Some("application/json"), login_body_of(20_000))
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert_eq!(too_big["detail"], "the body must be at most 16384 bytes");
+    let wrong_type = expect_problem(
+        app.post_raw("/v1/users", Some("text/plain"), b"{}".to_vec())
+            .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert_eq!(wrong_type["detail"], "send Content-Type: application/json");
+    for _ in 0..10 {
+        app.login("ghost@example.com", "wrong password").await;
+    }
+    let limited = expect_problem(
+        app.login("ghost@example.com", "wrong password").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+    )
+    .await;
+    let detail = limited["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("try again in ") && detail.ends_with(" s"),
+        "{detail}"
+    );
+    // Answers that need no detail carry none.
+    let unknown = expect_problem(
+        app.get("/v1/sessions/current", None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    assert!(unknown.get("detail").is_none(), "{unknown}");
+}
