@@ -50,7 +50,7 @@ fn bounds(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
         "MWARMUP /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     )?;
     let metrics_before = crate::load::service::get(&format!("{base}/metrics"))?.len();
-    let rss_before = current_rss_mib(service.pid()).context("reading RSS")?;
+    let rss_before = service.rss_mib().context("reading RSS")?;
     let filler = "A".repeat(1000);
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..3000 {
@@ -66,7 +66,7 @@ fn bounds(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
         *statuses.entry(status.to_string()).or_default() += 1;
     }
     let metrics_after = crate::load::service::get(&format!("{base}/metrics"))?.len();
-    let rss_after = current_rss_mib(service.pid()).context("reading RSS")?;
+    let rss_after = service.rss_mib().context("reading RSS")?;
     // The 1 MiB batch of zeros, from a signed-in caller.
     let token = fresh_token(&base, "bounds")?;
     let mut body = String::from("{\"tasks\":[0");
@@ -302,14 +302,6 @@ fn status_of(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
-}
-
-/// Resident memory now (VmRSS), in MiB.
-fn current_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 fn report(

@@ -131,8 +131,21 @@ impl Service {
 
     /// The service's peak resident memory so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
+        self.memory_mib("VmHWM")
+    }
+
+    /// The service's resident memory now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> Option<f64> {
+        self.memory_mib("VmRSS")
+    }
+
+    /// A `kB` line of `/proc/<pid>/status`, in MiB.
+    fn memory_mib(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?;
         let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib / 1024.0)
     }
