@@ -192,6 +192,17 @@ async fn integral_numbers_are_integers_and_fractions_are_not() {
     assert_eq!(problem["errors"][0]["field"], "count");
 }
 
+/// The status of a validation sent with exactly this `Authorization` value.
+async fn validate_with(app: &TestApp, authorization: &str) -> u16 {
+    app.client
+        .get(app.url("/v1/sessions/current"))
+        .header("authorization", authorization)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[tokio::test]
 async fn a_valid_token_under_another_scheme_is_not_a_session() {
     let app = TestApp::spawn().await;
@@ -202,25 +213,12 @@ async fn a_valid_token_under_another_scheme_is_not_a_session() {
         ada.token.clone(),
         "Bearer    ".to_string(),
     ] {
-        let res = app
-            .client
-            .get(app.url("/v1/sessions/current"))
-            .header("authorization", &value)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(res.status().as_u16(), 401, "{value:?}");
+        assert_eq!(validate_with(&app, &value).await, 401, "{value:?}");
     }
     // The same token as a bearer token is a session (scheme case-insensitive).
     for scheme in ["Bearer", "bearer"] {
-        let res = app
-            .client
-            .get(app.url("/v1/sessions/current"))
-            .header("authorization", format!("{scheme} {}", ada.token))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(res.status().as_u16(), 200, "{scheme}");
+        let value = format!("{scheme} {}", ada.token);
+        assert_eq!(validate_with(&app, &value).await, 200, "{scheme}");
     }
 }
 
