@@ -281,3 +281,127 @@ fn anyhow_chain(e: &auth_core::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ApiError, anyhow_chain};
+    use actix_web::ResponseError as _;
+    use actix_web::http::StatusCode;
+    use auth_core::Error as E;
+    use auth_core::hashing::HashError;
+    use std::sync::{Arc, Mutex};
+
+    /// What rendering `error` as a response logged, at every level.
+    fn logged_by(error: &ApiError) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                match self.0.lock() {
+                    Ok(mut held) => held.extend_from_slice(bytes),
+                    Err(poisoned) => poisoned.into_inner().extend_from_slice(bytes),
+                }
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let _ = error.error_response();
+        });
+        let bytes = match buffer.0.lock() {
+            Ok(held) => held.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_as_an_error_with_its_causes() {
+        let log = logged_by(&ApiError::Core(E::Hashing(HashError::Failed(
+            "salt refused".into(),
+        ))));
+        assert!(log.contains("ERROR"), "{log}");
+        assert!(log.contains("request failed"), "{log}");
+        assert!(log.contains("salt refused"), "{log}");
+    }
+
+    #[test]
+    fn an_unavailable_database_is_a_warning_and_shed_load_only_debug() {
+        let log = logged_by(&ApiError::Core(E::Unavailable("pool timed out".into())));
+        assert!(log.contains("WARN"), "{log}");
+        assert!(log.contains("database unavailable"), "{log}");
+        assert!(!log.contains("ERROR"), "{log}");
+        let log = logged_by(&ApiError::Core(E::Overloaded(HashError::QueueFull)));
+        assert!(log.contains("DEBUG") && log.contains("shed load"), "{log}");
+        assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+    }
+
+    #[test]
+    fn client_errors_log_nothing() {
+        for error in [
+            ApiError::Core(E::InvalidCredentials),
+            ApiError::Core(E::InvalidToken),
+            ApiError::Core(E::TooManyAttempts {
+                retry_after_secs: 3,
+            }),
+            ApiError::NotFound,
+            ApiError::UnsupportedMediaType,
+        ] {
+            assert_eq!(logged_by(&error), "", "{error:?} logged");
+        }
+    }
+
+    #[test]
+    fn the_cause_chain_names_every_cause_in_order() {
+        let e = E::Overloaded(HashError::DeadlineExceeded);
+        let deadline = HashError::DeadlineExceeded.to_string();
+        assert_eq!(
+            anyhow_chain(&e),
+            format!("overloaded: {deadline}: {deadline}")
+        );
+        assert_eq!(anyhow_chain(&E::InvalidToken), "invalid token");
+    }
+
+    #[test]
+    fn the_status_and_the_message_match_the_problem() {
+        let cases = [
+            (ApiError::Core(E::EmailTaken), StatusCode::CONFLICT),
+            (ApiError::Core(E::NotAssignee), StatusCode::CONFLICT),
+            (
+                ApiError::Core(E::Unavailable("down".into())),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ApiError::PayloadTooLarge { limit: 8 },
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (
+                ApiError::Validation(vec![]),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status_code(), status, "{error:?}");
+            assert_eq!(error.error_response().status(), status, "{error:?}");
+        }
+        // Core errors say what they are; the others their stable code.
+        assert_eq!(
+            ApiError::Core(E::EmailTaken).to_string(),
+            "email already registered"
+        );
+        assert_eq!(ApiError::NotFound.to_string(), "not_found");
+        assert_eq!(
+            ApiError::UnsupportedMediaType.to_string(),
+            "unsupported_media_type"
+        );
+    }
+}

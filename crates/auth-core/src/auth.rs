@@ -66,10 +66,6 @@ impl SessionService {
         }
     }
 
-    pub fn policy(&self) -> &SessionPolicy {
-        &self.policy
-    }
-
     pub fn hasher(&self) -> &PasswordHasher {
         &self.hasher
     }

@@ -88,3 +88,29 @@ async fn passwords_are_stored_as_argon2id_hashes() {
         .await;
     assert_eq!(hashed, 1);
 }
+
+/// Only a unique violation means "taken": any other failure of the insert
+/// (here a trigger the test installs) is a 500, never a false `email_taken`.
+#[tokio::test]
+async fn a_failed_insert_that_is_not_a_duplicate_is_a_500_not_email_taken() {
+    let app = TestApp::spawn().await;
+    app.db
+        .execute(
+            "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_insert BEFORE INSERT ON users \
+             FOR EACH ROW EXECUTE FUNCTION refuse_insert()",
+        )
+        .await;
+    let problem = expect_problem(
+        app.register("ada@example.com", "long enough pw").await,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+    )
+    .await;
+    assert!(
+        !problem.to_string().contains("refused by the test"),
+        "a 500 shows no internals: {problem}"
+    );
+    assert_eq!(app.db.count("SELECT count(*) AS n FROM users").await, 0);
+}
