@@ -30,6 +30,7 @@ pub const FAULTS: &[&str] = &[
     "hash_queue_unbounded",
     "user_lock_for_update",
     "session_created_at_tx_start",
+    "counts_folded_in_two_statements",
 ];
 
 const TIER2: &[&str] = &[

@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -37,7 +37,13 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         metrics,
         sessions: SessionService::new(pool.clone(), hasher, config.sessions.clone()),
         queue: TaskQueue::new(pool, config.queue.clone()),
+        alive: std::sync::Arc::new(()),
     };
+    crate::maintenance::spawn_count_folding(
+        state.queue.clone(),
+        config.queue.counts_fold_interval,
+        std::sync::Arc::downgrade(&state.alive),
+    );
     let listener =
         TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();

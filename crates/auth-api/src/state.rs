@@ -11,4 +11,7 @@ pub struct AppState {
     pub sessions: SessionService,
     pub queue: TaskQueue,
     pub metrics: Metrics,
+    /// Owned by every holder of the state; background upkeep stops once
+    /// none is left.
+    pub alive: std::sync::Arc<()>,
 }

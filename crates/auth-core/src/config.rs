@@ -112,21 +112,26 @@ impl SessionPolicy {
 pub struct QueuePolicy {
     /// How long a claim holds a task before it is claimable again.
     pub lease: Duration,
+    /// How often the service folds the task-count deltas (stats read their
+    /// sum, so the rows between folds are what a stats call adds up).
+    pub counts_fold_interval: Duration,
 }
 
 impl Default for QueuePolicy {
     fn default() -> Self {
         QueuePolicy {
             lease: Duration::from_secs(300),
+            counts_fold_interval: Duration::from_secs(2),
         }
     }
 }
 
 impl QueuePolicy {
-    /// Reads `TESSERA_TASK_LEASE_SECS`.
+    /// Reads `TESSERA_TASK_LEASE_SECS`, `TESSERA_TASK_COUNTS_FOLD_SECS`.
     pub fn from_env() -> Result<QueuePolicy, ConfigError> {
         Ok(QueuePolicy {
             lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)?,
+            counts_fold_interval: env_secs("TESSERA_TASK_COUNTS_FOLD_SECS", 2)?,
         })
     }
 }

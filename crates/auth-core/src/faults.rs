@@ -43,10 +43,12 @@ pub enum Fault {
     UserLockForUpdate,
     /// A session's created_at is its transaction's start, not its issue.
     SessionCreatedAtTxStart,
+    /// Task counts are folded as read-sums, delete-all, insert-sums.
+    CountsFoldedInTwoStatements,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 18] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -64,6 +66,7 @@ impl Fault {
         Fault::HashQueueUnbounded,
         Fault::UserLockForUpdate,
         Fault::SessionCreatedAtTxStart,
+        Fault::CountsFoldedInTwoStatements,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +88,7 @@ impl Fault {
             Fault::HashQueueUnbounded => "hash_queue_unbounded",
             Fault::UserLockForUpdate => "user_lock_for_update",
             Fault::SessionCreatedAtTxStart => "session_created_at_tx_start",
+            Fault::CountsFoldedInTwoStatements => "counts_folded_in_two_statements",
         }
     }
 
@@ -394,5 +398,35 @@ pub(crate) mod sql {
             .execute(conn)
             .await
             .map(|_| ())
+    }
+
+    /// Folds the task-count deltas in separate statements: what a writer
+    /// appends between the read and the delete is deleted unsummed.
+    pub(crate) async fn fold_counts_in_two_statements(
+        conn: &mut AsyncPgConnection,
+    ) -> QueryResult<usize> {
+        #[derive(QueryableByName)]
+        struct Sum {
+            #[diesel(sql_type = Text)]
+            status: String,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let sums: Vec<Sum> = diesel::sql_query(
+            "SELECT status, sum(n)::bigint AS n FROM task_count_deltas GROUP BY status",
+        )
+        .get_results(conn)
+        .await?;
+        let folded = diesel::sql_query("DELETE FROM task_count_deltas")
+            .execute(conn)
+            .await?;
+        let statuses: Vec<&str> = sums.iter().map(|s| s.status.as_str()).collect();
+        let counts: Vec<i64> = sums.iter().map(|s| s.n).collect();
+        diesel::sql_query("INSERT INTO task_count_deltas (status, n) SELECT * FROM unnest($1, $2)")
+            .bind::<Array<Text>, _>(statuses)
+            .bind::<Array<BigInt>, _>(counts)
+            .execute(conn)
+            .await?;
+        Ok(folded)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::config::QueuePolicy;
 use crate::db::DbPool;
-use crate::domain::FieldError;
+use crate::domain::{FieldError, TaskStatus};
 use crate::error::{Error, Result};
 use crate::store::tasks::{self, ClaimRequest, TaskCounts, TaskRow};
 use uuid::Uuid;
@@ -68,8 +68,6 @@ fn title_problem(title: &str) -> Option<&'static str> {
         None
     }
 }
-
-pub const STATUSES: [&str; 3] = ["unassigned", "assigned", "completed"];
 
 #[derive(Clone, Debug)]
 pub struct TaskQueue {
@@ -172,9 +170,8 @@ impl TaskQueue {
 
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
         let mut errors = Vec::new();
-        if let Some(status) = &filter.status
-            && !STATUSES.contains(&status.as_str())
-        {
+        let status = filter.status.as_deref().map(TaskStatus::parse);
+        if status == Some(None) {
             errors.push(FieldError::new(
                 "status",
                 "must be unassigned, assigned or completed",
@@ -188,11 +185,18 @@ impl TaskQueue {
             return Err(Error::Invalid(errors));
         }
         let mut conn = self.pool.get().await?;
-        Ok(tasks::list(&mut conn, filter.status.as_deref(), filter.assignee, limit).await?)
+        Ok(tasks::list(&mut conn, status.flatten(), filter.assignee, limit).await?)
     }
 
     pub async fn stats(&self) -> Result<TaskCounts> {
         let mut conn = self.pool.get().await?;
         Ok(tasks::counts(&mut conn).await?)
+    }
+
+    /// Folds the count deltas the writers appended (the service runs this
+    /// every few seconds; any number of instances may run it at once).
+    pub async fn compact_counts(&self) -> Result<usize> {
+        let mut conn = self.pool.get().await?;
+        Ok(tasks::compact_counts(&mut conn).await?)
     }
 }

@@ -181,6 +181,23 @@ impl TestDb {
         }
     }
 
+    /// Reads a column of uuids afresh, in the query's order (the query must
+    /// return one uuid column named `id`).
+    pub async fn uuids(&self, sql: &str) -> Vec<uuid::Uuid> {
+        use diesel::QueryableByName;
+        use diesel_async::RunQueryDsl;
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            id: uuid::Uuid,
+        }
+        let mut conn = self.connect().await;
+        match diesel::sql_query(sql).get_results::<Id>(&mut conn).await {
+            Ok(rows) => rows.into_iter().map(|r| r.id).collect(),
+            Err(e) => panic!("{sql}: {e} (the query must return one uuid column named id)"),
+        }
+    }
+
     /// Reads one bigint afresh, on a new connection: what the database holds
     /// now, not what any participant believes.
     pub async fn count(&self, sql: &str) -> i64 {

@@ -572,3 +572,132 @@ async fn the_task_body_limit_is_one_mebibyte() {
     )
     .await;
 }
+
+/// The listing runs on the stored columns and their indexes; what it shows
+/// must be exactly what the plain filter over `task_view` shows, for every
+/// filter and limit, with lapsed leases interleaved among the others.
+#[tokio::test]
+async fn every_listing_matches_the_plain_filter_over_the_view() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let bob = app.signup("bob@example.com").await;
+    let ids = claimable_fixture(&app, &ada, 12).await;
+    for (who, count) in [(&ada, 4), (&bob, 3)] {
+        expect_status(
+            app.claim(&who.token, &json!({"count": count})).await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+    // ada holds 0..4, bob 4..7; 0 and 5 complete, 1 and 4 lapse.
+    for (who, id) in [(&ada, ids[0]), (&bob, ids[5])] {
+        expect_status(
+            app.complete(&who.token, &id.to_string()).await,
+            StatusCode::OK,
+        )
+        .await;
+    }
+    app.db
+        .execute(&format!(
+            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id IN ('{}', '{}')",
+            ids[1], ids[4]
+        ))
+        .await;
+
+    for status in [
+        None,
+        Some("unassigned"),
+        Some("assigned"),
+        Some("completed"),
+    ] {
+        for (mine, who) in [(false, &ada), (true, &ada), (true, &bob)] {
+            for limit in [1, 2, 3, 100] {
+                let mut query = format!("?limit={limit}");
+                let mut wheres = vec!["TRUE".to_owned()];
+                if let Some(status) = status {
+                    query.push_str(&format!("&status={status}"));
+                    wheres.push(format!("status = '{status}'"));
+                }
+                if mine {
+                    query.push_str("&assignee=me");
+                    wheres.push(format!("assigned_to = '{}'", who.user_id));
+                }
+                let expected = app
+                    .db
+                    .uuids(&format!(
+                        "SELECT id FROM task_view WHERE {} ORDER BY seq LIMIT {limit}",
+                        wheres.join(" AND ")
+                    ))
+                    .await;
+                let listed =
+                    expect_status(app.list_tasks(&who.token, &query).await, StatusCode::OK).await;
+                assert_eq!(ids_of(&listed), expected, "{query}");
+            }
+        }
+    }
+    // The fixture really mixes every case (else the loop above proves less).
+    let shown =
+        |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
+    assert_eq!(app.db.count(&shown("unassigned")).await, 7);
+    assert_eq!(app.db.count(&shown("assigned")).await, 3);
+    assert_eq!(app.db.count(&shown("completed")).await, 2);
+}
+
+/// Stats sum the deltas the writers appended; folding them changes nothing
+/// a caller can see, and neither does a write made behind the service's back.
+#[tokio::test]
+async fn stats_match_the_view_before_and_after_the_counts_are_folded() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let ids = claimable_fixture(&app, &ada, 6).await;
+    expect_status(
+        app.claim(&ada.token, &json!({"count": 4})).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.complete(&ada.token, &ids[0].to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+    expect_status(
+        app.release(&ada.token, &ids[1].to_string()).await,
+        StatusCode::OK,
+    )
+    .await;
+    app.db
+        .execute(&format!(
+            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = '{}';
+             DELETE FROM tasks WHERE id = '{}'",
+            ids[2], ids[5]
+        ))
+        .await;
+    let from_view = || async {
+        let mut counts = serde_json::Map::new();
+        for status in ["unassigned", "assigned", "completed"] {
+            let n = app
+                .db
+                .count(&format!(
+                    "SELECT count(*) AS n FROM task_view WHERE status = '{status}'"
+                ))
+                .await;
+            counts.insert(status.into(), n.into());
+        }
+        Value::Object(counts)
+    };
+    let expected = json!({"unassigned": 3, "assigned": 1, "completed": 1});
+    assert_eq!(from_view().await, expected);
+    let deltas = "SELECT count(*) AS n FROM task_count_deltas";
+    assert!(app.db.count(deltas).await > 3, "unfolded deltas to sum");
+    assert_eq!(
+        expect_status(app.stats(&ada.token).await, StatusCode::OK).await,
+        expected
+    );
+    let folded = app.state.queue.compact_counts().await;
+    assert!(matches!(folded, Ok(n) if n > 3), "{folded:?}");
+    assert!(app.db.count(deltas).await <= 3, "one row per status left");
+    assert_eq!(
+        expect_status(app.stats(&ada.token).await, StatusCode::OK).await,
+        expected
+    );
+}

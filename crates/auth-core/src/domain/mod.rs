@@ -2,10 +2,12 @@
 
 mod email;
 mod password;
+mod task_status;
 mod token;
 
 pub use email::Email;
 pub use password::Password;
+pub use task_status::TaskStatus;
 pub use token::{SessionToken, TokenHash};
 
 use serde::Serialize;

@@ -1,6 +1,7 @@
 //! The `tasks` table (the shared work queue) and its `task_view`.
 
 use super::secs;
+use crate::domain::TaskStatus;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
@@ -197,22 +198,65 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskR
 }
 
 /// Tasks as shown (expired leases read as unassigned), oldest first.
+///
+/// The filter runs on the stored columns, where the indexes are
+/// (`tasks_status_seq`, `tasks_assignee_status`, `seq`), each part ordered
+/// by `seq` and limited, so `LIMIT n` reads about n rows per part whatever
+/// the history holds; `task_view` then shows the picked rows.
 pub async fn list(
     conn: &mut AsyncPgConnection,
-    status: Option<&str>,
+    status: Option<TaskStatus>,
     assignee: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<TaskRow>, DbError> {
+    let parts = listing_parts(status, assignee.is_some());
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let picked = parts
+        .iter()
+        .map(|condition| {
+            format!("(SELECT id, seq FROM tasks WHERE {condition} ORDER BY seq LIMIT $2)")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM task_view
-         WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR assigned_to = $2)
-         ORDER BY seq LIMIT $3"
+        "SELECT {} FROM (SELECT id, seq FROM ({picked}) AS parts ORDER BY seq LIMIT $2) AS picked
+         JOIN task_view v ON v.id = picked.id ORDER BY v.seq",
+        qualified_columns("v")
     ))
-    .bind::<Nullable<Text>, _>(status)
     .bind::<Nullable<SqlUuid>, _>(assignee)
     .bind::<BigInt, _>(limit)
     .get_results(conn)
     .await
+}
+
+/// The stored conditions whose union is the shown filter (`$1`: the
+/// assignee, when `by_assignee`). A lapsed lease shows as unassigned with no
+/// assignee, so it joins the unassigned part and leaves every assignee's.
+fn listing_parts(status: Option<TaskStatus>, by_assignee: bool) -> Vec<String> {
+    const LAPSED: &str = "status = 'assigned' AND lease_expires_at <= now()";
+    const HELD: &str = "status = 'assigned' AND lease_expires_at > now()";
+    const DONE: &str = "status = 'completed'";
+    let parts: Vec<&str> = match (status, by_assignee) {
+        (None, false) => vec!["TRUE"],
+        (Some(TaskStatus::Unassigned), false) => vec!["status = 'unassigned'", LAPSED],
+        // A task shown as unassigned has no assignee.
+        (Some(TaskStatus::Unassigned), true) => vec![],
+        (Some(TaskStatus::Assigned), _) => vec![HELD],
+        (Some(TaskStatus::Completed), _) => vec![DONE],
+        (None, true) => vec![HELD, DONE],
+    };
+    parts
+        .into_iter()
+        .map(|part| {
+            if by_assignee {
+                format!("assigned_to = $1 AND {part}")
+            } else {
+                format!("($1::uuid IS NULL) AND {part}")
+            }
+        })
+        .collect()
 }
 
 /// Counts by shown status, from the database at the time of the call.
@@ -226,13 +270,48 @@ pub struct TaskCounts {
     pub completed: i64,
 }
 
+/// Sums the count deltas the triggers append (one statement, one snapshot:
+/// exactly that snapshot's counts by stored status), then moves the lapsed
+/// leases from assigned to unassigned, counted on `tasks_leased` (open work
+/// only). No statement here reads the completed history.
 pub async fn counts(conn: &mut AsyncPgConnection) -> Result<TaskCounts, DbError> {
     diesel::sql_query(
-        "SELECT count(*) FILTER (WHERE status = 'unassigned') AS unassigned,
-                count(*) FILTER (WHERE status = 'assigned') AS assigned,
-                count(*) FILTER (WHERE status = 'completed') AS completed
-         FROM task_view",
+        "WITH stored AS (
+             SELECT coalesce(sum(n) FILTER (WHERE status = 'unassigned'), 0)::bigint AS unassigned,
+                    coalesce(sum(n) FILTER (WHERE status = 'assigned'), 0)::bigint AS assigned,
+                    coalesce(sum(n) FILTER (WHERE status = 'completed'), 0)::bigint AS completed
+             FROM task_count_deltas
+         ), lapsed AS (
+             SELECT count(*) AS n FROM tasks WHERE status = 'assigned' AND lease_expires_at <= now()
+         )
+         SELECT stored.unassigned + lapsed.n AS unassigned,
+                stored.assigned - lapsed.n AS assigned,
+                stored.completed
+         FROM stored, lapsed",
     )
     .get_result(conn)
     .await
+}
+
+/// Folds the count deltas into one row per status; returns how many rows
+/// it folded. One statement deletes what it sums, so a concurrent fold
+/// skips rows already folded and a concurrent writer's rows stay for later.
+pub async fn compact_counts(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
+    or_fault!(CountsFoldedInTwoStatements => crate::faults::sql::fold_counts_in_two_statements(conn).await);
+    #[derive(QueryableByName)]
+    struct Folded {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(
+        "WITH gone AS (DELETE FROM task_count_deltas RETURNING status, n),
+              kept AS (
+                  INSERT INTO task_count_deltas (status, n)
+                  SELECT status, sum(n) FROM gone GROUP BY status HAVING sum(n) <> 0
+              )
+         SELECT count(*) AS n FROM gone",
+    )
+    .get_result::<Folded>(conn)
+    .await
+    .map(|f| usize::try_from(f.n).unwrap_or(0))
 }

@@ -245,3 +245,136 @@ async fn complete_release_and_claims_of_one_task_have_one_consistent_outcome() {
         "every claim counted once"
     );
 }
+
+/// Writers append count deltas while folders fold them and a reader reads
+/// stats: no fold may lose or double a delta (the final stats equal a fresh
+/// count of the view) and no stats answer may show a total other than the
+/// tasks that exist (status changes move counts, never drop them).
+#[tokio::test]
+async fn folding_the_task_counts_while_workers_write_loses_no_change() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const TASKS: i64 = 200;
+    const WORKERS: usize = 5;
+    let app = TestApp::spawn().await;
+    let producer = app.signup("producer@example.com").await;
+    app.create_n_tasks(&producer.token, "fold", TASKS as usize)
+        .await;
+    let mut workers = Vec::new();
+    for i in 0..WORKERS {
+        workers.push(app.signup(&format!("worker{i}@example.com")).await);
+    }
+    let finished = Arc::new(AtomicUsize::new(0));
+    // Participants 0..5 write, 5 and 6 fold, 7 reads stats.
+    let totals = run_together(WORKERS + 3, |i| {
+        let p = participant(&app);
+        let me = workers.get(i).cloned().unwrap_or_else(|| producer.clone());
+        let queue = app.state.queue.clone();
+        let finished = finished.clone();
+        async move {
+            let mut totals = Vec::new();
+            if i < WORKERS {
+                for _ in 0..12 {
+                    let claim = p
+                        .client
+                        .post(p.url("/v1/tasks/claim"))
+                        .bearer_auth(&me.token)
+                        .json(&json!({"count": 3}));
+                    let (status, body) = p.send(claim).await;
+                    assert_eq!(status, 200, "{body}");
+                    let ids: Vec<String> = body["tasks"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                        .collect();
+                    for (k, id) in ids.iter().take(2).enumerate() {
+                        let action = if k == 0 { "complete" } else { "release" };
+                        let req = p
+                            .client
+                            .post(p.url(&format!("/v1/tasks/{id}/{action}")))
+                            .bearer_auth(&me.token);
+                        let (status, body) = p.send(req).await;
+                        assert_eq!(status, 200, "{action}: {body}");
+                    }
+                }
+                finished.fetch_add(1, Ordering::SeqCst);
+            } else if i < WORKERS + 2 {
+                // Bounded: at most 2,000 folds, fewer once the writers are done.
+                for _ in 0..2_000 {
+                    if finished.load(Ordering::SeqCst) == WORKERS {
+                        break;
+                    }
+                    if let Err(e) = queue.compact_counts().await {
+                        panic!("fold failed: {e}");
+                    }
+                }
+            } else {
+                for _ in 0..2_000 {
+                    if finished.load(Ordering::SeqCst) == WORKERS {
+                        break;
+                    }
+                    let (status, body) = p
+                        .send(
+                            p.client
+                                .get(p.url("/v1/tasks/stats"))
+                                .bearer_auth(&me.token),
+                        )
+                        .await;
+                    assert_eq!(status, 200, "{body}");
+                    let total: i64 = ["unassigned", "assigned", "completed"]
+                        .iter()
+                        .map(|s| body[*s].as_i64().unwrap_or(-1))
+                        .sum();
+                    totals.push(total);
+                }
+            }
+            totals
+        }
+    })
+    .await;
+    let totals: Vec<i64> = totals.into_iter().flatten().collect();
+    assert!(
+        !totals.is_empty(),
+        "the reader read stats while writers wrote"
+    );
+    let wrong: Vec<&i64> = totals.iter().filter(|t| **t != TASKS).collect();
+    assert!(
+        wrong.is_empty(),
+        "stats totals other than {TASKS}: {wrong:?}"
+    );
+
+    let stats = app
+        .state
+        .queue
+        .stats()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shown =
+        |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
+    let fresh = (
+        app.db.count(&shown("unassigned")).await,
+        app.db.count(&shown("assigned")).await,
+        app.db.count(&shown("completed")).await,
+    );
+    assert_eq!((stats.unassigned, stats.assigned, stats.completed), fresh);
+    assert!(
+        fresh.2 > 0 && fresh.1 > 0,
+        "the writers changed statuses: {fresh:?}"
+    );
+    // Per stored status, the deltas sum to the rows (none lost, none twice).
+    assert_eq!(
+        app.db
+            .count(
+                "SELECT count(*) AS n FROM (
+                     SELECT status, count(*) AS n FROM tasks GROUP BY status
+                 ) AS t FULL JOIN (
+                     SELECT status, sum(n) AS n FROM task_count_deltas GROUP BY status
+                 ) AS d USING (status)
+                 WHERE t.n IS DISTINCT FROM d.n"
+            )
+            .await,
+        0,
+        "a stored status whose deltas do not sum to its rows"
+    );
+}

@@ -1,0 +1,11 @@
+DROP INDEX tasks_assignee_status;
+CREATE INDEX tasks_assignee ON tasks (assigned_to, seq) WHERE assigned_to IS NOT NULL;
+DROP INDEX tasks_status_seq;
+DROP INDEX tasks_leased;
+DROP TRIGGER task_counts_delete ON tasks;
+DROP TRIGGER task_counts_update ON tasks;
+DROP TRIGGER task_counts_insert ON tasks;
+DROP FUNCTION task_counts_after_delete();
+DROP FUNCTION task_counts_after_update();
+DROP FUNCTION task_counts_after_insert();
+DROP TABLE task_count_deltas;
