@@ -151,6 +151,10 @@ impl SessionService {
                 if !fault_active!(SessionLimitWithoutLock) && !users::lock(conn, user_id).await? {
                     return Err(Error::InvalidCredentials);
                 }
+                // Expired sessions never come back; dropping this user's
+                // keeps the count and the eviction below reading only live
+                // rows, however long the user's history.
+                sessions::delete_expired_of(conn, user_id).await?;
                 let active = sessions::count_active(conn, user_id).await?;
                 let limit = i64::from(policy.max_sessions_per_user);
                 sessions::revoke_oldest(conn, user_id, active - limit + 1).await?;

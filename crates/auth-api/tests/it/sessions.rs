@@ -480,3 +480,42 @@ async fn a_successful_login_clears_the_failure_count() {
     )
     .await;
 }
+
+/// A login drops the user's expired sessions, so the per-user count and the
+/// eviction read only live rows however long the history; live sessions,
+/// revoked ones and other users' rows stay.
+#[tokio::test]
+async fn a_login_drops_only_the_users_own_expired_sessions() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let bob = app.signup("bob@example.com").await;
+    let live = app.login_ok("ada@example.com").await;
+    let revoked = app.login_ok("ada@example.com").await;
+    expect_status(app.logout(&revoked.token).await, StatusCode::NO_CONTENT).await;
+    // 30 expired sessions for each user, as a long history leaves them.
+    for who in [&ada, &bob] {
+        app.db
+            .execute(&format!(
+                "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at,
+                                       idle_expires_at, absolute_expires_at)
+                 SELECT gen_random_uuid(), '{}', sha256(random()::text::bytea),
+                        now() - interval '40 days', now() - interval '40 days',
+                        now() - interval '39 days', now() - interval '10 days'
+                 FROM generate_series(1, 30)",
+                who.user_id
+            ))
+            .await;
+    }
+    let of = |who: &LoggedIn| {
+        format!(
+            "SELECT count(*) AS n FROM sessions WHERE user_id = '{}'",
+            who.user_id
+        )
+    };
+    assert_eq!(app.db.count(&of(&ada)).await, 33);
+    app.login_ok("ada@example.com").await;
+    // ada: signup's, live, revoked, the new one; bob keeps his history.
+    assert_eq!(app.db.count(&of(&ada)).await, 4);
+    assert_eq!(app.db.count(&of(&bob)).await, 31);
+    expect_status(app.current(&live.token).await, StatusCode::OK).await;
+}

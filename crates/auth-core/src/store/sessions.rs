@@ -167,6 +167,21 @@ pub async fn insert(
     .await
 }
 
+/// Deletes the user's unrevoked sessions that have expired (an expired
+/// session can never validate again); returns how many.
+pub async fn delete_expired_of(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+) -> Result<usize, DbError> {
+    diesel::sql_query(
+        "DELETE FROM sessions WHERE user_id = $1 AND revoked_at IS NULL
+           AND (idle_expires_at <= now() OR absolute_expires_at <= now())",
+    )
+    .bind::<SqlUuid, _>(user_id)
+    .execute(conn)
+    .await
+}
+
 pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<i64, DbError> {
     #[derive(QueryableByName)]
     struct Count {
