@@ -31,6 +31,7 @@ pub const FAULTS: &[&str] = &[
     "user_lock_for_update",
     "session_created_at_tx_start",
     "counts_folded_in_two_statements",
+    "one_pool_for_every_class",
 ];
 
 const TIER2: &[&str] = &[

@@ -1,8 +1,8 @@
 //! The service's configuration, from the environment.
 
 use auth_core::config::{
-    ConfigError, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy, env_opt,
-    env_or,
+    Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy,
+    env_opt, env_or,
 };
 
 #[derive(Debug, Clone)]
@@ -15,7 +15,9 @@ pub struct ApiConfig {
     pub workers: Option<usize>,
     /// `TESSERA_SHUTDOWN_GRACE_SECS`: how long in-flight requests may finish on SIGTERM (default 30).
     pub shutdown_grace_secs: u64,
+    /// The pool profile: the queue class's pool, and the base of the others.
     pub pool: PoolConfig,
+    pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
     pub hash: HashParams,
@@ -24,7 +26,7 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     /// Reads every variable listed on the fields above, plus those of
-    /// [`PoolConfig::from_env`], [`SessionPolicy::from_env`],
+    /// [`PoolConfig::from_env`], [`Bulkheads::from_env`], [`SessionPolicy::from_env`],
     /// [`QueuePolicy::from_env`], [`HashParams::from_env`] and
     /// [`HashPoolConfig::from_env`].
     pub fn from_env() -> Result<ApiConfig, ConfigError> {
@@ -39,6 +41,7 @@ impl ApiConfig {
             workers: env_opt("TESSERA_WORKERS")?,
             shutdown_grace_secs: env_or("TESSERA_SHUTDOWN_GRACE_SECS", 30)?,
             pool: PoolConfig::from_env()?,
+            bulkheads: Bulkheads::from_env()?,
             sessions: SessionPolicy::from_env()?,
             queue: QueuePolicy::from_env()?,
             hash: HashParams::from_env()?,

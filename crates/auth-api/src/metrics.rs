@@ -5,7 +5,7 @@
 //! from bb8's own statistics and the hasher's counters, so they cannot drift
 //! from what the pool really did.
 
-use auth_core::db::DbPool;
+use auth_core::db::{DbPool, Pools};
 use auth_core::hashing::PasswordHasher;
 use prometheus::core::{Atomic, GenericCounter};
 use prometheus::core::{Collector, Desc};
@@ -31,7 +31,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(pool: DbPool, pool_max: u32, hasher: PasswordHasher) -> prometheus::Result<Self> {
+    pub fn new(pools: &Pools, hasher: PasswordHasher) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let labels = &["method", "route", "status"];
         let requests = IntCounterVec::new(
@@ -48,7 +48,13 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        registry.register(AtScrape::boxed(PoolCollector::new(pool, pool_max)?))?;
+        for (class, pool, max_size) in pools.by_class() {
+            registry.register(AtScrape::boxed(PoolCollector::new(
+                class,
+                pool.clone(),
+                max_size,
+            )?))?;
+        }
         registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
         Ok(Metrics {
             registry,
@@ -140,35 +146,43 @@ struct PoolCollector {
 }
 
 impl PoolCollector {
-    fn new(pool: DbPool, max_size: u32) -> prometheus::Result<Self> {
-        let max = IntGauge::new("db_pool_max_connections", "Configured pool size")?;
+    /// `class`: the bulkhead this pool serves, the `pool` label of its series.
+    fn new(class: &str, pool: DbPool, max_size: u32) -> prometheus::Result<Self> {
+        let opts = |name: &str, help: &str| Opts::new(name, help).const_label("pool", class);
+        let max = IntGauge::with_opts(opts("db_pool_max_connections", "Configured pool size"))?;
         max.set(i64::from(max_size));
         Ok(PoolCollector {
             pool,
             max,
-            connections: IntGauge::new("db_pool_connections", "Connections open (idle or in use)")?,
-            idle: IntGauge::new("db_pool_idle_connections", "Connections open and idle")?,
-            waiting: IntGauge::new(
+            connections: IntGauge::with_opts(opts(
+                "db_pool_connections",
+                "Connections open (idle or in use)",
+            ))?,
+            idle: IntGauge::with_opts(opts(
+                "db_pool_idle_connections",
+                "Connections open and idle",
+            ))?,
+            waiting: IntGauge::with_opts(opts(
                 "db_pool_waiting",
                 "Checkouts waiting for a connection right now",
-            )?,
+            ))?,
             gets: IntCounterVec::new(
-                Opts::new(
+                opts(
                     "db_pool_checkouts_total",
                     "Finished checkouts: direct (a connection was free), waited, timed_out",
                 ),
                 &["outcome"],
             )?,
-            wait_seconds: Counter::new(
+            wait_seconds: Counter::with_opts(opts(
                 "db_pool_wait_seconds_total",
                 "Time checkouts spent waiting for a connection",
-            )?,
-            created: IntCounter::new(
+            ))?,
+            created: IntCounter::with_opts(opts(
                 "db_pool_connections_created_total",
                 "Connections the pool opened",
-            )?,
+            ))?,
             closed: IntCounterVec::new(
-                Opts::new(
+                opts(
                     "db_pool_connections_closed_total",
                     "Connections the pool closed, by reason",
                 ),

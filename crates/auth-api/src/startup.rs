@@ -25,18 +25,20 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     db::run_migrations(&config.database_url)
         .await
         .context("applying migrations")?;
-    let pool = db::build_pool(&config.database_url, &config.pool)
-        .await
-        .context("building the pool")?;
+    let pools = db::Pools::build(
+        &config.database_url,
+        &config.bulkheads.classes(&config.pool),
+    )
+    .await
+    .context("building the pools")?;
     let hasher =
         PasswordHasher::new(config.hash, config.hash_pool).context("configuring argon2")?;
-    let metrics = Metrics::new(pool.clone(), config.pool.max_size, hasher.clone())
-        .context("registering metrics")?;
+    let metrics = Metrics::new(&pools, hasher.clone()).context("registering metrics")?;
     let state = AppState {
-        pool: pool.clone(),
+        pools: pools.clone(),
         metrics,
-        sessions: SessionService::new(pool.clone(), hasher, config.sessions.clone()),
-        queue: TaskQueue::new(pool, config.queue.clone()),
+        sessions: SessionService::new(pools.sessions.clone(), hasher, config.sessions.clone()),
+        queue: TaskQueue::new(pools.queue, pools.reads, config.queue.clone()),
         alive: std::sync::Arc::new(()),
     };
     crate::maintenance::spawn_count_folding(

@@ -2,12 +2,13 @@
 
 use crate::metrics::Metrics;
 use auth_core::auth::SessionService;
-use auth_core::db::DbPool;
+use auth_core::db::Pools;
 use auth_core::queue::TaskQueue;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: DbPool,
+    /// One pool per class of request (the bulkheads).
+    pub pools: Pools,
     pub sessions: SessionService,
     pub queue: TaskQueue,
     pub metrics: Metrics,

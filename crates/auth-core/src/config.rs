@@ -210,6 +210,85 @@ impl HashPoolConfig {
     }
 }
 
+/// The bulkheads: each class of request has a pool of its own, so a class
+/// that is slow or stuck can exhaust only its own connections. `sessions`
+/// (login, validate, refresh, logout, lists of sessions) and `queue` (task
+/// writes) take the profile's settings; `reads` (task listings and stats,
+/// whose cost a caller chooses) gets a small pool. Each class has its own
+/// `statement_timeout`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bulkheads {
+    /// Connections of the sessions class; `None`: the profile's `max_size`.
+    pub sessions_max_size: Option<u32>,
+    pub sessions_statement_timeout_ms: u64,
+    pub reads_max_size: u32,
+    pub reads_statement_timeout_ms: u64,
+}
+
+impl Default for Bulkheads {
+    fn default() -> Self {
+        Bulkheads {
+            sessions_max_size: None,
+            sessions_statement_timeout_ms: 2_000,
+            reads_max_size: 2,
+            reads_statement_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl Bulkheads {
+    /// Reads `TESSERA_SESSIONS_POOL_MAX_SIZE`, `TESSERA_SESSIONS_STATEMENT_TIMEOUT_MS`,
+    /// `TESSERA_READS_POOL_MAX_SIZE`, `TESSERA_READS_STATEMENT_TIMEOUT_MS`.
+    pub fn from_env() -> Result<Bulkheads, ConfigError> {
+        let d = Bulkheads::default();
+        let b = Bulkheads {
+            sessions_max_size: env_opt("TESSERA_SESSIONS_POOL_MAX_SIZE")?,
+            sessions_statement_timeout_ms: env_or(
+                "TESSERA_SESSIONS_STATEMENT_TIMEOUT_MS",
+                d.sessions_statement_timeout_ms,
+            )?,
+            reads_max_size: env_or("TESSERA_READS_POOL_MAX_SIZE", d.reads_max_size)?,
+            reads_statement_timeout_ms: env_or(
+                "TESSERA_READS_STATEMENT_TIMEOUT_MS",
+                d.reads_statement_timeout_ms,
+            )?,
+        };
+        if b.sessions_max_size == Some(0) || b.reads_max_size == 0 {
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_SESSIONS_POOL_MAX_SIZE / TESSERA_READS_POOL_MAX_SIZE".into(),
+                detail: "must be at least 1".into(),
+            });
+        }
+        Ok(b)
+    }
+
+    /// Each class's pool settings, from the profile's.
+    pub fn classes(&self, profile: &PoolConfig) -> PoolClasses {
+        PoolClasses {
+            sessions: PoolConfig {
+                max_size: self.sessions_max_size.unwrap_or(profile.max_size),
+                statement_timeout_ms: self.sessions_statement_timeout_ms,
+                ..profile.clone()
+            },
+            queue: profile.clone(),
+            reads: PoolConfig {
+                max_size: self.reads_max_size,
+                min_idle: profile.min_idle.map(|n| n.min(self.reads_max_size)),
+                statement_timeout_ms: self.reads_statement_timeout_ms,
+                ..profile.clone()
+            },
+        }
+    }
+}
+
+/// The pool settings of each class (see [`Bulkheads`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolClasses {
+    pub sessions: PoolConfig,
+    pub queue: PoolConfig,
+    pub reads: PoolConfig,
+}
+
 /// Connection-pool settings (bb8). `None` means "bb8's default".
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

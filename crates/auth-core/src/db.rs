@@ -14,6 +14,55 @@ pub type DbPool = Pool<AsyncPgConnection>;
 pub type PooledConn<'a> =
     diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;
 
+/// One pool per class of request (see [`crate::config::Bulkheads`]).
+#[derive(Clone)]
+pub struct Pools {
+    pub sessions: DbPool,
+    pub queue: DbPool,
+    pub reads: DbPool,
+    classes: crate::config::PoolClasses,
+}
+
+impl Pools {
+    pub async fn build(
+        database_url: &str,
+        classes: &crate::config::PoolClasses,
+    ) -> Result<Pools, diesel::ConnectionError> {
+        or_fault!(OnePoolForEveryClass => {
+            let one = build_pool(database_url, &classes.queue).await?;
+            Ok(Pools { sessions: one.clone(), queue: one.clone(), reads: one, classes: classes.clone() })
+        });
+        Ok(Pools {
+            sessions: build_pool(database_url, &classes.sessions).await?,
+            queue: build_pool(database_url, &classes.queue).await?,
+            reads: build_pool(database_url, &classes.reads).await?,
+            classes: classes.clone(),
+        })
+    }
+
+    /// Each class by the name its metrics carry, with its configured size.
+    pub fn by_class(&self) -> [(&'static str, &DbPool, u32); 3] {
+        [
+            ("sessions", &self.sessions, self.classes.sessions.max_size),
+            ("queue", &self.queue, self.classes.queue.max_size),
+            ("reads", &self.reads, self.classes.reads.max_size),
+        ]
+    }
+
+    /// Whether the database answers a query within the checkout timeout,
+    /// through the pool the sessions class (every validation) depends on.
+    pub async fn ready(&self) -> bool {
+        use diesel_async::RunQueryDsl as _;
+        match self.sessions.get().await {
+            Ok(mut conn) => diesel::sql_query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
 /// Every migration, compiled into the binary and applied at start-up.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
 

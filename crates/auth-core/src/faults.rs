@@ -45,10 +45,12 @@ pub enum Fault {
     SessionCreatedAtTxStart,
     /// Task counts are folded as read-sums, delete-all, insert-sums.
     CountsFoldedInTwoStatements,
+    /// Every class of request shares one pool (no bulkheads).
+    OnePoolForEveryClass,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 18] = [
+    pub const ALL: [Fault; 19] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -67,6 +69,7 @@ impl Fault {
         Fault::UserLockForUpdate,
         Fault::SessionCreatedAtTxStart,
         Fault::CountsFoldedInTwoStatements,
+        Fault::OnePoolForEveryClass,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +92,7 @@ impl Fault {
             Fault::UserLockForUpdate => "user_lock_for_update",
             Fault::SessionCreatedAtTxStart => "session_created_at_tx_start",
             Fault::CountsFoldedInTwoStatements => "counts_folded_in_two_statements",
+            Fault::OnePoolForEveryClass => "one_pool_for_every_class",
         }
     }
 

@@ -69,19 +69,23 @@ fn title_problem(title: &str) -> Option<&'static str> {
     }
 }
 
+/// The queue's operations. Writes (create, claim, complete, release, the
+/// counts' folding) use `pool`; listings and stats, whose cost the caller
+/// chooses, use `reads`, a bulkhead of their own.
 #[derive(Clone, Debug)]
 pub struct TaskQueue {
     pool: DbPool,
+    reads: DbPool,
     policy: QueuePolicy,
 }
 
 impl TaskQueue {
-    pub fn new(pool: DbPool, policy: QueuePolicy) -> TaskQueue {
-        TaskQueue { pool, policy }
-    }
-
-    pub fn policy(&self) -> &QueuePolicy {
-        &self.policy
+    pub fn new(pool: DbPool, reads: DbPool, policy: QueuePolicy) -> TaskQueue {
+        TaskQueue {
+            pool,
+            reads,
+            policy,
+        }
     }
 
     /// Creates 1..=1000 tasks in one statement.
@@ -184,12 +188,12 @@ impl TaskQueue {
         if !errors.is_empty() {
             return Err(Error::Invalid(errors));
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.reads.get().await?;
         Ok(tasks::list(&mut conn, status.flatten(), filter.assignee, limit).await?)
     }
 
     pub async fn stats(&self) -> Result<TaskCounts> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.reads.get().await?;
         Ok(tasks::counts(&mut conn).await?)
     }
 

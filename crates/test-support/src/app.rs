@@ -4,7 +4,9 @@
 use crate::TestDb;
 use auth_api::config::ApiConfig;
 use auth_api::state::AppState;
-use auth_core::config::{HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy};
+use auth_core::config::{
+    Bulkheads, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy,
+};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -25,6 +27,8 @@ pub struct TestApp {
 #[derive(Clone)]
 pub struct TestAppConfig {
     pub pool: PoolConfig,
+    /// Each class's pool (sizes and statement timeouts) from `pool`.
+    pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
     /// Hashing workers, queue capacity and deadline.
@@ -42,6 +46,7 @@ impl Default for TestAppConfig {
                 connection_timeout_ms: 10_000,
                 ..PoolConfig::default()
             },
+            bulkheads: Bulkheads::default(),
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
             hash_pool: HashPoolConfig {
@@ -77,6 +82,7 @@ impl TestApp {
             hash_pool: config.hash_pool,
             shutdown_grace_secs: 5,
             pool: config.pool,
+            bulkheads: config.bulkheads,
             sessions: config.sessions,
             queue: config.queue,
             hash: config.hash,

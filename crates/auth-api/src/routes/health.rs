@@ -1,6 +1,5 @@
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
-use diesel_async::RunQueryDsl as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -25,14 +24,7 @@ pub async fn healthz() -> HttpResponse {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ready = match state.pool.get().await {
-        Ok(mut conn) => diesel::sql_query("SELECT 1")
-            .execute(&mut *conn)
-            .await
-            .is_ok(),
-        Err(_) => false,
-    };
-    if ready {
+    if state.pools.ready().await {
         HttpResponse::Ok().json(Status { status: "ready" })
     } else {
         HttpResponse::ServiceUnavailable()

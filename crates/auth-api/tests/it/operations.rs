@@ -41,7 +41,11 @@ async fn metrics_count_requests_by_route_and_status_and_hashes() {
     assert_eq!(metric(&app, validated).await, 1.0);
     // One hash at registration, one verification at login; the 422 hashed nothing.
     assert_eq!(metric(&app, "tessera_password_hashes_total").await, 2.0);
-    assert_eq!(metric(&app, "tessera_db_pool_max_connections").await, 4.0);
+    // One pool per class: sessions and queue take the profile's 4, reads 2.
+    for (class, size) in [("sessions", 4.0), ("queue", 4.0), ("reads", 2.0)] {
+        let series = format!(r#"tessera_db_pool_max_connections{{pool="{class}"}}"#);
+        assert_eq!(metric(&app, &series).await, size, "{series}");
+    }
     // The hashing pool as configured: 2 workers, 64 queue places each.
     assert_eq!(metric(&app, "tessera_password_hash_workers").await, 2.0);
     assert_eq!(
@@ -62,10 +66,14 @@ async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
     })
     .await;
     let user = app.signup("waiter@example.com").await;
-    let waited_before = metric(&app, r#"tessera_db_pool_checkouts_total{outcome="waited"}"#).await;
+    let waited_before = metric(
+        &app,
+        r#"tessera_db_pool_checkouts_total{outcome="waited",pool="sessions"}"#,
+    )
+    .await;
 
-    // Hold the pool's only connection, so the next request must wait for it.
-    let held = match app.state.pool.get_owned().await {
+    // Hold the sessions pool's only connection, so the next validation must wait for it.
+    let held = match app.state.pools.sessions.get_owned().await {
         Ok(conn) => conn,
         Err(e) => panic!("checking out: {e}"),
     };
@@ -79,7 +87,7 @@ async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
     };
     // Poll /metrics (which needs no connection) until the waiter shows up.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while metric(&app, "tessera_db_pool_waiting").await < 1.0 {
+    while metric(&app, r#"tessera_db_pool_waiting{pool="sessions"}"#).await < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "no waiting checkout appeared in /metrics"
@@ -92,8 +100,15 @@ async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
         other => panic!("the waiting request failed: {other:?}"),
     };
     assert_eq!(answered, StatusCode::OK);
-    assert_eq!(metric(&app, "tessera_db_pool_waiting").await, 0.0);
-    let waited_after = metric(&app, r#"tessera_db_pool_checkouts_total{outcome="waited"}"#).await;
+    assert_eq!(
+        metric(&app, r#"tessera_db_pool_waiting{pool="sessions"}"#).await,
+        0.0
+    );
+    let waited_after = metric(
+        &app,
+        r#"tessera_db_pool_checkouts_total{outcome="waited",pool="sessions"}"#,
+    )
+    .await;
     assert!(
         waited_after > waited_before,
         "waited {waited_before} -> {waited_after}"

@@ -294,3 +294,92 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     );
     assert_eq!(app.db.count(&revoked(issued_second)).await, 0);
 }
+
+/// Bulkheads: with every connection of the reads class stuck behind a lock
+/// the test holds (and more listings and stats queued for them), validations
+/// still answer, on the sessions class's own pool, before the lock is let go.
+#[tokio::test]
+async fn validations_answer_while_every_listing_connection_is_stuck() {
+    use auth_core::config::{Bulkheads, PoolConfig};
+    let app = TestApp::spawn_with(TestAppConfig {
+        pool: PoolConfig {
+            max_size: 4,
+            // Bounded: a checkout that finds its pool exhausted gives up in 1 s.
+            connection_timeout_ms: 1_000,
+            ..PoolConfig::default()
+        },
+        bulkheads: Bulkheads {
+            reads_max_size: 2,
+            reads_statement_timeout_ms: 30_000,
+            ..Bulkheads::default()
+        },
+        ..TestAppConfig::default()
+    })
+    .await;
+    let ada = app.signup("ada@example.com").await;
+    let held = app
+        .db
+        .hold("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")
+        .await;
+    // Six listings and stats: two take the reads pool's connections and wait
+    // on the lock, four wait for those connections (more than the whole
+    // pool of 4 that every class would share without bulkheads).
+    let stuck: Vec<_> = (0..6)
+        .map(|i| {
+            let (client, token) = (super::own_client(), ada.token.clone());
+            let path = if i % 2 == 0 {
+                "/v1/tasks"
+            } else {
+                "/v1/tasks/stats"
+            };
+            let url = app.url(path);
+            tokio::spawn(async move {
+                match client.get(url).bearer_auth(token).send().await {
+                    Ok(res) => res.status().as_u16(),
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    app.db.wait_for_lock_waiters(2).await;
+
+    let validations = super::run_together(8, |_| {
+        let p = super::participant(&app);
+        let token = ada.token.clone();
+        async move {
+            p.send(
+                p.client
+                    .get(p.url("/v1/sessions/current"))
+                    .bearer_auth(&token),
+            )
+            .await
+            .0
+        }
+    })
+    .await;
+    // Still held: every validation above answered while the reads were stuck.
+    let still_waiting = app
+        .db
+        .count("SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+        .await;
+    held.release().await;
+    let mut reads = Vec::new();
+    for handle in stuck {
+        reads.push(handle.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    assert_eq!(
+        validations,
+        vec![200; 8],
+        "validations starved by stuck reads"
+    );
+    assert!(still_waiting >= 1, "the reads were not stuck meanwhile");
+    // The reads class sheds what it cannot serve in time; nothing else.
+    assert!(
+        reads.iter().all(|s| *s == 200 || *s == 503),
+        "reads answered {reads:?}"
+    );
+    assert!(
+        reads.contains(&200),
+        "the stuck reads finished once let go: {reads:?}"
+    );
+}
