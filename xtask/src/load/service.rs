@@ -210,6 +210,19 @@ impl Samples {
             *map.entry(name.to_owned()).or_insert(0.0) += value;
             if name != series {
                 map.insert(series.to_owned(), value);
+                // With several labels, each one alone is also a key: the sum
+                // over the others (`checkouts{outcome="waited"}` over pools).
+                let labels = &series[name.len()..];
+                let pairs: Vec<&str> = labels
+                    .trim_start_matches('{')
+                    .trim_end_matches('}')
+                    .split(',')
+                    .collect();
+                if pairs.len() > 1 {
+                    for pair in pairs {
+                        *map.entry(format!("{name}{{{pair}}}")).or_insert(0.0) += value;
+                    }
+                }
             }
         }
         Samples(map)
@@ -263,11 +276,17 @@ mod tests {
     #[test]
     fn sums_labelled_samples_and_keeps_each() {
         let s = Samples::parse(
-            "# HELP x\nx_total{outcome=\"direct\"} 3\nx_total{outcome=\"waited\"} 4\ny 2.5\n",
+            "# HELP x\nx_total{outcome=\"direct\"} 3\nx_total{outcome=\"waited\"} 4\ny 2.5\n\
+             p{outcome=\"waited\",pool=\"a\"} 1\np{outcome=\"waited\",pool=\"b\"} 2\n",
         );
         assert_eq!(s.get("x_total"), 7.0);
         assert_eq!(s.get("x_total{outcome=\"waited\"}"), 4.0);
         assert_eq!(s.get("y"), 2.5);
         assert_eq!(s.get("missing"), 0.0);
+        // One label of several: the sum over the others.
+        assert_eq!(s.get("p{outcome=\"waited\"}"), 3.0);
+        assert_eq!(s.get("p{pool=\"b\"}"), 2.0);
+        assert_eq!(s.get("p{outcome=\"waited\",pool=\"a\"}"), 1.0);
+        assert_eq!(s.get("p"), 3.0);
     }
 }
