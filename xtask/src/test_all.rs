@@ -124,7 +124,7 @@ fn tier3(server: &Server) -> Row {
     crate::load::tier3(server).unwrap_or_else(|e| {
         println!("FAILED tier 3: {e:#}");
         Row {
-            name: "tier 3: load (100 users)".into(),
+            name: "tier 3: load (100 users, 200k finished tasks)".into(),
             tests: None,
             ok: false,
             wall: started.elapsed(),

@@ -94,6 +94,11 @@ impl<'a> Call<'a> {
             .build();
         let goose = user.request(request).await?;
         let mut metric = goose.request;
+        crate::timeline::observe(
+            metric.elapsed,
+            &format!("{} {}", metric.raw.method, self.name),
+            metric.response_time,
+        );
         let response = match goose.response {
             Ok(response) => response,
             Err(e) => {

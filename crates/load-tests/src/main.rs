@@ -2,12 +2,14 @@
 //!
 //! Takes goose's own command line (`--host`, `--users`, `--run-time`,
 //! `--scenarios`, `--report-file`, ...). `TESSERA_LOAD_RECORD=<path>` writes
-//! what the clients saw for the post-run correctness checks. Normally started
+//! what the clients saw for the post-run correctness checks;
+//! `TESSERA_LOAD_TIMELINE=<path>` writes latency per time window. Normally started
 //! by `cargo xtask load`.
 
 mod client;
 mod record;
 mod scenarios;
+mod timeline;
 
 use goose::prelude::*;
 
@@ -27,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("TESSERA_LOAD_RECORD") {
         record::write(&path)?;
     }
+    timeline::write()?;
     outcome?;
     Ok(())
 }

@@ -34,8 +34,26 @@ pub struct Peaks {
 /// Runs goose to completion (bounded: ramp-up + run time + 120 s), writing
 /// `report.html`, `report.json`, `goose.log` and `record.json` into `dir`.
 pub fn run(run: &Run<'_>) -> anyhow::Result<Peaks> {
+    run_sampled(run, None, &mut |_, _| {})
+}
+
+/// [`run`], also handing every scrape of /metrics (about twice a second)
+/// to `on_sample` with the time since goose started, and, with
+/// `timeline_window_secs`, having the clients write `timeline.json`
+/// (latency per window of that many seconds).
+pub fn run_sampled(
+    run: &Run<'_>,
+    timeline_window_secs: Option<u64>,
+    on_sample: &mut dyn FnMut(Duration, &Samples),
+) -> anyhow::Result<Peaks> {
     let log = File::create(run.dir.join("goose.log"))?;
-    let mut child = Command::new(GOOSE_BIN)
+    let mut command = Command::new(GOOSE_BIN);
+    if let Some(window) = timeline_window_secs {
+        command
+            .env("TESSERA_LOAD_TIMELINE", run.dir.join("timeline.json"))
+            .env("TESSERA_LOAD_WINDOW_SECS", window.to_string());
+    }
+    let mut child = command
         .args(["--host", run.host])
         .args(["--users", &run.users.to_string()])
         .args(["--increase-rate", &run.rate.to_string()])
@@ -78,6 +96,7 @@ pub fn run(run: &Run<'_>) -> anyhow::Result<Peaks> {
         }
         if let Ok(samples) = scrape(run.host) {
             peaks.observe(&samples);
+            on_sample(started.elapsed(), &samples);
             bar.set_message(format!(
                 "pool {}/{} busy, {} waiting; hash queue {}",
                 samples.get("tessera_db_pool_connections")

@@ -10,6 +10,8 @@ mod fleet;
 mod goose;
 mod report;
 pub mod service;
+mod soak;
+mod soak_chart;
 mod thresholds;
 
 use crate::psql::Psql;
@@ -28,6 +30,8 @@ const PROFILES_FILE: &str = "config/pool-profiles.toml";
 const THRESHOLDS_FILE: &str = "config/load-thresholds.toml";
 /// The mixed workload: session users, queue workers, producers.
 const MIXED: &str = "sessionuser,queueworker,producer";
+/// Finished tasks tier 3 starts from (a short run's drift check).
+const TIER3_SEEDED_TASKS: u64 = 200_000;
 /// The session limit the service runs with (its default).
 const SESSION_LIMIT: i64 = 10;
 
@@ -51,6 +55,17 @@ pub struct Args {
     /// How long to hold all users, after ramp-up (e.g. 60s, 2m).
     #[arg(long, default_value = "60s")]
     run_time: String,
+    /// A soak run of this length (e.g. 10m) instead of --run-time: sampled
+    /// over time (latency per request, pool, hash queue, RSS, table sizes),
+    /// charted, and judged on drift as well (`[drift]` in the thresholds).
+    #[arg(long, conflicts_with = "target")]
+    soak: Option<String>,
+    /// Start from a database holding this many completed tasks.
+    #[arg(long, default_value_t = 0, conflicts_with = "target")]
+    seed_tasks: u64,
+    /// ... and this many expired sessions (100 per seeded user).
+    #[arg(long, default_value_t = 0, conflicts_with = "target")]
+    seed_sessions: u64,
     /// Run against an already running implementation of the contract; the
     /// database checks are skipped, the client-side ones still run.
     #[arg(long, conflicts_with_all = ["profiles", "all_profiles"])]
@@ -85,6 +100,9 @@ pub struct Plan {
     pub cores: usize,
     /// auth-api processes per profile (nginx in front when more than one).
     pub instances: usize,
+    /// Sampled over time and judged on drift too.
+    pub soak: bool,
+    pub seed: soak::Seed,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -146,17 +164,20 @@ fn new_plan(
         out_dir,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         instances: 1,
+        soak: false,
+        seed: soak::Seed::default(),
     })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut plan = new_plan(
-        args.users,
-        args.rate,
-        parse_secs(&args.run_time)?,
-        args.fault.clone(),
-    )?;
+    let run_time = parse_secs(args.soak.as_deref().unwrap_or(&args.run_time))?;
+    let mut plan = new_plan(args.users, args.rate, run_time, args.fault.clone())?;
     plan.instances = args.instances.max(1);
+    plan.soak = args.soak.is_some();
+    plan.seed = soak::Seed {
+        completed_tasks: args.seed_tasks,
+        expired_sessions: args.seed_sessions,
+    };
     if let Some(fault) = &args.fault {
         // The service ignores a name it does not know: refuse it here, or
         // the "faulty" run would quietly test the correct build.
@@ -231,7 +252,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// test-all's tier 3: a short run of the default profile with the thresholds.
 pub fn tier3(server: &Server) -> anyhow::Result<Row> {
     let started = Instant::now();
-    let plan = new_plan(100, None, 20, None)?;
+    let mut plan = new_plan(100, None, 20, None)?;
+    // History that a scan would pay for: the reads' p99 limits fail if
+    // stats or listings read the finished tasks.
+    plan.seed = soak::Seed {
+        completed_tasks: TIER3_SEEDED_TASKS,
+        expired_sessions: 0,
+    };
     service::build_release(false)?;
     let specs = profiles()?;
     let spec = specs.get("default").context("no `default` profile")?;
@@ -243,7 +270,7 @@ pub fn tier3(server: &Server) -> anyhow::Result<Row> {
         println!("  ! {rule}");
     }
     Ok(Row {
-        name: "tier 3: load (100 users)".into(),
+        name: "tier 3: load (100 users, 200k finished tasks)".into(),
         tests: Some(Counts {
             passed: (judged - failed.len()) as u64,
             failed: failed.len() as u64,
@@ -280,9 +307,12 @@ fn run_profile(
         Vec::new()
     };
     let mut fleet = Fleet::start(&db.url().to_string(), &env, &dir, plan.instances)?;
+    if !plan.seed.is_empty() {
+        plan.seed.apply(&db)?;
+    }
     let before = fleet.scrape()?;
     let cpu_before = fleet.cpu_seconds();
-    let peaks = goose::run(&goose::Run {
+    let goose_run = goose::Run {
         host: &fleet.base_url,
         users: plan.users,
         rate: plan.rate,
@@ -290,7 +320,17 @@ fn run_profile(
         scenarios: MIXED,
         dir: &dir,
         label: name,
-    })?;
+    };
+    let mut sampler = soak::Sampler::new(&fleet.services, &db);
+    let peaks = if plan.soak {
+        goose::run_sampled(&goose_run, Some(soak::WINDOW_SECS), &mut |t, s| {
+            sampler.observe(t, s)
+        })?
+    } else {
+        goose::run(&goose_run)?
+    };
+    let points = std::mem::take(&mut sampler.points);
+    let final_sizes = soak::table_sizes(&db).unwrap_or_default();
     let after = fleet.scrape()?;
     let cpu = cpu_before.zip(fleet.cpu_seconds()).map(|(b, a)| a - b);
     let peak_rss = fleet.peak_rss_mib();
@@ -304,11 +344,30 @@ fn run_profile(
     all_checks.push(persisted.claims_check(&record));
     all_checks.extend(persisted.checks(&record, SESSION_LIMIT));
     let pool = pool_delta(&before, &after);
-    let verdicts = plan
+    let mut verdicts = plan
         .thresholds
         .judge(&report, &all_checks, Some(pool.timed_out));
+    let soak = if plan.soak {
+        let timeline = soak::read_timeline(&dir.join("timeline.json"))?;
+        let ramp_secs = (f64::from(plan.users) / plan.rate).ceil() as u64;
+        let (soak, drift) = soak::SoakResult::judge(
+            &plan.thresholds.drift,
+            &timeline,
+            points,
+            ramp_secs,
+            plan.run_time_secs,
+            final_sizes.clone(),
+        );
+        soak_chart::draw(&soak, &timeline, &dir.join("soak.svg"))?;
+        verdicts.extend(drift);
+        Some(soak)
+    } else {
+        None
+    };
     let pass = verdicts.iter().all(|v| v.ok) && all_checks.iter().all(|c| c.ok);
     let mut result = ProfileResult {
+        soak,
+        table_sizes: final_sizes,
         profile: name.to_owned(),
         description: spec.description.clone(),
         max_size: spec.max_size,
@@ -361,6 +420,8 @@ fn run_against_target(plan: &Plan, target: &str) -> anyhow::Result<ProfileResult
         .judge(&report, &all_checks, pool.map(|p| p.timed_out));
     let pass = verdicts.iter().all(|v| v.ok) && all_checks.iter().all(|c| c.ok);
     let mut result = ProfileResult {
+        soak: None,
+        table_sizes: Vec::new(),
         profile: "target".into(),
         description: format!("{host} (database checks skipped)"),
         max_size: None,
@@ -404,7 +465,27 @@ fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
         },
         plan.cores
     );
-    let md = report::markdown(results, &header, plan.cores);
+    let mut md = report::markdown(results, &header, plan.cores);
+    for r in results {
+        if let Some(soak) = &r.soak {
+            md.push_str(&format!(
+                "\n## Drift over the soak: {}\n\n![over time]({}/soak.svg)\n\n{}",
+                r.profile,
+                r.profile,
+                soak.table()
+            ));
+        } else if !r.table_sizes.is_empty() {
+            md.push_str(&format!(
+                "\ntables at the end of {} (heap / indexes, MiB): {}\n",
+                r.profile,
+                r.table_sizes
+                    .iter()
+                    .map(|(t, h, i)| format!("{t} {h:.1} / {i:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     std::fs::write(plan.out_dir.join("summary.md"), &md)?;
     let recommendation = report::recommend(results);
     let json = serde_json::json!({
@@ -421,6 +502,11 @@ fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
     chart::draw(results, &plan.out_dir.join("summary.svg"))?;
     println!();
     print!("{}", report::table(results, plan.cores));
+    for r in results {
+        if let Some(soak) = &r.soak {
+            println!("\ndrift over the soak ({}):\n{}", r.profile, soak.table());
+        }
+    }
     match recommendation {
         Some((profile, reason)) => println!("\nrecommended profile: {profile} ({reason})"),
         None => println!("\nno profile met every threshold"),

@@ -37,6 +37,12 @@ pub struct ProfileResult {
     pub checks: Vec<Check>,
     pub verdicts: Vec<Verdict>,
     pub pass: bool,
+    /// (table, heap MiB, index MiB) at the end of the run.
+    #[serde(default)]
+    pub table_sizes: Vec<(String, f64, f64)>,
+    /// Drift and the figures over time, for `--soak` runs.
+    #[serde(skip_deserializing)]
+    pub soak: Option<super::soak::SoakResult>,
 }
 
 impl ProfileResult {

@@ -13,6 +13,8 @@ pub struct Thresholds {
     pub max_correctness_violations: u64,
     pub max_pool_timeouts: u64,
     pub latency: BTreeMap<String, Latency>,
+    /// How much a soak run may drift (`cargo xtask load --soak`).
+    pub drift: harness::drift::DriftRule,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
