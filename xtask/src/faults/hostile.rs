@@ -4,6 +4,9 @@
 //! `hash-flood`: 3,000 concurrent logins with random emails, production
 //! argon2, must be answered 401 or 503 + Retry-After within the hash
 //! deadline + 1 s while validations keep their latency.
+//! `bulkhead`: validation latency with the reads class (task listings and
+//! stats) busy, then with all its connections stuck behind a lock the case
+//! holds and more reads queued for them: validations must not notice.
 
 use super::report::{CaseReport, Timeline, check};
 use super::traffic::fresh_token;
@@ -18,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// The two hostile cases, by the name `--case` takes.
-pub const CASES: [&str; 2] = ["bounds", "hash-flood"];
+/// The hostile cases, by the name `--case` takes.
+pub const CASES: [&str; 3] = ["bounds", "hash-flood", "bulkhead"];
 
 pub fn run(name: &str, admin: &Psql, dir: &std::path::Path) -> anyhow::Result<CaseReport> {
     let database = format!("tessera_hostile_{}", name.replace('-', "_"));
@@ -28,6 +31,7 @@ pub fn run(name: &str, admin: &Psql, dir: &std::path::Path) -> anyhow::Result<Ca
     let log = dir.join(format!("{name}.server.log"));
     match name {
         "bounds" => bounds(&db, &log),
+        "bulkhead" => bulkhead(&db, &log),
         _ => hash_flood(&db, &log),
     }
 }
@@ -211,6 +215,138 @@ fn hash_flood(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
         statuses,
         checks,
     ))
+}
+
+/// How long each phase of `bulkhead` measures validations.
+const PHASE: Duration = Duration::from_secs(5);
+/// Readers hammering listings and stats in each phase (the reads pool has 2).
+const READERS: usize = 12;
+
+fn bulkhead(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
+    let env: Vec<(&str, String)> = CHEAP_HASHING
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect();
+    let service = Service::start(&db.url().to_string(), &env, log)?;
+    let base = service.base_url.clone();
+    let token = fresh_token(&base, "bulkhead")?;
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let phase = |stuck: bool| -> anyhow::Result<(Vec<Duration>, Vec<u16>)> {
+        // Stuck: every listing and stats call waits on the table lock (or,
+        // past the reads pool's 2 connections, on the pool) until a timeout.
+        let lock = stuck
+            .then(|| db.hold("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
+            .transpose()?;
+        let over = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..READERS)
+            .map(|i| {
+                let (base, token, over) = (base.clone(), token.clone(), over.clone());
+                std::thread::spawn(move || read_until(&base, &token, i, &over))
+            })
+            .collect();
+        let validators: Vec<_> = (0..VALIDATORS)
+            .map(|_| {
+                let (base, token, over) = (base.clone(), token.clone(), over.clone());
+                std::thread::spawn(move || validate_until(&base, &token, &over))
+            })
+            .collect();
+        std::thread::sleep(PHASE);
+        over.store(true, Ordering::SeqCst);
+        let mut latencies: Vec<Duration> = validators
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .flatten()
+            .collect();
+        if let Some(lock) = lock {
+            lock.release()?;
+        }
+        let reads: Vec<u16> = readers
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .flatten()
+            .collect();
+        latencies.sort();
+        Ok((latencies, reads))
+    };
+    let (free, free_reads) = phase(false)?;
+    let (blocked, blocked_reads) = phase(true)?;
+    drop(service);
+    for s in free_reads.iter().chain(&blocked_reads) {
+        *statuses.entry(s.to_string()).or_default() += 1;
+    }
+    for d in free.iter().chain(&blocked) {
+        let key = if d.is_zero() { "no answer" } else { "200" };
+        *statuses.entry(key.to_owned()).or_default() += 1;
+    }
+    let describe = |l: &[Duration]| {
+        format!(
+            "{} validations, p50 {:.1} ms, p99 {:.1} ms, {} not 200",
+            l.len(),
+            percentile(l, 0.50).as_secs_f64() * 1e3,
+            percentile(l, 0.99).as_secs_f64() * 1e3,
+            l.iter().filter(|d| d.is_zero()).count()
+        )
+    };
+    let healthy = |l: &[Duration]| {
+        !l.is_empty()
+            && l.iter().all(|d| !d.is_zero())
+            && percentile(l, 0.99) < Duration::from_millis(50)
+    };
+    let checks = vec![
+        check(
+            "validations while listings and stats run: all 200, p99 under 50 ms",
+            healthy(&free),
+            describe(&free),
+        ),
+        check(
+            "validations while every reads connection is stuck: all 200, p99 under 50 ms",
+            healthy(&blocked),
+            describe(&blocked),
+        ),
+        check(
+            "the stuck reads were shed (503), the others served (200), nothing else",
+            blocked_reads.contains(&503)
+                && free_reads.iter().all(|s| *s == 200)
+                && blocked_reads.iter().all(|s| *s == 200 || *s == 503),
+            format!(
+                "free: {} reads, stuck: {} reads, {} of them 503",
+                free_reads.len(),
+                blocked_reads.len(),
+                blocked_reads.iter().filter(|s| **s == 503).count()
+            ),
+        ),
+    ];
+    Ok(report(
+        "bulkhead",
+        free.len() + blocked.len() + free_reads.len() + blocked_reads.len(),
+        statuses,
+        checks,
+    ))
+}
+
+/// Listings (even `i`) or stats (odd) until `over`: each answer's status
+/// (0: no answer).
+fn read_until(base: &str, token: &str, i: usize, over: &AtomicBool) -> Vec<u16> {
+    let agent = agent(Duration::from_secs(30));
+    let path = if i.is_multiple_of(2) {
+        "/v1/tasks"
+    } else {
+        "/v1/tasks/stats"
+    };
+    let mut out = Vec::new();
+    while !over.load(Ordering::SeqCst) && out.len() < 100_000 {
+        let status = match agent
+            .get(&format!("{base}{path}"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+        {
+            Ok(r) => r.status().as_u16(),
+            Err(ureq::Error::StatusCode(code)) => code,
+            Err(_) => 0,
+        };
+        out.push(status);
+    }
+    out
 }
 
 struct FloodAnswer {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// Only these cases (repeatable): kill-connections, postgres-restart,
-    /// pool-exhaustion, sigterm, bounds, hash-flood, schemathesis.
+    /// pool-exhaustion, sigterm, bounds, hash-flood, bulkhead, schemathesis.
     #[arg(long = "case")]
     cases: Vec<String>,
     /// Traffic threads per case.
