@@ -162,17 +162,6 @@ impl TestDb {
         }
     }
 
-    /// A connection inside a transaction that is never committed: the tier-1
-    /// tool for fast store tests. Everything runs on ONE connection, so it can
-    /// never show a race; concurrency is tier 2's job.
-    pub async fn rollback_conn(&self) -> AsyncPgConnection {
-        let mut conn = self.connect().await;
-        if let Err(e) = conn.begin_test_transaction().await {
-            panic!("beginning test transaction: {e}");
-        }
-        conn
-    }
-
     /// Runs `sql` on a new connection (test set-up, e.g. moving a lease into the past).
     pub async fn execute(&self, sql: &str) {
         let mut conn = self.connect().await;
