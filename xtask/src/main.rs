@@ -12,6 +12,7 @@ mod psql;
 mod serve;
 mod summary;
 mod test_all;
+mod tidy;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};

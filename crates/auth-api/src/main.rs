@@ -1,3 +1,6 @@
+//! `auth-api`: the tessera service binary. Reads its configuration from the
+//! environment (docs/operations.md), applies migrations, serves until SIGTERM.
+
 use anyhow::Context as _;
 use auth_api::config::ApiConfig;
 use auth_api::{startup, telemetry};
