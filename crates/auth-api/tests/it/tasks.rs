@@ -701,3 +701,37 @@ async fn stats_match_the_view_before_and_after_the_counts_are_folded() {
         expected
     );
 }
+
+/// The queue's own batch rules, called directly: the HTTP reader stops at
+/// its own bounds first, so only here does the queue's check decide.
+#[tokio::test]
+async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
+    use auth_core::Error;
+    use auth_core::queue::NewTask;
+    let app = TestApp::spawn().await;
+    let task = |title: &str| NewTask {
+        title: title.to_owned(),
+        schedulable: true,
+    };
+    for batch in [vec![], vec![task("ok"); 1001]] {
+        let n = batch.len();
+        match app.state.queue.create(batch).await {
+            Err(Error::Invalid(errors)) => assert_eq!(errors.len(), 1, "{n} tasks: {errors:?}"),
+            other => panic!("{n} tasks: {other:?}"),
+        }
+    }
+    // 60 empty titles: 51 errors are collected (50 shown + `truncated`), not 60.
+    match app.state.queue.create(vec![task(""); 60]).await {
+        Err(Error::Invalid(errors)) => {
+            assert_eq!(errors.len(), auth_core::domain::MAX_FIELD_ERRORS + 1);
+            assert_eq!(errors[0].field, "tasks[0].title");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks").await, 0);
+    let made = app.state.queue.create(vec![task("ok"); 1000]).await;
+    assert!(
+        matches!(&made, Ok(rows) if rows.len() == 1000),
+        "1000 is allowed"
+    );
+}
