@@ -170,6 +170,18 @@ impl TestDb {
         }
     }
 
+    /// Tasks by shown status (unassigned, assigned, completed), counted
+    /// afresh over `task_view`: the oracle the service's stats must match.
+    pub async fn shown_task_counts(&self) -> (i64, i64, i64) {
+        let shown =
+            |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
+        (
+            self.count(&shown("unassigned")).await,
+            self.count(&shown("assigned")).await,
+            self.count(&shown("completed")).await,
+        )
+    }
+
     /// Reads a column of uuids afresh, in the query's order (the query must
     /// return one uuid column named `id`).
     pub async fn uuids(&self, sql: &str) -> Vec<uuid::Uuid> {
