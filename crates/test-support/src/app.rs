@@ -234,6 +234,23 @@ impl TestApp {
 
     // --- composites ---------------------------------------------------------
 
+    /// Claims `count` tasks for the caller; the answer must be 200.
+    pub async fn claim_ok(&self, token: &str, count: i64) -> Value {
+        let body = serde_json::json!({ "count": count });
+        expect_status(self.claim(token, &body).await, StatusCode::OK).await
+    }
+
+    /// Completes (`complete`) or releases (`release`) a task the caller
+    /// holds; the answer must be 200.
+    pub async fn finish_ok(&self, token: &str, action: &str, id: Uuid) -> Value {
+        let res = match action {
+            "complete" => self.complete(token, &id.to_string()).await,
+            "release" => self.release(token, &id.to_string()).await,
+            other => panic!("no task action `{other}`"),
+        };
+        expect_status(res, StatusCode::OK).await
+    }
+
     /// Registers `email` with a fixed password and logs in.
     pub async fn signup(&self, email: &str) -> LoggedIn {
         expect_status(self.register(email, PASSWORD).await, StatusCode::CREATED).await;

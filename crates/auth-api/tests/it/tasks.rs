@@ -553,21 +553,11 @@ async fn every_listing_matches_the_plain_filter_over_the_view() {
     let ada = app.signup("ada@example.com").await;
     let bob = app.signup("bob@example.com").await;
     let ids = claimable_fixture(&app, &ada, 12).await;
-    for (who, count) in [(&ada, 4), (&bob, 3)] {
-        expect_status(
-            app.claim(&who.token, &json!({"count": count})).await,
-            StatusCode::OK,
-        )
-        .await;
-    }
+    app.claim_ok(&ada.token, 4).await;
+    app.claim_ok(&bob.token, 3).await;
     // ada holds 0..4, bob 4..7; 0 and 5 complete, 1 and 4 lapse.
-    for (who, id) in [(&ada, ids[0]), (&bob, ids[5])] {
-        expect_status(
-            app.complete(&who.token, &id.to_string()).await,
-            StatusCode::OK,
-        )
-        .await;
-    }
+    app.finish_ok(&ada.token, "complete", ids[0]).await;
+    app.finish_ok(&bob.token, "complete", ids[5]).await;
     app.db
         .execute(&format!(
             "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id IN ('{}', '{}')",
@@ -619,21 +609,9 @@ async fn stats_are_counted_from_the_database_before_and_after_a_fold() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let ids = claimable_fixture(&app, &ada, 6).await;
-    expect_status(
-        app.claim(&ada.token, &json!({"count": 4})).await,
-        StatusCode::OK,
-    )
-    .await;
-    expect_status(
-        app.complete(&ada.token, &ids[0].to_string()).await,
-        StatusCode::OK,
-    )
-    .await;
-    expect_status(
-        app.release(&ada.token, &ids[1].to_string()).await,
-        StatusCode::OK,
-    )
-    .await;
+    app.claim_ok(&ada.token, 4).await;
+    app.finish_ok(&ada.token, "complete", ids[0]).await;
+    app.finish_ok(&ada.token, "release", ids[1]).await;
     app.db
         .execute(&format!(
             "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = '{}';
