@@ -87,4 +87,17 @@ mod tests {
             "254 characters is allowed"
         );
     }
+
+    #[test]
+    fn the_part_before_the_at_is_1_to_64_characters() {
+        let local = |n: usize| format!("{}@example.com", "a".repeat(n));
+        assert!(Email::parse(&local(64)).is_ok(), "64 is allowed");
+        assert!(Email::parse(&local(65)).is_err(), "65 is not");
+    }
+
+    #[test]
+    fn debug_names_the_type_and_the_address() {
+        let email = Email::parse("ada@example.com").map(|e| format!("{e:?}"));
+        assert_eq!(email.as_deref(), Ok("Email(ada@example.com)"));
+    }
 }
