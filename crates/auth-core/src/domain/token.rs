@@ -88,6 +88,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_shows_the_token() -> Result<(), getrandom::Error> {
+        let token = SessionToken::generate()?;
+        let shown = format!("{token:?}");
+        assert_eq!(shown, "SessionToken(***)");
+        assert!(!shown.contains(&token.expose()));
+        Ok(())
+    }
+
+    #[test]
     fn two_tokens_differ() -> Result<(), getrandom::Error> {
         assert_ne!(SessionToken::generate()?, SessionToken::generate()?);
         Ok(())

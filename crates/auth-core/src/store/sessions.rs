@@ -278,3 +278,22 @@ pub async fn list_active(
     .get_results(conn)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    /// The statement the ceiling run times with pgbench is the lookup the
+    /// validations send: by token hash, active only, with the clock.
+    #[test]
+    fn the_validate_lookup_sql_is_the_statement_sent() {
+        let sql = super::validate_lookup_sql();
+        for part in [
+            "FROM \"sessions\"",
+            "\"sessions\".\"token_hash\" = $1",
+            "\"sessions\".\"revoked_at\" IS NULL",
+            "\"sessions\".\"idle_expires_at\" > CURRENT_TIMESTAMP",
+        ] {
+            assert!(sql.contains(part), "{part} missing from {sql}");
+        }
+        assert!(!sql.contains("binds"), "{sql}");
+    }
+}
