@@ -16,7 +16,7 @@ use test_support::{TestApp, TestDb};
 async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_auth-api"))
+    let mut server = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_auth-api"))
         .env("DATABASE_URL", db.url())
         .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "debug")
@@ -25,11 +25,11 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting auth-api: {e}"));
+        .unwrap_or_else(|e| panic!("starting auth-api: {e}")));
     // Read both streams as they come (a full pipe would stall the server)
     // and start once the service says it listens: it binds only after its
     // migrations, so that line means it can serve.
-    let lines = forward_lines(&mut server);
+    let lines = forward_lines(&mut server.0);
     let mut logs = String::new();
     loop {
         match lines.recv_timeout(Duration::from_secs(30)) {
@@ -85,9 +85,9 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
 
     // Stop it (our own child, by PID) and read everything it logged.
     let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status();
-    let _ = server.wait();
+    let _ = server.0.wait();
     for line in lines {
         logs.push_str(&line);
         logs.push('\n');
@@ -230,6 +230,19 @@ async fn json_of(res: reqwest::Result<reqwest::Response>) -> Value {
     match res {
         Ok(r) => r.json().await.unwrap_or(Value::Null),
         Err(e) => panic!("{e}"),
+    }
+}
+
+/// Our child, killed if the test ends early (a failed assertion), so no
+/// server outlives the test that started it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
