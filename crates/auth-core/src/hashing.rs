@@ -325,8 +325,7 @@ mod tests {
             queue_capacity: capacity,
             ..HashPoolConfig::default()
         };
-        PasswordHasher::new(HashParams::FAST_INSECURE_FOR_TESTS, pool)
-            .unwrap_or_else(|e| panic!("{e}"))
+        PasswordHasher::new(HashParams::FAST_INSECURE_FOR_TESTS, pool).unwrap()
     }
 
     #[test]
@@ -336,8 +335,8 @@ mod tests {
         assert_eq!(h.queue_capacity(), 3 * HashPoolConfig::QUEUE_PER_WORKER);
         assert!(format!("{h:?}").contains("workers: 3"));
         let h = hasher(1, Some(2));
-        let first = h.reserve().unwrap_or_else(|e| panic!("{e}"));
-        let second = h.reserve().unwrap_or_else(|e| panic!("{e}"));
+        let first = h.reserve().unwrap();
+        let second = h.reserve().unwrap();
         assert!(matches!(h.reserve(), Err(HashError::QueueFull)));
         assert_eq!(h.stats().rejected_queue_full.load(Ordering::SeqCst), 1);
         assert_eq!(h.stats().queued.load(Ordering::SeqCst), 2);
@@ -357,8 +356,8 @@ mod tests {
             queue_capacity: Some(8),
             wait_deadline: std::time::Duration::from_millis(1),
         };
-        let h = PasswordHasher::new(HashParams::PRODUCTION, pool).unwrap_or_else(|e| panic!("{e}"));
-        let slot = h.reserve().unwrap_or_else(|e| panic!("{e}"));
+        let h = PasswordHasher::new(HashParams::PRODUCTION, pool).unwrap();
+        let slot = h.reserve().unwrap();
         let busy = tokio::spawn(slot.verify_dummy("keeps the worker busy"));
         // Its place is counted until the worker takes it.
         while h.stats().queued.load(Ordering::SeqCst) > 0 {
@@ -376,9 +375,8 @@ mod tests {
     #[tokio::test]
     async fn a_hash_verifies_and_a_wrong_password_does_not() {
         let h = hasher(1, None);
-        let password = crate::domain::Password::parse("correct horse battery")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let stored = h.hash(&password).await.unwrap_or_else(|e| panic!("{e}"));
+        let password = crate::domain::Password::parse("correct horse battery").unwrap();
+        let stored = h.hash(&password).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
         assert!(
             h.verify("correct horse battery", &stored)

@@ -1,6 +1,10 @@
 //! Property tests of every input parser: for any input they return, never
 //! panic, and what they accept satisfies the contract's rules.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use auth_core::domain::{Email, Password, SessionToken};
 use proptest::prelude::*;
 

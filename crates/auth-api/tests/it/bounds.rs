@@ -8,12 +8,7 @@ use test_support::TestApp;
 use test_support::app::expect_problem;
 
 async fn metrics_len(app: &TestApp) -> usize {
-    app.get("/metrics", None)
-        .await
-        .text()
-        .await
-        .unwrap_or_default()
-        .len()
+    app.get("/metrics", None).await.text().await.unwrap().len()
 }
 
 #[tokio::test]
@@ -44,12 +39,7 @@ async fn invented_methods_and_paths_add_no_metric_series() {
         after < before + 10 * 1024,
         "/metrics grew from {before} to {after} bytes"
     );
-    let body = app
-        .get("/metrics", None)
-        .await
-        .text()
-        .await
-        .unwrap_or_default();
+    let body = app.get("/metrics", None).await.text().await.unwrap();
     assert!(!body.contains("M1AAAA"), "a client's method became a label");
     assert!(!body.contains("/invented/"), "a raw path became a label");
     assert!(body.contains("method=\"other\""));
@@ -74,7 +64,7 @@ async fn a_batch_of_a_million_bad_items_gets_a_small_422() {
         .body(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let len = res.content_length().unwrap_or(u64::MAX);
     let problem = expect_problem(
         res,
@@ -161,7 +151,7 @@ async fn every_authenticated_route_answers_401_before_reading_the_body() {
                     .await
                     .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
                 let status = res.status().as_u16();
-                let code = res.json::<Value>().await.unwrap_or_default()["code"].clone();
+                let code = res.json::<Value>().await.unwrap()["code"].clone();
                 assert_eq!(
                     (status, code.as_str()),
                     (401, Some("invalid_token")),
@@ -179,7 +169,7 @@ async fn integral_numbers_are_integers_and_fractions_are_not() {
     app.create_n_tasks(&ada.token, "t", 3).await;
     let res = app.claim(&ada.token, &json!({"count": 2.0})).await;
     assert_eq!(res.status().as_u16(), 200);
-    let body: Value = res.json().await.unwrap_or_default();
+    let body: Value = res.json().await.unwrap();
     assert_eq!(body["requested"], 2);
     assert_eq!(body["claimed"], 2);
     let res = app.claim(&ada.token, &json!({"count": 7.5})).await;
@@ -200,7 +190,7 @@ async fn validate_with(app: &TestApp, authorization: &str) -> u16 {
         .send()
         .await
         .map(|r| r.status().as_u16())
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -233,13 +223,13 @@ async fn a_null_optional_field_means_its_default() {
         )
         .await;
     assert_eq!(res.status().as_u16(), 201);
-    let body: Value = res.json().await.unwrap_or_default();
+    let body: Value = res.json().await.unwrap();
     assert_eq!(body["tasks"][0]["schedulable"], true);
     let res = app
         .claim(&ada.token, &json!({"count": 1, "assignee_id": null}))
         .await;
     assert_eq!(res.status().as_u16(), 200);
-    let body: Value = res.json().await.unwrap_or_default();
+    let body: Value = res.json().await.unwrap();
     assert_eq!(body["claimed"], 1);
     assert_eq!(body["tasks"][0]["assigned_to"], ada.user_id.to_string());
     // A required field that is null is missing.

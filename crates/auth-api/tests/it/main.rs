@@ -2,6 +2,10 @@
 //! Each test runs the real app over its own database; assertions about state
 //! read the database afresh.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it in
+// #[test] functions; this covers the helpers beside them).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bounds;
 mod concurrent;
 mod hostile;

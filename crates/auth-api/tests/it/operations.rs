@@ -14,7 +14,7 @@ async fn health_and_readiness_answer() {
 async fn metric(app: &TestApp, series: &str) -> f64 {
     let res = app.get("/metrics", None).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let text = res.text().await.unwrap_or_default();
+    let text = res.text().await.unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)

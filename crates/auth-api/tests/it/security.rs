@@ -16,16 +16,18 @@ use test_support::{TestApp, TestDb};
 async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut server = KillOnDrop(Command::new(env!("CARGO_BIN_EXE_auth-api"))
-        .env("DATABASE_URL", db.url())
-        .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "debug")
-        .env("TESSERA_ARGON2_M_KIB", "256")
-        .env("TESSERA_ARGON2_T", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting auth-api: {e}")));
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_auth-api"))
+            .env("DATABASE_URL", db.url())
+            .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "debug")
+            .env("TESSERA_ARGON2_M_KIB", "256")
+            .env("TESSERA_ARGON2_T", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting auth-api: {e}")),
+    );
     // Read both streams as they come (a full pipe would stall the server)
     // and start once the service says it listens: it binds only after its
     // migrations, so that line means it can serve.
@@ -65,10 +67,10 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
     let wrong = json!({"email": "logs@example.com", "password": "wrong-password-value"});
     let _ = post("/v1/sessions", None, Some(&wrong)).await;
     let login: Value = json_of(post("/v1/sessions", None, Some(&creds)).await).await;
-    let first = login["token"].as_str().unwrap_or_default().to_owned();
+    let first = login["token"].as_str().unwrap().to_owned();
     let rotated: Value =
         json_of(post("/v1/sessions/current/refresh", Some(&first), None).await).await;
-    let second = rotated["token"].as_str().unwrap_or_default().to_owned();
+    let second = rotated["token"].as_str().unwrap().to_owned();
     assert_eq!((first.len(), second.len()), (43, 43));
     let validated = client
         .get(format!("{base}/v1/sessions/current"))
@@ -134,7 +136,7 @@ async fn stored_password_hash(db: &TestDb, email: &str) -> String {
         .get_result::<Row>(&mut conn)
         .await
         .map(|r| r.password_hash)
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap()
 }
 
 /// The SHA-256 of a token's 32 bytes, as the sessions table stores it.
@@ -173,7 +175,7 @@ async fn unknown_email_and_wrong_password_are_indistinguishable() {
             let res = app.post_json("/v1/sessions", None, body).await;
             timings[which].push(started.elapsed());
             assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-            bodies[which].insert(res.text().await.unwrap_or_default());
+            bodies[which].insert(res.text().await.unwrap());
         }
     }
     assert_eq!(bodies[0], bodies[1], "the bodies differ");
@@ -197,7 +199,7 @@ async fn tokens_are_256_bit_distinct_and_only_their_hashes_are_stored() {
             .post_json("/v1/sessions/current/refresh", Some(&current), &json!({}))
             .await;
         let body: Value = res.json().await.unwrap_or(Value::Null);
-        current = body["token"].as_str().unwrap_or_default().to_owned();
+        current = body["token"].as_str().unwrap().to_owned();
         // 43 URL-safe base64 characters carry exactly 256 bits.
         assert_eq!(current.len(), 43);
         assert!(tokens.insert(current.clone()), "a token repeated");

@@ -11,7 +11,7 @@ async fn register_stores_the_email_normalised() {
     )
     .await;
     assert_eq!(body["email"], "ada@example.com");
-    let id = body["id"].as_str().unwrap_or_default();
+    let id = body["id"].as_str().unwrap();
     let stored = app
         .db
         .count(&format!(

@@ -22,14 +22,14 @@ async fn a_claim_skips_rows_locked_by_others_instead_of_waiting() {
     let mut holder = app.db.connect().await;
     AnsiTransactionManager::begin_transaction(&mut holder)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     diesel::sql_query(format!(
         "SELECT id FROM tasks WHERE id IN ('{}', '{}') FOR UPDATE",
         ids[0], ids[1]
     ))
     .execute(&mut holder)
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
 
     let claim = {
         let app_url = app.url("/v1/tasks/claim");
@@ -41,18 +41,15 @@ async fn a_claim_skips_rows_locked_by_others_instead_of_waiting() {
                 .json(&json!({"count": 5}))
                 .send()
                 .await;
-            res.unwrap_or_else(|e| panic!("{e}"))
-                .json::<serde_json::Value>()
-                .await
-                .unwrap_or_default()
+            res.unwrap().json::<serde_json::Value>().await.unwrap()
         })
     };
     let waited = app.db.blocked_or_done(&claim).await;
     // Let a waiting claim through before failing, so nothing hangs.
     AnsiTransactionManager::rollback_transaction(&mut holder)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let body = claim.await.unwrap_or_default();
+        .unwrap();
+    let body = claim.await.unwrap();
     assert!(
         !waited,
         "the claim queued behind the test's row locks instead of skipping them: {body}"
@@ -78,7 +75,7 @@ async fn a_touch_that_read_before_a_logout_cannot_revive_the_session() {
     let read =
         sessions::find_active_by_hash(&mut toucher, &token.hash(), std::time::Duration::ZERO)
             .await
-            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap()
             .unwrap_or_else(|| panic!("session not found"));
     assert!(read.session.revoked_at.is_none());
     // Step 2: a logout commits in between.
@@ -90,7 +87,7 @@ async fn a_touch_that_read_before_a_logout_cannot_revive_the_session() {
         std::time::Duration::from_secs(1800),
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert!(
         touched.is_none(),
         "the touch wrote to a revoked session: {touched:?}"
@@ -120,15 +117,9 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
 
     // Login A, run step by step by the test: lock the user, count (1: room).
     let mut a = app.db.connect().await;
-    a.batch_execute("BEGIN")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    users::lock(&mut a, ada.user_id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let seen_by_a = sessions::count_active(&mut a, ada.user_id)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    a.batch_execute("BEGIN").await.unwrap();
+    users::lock(&mut a, ada.user_id).await.unwrap();
+    let seen_by_a = sessions::count_active(&mut a, ada.user_id).await.unwrap();
     assert_eq!(seen_by_a, 1);
 
     // Login B, through the service, while A sits between its count and its insert.
@@ -148,10 +139,10 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
     let b_waited = app.db.blocked_or_done(&login_b).await;
 
     // A finishes as the service would: nothing to evict, insert, commit.
-    let new = SessionToken::generate().unwrap_or_else(|e| panic!("{e}"));
+    let new = SessionToken::generate().unwrap();
     sessions::revoke_oldest(&mut a, ada.user_id, seen_by_a - 2 + 1)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     let policy = SessionPolicy::default();
     sessions::insert(
         &mut a,
@@ -162,10 +153,8 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
         policy.absolute_lifetime,
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    a.batch_execute("COMMIT")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
 
     assert_eq!(login_b.await.unwrap_or(0), 201);
     let active = app
@@ -194,15 +183,8 @@ async fn a_login_holding_the_user_lock_does_not_block_claims_for_that_user() {
     app.create_n_tasks(&ada.token, "for ada", 3).await;
     // The test takes the user lock exactly as a login does, in an open transaction.
     let mut login = app.db.connect().await;
-    login
-        .batch_execute("BEGIN")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        users::lock(&mut login, ada.user_id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-    );
+    login.batch_execute("BEGIN").await.unwrap();
+    assert!(users::lock(&mut login, ada.user_id).await.unwrap());
     // A claim assigning tasks to ada checks the foreign key to her row
     // (FOR KEY SHARE): it must not wait for the login to commit.
     let claim = {
@@ -220,10 +202,7 @@ async fn a_login_holding_the_user_lock_does_not_block_claims_for_that_user() {
         })
     };
     let waited = app.db.blocked_or_done(&claim).await;
-    login
-        .batch_execute("ROLLBACK")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    login.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(claim.await.unwrap_or(0), 200);
     assert!(
         !waited,
@@ -237,7 +216,7 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     let ada = app.signup("ada@example.com").await;
     let policy = SessionPolicy::default();
     let insert = async |conn: &mut diesel_async::AsyncPgConnection| {
-        let token = SessionToken::generate().unwrap_or_else(|e| panic!("{e}"));
+        let token = SessionToken::generate().unwrap();
         let id = uuid::Uuid::new_v4();
         sessions::insert(
             conn,
@@ -248,28 +227,20 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
             policy.absolute_lifetime,
         )
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         id
     };
     // Login A begins its transaction (its now() is fixed here) ...
     let mut a = app.db.connect().await;
-    a.batch_execute("BEGIN; SELECT 1")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
     // ... login B begins later, issues its session and commits first ...
     let mut b = app.db.connect().await;
-    b.batch_execute("BEGIN")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    b.batch_execute("BEGIN").await.unwrap();
     let issued_first = insert(&mut b).await;
-    b.batch_execute("COMMIT")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    b.batch_execute("COMMIT").await.unwrap();
     // ... then A issues its session and commits.
     let issued_second = insert(&mut a).await;
-    a.batch_execute("COMMIT")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    a.batch_execute("COMMIT").await.unwrap();
     // Eviction of "the oldest" of these two must take B's, issued first.
     test_support::TestDb::execute(
         &app.db,
@@ -282,7 +253,7 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     let mut conn = app.db.connect().await;
     let evicted = sessions::revoke_oldest(&mut conn, ada.user_id, 1)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
     assert_eq!(evicted, 1);
     let revoked = |id: uuid::Uuid| {
         format!("SELECT count(*) AS n FROM sessions WHERE id = '{id}' AND revoked_at IS NOT NULL")
@@ -365,7 +336,7 @@ async fn validations_answer_while_every_listing_connection_is_stuck() {
     held.release().await;
     let mut reads = Vec::new();
     for handle in stuck {
-        reads.push(handle.await.unwrap_or_else(|e| panic!("{e}")));
+        reads.push(handle.await.unwrap());
     }
     assert_eq!(
         validations,

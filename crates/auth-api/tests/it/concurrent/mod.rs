@@ -19,7 +19,7 @@ pub fn own_client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
-        .unwrap_or_default()
+        .unwrap()
 }
 
 /// The same request helpers on another client.

@@ -22,7 +22,7 @@ async fn assigned_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
     )
     .get_results::<Row>(&mut conn)
     .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    .unwrap()
     .into_iter()
     .map(|r| (r.id, r.assigned_to))
     .collect()
@@ -82,7 +82,7 @@ async fn racing_claimers_never_share_or_lose_a_task() {
     .await;
     let claims: Vec<ReportedClaim<Uuid>> = reports.into_iter().flatten().collect();
     let in_db = assigned_in_db(&app).await;
-    check_claims(&claims, &in_db).unwrap_or_else(|e| panic!("{e}"));
+    check_claims(&claims, &in_db).unwrap();
     assert_eq!(
         in_db.len(),
         ids.len(),
@@ -344,12 +344,7 @@ async fn folding_the_task_counts_while_workers_write_loses_no_change() {
         "stats totals other than {TASKS}: {wrong:?}"
     );
 
-    let stats = app
-        .state
-        .queue
-        .stats()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = app.state.queue.stats().await.unwrap();
     let shown =
         |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
     let fresh = (
