@@ -53,6 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = Outcome::read("target/mutants/mutants.out")?;
     outcome.print();
     summary::closing_line(outcome.caught, outcome.missed);
+    // A failing unmutated tree judges nothing: that is no pass.
+    anyhow::ensure!(
+        outcome.caught + outcome.missed + outcome.unviable + outcome.timeout > 0,
+        "no mutant was judged: the unmutated tree failed its tests (see target/mutants/mutants.out/log/baseline.log)"
+    );
     anyhow::ensure!(
         outcome.missed == 0,
         "{} mutants survived: each is a test still owed (see target/mutants/mutants.out/missed.txt)",

@@ -349,21 +349,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_job_that_reaches_no_worker_in_time_is_refused_and_skipped() {
-        // One worker, busy with a production-cost hash (tens of ms); the
+        // One worker, held busy by a job that waits for the test to let it
+        // go (no timing: the worker is busy until the test says so); the
         // next job may wait 1 ms.
         let pool = HashPoolConfig {
             workers: Some(1),
             queue_capacity: Some(8),
             wait_deadline: std::time::Duration::from_millis(1),
         };
-        let h = PasswordHasher::new(HashParams::PRODUCTION, pool).unwrap();
-        let slot = h.reserve().unwrap();
-        let busy = tokio::spawn(slot.verify_dummy("keeps the worker busy"));
-        // Its place is counted until the worker takes it.
-        while h.stats().queued.load(Ordering::SeqCst) > 0 {
-            tokio::task::yield_now().await;
+        let h = PasswordHasher::new(HashParams::FAST_INSECURE_FOR_TESTS, pool).unwrap();
+        let (let_go, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(held));
+        // The holding job itself has only 1 ms to reach the (idle) worker:
+        // retry until the worker really runs it (it says so), bounded.
+        let mut busy = None;
+        for _ in 0..1000 {
+            let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+            let held = held.clone();
+            let job = tokio::spawn(h.reserve().unwrap().run(move || {
+                let _ = started_tx.send(());
+                let _ = held.lock().map(|rx| rx.recv());
+            }));
+            if started.await.is_ok() {
+                busy = Some(job);
+                break;
+            }
         }
+        let busy = busy.expect("the worker never took the holding job");
         let verdict = h.verify_dummy("waits too long").await;
+        let_go.send(()).unwrap();
         assert!(
             matches!(verdict, Err(HashError::DeadlineExceeded)),
             "{verdict:?}"
