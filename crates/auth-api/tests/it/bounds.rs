@@ -7,6 +7,16 @@ use serde_json::{Value, json};
 use test_support::TestApp;
 use test_support::app::expect_problem;
 
+/// A batch create that must be refused as `422 validation_failed`: its problem.
+async fn rejected_batch(app: &TestApp, token: &str, body: Value) -> Value {
+    expect_problem(
+        app.create_tasks(token, &body).await,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await
+}
+
 async fn metrics_len(app: &TestApp) -> usize {
     app.get("/metrics", None).await.text().await.unwrap().len()
 }
@@ -80,37 +90,17 @@ async fn a_batch_of_a_million_bad_items_gets_a_small_422() {
     );
     // Within the count, 1000 bad items: 50 listed, and `truncated`.
     let items: Vec<Value> = (0..1000).map(|_| json!(0)).collect();
-    let res = app.create_tasks(&ada.token, &json!({"tasks": items})).await;
-    let problem = expect_problem(
-        res,
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    let problem = rejected_batch(&app, &ada.token, json!({"tasks": items})).await;
     assert_eq!(problem["errors"].as_array().map(Vec::len), Some(50));
     assert_eq!(problem["truncated"], true);
     assert_eq!(problem["errors"][0]["field"], "tasks[0]");
     // Exactly 50 bad items: all listed, nothing left out, so no `truncated`.
     let items: Vec<Value> = (0..50).map(|_| json!(0)).collect();
-    let res = app.create_tasks(&ada.token, &json!({"tasks": items})).await;
-    let problem = expect_problem(
-        res,
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    let problem = rejected_batch(&app, &ada.token, json!({"tasks": items})).await;
     assert_eq!(problem["errors"].as_array().map(Vec::len), Some(50));
     assert!(problem.get("truncated").is_none(), "{problem}");
     // A few bad items: all listed, no `truncated`.
-    let res = app
-        .create_tasks(&ada.token, &json!({"tasks": [{"title": 7}, 3]}))
-        .await;
-    let problem = expect_problem(
-        res,
-        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    let problem = rejected_batch(&app, &ada.token, json!({"tasks": [{"title": 7}, 3]})).await;
     assert_eq!(problem["errors"].as_array().map(Vec::len), Some(2));
     assert!(problem.get("truncated").is_none(), "{problem}");
 }

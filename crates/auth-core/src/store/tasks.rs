@@ -304,7 +304,13 @@ pub async fn compact_counts(conn: &mut AsyncPgConnection) -> Result<usize, DbErr
         n: i64,
     }
     diesel::sql_query(
-        "WITH gone AS (DELETE FROM task_count_deltas RETURNING status, n),
+        // Only when some status has more than its one folded row: an idle
+        // service rewrites nothing every tick.
+        "WITH gone AS (
+                  DELETE FROM task_count_deltas
+                  WHERE EXISTS (SELECT 1 FROM task_count_deltas GROUP BY status HAVING count(*) > 1)
+                  RETURNING status, n
+              ),
               kept AS (
                   INSERT INTO task_count_deltas (status, n)
                   SELECT status, sum(n) FROM gone GROUP BY status HAVING sum(n) <> 0
