@@ -60,8 +60,10 @@ impl Psql {
     /// A single integer answer (`SELECT count(*) ...`).
     pub fn number(&self, sql: &str) -> anyhow::Result<i64> {
         let text = self.query(sql)?;
-        text.parse()
-            .with_context(|| format!("expected a number from `{sql}`, got `{text}`"))
+        text.parse().with_context(|| {
+            let first = sql.lines().next().unwrap_or_default();
+            format!("expected a number from `{first}`, got `{text}`")
+        })
     }
 
     /// Creates `name` if it is missing.
@@ -142,5 +144,12 @@ impl OpenTransaction {
 impl Drop for OpenTransaction {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+/// The post-run checks' queries (tens of thousands of ids: fed through stdin).
+impl harness::checks::Counter for Psql {
+    fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        self.number(sql)
     }
 }

@@ -4,12 +4,13 @@
 //! read afresh from the database.
 
 use super::report::{CaseReport, Timeline, check, correctness, tally};
-use super::traffic::{Call, Outcome, Traffic, fresh_token};
 use super::{Case, Pace};
-use crate::load::checks::Check;
-use crate::load::service::{CHEAP_HASHING, Service, agent};
+use crate::load::service::{CHEAP_HASHING, Service};
 use crate::psql::Psql;
 use anyhow::Context as _;
+use harness::checks::Check;
+use harness::traffic::agent;
+use harness::traffic::{Call, Outcome, Traffic, fresh_token};
 use pg_provision::Server;
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};

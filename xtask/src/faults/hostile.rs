@@ -9,11 +9,12 @@
 //! holds and more reads queued for them: validations must not notice.
 
 use super::report::{CaseReport, Timeline, check};
-use super::traffic::fresh_token;
-use crate::load::checks::Check;
-use crate::load::service::{CHEAP_HASHING, Service, agent};
+use crate::load::service::{CHEAP_HASHING, Service};
 use crate::psql::Psql;
 use anyhow::Context as _;
+use harness::checks::Check;
+use harness::traffic::agent;
+use harness::traffic::fresh_token;
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -9,7 +9,6 @@ mod chart;
 mod hostile;
 mod report;
 mod schemathesis;
-mod traffic;
 
 use crate::summary::{Counts, Row};
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,9 +1,11 @@
 //! What a fault case found, the correctness checks every case ends with,
 //! and the summary table.
 
-use super::traffic::Call;
-use crate::load::checks::{self, Check, Record};
 use crate::psql::Psql;
+use harness::checks::{self, Check, Persisted};
+use harness::contract::LIMITS;
+use harness::record::Record;
+use harness::traffic::Call;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,11 +91,7 @@ impl CaseReport {
 }
 
 pub fn check(name: &str, ok: bool, detail: String) -> Check {
-    Check {
-        name: name.to_owned(),
-        ok,
-        detail,
-    }
+    Check::new(name, ok, detail)
 }
 
 pub fn tally(calls: &[Call]) -> BTreeMap<String, usize> {
@@ -115,10 +113,9 @@ pub fn tally(calls: &[Call]) -> BTreeMap<String, usize> {
 /// rows assigned": a claim that committed just as its connection was
 /// killed was never acknowledged, so the database may hold more.)
 pub fn correctness(record: &Record, db: &Psql) -> anyhow::Result<(i64, Vec<Check>)> {
-    const SESSION_LIMIT: i64 = 10;
-    let persisted = checks::Persisted::read(record, db, SESSION_LIMIT)?;
+    let persisted = Persisted::read(record, db, &LIMITS)?;
     let mut all = checks::from_record(record);
-    all.extend(persisted.checks(record, SESSION_LIMIT));
+    all.extend(persisted.checks(record, &LIMITS));
     Ok((persisted.lost(record), all))
 }
 

@@ -15,11 +15,6 @@ const STORM_LOGIN_TARGET: f64 = 0.9;
 const STORM_VALIDATE_P99_MS: f64 = 20.0;
 const PGBENCH_TOKENS: u32 = 1000;
 
-fn pool_max(profile: &str) -> anyhow::Result<u32> {
-    let specs = super::profiles()?;
-    Ok(specs.get(profile).and_then(|s| s.max_size).unwrap_or(10))
-}
-
 fn start(
     plan: &Plan,
     server: &Server,
@@ -55,8 +50,11 @@ pub fn ceiling(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bo
     let server_cpu = server_cpu_before
         .zip(service.cpu_seconds())
         .map_or(0.0, |(b, a)| a - b);
+    // pgbench gets as many clients as the service had connections.
+    let clients = super::pool_size(&service::scrape(&service.base_url)?, 1)
+        .context("the service exported no pool size")?;
     service.stop()?;
-    let report = goose::read_report(&dir.join("report.json"))?;
+    let report = harness::goose_report::read(&dir.join("report.json"))?;
     let validate = report
         .endpoint("GET /v1/sessions/current")
         .context("the validator run made no validations")?;
@@ -81,7 +79,6 @@ pub fn ceiling(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bo
     anyhow::ensure!(script.status.success(), "tessera-validate-sql failed");
     let script_path = dir.join("validate.pgbench.sql");
     std::fs::write(&script_path, &script.stdout)?;
-    let clients = pool_max(profile)?;
     let pgbench = match &server.cluster {
         Some(cluster) => cluster.bin_dir().join("pgbench"),
         None => pg_provision::find_bin_dir()?.join("pgbench"),
@@ -155,7 +152,7 @@ pub fn storm(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool
     let hash_mean_ms = 1000.0 * metrics.get("tessera_password_hash_seconds_total")
         / metrics.get("tessera_password_hashes_total").max(1.0);
     let workers = metrics.get("tessera_password_hash_workers").max(1.0) as u32;
-    let report = goose::read_report(&dir.join("report.json"))?;
+    let report = harness::goose_report::read(&dir.join("report.json"))?;
     let login = report
         .endpoint("POST /v1/sessions")
         .context("the storm made no logins")?;

@@ -4,10 +4,11 @@
 //! concurrency guarantees must hold across instances: `cross_instance_checks`
 //! races requests that alternate between the instances directly.
 
-use super::checks::Check;
 use super::service::{Samples, Service};
 use crate::psql::Psql;
 use anyhow::Context as _;
+use harness::checks::Check;
+use harness::contract::LIMITS;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -230,15 +231,17 @@ fn races(fleet: &Fleet, db: &Psql) -> anyhow::Result<Vec<Check>> {
         format!("201: {won}, 401: {lost} of 8"),
     ));
 
-    // Rate limit: 12 wrong passwords alternating instances, then the right one.
+    // Rate limit: two wrong passwords past the limit, alternating
+    // instances, then the right one.
+    let allowed = LIMITS.login_failures as usize;
     sign_up(&at(0), "limit@fleet.example.com")?;
     let wrong = json!({"email": "limit@fleet.example.com", "password": "not the password"});
-    let statuses: Vec<u16> = (0..12)
+    let statuses: Vec<u16> = (0..allowed + 2)
         .map(|i| post(&format!("{}/v1/sessions", at(i)), None, Some(&wrong)).0)
         .collect();
     let right = json!({"email": "limit@fleet.example.com", "password": PASSWORD});
     let then = post(&format!("{}/v1/sessions", at(1)), None, Some(&right)).0;
-    let expected: Vec<u16> = [vec![401; 10], vec![429; 2]].concat();
+    let expected: Vec<u16> = [vec![401; allowed], vec![429; 2]].concat();
     checks.push(check(
         "login rate limit shared across instances",
         statuses == expected && then == 429,
@@ -246,7 +249,7 @@ fn races(fleet: &Fleet, db: &Psql) -> anyhow::Result<Vec<Check>> {
     ));
 
     // Login burst: 40 concurrent wrong passwords for one fresh email, first
-    // alternating instances directly, then through nginx: at most 10 checked.
+    // alternating instances directly, then through nginx: at most the limit checked.
     for (via, email) in [
         ("alternating instances", "burst@fleet.example.com"),
         ("through nginx", "burst-nginx@fleet.example.com"),
@@ -265,8 +268,8 @@ fn races(fleet: &Fleet, db: &Psql) -> anyhow::Result<Vec<Check>> {
         let checked = answers.iter().filter(|s| **s == 401).count();
         let limited = answers.iter().filter(|s| **s == 429).count();
         checks.push(check(
-            &format!("login burst {via}: at most 10 of 40 checked"),
-            checked <= 10 && checked + limited == 40,
+            &format!("login burst {via}: at most {allowed} of 40 checked"),
+            checked <= allowed && checked + limited == 40,
             format!("401: {checked}, 429: {limited} of 40"),
         ));
     }
@@ -285,8 +288,11 @@ fn races(fleet: &Fleet, db: &Psql) -> anyhow::Result<Vec<Check>> {
     let created = logins.iter().filter(|s| **s == 201).count();
     checks.push(check(
         "session cap holds across instances",
-        created == 24 && active == 10,
-        format!("{created} of 24 logins answered 201; {active} sessions active (limit 10)"),
+        created == 24 && active == i64::from(LIMITS.sessions_per_user),
+        format!(
+            "{created} of 24 logins answered 201; {active} sessions active (limit {})",
+            LIMITS.sessions_per_user
+        ),
     ));
 
     // Claims: 60 tasks, 12 claimers of 5 alternating instances.
@@ -335,11 +341,7 @@ fn races(fleet: &Fleet, db: &Psql) -> anyhow::Result<Vec<Check>> {
 const PASSWORD: &str = "fleet password";
 
 fn check(name: &str, ok: bool, detail: String) -> Check {
-    Check {
-        name: name.to_owned(),
-        ok,
-        detail,
-    }
+    Check::new(name, ok, detail)
 }
 
 fn sign_up(base: &str, email: &str) -> anyhow::Result<String> {
@@ -354,7 +356,7 @@ fn sign_up(base: &str, email: &str) -> anyhow::Result<String> {
 }
 
 fn post(url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-    let mut req = super::service::agent(Duration::from_secs(30)).post(url);
+    let mut req = harness::traffic::agent(Duration::from_secs(30)).post(url);
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }

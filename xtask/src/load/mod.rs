@@ -4,7 +4,6 @@
 //! `target/load-reports/<timestamp>/`.
 
 mod chart;
-pub mod checks;
 mod extras;
 mod fleet;
 mod goose;
@@ -12,19 +11,22 @@ mod report;
 pub mod service;
 mod soak;
 mod soak_chart;
-mod thresholds;
 
 use crate::psql::Psql;
 use crate::summary::{Counts, Row};
 use anyhow::Context as _;
 use fleet::Fleet;
+use harness::checks::{self, Persisted};
+use harness::contract::LIMITS;
+use harness::goose_report;
+use harness::record::Record;
+use harness::thresholds::Thresholds;
 use pg_provision::Server;
 use report::{PoolFigures, ProfileResult};
 use service::Samples;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use thresholds::Thresholds;
 
 const PROFILES_FILE: &str = "config/pool-profiles.toml";
 const THRESHOLDS_FILE: &str = "config/load-thresholds.toml";
@@ -32,8 +34,6 @@ const THRESHOLDS_FILE: &str = "config/load-thresholds.toml";
 const MIXED: &str = "sessionuser,queueworker,producer";
 /// Finished tasks tier 3 starts from (a short run's drift check).
 const TIER3_SEEDED_TASKS: u64 = 200_000;
-/// The session limit the service runs with (its default).
-const SESSION_LIMIT: i64 = 10;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -105,17 +105,27 @@ pub struct Plan {
     pub seed: soak::Seed,
 }
 
-#[derive(Debug, Clone, serde::Deserialize)]
-struct ProfileSpec {
-    #[serde(default)]
-    description: String,
-    max_size: Option<u32>,
-}
-
-fn profiles() -> anyhow::Result<BTreeMap<String, ProfileSpec>> {
+/// The profiles' names and descriptions, for choosing and reporting. What a
+/// profile sets is the service's business (auth-core's `PoolProfiles`): the
+/// pool size a report shows is what the running service exports.
+fn profiles() -> anyhow::Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(PROFILES_FILE)
         .with_context(|| format!("reading {PROFILES_FILE}"))?;
-    toml::from_str(&text).with_context(|| format!("parsing {PROFILES_FILE}"))
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {PROFILES_FILE}"))?;
+    Ok(table
+        .into_iter()
+        .map(|(name, profile)| {
+            let description = profile.get("description").and_then(toml::Value::as_str);
+            (name, description.unwrap_or_default().to_owned())
+        })
+        .collect())
+}
+
+/// The size of the sessions pool a service (or the first of a fleet) runs with.
+fn pool_size(samples: &Samples, instances: usize) -> Option<u32> {
+    let total = samples.get(r#"tessera_db_pool_max_connections{pool="sessions"}"#);
+    (total > 0.0).then(|| (total / instances.max(1) as f64).round() as u32)
 }
 
 /// "60s", "2m", "1m30s" or a bare number of seconds.
@@ -261,8 +271,8 @@ pub fn tier3(server: &Server) -> anyhow::Result<Row> {
     };
     service::build_release(false)?;
     let specs = profiles()?;
-    let spec = specs.get("default").context("no `default` profile")?;
-    let result = run_profile(&plan, server, "default", spec)?;
+    let description = specs.get("default").context("no `default` profile")?;
+    let result = run_profile(&plan, server, "default", description)?;
     write_summary(&plan, std::slice::from_ref(&result))?;
     let judged = result.verdicts.len() + result.checks.len();
     let failed = result.failed_rules();
@@ -289,7 +299,7 @@ fn run_profile(
     plan: &Plan,
     server: &Server,
     name: &str,
-    spec: &ProfileSpec,
+    description: &str,
 ) -> anyhow::Result<ProfileResult> {
     let dir = plan.out_dir.join(name);
     std::fs::create_dir_all(&dir)?;
@@ -336,13 +346,13 @@ fn run_profile(
     let peak_rss = fleet.peak_rss_mib();
     fleet.stop()?;
 
-    let report = goose::read_report(&dir.join("report.json"))?;
-    let record = checks::read_record(&dir.join("record.json"))?;
+    let report = goose_report::read(&dir.join("report.json"))?;
+    let record = Record::read(&dir.join("record.json"))?;
     let mut all_checks = cross_instance;
     all_checks.extend(checks::from_record(&record));
-    let persisted = checks::Persisted::read(&record, &db, SESSION_LIMIT)?;
+    let persisted = Persisted::read(&record, &db, &LIMITS)?;
     all_checks.push(persisted.claims_check(&record));
-    all_checks.extend(persisted.checks(&record, SESSION_LIMIT));
+    all_checks.extend(persisted.checks(&record, &LIMITS));
     let pool = pool_delta(&before, &after);
     let mut verdicts = plan
         .thresholds
@@ -369,8 +379,8 @@ fn run_profile(
         soak,
         table_sizes: final_sizes,
         profile: name.to_owned(),
-        description: spec.description.clone(),
-        max_size: spec.max_size,
+        description: description.to_owned(),
+        max_size: pool_size(&before, plan.instances),
         users: plan.users,
         report,
         pool: Some(pool),
@@ -411,8 +421,8 @@ fn run_against_target(plan: &Plan, target: &str) -> anyhow::Result<ProfileResult
         label: "target",
     })?;
     let after = service::scrape(host).ok();
-    let report = goose::read_report(&dir.join("report.json"))?;
-    let record = checks::read_record(&dir.join("record.json"))?;
+    let report = goose_report::read(&dir.join("report.json"))?;
+    let record = Record::read(&dir.join("record.json"))?;
     let all_checks = checks::from_record(&record);
     let pool = before.zip(after).map(|(b, a)| pool_delta(&b, &a));
     let verdicts = plan

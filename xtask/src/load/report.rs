@@ -1,9 +1,10 @@
 //! Per-profile results, the side-by-side `summary.md` / `summary.json`, and
 //! the recommendation.
 
-use super::checks::Check;
-use super::goose::{Peaks, Report};
-use super::thresholds::Verdict;
+use super::goose::Peaks;
+use harness::checks::Check;
+use harness::goose_report::Report;
+use harness::thresholds::Verdict;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 

@@ -47,8 +47,9 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts auth-api on a free loopback port with `env`, logging to
-    /// `log`, and waits (at most 60 s) until /readyz answers 200.
+    /// Starts auth-api on a free loopback port with the contract's limits
+    /// (the ones the checks judge by) and `env`, logging to `log`, and waits
+    /// (at most 60 s) until /readyz answers 200.
     pub fn start(database_url: &str, env: &[(&str, String)], log: &Path) -> anyhow::Result<Self> {
         let port = free_port()?;
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
@@ -59,6 +60,9 @@ impl Service {
             .env("TESSERA_SHUTDOWN_GRACE_SECS", "10")
             .stdout(out.try_clone()?)
             .stderr(out);
+        for (key, value) in harness::contract::LIMITS.env() {
+            cmd.env(key, value);
+        }
         for (key, value) in env {
             cmd.env(key, value);
         }
@@ -165,16 +169,6 @@ impl Drop for Service {
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
-}
-
-/// An HTTP client that hands back every status (the caller judges it) and
-/// gives up after `timeout`.
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 /// A GET that must answer 2xx; returns the body.

@@ -6,9 +6,9 @@
 //! from a pre-filled database, as a long-lived installation would be.
 
 use super::service::{Samples, Service};
-use super::thresholds::Verdict;
 use crate::psql::Psql;
 use harness::drift::DriftRule;
+use harness::thresholds::Verdict;
 use harness::timeline::Timeline;
 use serde::Serialize;
 use std::path::Path;

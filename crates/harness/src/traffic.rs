@@ -3,13 +3,14 @@
 //! register), logging every answer with its time and keeping what the
 //! service acknowledged, in the same `Record` the load tier's checks read.
 
-use crate::load::checks::Record;
+use crate::record::Record;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// Per worker, at most this many requests: a case cannot run away.
 const MAX_REQUESTS_PER_WORKER: u64 = 50_000;
@@ -77,29 +78,17 @@ impl Traffic {
         let mut calls = Vec::new();
         let mut record = Record::default();
         for handle in self.workers {
-            if let Ok((c, r)) = handle.join() {
-                calls.extend(c);
-                merge(&mut record, r);
-            }
+            // A worker that panicked would take what it was told with it
+            // and make the checks pass on less: fail loudly instead.
+            let (c, r) = handle
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            calls.extend(c);
+            record.merge(r);
         }
         calls.sort_by_key(|c| c.at);
         Outcome { calls, record }
     }
-}
-
-fn merge(into: &mut Record, r: Record) {
-    into.registered.extend(r.registered);
-    into.logged_out.extend(r.logged_out);
-    into.validations_after_logout += r.validations_after_logout;
-    into.accepted_after_logout += r.accepted_after_logout;
-    into.claim_calls += r.claim_calls;
-    into.empty_claims += r.empty_claims;
-    into.claimed_total += r.claimed_total;
-    into.dishonest_claims += r.dishonest_claims;
-    into.claimed.extend(r.claimed);
-    into.released.extend(r.released);
-    into.completed.extend(r.completed);
-    into.tasks_created += r.tasks_created;
 }
 
 /// An answer as the worker needs it.
@@ -124,7 +113,7 @@ const PASSWORD: &str = "fault tier password";
 impl Worker {
     fn new(base: &str, name: String, started: Instant) -> Worker {
         Worker {
-            agent: crate::load::service::agent(Duration::from_secs(20)),
+            agent: agent(Duration::from_secs(20)),
             base: base.to_owned(),
             email: format!("{name}@faults.example.com"),
             token: None,
@@ -206,25 +195,19 @@ impl Worker {
         if a.status != 200 {
             return;
         }
-        let ids: Vec<String> = a.body["tasks"]
-            .as_array()
-            .map(|t| {
-                t.iter()
-                    .filter_map(|t| t["id"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let listed = a.body["tasks"].as_array().map_or(&[][..], Vec::as_slice);
+        let ids: Vec<Uuid> = listed.iter().filter_map(|t| uuid_of(&t["id"])).collect();
         let claimed = a.body["claimed"].as_u64().unwrap_or(u64::MAX);
         self.record.claim_calls += 1;
         self.record.claimed_total += claimed;
         if claimed == 0 {
             self.record.empty_claims += 1;
         }
-        if claimed != ids.len() as u64 || claimed > 2 {
+        if claimed != ids.len() as u64 || ids.len() != listed.len() || claimed > 2 {
             self.record.dishonest_claims += 1;
         }
         for id in ids {
-            self.record.claimed.push(id.clone());
+            self.record.claimed.push(id);
             let done = self.send(
                 "complete",
                 "POST",
@@ -241,7 +224,7 @@ impl Worker {
     /// Logs out; once that is acknowledged the old token must be refused.
     fn logout_and_back(&mut self) {
         let session = self.send("validate", "GET", "/v1/sessions/current", None, &[200]);
-        let Some(session_id) = session.body["session_id"].as_str().map(str::to_owned) else {
+        let Some(session_id) = uuid_of(&session.body["session_id"]) else {
             self.forget_token_unless_ok(&session);
             return;
         };
@@ -286,9 +269,9 @@ impl Worker {
             &[201],
         );
         if a.status == 201
-            && let Some(id) = a.body["id"].as_str()
+            && let Some(id) = uuid_of(&a.body["id"])
         {
-            self.record.registered.push(id.to_owned());
+            self.record.registered.push(id);
         }
         a.status
     }
@@ -365,6 +348,19 @@ pub fn fresh_token(base_url: &str, name: &str) -> anyhow::Result<String> {
     let mut worker = Worker::new(base_url, name.to_owned(), Instant::now());
     worker.sign_up()?;
     worker.token.context("no token")
+}
+
+fn uuid_of(value: &Value) -> Option<Uuid> {
+    value.as_str().and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// An HTTP client that hands every status back as an answer.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 fn credentials(email: &str) -> Value {

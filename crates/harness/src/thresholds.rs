@@ -1,7 +1,7 @@
 //! The pass/fail criteria of a load run, from `config/load-thresholds.toml`.
 
-use super::checks::Check;
-use super::goose::Report;
+use crate::checks::Check;
+use crate::goose_report::Report;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ pub struct Thresholds {
     pub max_pool_timeouts: u64,
     pub latency: BTreeMap<String, Latency>,
     /// How much a soak run may drift (`cargo xtask load --soak`).
-    pub drift: harness::drift::DriftRule,
+    pub drift: crate::drift::DriftRule,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -36,12 +36,14 @@ impl Thresholds {
     pub fn load(path: &Path) -> anyhow::Result<Thresholds> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let parsed: Thresholds =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Thresholds::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Thresholds> {
+        let parsed: Thresholds = toml::from_str(text)?;
         anyhow::ensure!(
             parsed.latency.contains_key("default"),
-            "{} needs a [latency.default] entry",
-            path.display()
+            "a [latency.default] entry is required"
         );
         Ok(parsed)
     }
@@ -104,18 +106,25 @@ impl Thresholds {
 }
 
 fn verdict(rule: &str, observed: f64, limit: f64) -> Verdict {
-    Verdict {
-        rule: rule.to_owned(),
-        observed,
-        limit,
-        ok: observed <= limit,
+    Verdict::at_most(rule, observed, limit)
+}
+
+impl Verdict {
+    /// `observed` may be at most `limit`.
+    pub fn at_most(rule: &str, observed: f64, limit: f64) -> Verdict {
+        Verdict {
+            rule: rule.to_owned(),
+            observed,
+            limit,
+            ok: observed <= limit,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::goose::Endpoint;
+    use crate::goose_report::Endpoint;
 
     fn report(p99: f64) -> Report {
         Report {
@@ -141,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_checked_in_file_judges_a_slow_validation_as_failed() -> anyhow::Result<()> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/load-thresholds.toml");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/load-thresholds.toml");
         let thresholds = Thresholds::load(&root)?;
         let fast = thresholds.judge(&report(5.0), &[], Some(0.0));
         assert!(fast.iter().all(|v| v.ok), "{fast:?}");
@@ -156,6 +165,57 @@ mod tests {
                 .iter()
                 .any(|v| !v.ok && v.rule == "pool checkout timeouts")
         );
+        let violated = [Check::new("no task held twice", false, String::new())];
+        let broken = thresholds.judge(&report(5.0), &violated, Some(0.0));
+        assert!(
+            broken
+                .iter()
+                .any(|v| !v.ok && v.rule == "correctness violations")
+        );
         Ok(())
+    }
+
+    #[test]
+    fn an_endpoint_takes_its_own_limit_then_its_path_then_the_default() -> anyhow::Result<()> {
+        let thresholds = Thresholds::parse(
+            r#"
+            max_unexpected_errors = 0
+            max_correctness_violations = 0
+            max_pool_timeouts = 0
+            [latency.default]
+            p95_ms = 1
+            p99_ms = 2
+            [latency."/v1/sessions/current"]
+            p95_ms = 10
+            p99_ms = 20
+            [latency."POST /v1/tasks"]
+            p95_ms = 30
+            p99_ms = 40
+            [drift]
+            max_p99_ratio = 1.5
+            floor_ms = 10
+            min_count = 200
+            max_rss_growth_mib = 50
+            "#,
+        )?;
+        assert_eq!(
+            thresholds.latency_for("GET /v1/sessions/current").p99_ms,
+            20.0
+        );
+        assert_eq!(thresholds.latency_for("POST /v1/tasks").p99_ms, 40.0);
+        assert_eq!(thresholds.latency_for("GET /v1/tasks").p99_ms, 2.0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_without_a_default_latency_is_refused() {
+        let text = "max_unexpected_errors = 0\nmax_correctness_violations = 0\nmax_pool_timeouts = 0\n\
+                    [latency.x]\np95_ms = 1\np99_ms = 1\n\
+                    [drift]\nmax_p99_ratio = 1.5\nfloor_ms = 10\nmin_count = 200\nmax_rss_growth_mib = 50\n";
+        let error = Thresholds::parse(text).err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("a [latency.default] entry is required")
+        );
     }
 }
