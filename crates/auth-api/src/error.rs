@@ -88,8 +88,8 @@ pub struct Problem {
     detail: Option<String>,
     /// With `validation_failed`: each offending field.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<FieldErrorSchema>>, max_items = 50)]
-    errors: Option<Vec<FieldError>>,
+    #[schema(max_items = 50)]
+    errors: Option<Vec<FieldProblem>>,
     /// With `validation_failed`: `true` when more fields failed than `errors`
     /// lists (it lists at most 50).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,13 +97,21 @@ pub struct Problem {
 }
 
 /// One offending field of a `validation_failed` problem.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[schema(as = FieldError)]
-#[allow(dead_code)] // the schema of auth_core's FieldError
-pub struct FieldErrorSchema {
+pub struct FieldProblem {
     /// e.g. `email` or `tasks[3].title`.
     field: String,
     detail: String,
+}
+
+impl From<&FieldError> for FieldProblem {
+    fn from(e: &FieldError) -> FieldProblem {
+        FieldProblem {
+            field: e.field.clone(),
+            detail: e.detail.clone(),
+        }
+    }
 }
 
 impl ApiError {
@@ -243,7 +251,12 @@ impl ResponseError for ApiError {
             status: status.as_u16(),
             code,
             detail: self.detail(),
-            errors: errors.map(|e| e[..e.len().min(MAX_FIELD_ERRORS)].to_vec()),
+            errors: errors.map(|e| {
+                e.iter()
+                    .take(MAX_FIELD_ERRORS)
+                    .map(FieldProblem::from)
+                    .collect()
+            }),
             truncated: errors.filter(|e| e.len() > MAX_FIELD_ERRORS).map(|_| true),
         };
         let mut response = HttpResponse::build(status);

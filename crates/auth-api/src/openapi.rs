@@ -1,82 +1,17 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations.
-//!
-//! Request bodies are read by hand (`fields.rs`) so that a 422 lists every
-//! bad field; the `*Request` types here only describe those bodies. The
-//! responses every route shares (401, 400/413/415/422, 404, 503) are added by
-//! [`SharedResponses`] from what an operation has, so no route can forget one.
+//! The OpenAPI 3.1 document, assembled from the routes' annotations and
+//! their `*Request` / `*Response` types. This module imports the routes,
+//! never the reverse: startup hands the finished document to the route that
+//! serves it. The responses every route shares (401, 400/413/415/422, 404,
+//! 503) are added by [`SharedResponses`] from what an operation has, so no
+//! route can forget one.
 
-use crate::error::{FieldErrorSchema, Problem, ProblemCode};
+use crate::error::{FieldProblem, Problem, ProblemCode};
 use crate::routes::{health, sessions, tasks, users};
-use actix_web::HttpResponse;
-use std::sync::OnceLock;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Type};
-use utoipa::{Modify, OpenApi, ToSchema};
-use uuid::Uuid;
-
-/// `POST /v1/users`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RegisterRequest {
-    /// Stored trimmed and lower-cased; at most 254 characters. The pattern is
-    /// what the service accepts: one `@`, 1-64 characters before it,
-    /// dot-separated non-empty labels after it, no spaces or control characters.
-    #[schema(
-        max_length = 254,
-        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)*$",
-        example = "ada@example.com"
-    )]
-    email: String,
-    /// 8 to 128 characters (Unicode scalar values).
-    #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
-    password: String,
-}
-
-/// `POST /v1/sessions`. Any strings are accepted: a value that could never
-/// be valid is `401 invalid_credentials`, like a wrong one.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct LoginRequest {
-    #[schema(example = "ada@example.com")]
-    email: String,
-    #[schema(example = "correct horse battery")]
-    password: String,
-}
-
-/// One task of a batch.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct NewTaskRequest {
-    /// 1 to 500 characters, no NUL.
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
-    title: String,
-    /// Only schedulable tasks are claimed.
-    #[schema(default = true)]
-    schedulable: Option<bool>,
-}
-
-/// `POST /v1/tasks`: 1 to 1000 tasks, at most 1 MiB.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct CreateTasksRequest {
-    #[schema(min_items = 1, max_items = 1000)]
-    tasks: Vec<NewTaskRequest>,
-}
-
-/// `POST /v1/tasks/claim`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ClaimRequest {
-    #[schema(minimum = 1, maximum = 30)]
-    count: i64,
-    /// Defaults to the caller; must be an existing user (else 422).
-    #[schema(
-        pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
-    )]
-    assignee_id: Option<Uuid>,
-}
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -88,7 +23,7 @@ pub struct ClaimRequest {
         health::healthz,
         health::readyz,
         health::metrics,
-        document,
+        health::document,
         users::register,
         sessions::login,
         sessions::list,
@@ -104,7 +39,7 @@ pub struct ClaimRequest {
         tasks::complete,
         tasks::release,
     ),
-    components(schemas(Problem, ProblemCode, FieldErrorSchema)),
+    components(schemas(Problem, ProblemCode, FieldProblem)),
     modifiers(&SharedResponses),
     tags(
         (name = "users"),
@@ -115,19 +50,9 @@ pub struct ClaimRequest {
 )]
 pub struct ApiDoc;
 
-/// The document as served, built once.
-pub fn json() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default())
-}
-
-/// The OpenAPI document of this service.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This document",
-    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(json())
+/// The document as served.
+pub fn json() -> Result<String, serde_json::Error> {
+    ApiDoc::openapi().to_json()
 }
 
 /// Adds the bearer scheme and the responses an operation has because of

@@ -50,10 +50,13 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
     let data = web::Data::new(state.clone());
+    let document = crate::openapi::json().context("serialising the OpenAPI document")?;
+    let document = web::Data::new(routes::health::ApiDocument(document.into()));
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(crate::telemetry::RequestLog)
             .app_data(data.clone())
+            .app_data(document.clone())
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })

@@ -52,7 +52,7 @@ impl ClaimOutcome {
 /// Which tasks to list.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
-    pub status: Option<String>,
+    pub status: Option<TaskStatus>,
     pub assignee: Option<Uuid>,
     pub limit: Option<i64>,
 }
@@ -173,23 +173,15 @@ impl TaskQueue {
     }
 
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
-        let mut errors = Vec::new();
-        let status = filter.status.as_deref().map(TaskStatus::parse);
-        if status == Some(None) {
-            errors.push(FieldError::new(
-                "status",
-                "must be unassigned, assigned or completed",
-            ));
-        }
         let limit = filter.limit.unwrap_or(DEFAULT_LIST);
         if !(1..=MAX_LIST).contains(&limit) {
-            errors.push(FieldError::new("limit", "must be between 1 and 1000"));
-        }
-        if !errors.is_empty() {
-            return Err(Error::Invalid(errors));
+            return Err(Error::Invalid(vec![FieldError::new(
+                "limit",
+                "must be between 1 and 1000",
+            )]));
         }
         let mut conn = self.reads.get().await?;
-        Ok(tasks::list(&mut conn, status.flatten(), filter.assignee, limit).await?)
+        Ok(tasks::list(&mut conn, filter.status, filter.assignee, limit).await?)
     }
 
     pub async fn stats(&self) -> Result<TaskCounts> {

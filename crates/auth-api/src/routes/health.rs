@@ -1,3 +1,5 @@
+//! The operations routes: liveness, readiness, metrics, this API's document.
+
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -43,4 +45,16 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
+}
+
+/// The OpenAPI document, assembled at startup (`crate::openapi`).
+pub struct ApiDocument(pub web::Bytes);
+
+/// The OpenAPI document of this service.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
+pub async fn document(doc: web::Data<ApiDocument>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone()) // a reference count, not a copy
 }

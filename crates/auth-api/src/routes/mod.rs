@@ -47,7 +47,7 @@ contract_routes! {
     "/healthz" => { get [Public] health::healthz }
     "/readyz" => { get [Public] health::readyz }
     "/metrics" => { get [Public] health::metrics }
-    "/openapi.json" => { get [Public] crate::openapi::document }
+    "/openapi.json" => { get [Public] health::document }
     "/v1/users" => { post [Public] users::register }
     "/v1/sessions" => {
         post [Public] sessions::login,

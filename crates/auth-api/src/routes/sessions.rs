@@ -1,19 +1,38 @@
-use super::users::Credentials;
+//! `/v1/sessions`: log in, validate, log out, rotate, list, revoke.
+
 use crate::error::ApiError;
 use crate::error::Problem;
 use crate::extract::{Authenticated, BearerToken, JsonBody, path_id};
-use crate::openapi::LoginRequest;
+use crate::fields::FromJson;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use auth_core::auth::IssuedSession;
+use auth_core::domain::FieldError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// `POST /v1/sessions`. Any strings are accepted: a value that could never
+/// be valid is `401 invalid_credentials`, like a wrong one.
+#[derive(ToSchema)]
+pub struct LoginRequest {
+    #[schema(example = "ada@example.com")]
+    pub email: String,
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+}
+
+impl FromJson for LoginRequest {
+    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        super::users::credentials(value).map(|(email, password)| LoginRequest { email, password })
+    }
+}
+
 /// A new session and its token; the token is shown only here.
 #[derive(Serialize, ToSchema)]
-pub struct IssuedBody {
+pub struct IssuedSessionResponse {
     /// Opaque, URL-safe; 256 bits from the OS CSPRNG.
     token: String,
     session_id: Uuid,
@@ -21,9 +40,9 @@ pub struct IssuedBody {
     expires_at: DateTime<Utc>,
 }
 
-impl From<IssuedSession> for IssuedBody {
-    fn from(s: IssuedSession) -> IssuedBody {
-        IssuedBody {
+impl From<IssuedSession> for IssuedSessionResponse {
+    fn from(s: IssuedSession) -> IssuedSessionResponse {
+        IssuedSessionResponse {
             token: s.token.expose(),
             session_id: s.session_id,
             user_id: s.user_id,
@@ -34,7 +53,7 @@ impl From<IssuedSession> for IssuedBody {
 
 /// The session a token belongs to.
 #[derive(Serialize, ToSchema)]
-pub struct CurrentBody {
+pub struct CurrentSessionResponse {
     session_id: Uuid,
     user_id: Uuid,
     created_at: DateTime<Utc>,
@@ -44,7 +63,7 @@ pub struct CurrentBody {
 
 /// One of the caller's active sessions.
 #[derive(Serialize, ToSchema)]
-pub struct SessionItem {
+pub struct SessionResponse {
     session_id: Uuid,
     created_at: DateTime<Utc>,
     last_seen_at: DateTime<Utc>,
@@ -54,12 +73,12 @@ pub struct SessionItem {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct SessionList {
-    sessions: Vec<SessionItem>,
+pub struct SessionListResponse {
+    sessions: Vec<SessionResponse>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Revoked {
+pub struct RevokedResponse {
     /// Sessions this call revoked.
     revoked: usize,
 }
@@ -77,7 +96,7 @@ fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
     summary = "Log in",
     request_body = LoginRequest,
     responses(
-        (status = 201, description = "Logged in", body = IssuedBody),
+        (status = 201, description = "Logged in", body = IssuedSessionResponse),
         (status = 401, description = "`invalid_credentials`: unknown email or wrong password (indistinguishable)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_attempts`: too many failed logins for this email", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until a login may be tried again"))),
@@ -85,10 +104,10 @@ fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
 )]
 pub async fn login(
     state: web::Data<AppState>,
-    JsonBody(body): JsonBody<Credentials>,
+    JsonBody(body): JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let issued = state.sessions.login(&body.email, &body.password).await?;
-    Ok(no_store(HttpResponse::Created()).json(IssuedBody::from(issued)))
+    Ok(no_store(HttpResponse::Created()).json(IssuedSessionResponse::from(issued)))
 }
 
 #[utoipa::path(
@@ -97,10 +116,10 @@ pub async fn login(
     tag = "sessions",
     summary = "Validate the token",
     security(("bearer" = [])),
-    responses((status = 200, description = "The token is valid", body = CurrentBody))
+    responses((status = 200, description = "The token is valid", body = CurrentSessionResponse))
 )]
 pub async fn current(Authenticated(p): Authenticated) -> HttpResponse {
-    HttpResponse::Ok().json(CurrentBody {
+    HttpResponse::Ok().json(CurrentSessionResponse {
         session_id: p.session_id,
         user_id: p.user_id,
         created_at: p.created_at,
@@ -132,14 +151,14 @@ pub async fn logout(
     summary = "Rotate the token",
     description = "Same session id and absolute expiry; the old token is invalid from now on. Of concurrent refreshes with one token exactly one succeeds.",
     security(("bearer" = [])),
-    responses((status = 201, description = "A new token for the same session", body = IssuedBody))
+    responses((status = 201, description = "A new token for the same session", body = IssuedSessionResponse))
 )]
 pub async fn refresh(
     state: web::Data<AppState>,
     BearerToken(token): BearerToken,
 ) -> Result<HttpResponse, ApiError> {
     let issued = state.sessions.refresh(&token).await?;
-    Ok(no_store(HttpResponse::Created()).json(IssuedBody::from(issued)))
+    Ok(no_store(HttpResponse::Created()).json(IssuedSessionResponse::from(issued)))
 }
 
 #[utoipa::path(
@@ -148,18 +167,18 @@ pub async fn refresh(
     tag = "sessions",
     summary = "List the caller's active sessions",
     security(("bearer" = [])),
-    responses((status = 200, description = "Active sessions", body = SessionList))
+    responses((status = 200, description = "Active sessions", body = SessionListResponse))
 )]
 pub async fn list(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let sessions: Vec<SessionItem> = state
+    let sessions: Vec<SessionResponse> = state
         .sessions
         .list(&p)
         .await?
         .into_iter()
-        .map(|s| SessionItem {
+        .map(|s| SessionResponse {
             session_id: s.session_id,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
@@ -167,7 +186,7 @@ pub async fn list(
             current: s.current,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(SessionList { sessions }))
+    Ok(HttpResponse::Ok().json(SessionListResponse { sessions }))
 }
 
 #[utoipa::path(
@@ -195,12 +214,12 @@ pub async fn revoke(
     tag = "sessions",
     summary = "Log out everywhere",
     security(("bearer" = [])),
-    responses((status = 200, description = "How many sessions this call revoked", body = Revoked))
+    responses((status = 200, description = "How many sessions this call revoked", body = RevokedResponse))
 )]
 pub async fn revoke_all(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let revoked = state.sessions.revoke_all(&p).await?;
-    Ok(HttpResponse::Ok().json(Revoked { revoked }))
+    Ok(HttpResponse::Ok().json(RevokedResponse { revoked }))
 }

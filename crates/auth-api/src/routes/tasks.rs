@@ -1,11 +1,12 @@
+//! `/v1/tasks`: the shared work queue.
+
 use crate::error::ApiError;
 use crate::error::Problem;
 use crate::extract::{Authenticated, JsonBody, path_id};
 use crate::fields::{Fields, FromJson};
-use crate::openapi::{ClaimRequest, CreateTasksRequest};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
-use auth_core::domain::FieldError;
+use auth_core::domain::{self, FieldError};
 use auth_core::queue::{MAX_BATCH, NewTask, TaskFilter};
 use auth_core::store::tasks::TaskRow;
 use chrono::{DateTime, Utc};
@@ -17,12 +18,11 @@ use uuid::Uuid;
 /// A task as the contract shows it. A task whose lease has expired shows as
 /// `unassigned` with no assignee.
 #[derive(Serialize, ToSchema)]
-pub struct TaskBody {
+pub struct TaskResponse {
     id: Uuid,
     title: String,
     schedulable: bool,
-    #[schema(value_type = TaskStatus)]
-    status: String,
+    status: TaskStatus,
     assigned_to: Option<Uuid>,
     assigned_by: Option<Uuid>,
     assigned_at: Option<DateTime<Utc>>,
@@ -30,13 +30,13 @@ pub struct TaskBody {
     completed_at: Option<DateTime<Utc>>,
 }
 
-impl From<TaskRow> for TaskBody {
-    fn from(t: TaskRow) -> TaskBody {
-        TaskBody {
+impl From<TaskRow> for TaskResponse {
+    fn from(t: TaskRow) -> TaskResponse {
+        TaskResponse {
             id: t.id,
             title: t.title,
             schedulable: t.schedulable,
-            status: t.status,
+            status: t.status.into(),
             assigned_to: t.assigned_to,
             assigned_by: t.assigned_by,
             assigned_at: t.assigned_at,
@@ -47,61 +47,147 @@ impl From<TaskRow> for TaskBody {
 }
 
 /// `status` of a task.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)] // a schema only: the status travels as the store's string
+// The wire's spelling of `domain::TaskStatus`; the match below keeps them in step.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Unassigned,
     Assigned,
     Completed,
 }
 
+impl From<domain::TaskStatus> for TaskStatus {
+    fn from(status: domain::TaskStatus) -> TaskStatus {
+        match status {
+            domain::TaskStatus::Unassigned => TaskStatus::Unassigned,
+            domain::TaskStatus::Assigned => TaskStatus::Assigned,
+            domain::TaskStatus::Completed => TaskStatus::Completed,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
-pub struct TaskList {
-    tasks: Vec<TaskBody>,
+pub struct TaskListResponse {
+    tasks: Vec<TaskResponse>,
+}
+
+impl TaskListResponse {
+    fn of(rows: Vec<TaskRow>) -> TaskListResponse {
+        TaskListResponse {
+            tasks: rows.into_iter().map(TaskResponse::from).collect(),
+        }
+    }
 }
 
 /// What one claim did: `claimed` is exactly the number of tasks this call
 /// assigned (0 when none were free, which is not an error).
 #[derive(Serialize, ToSchema)]
-pub struct ClaimAnswer {
+pub struct ClaimResponse {
     requested: i64,
     claimed: usize,
-    tasks: Vec<TaskBody>,
+    tasks: Vec<TaskResponse>,
 }
 
 /// Counted from the database at the time of the call.
 #[derive(Serialize, ToSchema)]
-pub struct TaskStats {
+pub struct TaskStatsResponse {
     unassigned: i64,
     assigned: i64,
     completed: i64,
 }
 
-/// The query of `GET /v1/tasks`; read by hand so every bad value is listed.
+/// The query of `GET /v1/tasks`, read by hand so every bad value is listed;
+/// unknown parameters are ignored.
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[allow(dead_code)] // documentation of the query string
 pub struct ListQuery {
     /// Only tasks in this status.
-    status: Option<TaskStatus>,
+    #[param(value_type = Option<TaskStatus>)]
+    status: Option<domain::TaskStatus>,
     /// `me` or a user id: only tasks assigned to them.
     #[param(
+        value_type = Option<String>,
         pattern = "^(me|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
     )]
-    assignee: Option<String>,
+    assignee: Option<Uuid>,
     /// At most this many tasks (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-fn bodies(rows: Vec<TaskRow>) -> Vec<TaskBody> {
-    rows.into_iter().map(TaskBody::from).collect()
+impl ListQuery {
+    /// Reads `query`, `me` standing for `caller`.
+    fn parse(query: &str, caller: Uuid) -> Result<ListQuery, ApiError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query).map_err(|_| {
+            ApiError::Validation(vec![FieldError::new(
+                "query",
+                "is not a valid query string",
+            )])
+        })?;
+        let mut parsed = ListQuery {
+            status: None,
+            assignee: None,
+            limit: None,
+        };
+        let mut errors = Vec::new();
+        for (key, value) in pairs.into_inner() {
+            match key.as_str() {
+                "status" => match domain::TaskStatus::parse(&value) {
+                    Some(status) => parsed.status = Some(status),
+                    None => errors.push(FieldError::new(
+                        "status",
+                        "must be unassigned, assigned or completed",
+                    )),
+                },
+                "assignee" if value == "me" => parsed.assignee = Some(caller),
+                "assignee" => match Uuid::parse_str(&value) {
+                    Ok(id) => parsed.assignee = Some(id),
+                    Err(_) => errors.push(FieldError::new("assignee", "must be me or a user id")),
+                },
+                "limit" => match value.parse() {
+                    Ok(n) => parsed.limit = Some(n),
+                    Err(_) => errors.push(FieldError::new("limit", "must be an integer")),
+                },
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(parsed)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
 }
 
-pub struct CreateTasks(Vec<NewTask>);
+impl From<ListQuery> for TaskFilter {
+    fn from(q: ListQuery) -> TaskFilter {
+        TaskFilter {
+            status: q.status,
+            assignee: q.assignee,
+            limit: q.limit,
+        }
+    }
+}
 
-impl FromJson for CreateTasks {
+/// One task of a batch.
+#[derive(ToSchema)]
+pub struct NewTaskRequest {
+    /// 1 to 500 characters, no NUL.
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    title: String,
+    /// Only schedulable tasks are claimed.
+    #[schema(value_type = Option<bool>, default = true)]
+    schedulable: bool,
+}
+
+/// `POST /v1/tasks`: 1 to 1000 tasks, at most 1 MiB.
+#[derive(ToSchema)]
+pub struct CreateTasksRequest {
+    #[schema(min_items = 1, max_items = 1000)]
+    tasks: Vec<NewTaskRequest>,
+}
+
+impl FromJson for CreateTasksRequest {
     const MAX_BODY: usize = 1024 * 1024;
 
     fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
@@ -121,9 +207,32 @@ impl FromJson for CreateTasks {
             let title = t.string("title").map(str::to_owned);
             let schedulable = t.optional_bool("schedulable", true);
             f.absorb(t);
-            tasks.extend(title.map(|title| NewTask { title, schedulable }));
+            tasks.extend(title.map(|title| NewTaskRequest { title, schedulable }));
         }
-        f.finish(items.map(|_| CreateTasks(tasks)))
+        f.finish(items.map(|_| CreateTasksRequest { tasks }))
+    }
+}
+
+/// `POST /v1/tasks/claim`.
+#[derive(ToSchema)]
+pub struct ClaimRequest {
+    #[schema(minimum = 1, maximum = 30)]
+    count: i64,
+    /// Defaults to the caller; must be an existing user (else 422).
+    #[schema(
+        value_type = Option<String>,
+        format = Uuid,
+        pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+    )]
+    assignee_id: Option<Uuid>,
+}
+
+impl FromJson for ClaimRequest {
+    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::of(value, "");
+        let count = f.integer("count");
+        let assignee_id = f.optional_uuid("assignee_id");
+        f.finish(count.map(|count| ClaimRequest { count, assignee_id }))
     }
 }
 
@@ -134,31 +243,23 @@ impl FromJson for CreateTasks {
     summary = "Create a batch of tasks",
     security(("bearer" = [])),
     request_body = CreateTasksRequest,
-    responses((status = 201, description = "Created, in the order given", body = TaskList))
+    responses((status = 201, description = "Created, in the order given", body = TaskListResponse))
 )]
 pub async fn create(
     state: web::Data<AppState>,
     _caller: Authenticated,
-    JsonBody(CreateTasks(batch)): JsonBody<CreateTasks>,
+    JsonBody(body): JsonBody<CreateTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let batch = body
+        .tasks
+        .into_iter()
+        .map(|t| NewTask {
+            title: t.title,
+            schedulable: t.schedulable,
+        })
+        .collect();
     let created = state.queue.create(batch).await?;
-    Ok(HttpResponse::Created().json(TaskList {
-        tasks: bodies(created),
-    }))
-}
-
-pub struct ClaimBody {
-    count: i64,
-    assignee_id: Option<Uuid>,
-}
-
-impl FromJson for ClaimBody {
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        let mut f = Fields::of(value, "");
-        let count = f.integer("count");
-        let assignee_id = f.optional_uuid("assignee_id");
-        f.finish(count.map(|count| ClaimBody { count, assignee_id }))
-    }
+    Ok(HttpResponse::Created().json(TaskListResponse::of(created)))
 }
 
 #[utoipa::path(
@@ -169,21 +270,21 @@ impl FromJson for ClaimBody {
     description = "Only schedulable tasks that are unassigned (or whose lease expired). Concurrent claimers never get the same task and never wait on each other's rows.",
     security(("bearer" = [])),
     request_body = ClaimRequest,
-    responses((status = 200, description = "What this call assigned", body = ClaimAnswer))
+    responses((status = 200, description = "What this call assigned", body = ClaimResponse))
 )]
 pub async fn claim(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
-    JsonBody(body): JsonBody<ClaimBody>,
+    JsonBody(body): JsonBody<ClaimRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let outcome = state
         .queue
         .claim(p.user_id, body.count, body.assignee_id)
         .await?;
-    Ok(HttpResponse::Ok().json(ClaimAnswer {
+    Ok(HttpResponse::Ok().json(ClaimResponse {
         requested: outcome.requested,
         claimed: outcome.claimed(),
-        tasks: bodies(outcome.tasks),
+        tasks: outcome.tasks.into_iter().map(TaskResponse::from).collect(),
     }))
 }
 
@@ -195,7 +296,7 @@ pub async fn claim(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "A task id (UUID)")),
     responses(
-        (status = 200, description = "Completed", body = TaskBody),
+        (status = 200, description = "Completed", body = TaskResponse),
         (status = 409, description = "`not_assignee`: not held by the caller under a live lease", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -205,7 +306,7 @@ pub async fn complete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let task = state.queue.complete(p.user_id, path_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(TaskBody::from(task)))
+    Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }
 
 #[utoipa::path(
@@ -216,7 +317,7 @@ pub async fn complete(
     security(("bearer" = [])),
     params(("id" = String, Path, description = "A task id (UUID)")),
     responses(
-        (status = 200, description = "Back in `unassigned`", body = TaskBody),
+        (status = 200, description = "Back in `unassigned`", body = TaskResponse),
         (status = 409, description = "`not_assignee`: not held by the caller under a live lease", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -226,10 +327,9 @@ pub async fn release(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let task = state.queue.release(p.user_id, path_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(TaskBody::from(task)))
+    Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }
 
-/// `?status=&assignee=me&limit=`; unknown parameters are ignored.
 #[utoipa::path(
     get,
     path = "/v1/tasks",
@@ -238,7 +338,7 @@ pub async fn release(
     security(("bearer" = [])),
     params(ListQuery),
     responses(
-        (status = 200, description = "Matching tasks", body = TaskList),
+        (status = 200, description = "Matching tasks", body = TaskListResponse),
         (status = 422, description = "`validation_failed`: a bad query value", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -247,37 +347,9 @@ pub async fn list(
     Authenticated(p): Authenticated,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query =
-        web::Query::<Vec<(String, String)>>::from_query(req.query_string()).map_err(|_| {
-            ApiError::Validation(vec![FieldError::new(
-                "query",
-                "is not a valid query string",
-            )])
-        })?;
-    let mut filter = TaskFilter::default();
-    let mut errors = Vec::new();
-    for (key, value) in query.into_inner() {
-        match key.as_str() {
-            "status" => filter.status = Some(value),
-            "assignee" if value == "me" => filter.assignee = Some(p.user_id),
-            "assignee" => match Uuid::parse_str(&value) {
-                Ok(id) => filter.assignee = Some(id),
-                Err(_) => errors.push(FieldError::new("assignee", "must be me or a user id")),
-            },
-            "limit" => match value.parse() {
-                Ok(n) => filter.limit = Some(n),
-                Err(_) => errors.push(FieldError::new("limit", "must be an integer")),
-            },
-            _ => {}
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let tasks = state.queue.list(filter).await?;
-    Ok(HttpResponse::Ok().json(TaskList {
-        tasks: bodies(tasks),
-    }))
+    let query = ListQuery::parse(req.query_string(), p.user_id)?;
+    let tasks = state.queue.list(query.into()).await?;
+    Ok(HttpResponse::Ok().json(TaskListResponse::of(tasks)))
 }
 
 #[utoipa::path(
@@ -286,14 +358,14 @@ pub async fn list(
     tag = "tasks",
     summary = "Count tasks by status",
     security(("bearer" = [])),
-    responses((status = 200, description = "Counts", body = TaskStats))
+    responses((status = 200, description = "Counts", body = TaskStatsResponse))
 )]
 pub async fn stats(
     state: web::Data<AppState>,
     _caller: Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let c = state.queue.stats().await?;
-    Ok(HttpResponse::Ok().json(TaskStats {
+    Ok(HttpResponse::Ok().json(TaskStatsResponse {
         unassigned: c.unassigned,
         assigned: c.assigned,
         completed: c.completed,

@@ -1,8 +1,16 @@
-//! The statuses a task shows. Stored rows hold the same words; a lapsed
-//! lease is stored as `assigned` and shown as `unassigned` (`task_view`).
+//! The statuses a task shows. Stored rows hold the same words (the column is
+//! `text` with a CHECK), read and written through this type; a lapsed lease
+//! is stored as `assigned` and shown as `unassigned` (`task_view`).
+
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
 
 /// A task's status as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromSqlRow, AsExpression)]
+#[diesel(sql_type = Text)]
 pub enum TaskStatus {
     Unassigned,
     Assigned,
@@ -26,6 +34,19 @@ impl TaskStatus {
 
     pub fn parse(text: &str) -> Option<TaskStatus> {
         TaskStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl FromSql<Text, Pg> for TaskStatus {
+    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(value)?;
+        TaskStatus::parse(&text).ok_or_else(|| format!("unknown task status {text:?}").into())
+    }
+}
+
+impl ToSql<Text, Pg> for TaskStatus {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
     }
 }
 

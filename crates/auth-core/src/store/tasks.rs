@@ -27,7 +27,7 @@ pub struct TaskRow {
     #[diesel(sql_type = Bool)]
     pub schedulable: bool,
     #[diesel(sql_type = Text)]
-    pub status: String,
+    pub status: TaskStatus,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub assigned_to: Option<Uuid>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
