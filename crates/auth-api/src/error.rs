@@ -5,10 +5,15 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use auth_core::domain::{FieldError, MAX_FIELD_ERRORS};
+use auth_core::{QueueError, SessionError, StoreError};
 use serde::Serialize;
 use std::fmt;
 use utoipa::ToSchema;
 
+/// Every answer that is not a success: one variant per contract case, so
+/// [`ApiError::parts`] is the one place a status and code are chosen. The
+/// domains' errors are translated by the `From` impls below, each of their
+/// variants once.
 #[derive(Debug)]
 pub enum ApiError {
     /// Not JSON, or nested deeper than 32 levels.
@@ -23,15 +28,57 @@ pub enum ApiError {
     MethodNotAllowed {
         allow: String,
     },
-    Core(auth_core::Error),
+    EmailTaken,
+    InvalidCredentials,
+    TooManyAttempts {
+        retry_after_secs: u64,
+    },
+    InvalidToken,
+    NotAssignee,
+    /// The database or the pool could not serve in time (logged as a warning).
+    Unavailable(StoreError),
+    /// The hash queue shed the login (logged at debug: it is the design working).
+    Overloaded(SessionError),
+    /// Anything else: logged with its causes, answered with a generic 500.
+    Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl From<auth_core::Error> for ApiError {
-    fn from(e: auth_core::Error) -> ApiError {
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> ApiError {
         match e {
-            auth_core::Error::Invalid(errors) => ApiError::Validation(errors),
-            auth_core::Error::NotFound => ApiError::NotFound,
-            other => ApiError::Core(other),
+            SessionError::Invalid(errors) => ApiError::Validation(errors),
+            SessionError::EmailTaken => ApiError::EmailTaken,
+            SessionError::InvalidCredentials => ApiError::InvalidCredentials,
+            SessionError::TooManyAttempts { retry_after_secs } => {
+                ApiError::TooManyAttempts { retry_after_secs }
+            }
+            SessionError::InvalidToken => ApiError::InvalidToken,
+            SessionError::NotFound => ApiError::NotFound,
+            e @ SessionError::Overloaded(_) => ApiError::Overloaded(e),
+            e @ (SessionError::Hashing(_) | SessionError::Entropy(_)) => {
+                ApiError::Internal(Box::new(e))
+            }
+            SessionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> ApiError {
+        match e {
+            QueueError::Invalid(errors) => ApiError::Validation(errors),
+            QueueError::NotFound => ApiError::NotFound,
+            QueueError::NotAssignee => ApiError::NotAssignee,
+            QueueError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            e @ StoreError::Unavailable(..) => ApiError::Unavailable(e),
+            e @ StoreError::Database(_) => ApiError::Internal(Box::new(e)),
         }
     }
 }
@@ -117,77 +164,56 @@ impl From<&FieldError> for FieldProblem {
 impl ApiError {
     /// (status, code, title): the contract's table.
     fn parts(&self) -> (StatusCode, ProblemCode, &'static str) {
-        use auth_core::Error as E;
+        use ProblemCode as C;
+        use StatusCode as S;
         match self {
-            ApiError::MalformedRequest(_) => (
-                StatusCode::BAD_REQUEST,
-                ProblemCode::MalformedRequest,
-                "Malformed request",
-            ),
+            ApiError::MalformedRequest(_) => {
+                (S::BAD_REQUEST, C::MalformedRequest, "Malformed request")
+            }
             ApiError::PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ProblemCode::PayloadTooLarge,
+                S::PAYLOAD_TOO_LARGE,
+                C::PayloadTooLarge,
                 "Payload too large",
             ),
             ApiError::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ProblemCode::UnsupportedMediaType,
+                S::UNSUPPORTED_MEDIA_TYPE,
+                C::UnsupportedMediaType,
                 "Unsupported media type",
             ),
             ApiError::Validation(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ProblemCode::ValidationFailed,
+                S::UNPROCESSABLE_ENTITY,
+                C::ValidationFailed,
                 "Validation failed",
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
+            ApiError::NotFound => (S::NOT_FOUND, C::NotFound, "Not found"),
             ApiError::MethodNotAllowed { .. } => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                ProblemCode::MethodNotAllowed,
+                S::METHOD_NOT_ALLOWED,
+                C::MethodNotAllowed,
                 "Method not allowed",
             ),
-            ApiError::Core(e) => match e {
-                E::Invalid(_) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ProblemCode::ValidationFailed,
-                    "Validation failed",
-                ),
-                E::EmailTaken => (
-                    StatusCode::CONFLICT,
-                    ProblemCode::EmailTaken,
-                    "Email already registered",
-                ),
-                E::InvalidCredentials => (
-                    StatusCode::UNAUTHORIZED,
-                    ProblemCode::InvalidCredentials,
-                    "Invalid credentials",
-                ),
-                E::TooManyAttempts { .. } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ProblemCode::TooManyAttempts,
-                    "Too many failed login attempts",
-                ),
-                E::InvalidToken => (
-                    StatusCode::UNAUTHORIZED,
-                    ProblemCode::InvalidToken,
-                    "Invalid token",
-                ),
-                E::NotFound => (StatusCode::NOT_FOUND, ProblemCode::NotFound, "Not found"),
-                E::NotAssignee => (
-                    StatusCode::CONFLICT,
-                    ProblemCode::NotAssignee,
-                    "Task is not assigned to you",
-                ),
-                E::Unavailable(_) | E::Overloaded(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ProblemCode::ServiceUnavailable,
-                    "Service unavailable",
-                ),
-                E::Database(_) | E::Hashing(_) | E::Entropy(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ProblemCode::InternalError,
-                    "Internal server error",
-                ),
-            },
+            ApiError::EmailTaken => (S::CONFLICT, C::EmailTaken, "Email already registered"),
+            ApiError::InvalidCredentials => (
+                S::UNAUTHORIZED,
+                C::InvalidCredentials,
+                "Invalid credentials",
+            ),
+            ApiError::TooManyAttempts { .. } => (
+                S::TOO_MANY_REQUESTS,
+                C::TooManyAttempts,
+                "Too many failed login attempts",
+            ),
+            ApiError::InvalidToken => (S::UNAUTHORIZED, C::InvalidToken, "Invalid token"),
+            ApiError::NotAssignee => (S::CONFLICT, C::NotAssignee, "Task is not assigned to you"),
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => (
+                S::SERVICE_UNAVAILABLE,
+                C::ServiceUnavailable,
+                "Service unavailable",
+            ),
+            ApiError::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                C::InternalError,
+                "Internal server error",
+            ),
         }
     }
 
@@ -199,19 +225,41 @@ impl ApiError {
                 Some(format!("the body must be at most {limit} bytes"))
             }
             ApiError::UnsupportedMediaType => Some("send Content-Type: application/json".into()),
-            ApiError::Core(auth_core::Error::TooManyAttempts { retry_after_secs }) => {
+            ApiError::TooManyAttempts { retry_after_secs } => {
                 Some(format!("try again in {retry_after_secs} s"))
             }
             _ => None,
         }
     }
 
-    fn field_errors(&self) -> Option<&[FieldError]> {
+    /// The headers the contract gives this answer.
+    fn headers(&self) -> Option<(header::HeaderName, String)> {
         match self {
-            ApiError::Validation(errors) | ApiError::Core(auth_core::Error::Invalid(errors)) => {
-                Some(errors)
+            ApiError::TooManyAttempts { retry_after_secs } => {
+                Some((header::RETRY_AFTER, retry_after_secs.to_string()))
             }
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => {
+                Some((header::RETRY_AFTER, "1".to_owned()))
+            }
+            ApiError::InvalidToken => Some((header::WWW_AUTHENTICATE, "Bearer".to_owned())),
+            ApiError::MethodNotAllowed { allow } => Some((header::ALLOW, allow.clone())),
             _ => None,
+        }
+    }
+
+    /// Server-side failures are logged (client errors are not): a shed
+    /// login at debug, an unavailable database as a warning, anything else
+    /// as an error with its causes.
+    fn log(&self) {
+        match self {
+            ApiError::Overloaded(e) => tracing::debug!(error = %e, "shed load"),
+            ApiError::Unavailable(e) => {
+                tracing::warn!(error = %cause_chain(e), "database unavailable");
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = %cause_chain(e.as_ref()), "request failed")
+            }
+            _ => {}
         }
     }
 }
@@ -219,7 +267,9 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApiError::Core(e) => write!(f, "{e}"),
+            ApiError::Unavailable(e) => write!(f, "{e}"),
+            ApiError::Overloaded(e) => write!(f, "{e}"),
+            ApiError::Internal(e) => write!(f, "{e}"),
             other => f.write_str(other.parts().1.as_str()),
         }
     }
@@ -232,19 +282,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, title) = self.parts();
-        match self {
-            ApiError::Core(e) if status.is_server_error() => {
-                if matches!(e, auth_core::Error::Overloaded(_)) {
-                    tracing::debug!(error = %e, "shed load");
-                } else if status == StatusCode::SERVICE_UNAVAILABLE {
-                    tracing::warn!(error = %e, "database unavailable");
-                } else {
-                    tracing::error!(error = ?anyhow_chain(e), "request failed");
-                }
-            }
-            _ => {}
-        }
-        let errors = self.field_errors();
+        self.log();
+        let errors = match self {
+            ApiError::Validation(errors) => Some(errors.as_slice()),
+            _ => None,
+        };
         let body = Problem {
             kind: format!("urn:tessera:problem:{}", code.as_str()),
             title,
@@ -264,29 +306,17 @@ impl ResponseError for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         ));
-        match self {
-            ApiError::Core(auth_core::Error::TooManyAttempts { retry_after_secs }) => {
-                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
-            }
-            ApiError::Core(auth_core::Error::Unavailable(_) | auth_core::Error::Overloaded(_)) => {
-                response.insert_header((header::RETRY_AFTER, "1"));
-            }
-            ApiError::Core(auth_core::Error::InvalidToken) => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            ApiError::MethodNotAllowed { allow } => {
-                response.insert_header((header::ALLOW, allow.as_str()));
-            }
-            _ => {}
+        if let Some(header) = self.headers() {
+            response.insert_header(header);
         }
         response.body(serde_json::to_vec(&body).unwrap_or_default())
     }
 }
 
 /// The full cause chain of an error, for the log only.
-fn anyhow_chain(e: &auth_core::Error) -> String {
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(cause) = source {
         out.push_str(": ");
         out.push_str(&cause.to_string());
@@ -297,11 +327,11 @@ fn anyhow_chain(e: &auth_core::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{ApiError, anyhow_chain};
+    use super::{ApiError, cause_chain};
     use actix_web::ResponseError as _;
     use actix_web::http::StatusCode;
-    use auth_core::Error as E;
     use auth_core::hashing::HashError;
+    use auth_core::{SessionError, StoreError, Unavailable};
     use std::sync::{Arc, Mutex};
 
     /// What rendering `error` as a response logged, at every level.
@@ -339,7 +369,7 @@ mod tests {
 
     #[test]
     fn an_internal_error_is_logged_as_an_error_with_its_causes() {
-        let log = logged_by(&ApiError::Core(E::Hashing(HashError::Failed(
+        let log = logged_by(&ApiError::from(SessionError::Hashing(HashError::Failed(
             "salt refused".into(),
         ))));
         assert!(log.contains("ERROR"), "{log}");
@@ -349,11 +379,11 @@ mod tests {
 
     #[test]
     fn an_unavailable_database_is_a_warning_and_shed_load_only_debug() {
-        let log = logged_by(&ApiError::Core(E::Unavailable("pool timed out".into())));
+        let log = logged_by(&ApiError::from(pool_timeout()));
         assert!(log.contains("WARN"), "{log}");
         assert!(log.contains("database unavailable"), "{log}");
         assert!(!log.contains("ERROR"), "{log}");
-        let log = logged_by(&ApiError::Core(E::Overloaded(HashError::QueueFull)));
+        let log = logged_by(&ApiError::from(SessionError::from(HashError::QueueFull)));
         assert!(log.contains("DEBUG") && log.contains("shed load"), "{log}");
         assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
     }
@@ -361,9 +391,9 @@ mod tests {
     #[test]
     fn client_errors_log_nothing() {
         for error in [
-            ApiError::Core(E::InvalidCredentials),
-            ApiError::Core(E::InvalidToken),
-            ApiError::Core(E::TooManyAttempts {
+            ApiError::from(SessionError::InvalidCredentials),
+            ApiError::from(SessionError::InvalidToken),
+            ApiError::from(SessionError::TooManyAttempts {
                 retry_after_secs: 3,
             }),
             ApiError::NotFound,
@@ -375,22 +405,57 @@ mod tests {
 
     #[test]
     fn the_cause_chain_names_every_cause_in_order() {
-        let e = E::Overloaded(HashError::DeadlineExceeded);
-        let deadline = HashError::DeadlineExceeded.to_string();
+        let e = SessionError::Store(pool_timeout());
         assert_eq!(
-            anyhow_chain(&e),
-            format!("overloaded: {deadline}: {deadline}")
+            cause_chain(&e),
+            "database unavailable (PoolTimeout): timed out waiting for a pooled connection"
         );
-        assert_eq!(anyhow_chain(&E::InvalidToken), "invalid token");
+        assert_eq!(cause_chain(&SessionError::InvalidToken), "invalid token");
+    }
+
+    fn pool_timeout() -> StoreError {
+        StoreError::Unavailable(
+            Unavailable::PoolTimeout,
+            "timed out waiting for a pooled connection".into(),
+        )
+    }
+
+    #[test]
+    fn every_domain_error_answers_its_contract_code() {
+        use auth_core::QueueError;
+        let cases: [(ApiError, &str); 10] = [
+            (SessionError::Invalid(vec![]).into(), "validation_failed"),
+            (SessionError::EmailTaken.into(), "email_taken"),
+            (
+                SessionError::InvalidCredentials.into(),
+                "invalid_credentials",
+            ),
+            (SessionError::InvalidToken.into(), "invalid_token"),
+            (SessionError::NotFound.into(), "not_found"),
+            (QueueError::Invalid(vec![]).into(), "validation_failed"),
+            (QueueError::NotFound.into(), "not_found"),
+            (QueueError::NotAssignee.into(), "not_assignee"),
+            (
+                QueueError::Store(pool_timeout()).into(),
+                "service_unavailable",
+            ),
+            (
+                SessionError::Hashing(HashError::Failed("x".into())).into(),
+                "internal_error",
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.parts().1.as_str(), code, "{error:?}");
+        }
     }
 
     #[test]
     fn the_status_and_the_message_match_the_problem() {
         let cases = [
-            (ApiError::Core(E::EmailTaken), StatusCode::CONFLICT),
-            (ApiError::Core(E::NotAssignee), StatusCode::CONFLICT),
+            (ApiError::EmailTaken, StatusCode::CONFLICT),
+            (ApiError::NotAssignee, StatusCode::CONFLICT),
             (
-                ApiError::Core(E::Unavailable("down".into())),
+                ApiError::from(pool_timeout()),
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (
@@ -406,11 +471,12 @@ mod tests {
             assert_eq!(error.status_code(), status, "{error:?}");
             assert_eq!(error.error_response().status(), status, "{error:?}");
         }
-        // Core errors say what they are; the others their stable code.
+        // Server-side errors say what they are; the others their stable code.
         assert_eq!(
-            ApiError::Core(E::EmailTaken).to_string(),
-            "email already registered"
+            ApiError::from(pool_timeout()).to_string(),
+            "database unavailable (PoolTimeout)"
         );
+        assert_eq!(ApiError::EmailTaken.to_string(), "email_taken");
         assert_eq!(ApiError::NotFound.to_string(), "not_found");
         assert_eq!(
             ApiError::UnsupportedMediaType.to_string(),

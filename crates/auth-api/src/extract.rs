@@ -102,13 +102,10 @@ impl BearerToken {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
-        let (scheme, token) = value
-            .trim()
-            .split_once(' ')
-            .ok_or(ApiError::Core(auth_core::Error::InvalidToken))?;
+            .ok_or(ApiError::InvalidToken)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(ApiError::Core(auth_core::Error::InvalidToken));
+            return Err(ApiError::InvalidToken);
         }
         Ok(BearerToken(token.trim().to_string()))
     }
@@ -145,9 +142,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
-        .ok_or(ApiError::Core(auth_core::Error::Unavailable(
-            "no app state".into(),
-        )))?;
+        .ok_or_else(|| ApiError::Internal("no app state".into()))?;
     Ok(state.sessions.validate(&token).await?)
 }
 
@@ -165,7 +160,7 @@ impl FromRequest for Authenticated {
                 .get::<Principal>()
                 .cloned()
                 .map(Authenticated)
-                .ok_or(ApiError::Core(auth_core::Error::InvalidToken)),
+                .ok_or(ApiError::InvalidToken),
         )
     }
 }

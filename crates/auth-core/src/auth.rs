@@ -5,13 +5,15 @@
 use crate::config::SessionPolicy;
 use crate::db::DbPool;
 use crate::domain::{Email, FieldError, Password, SessionToken};
-use crate::error::{Error, Result, is_unique_violation};
+use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admitted, LoginLimit};
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
 use uuid::Uuid;
+
+type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// A newly registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +83,7 @@ impl SessionService {
             .map_err(|d| errors.push(FieldError::new("password", d)))
             .ok();
         let (Some(email), Some(password)) = (email, password) else {
-            return Err(Error::Invalid(errors));
+            return Err(SessionError::Invalid(errors));
         };
         or_fault!(RegistrationCheckThenInsert => crate::faults::register_check_then_insert(&self.pool, &self.hasher, email, password).await);
         let hash = self.hasher.hash(&password).await?;
@@ -92,7 +94,7 @@ impl SessionService {
                 id,
                 email: email.to_string(),
             }),
-            Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
+            Err(e) if is_unique_violation(&e) => Err(SessionError::EmailTaken),
             Err(e) => Err(e.into()),
         }
     }
@@ -103,7 +105,7 @@ impl SessionService {
     pub async fn login(&self, email: &str, password: &str) -> Result<IssuedSession> {
         let Ok(email) = Email::parse(email) else {
             self.hasher.verify_dummy(password).await?;
-            return Err(Error::InvalidCredentials);
+            return Err(SessionError::InvalidCredentials);
         };
         // A place in the hash queue first: a flood is refused before it
         // reaches the pool, where it would crowd out validations.
@@ -131,7 +133,7 @@ impl SessionService {
         };
         let Some(user) = user.filter(|_| verified) else {
             attempt.failed(&mut *self.pool.get().await?).await?;
-            return Err(Error::InvalidCredentials);
+            return Err(SessionError::InvalidCredentials);
         };
         self.open_session(user.id, attempt).await
     }
@@ -146,10 +148,10 @@ impl SessionService {
         let policy = self.policy.clone();
         let mut conn = self.pool.get().await?;
         let row = conn
-            .transaction::<_, Error, _>(async move |conn| {
+            .transaction::<_, SessionError, _>(async move |conn| {
                 attempt.succeeded(conn).await?;
                 if !fault_active!(SessionLimitWithoutLock) && !users::lock(conn, user_id).await? {
-                    return Err(Error::InvalidCredentials);
+                    return Err(SessionError::InvalidCredentials);
                 }
                 // Expired sessions never come back; dropping this user's
                 // keeps the count and the eviction below reading only live
@@ -180,16 +182,16 @@ impl SessionService {
     /// The session behind `token`, if active; slides its idle expiry (at most
     /// one write per session per touch interval).
     pub async fn validate(&self, token: &str) -> Result<Principal> {
-        let token = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
+        let token = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
         let mut conn = self.pool.get().await?;
         let found =
             sessions::find_active_by_hash(&mut conn, &token.hash(), self.policy.touch_interval)
                 .await?
-                .ok_or(Error::InvalidToken)?;
+                .ok_or(SessionError::InvalidToken)?;
         let session = if found.touch_due {
             sessions::touch(&mut conn, &found.session, self.policy.idle_timeout)
                 .await?
-                .ok_or(Error::InvalidToken)?
+                .ok_or(SessionError::InvalidToken)?
         } else {
             found.session
         };
@@ -205,7 +207,7 @@ impl SessionService {
     /// old token is dead once this returns. One statement, so of N concurrent
     /// refreshes with one token exactly one wins.
     pub async fn refresh(&self, token: &str) -> Result<IssuedSession> {
-        let old = SessionToken::parse(token).ok_or(Error::InvalidToken)?;
+        let old = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
         let new = SessionToken::generate()?;
         let mut conn = self.pool.get().await?;
         or_fault!(RefreshSelectThenUpdate => crate::faults::refresh_select_then_update(&mut conn, &old, new, self.policy.idle_timeout).await);
@@ -216,7 +218,7 @@ impl SessionService {
             self.policy.idle_timeout,
         )
         .await?
-        .ok_or(Error::InvalidToken)?;
+        .ok_or(SessionError::InvalidToken)?;
         Ok(IssuedSession {
             token: new,
             session_id: row.id,
@@ -254,7 +256,7 @@ impl SessionService {
         if sessions::revoke(&mut conn, session_id, principal.user_id).await? {
             Ok(())
         } else {
-            Err(Error::NotFound)
+            Err(SessionError::NotFound)
         }
     }
 

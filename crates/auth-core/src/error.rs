@@ -1,12 +1,16 @@
-//! The domain's errors: what went wrong, in terms the API maps to a status
-//! and a stable code.
+//! The domain's errors, one enum per domain: [`SessionError`] for users and
+//! sessions, [`QueueError`] for the work queue, and [`StoreError`] for the
+//! database under both. The API maps each variant to a status and a stable
+//! code in one place (auth-api's `error.rs`).
 
 use crate::domain::FieldError;
+use crate::hashing::HashError;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::PoolError;
 
+/// Users, logins and sessions.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum SessionError {
     #[error("input failed validation")]
     Invalid(Vec<FieldError>),
     #[error("email already registered")]
@@ -19,88 +23,153 @@ pub enum Error {
     /// Missing, malformed, unknown, expired or revoked: deliberately one case.
     #[error("invalid token")]
     InvalidToken,
+    /// No such session among the caller's.
+    #[error("not found")]
+    NotFound,
+    /// The password-hash queue is full or its deadline passed: a fast 503.
+    #[error("overloaded")]
+    Overloaded(#[source] HashError),
+    #[error("password hashing failed")]
+    Hashing(#[source] HashError),
+    #[error("token generation failed")]
+    Entropy(#[source] getrandom::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The work queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("input failed validation")]
+    Invalid(Vec<FieldError>),
+    /// No such task.
     #[error("not found")]
     NotFound,
     #[error("task is not assigned to the caller")]
     NotAssignee,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl QueueError {
+    pub fn invalid(field: &str, detail: &str) -> QueueError {
+        QueueError::Invalid(vec![FieldError::new(field, detail)])
+    }
+}
+
+/// The database or its pool.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
     /// The database or the pool could not serve in time; worth a retry.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    #[error("database unavailable ({0:?})")]
+    Unavailable(
+        Unavailable,
+        #[source] Box<dyn std::error::Error + Send + Sync>,
+    ),
     #[error("database error")]
     Database(#[source] DieselError),
-    /// The password-hash queue is full or its deadline passed: a fast 503.
-    #[error("overloaded: {0}")]
-    Overloaded(#[source] crate::hashing::HashError),
-    #[error(transparent)]
-    Hashing(crate::hashing::HashError),
-    #[error("token generation failed: {0}")]
-    Entropy(String),
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub fn invalid(field: &str, detail: &str) -> Error {
-        Error::Invalid(vec![FieldError::new(field, detail)])
-    }
+/// Why the database could not serve: each is worth a retry (`503`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No pooled connection within the checkout timeout.
+    PoolTimeout,
+    /// No new connection could be opened.
+    Connect,
+    /// The connection died under the query (killed, reset, server gone).
+    ConnectionLost,
+    /// The statement ran past `statement_timeout`.
+    StatementTimeout,
+    /// The server is shutting down or starting up.
+    ServerNotReady,
 }
 
-impl From<DieselError> for Error {
-    fn from(e: DieselError) -> Error {
-        match &e {
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                Error::Unavailable(info.message().to_owned())
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> StoreError {
+        let reason = match &e {
+            // No SQLSTATE: the request never got an answer (the connection
+            // closed or broke under it).
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => Some(Unavailable::ConnectionLost),
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+                server_state(info.message())
             }
-            DieselError::DatabaseError(_, info) if means_unavailable(info.message()) => {
-                Error::Unavailable(info.message().to_owned())
-            }
-            _ => Error::Database(e),
+            _ => None,
+        };
+        match reason {
+            Some(reason) => StoreError::Unavailable(reason, Box::new(e)),
+            None => StoreError::Database(e),
         }
     }
 }
 
-/// Errors that say the database cannot serve now rather than that the
-/// request is wrong. They surface as `Unknown` kinds with stable messages:
-/// 57014 query_canceled (statement_timeout), 57P01 admin shutdown, 57P03
-/// cannot connect now, and tokio-postgres' own "connection closed" and I/O
-/// errors when a connection dies under a query (found by the fault tier).
-fn means_unavailable(message: &str) -> bool {
-    [
-        "statement timeout",
-        "terminating connection",
-        "shutting down",
-        "starting up",
-        "connection closed",
-        "error communicating with the server",
-    ]
-    .iter()
-    .any(|needle| message.contains(needle))
+/// The server states that mean "not now" rather than "wrong request". The
+/// server reports them with SQLSTATEs (57014 query_canceled, 57P01
+/// admin_shutdown, 57P03 cannot_connect_now), but diesel-async 0.9 keeps
+/// the SQLSTATE only for the kinds diesel names and reports these as
+/// `Unknown`, so their (English, `lc_messages`) texts are all that is left.
+fn server_state(message: &str) -> Option<Unavailable> {
+    if message.contains("statement timeout") {
+        Some(Unavailable::StatementTimeout)
+    } else if ["terminating connection", "shutting down", "starting up"]
+        .iter()
+        .any(|needle| message.contains(needle))
+    {
+        Some(Unavailable::ServerNotReady)
+    } else {
+        None
+    }
 }
 
-impl From<bb8::RunError<PoolError>> for Error {
-    fn from(e: bb8::RunError<PoolError>) -> Error {
+impl From<bb8::RunError<PoolError>> for StoreError {
+    fn from(e: bb8::RunError<PoolError>) -> StoreError {
         match e {
-            bb8::RunError::TimedOut => {
-                Error::Unavailable("timed out waiting for a pooled connection".into())
+            bb8::RunError::TimedOut => StoreError::Unavailable(
+                Unavailable::PoolTimeout,
+                "timed out waiting for a pooled connection".into(),
+            ),
+            bb8::RunError::User(inner) => {
+                StoreError::Unavailable(Unavailable::Connect, Box::new(inner))
             }
-            bb8::RunError::User(inner) => Error::Unavailable(inner.to_string()),
         }
     }
 }
 
-impl From<crate::hashing::HashError> for Error {
-    fn from(e: crate::hashing::HashError) -> Error {
+/// The store's errors reach each domain through its `Store` variant.
+macro_rules! from_store {
+    ($($domain:ty),+) => {$(
+        impl From<DieselError> for $domain {
+            fn from(e: DieselError) -> Self {
+                StoreError::from(e).into()
+            }
+        }
+
+        impl From<bb8::RunError<PoolError>> for $domain {
+            fn from(e: bb8::RunError<PoolError>) -> Self {
+                StoreError::from(e).into()
+            }
+        }
+    )+};
+}
+
+from_store!(SessionError, QueueError);
+
+impl From<HashError> for SessionError {
+    fn from(e: HashError) -> SessionError {
         if e.is_overload() {
-            Error::Overloaded(e)
+            SessionError::Overloaded(e)
         } else {
-            Error::Hashing(e)
+            SessionError::Hashing(e)
         }
     }
 }
 
-impl From<getrandom::Error> for Error {
-    fn from(e: getrandom::Error) -> Error {
-        Error::Entropy(e.to_string())
+impl From<getrandom::Error> for SessionError {
+    fn from(e: getrandom::Error) -> SessionError {
+        SessionError::Entropy(e)
     }
 }
 
@@ -114,31 +183,73 @@ pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Error;
+    use super::{StoreError, Unavailable};
     use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-    fn from_message(message: &str) -> Error {
-        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned())).into()
+    fn from(kind: DatabaseErrorKind, message: &str) -> StoreError {
+        DieselError::DatabaseError(kind, Box::new(message.to_owned())).into()
+    }
+
+    fn reason(e: &StoreError) -> Option<Unavailable> {
+        match e {
+            StoreError::Unavailable(reason, _) => Some(*reason),
+            StoreError::Database(_) => None,
+        }
     }
 
     #[test]
     fn a_dead_or_busy_database_is_unavailable_not_an_internal_error() {
-        for message in [
-            "connection closed",
-            "error communicating with the server: Connection reset by peer (os error 104)",
-            "terminating connection due to administrator command",
-            "canceling statement due to statement timeout",
-            "the database system is shutting down",
-            "the database system is starting up",
+        use DatabaseErrorKind::{ClosedConnection, UnableToSendCommand, Unknown};
+        for (kind, message, expected) in [
+            (ClosedConnection, "closed", Unavailable::ConnectionLost),
+            (
+                UnableToSendCommand,
+                "connection closed",
+                Unavailable::ConnectionLost,
+            ),
+            (
+                UnableToSendCommand,
+                "error communicating with the server: Connection reset by peer (os error 104)",
+                Unavailable::ConnectionLost,
+            ),
+            (
+                Unknown,
+                "terminating connection due to administrator command",
+                Unavailable::ServerNotReady,
+            ),
+            (
+                Unknown,
+                "canceling statement due to statement timeout",
+                Unavailable::StatementTimeout,
+            ),
+            (
+                Unknown,
+                "the database system is shutting down",
+                Unavailable::ServerNotReady,
+            ),
+            (
+                Unknown,
+                "the database system is starting up",
+                Unavailable::ServerNotReady,
+            ),
         ] {
-            assert!(
-                matches!(from_message(message), Error::Unavailable(_)),
-                "{message}"
-            );
+            assert_eq!(reason(&from(kind, message)), Some(expected), "{message}");
         }
-        assert!(matches!(
-            from_message("relation \"nope\" does not exist"),
-            Error::Database(_)
-        ));
+        assert_eq!(
+            reason(&from(Unknown, "relation \"nope\" does not exist")),
+            None
+        );
+        assert_eq!(
+            reason(&StoreError::from(bb8::RunError::TimedOut)),
+            Some(Unavailable::PoolTimeout)
+        );
+        // The kind decides: a constraint error is the request's, whatever its text says.
+        assert_eq!(
+            reason(&from(
+                DatabaseErrorKind::CheckViolation,
+                "statement timeout"
+            )),
+            None
+        );
     }
 }

@@ -126,10 +126,10 @@ pub(crate) async fn register_check_then_insert(
     hasher: &crate::hashing::PasswordHasher,
     email: crate::domain::Email,
     password: crate::domain::Password,
-) -> crate::Result<crate::auth::RegisteredUser> {
+) -> Result<crate::auth::RegisteredUser, crate::SessionError> {
     let found = crate::store::users::find_by_email(&mut *pool.get().await?, email.as_str()).await?;
     if found.is_some() {
-        return Err(crate::Error::EmailTaken);
+        return Err(crate::SessionError::EmailTaken);
     }
     let hash = hasher.hash(&password).await?;
     let id = uuid::Uuid::new_v4();
@@ -146,10 +146,10 @@ pub(crate) async fn refresh_select_then_update(
     old: &crate::domain::SessionToken,
     new: crate::domain::SessionToken,
     idle: std::time::Duration,
-) -> crate::Result<crate::auth::IssuedSession> {
+) -> Result<crate::auth::IssuedSession, crate::SessionError> {
     let row = sql::rotate_select_then_update(conn, &old.hash(), &new.hash(), idle)
         .await?
-        .ok_or(crate::Error::InvalidToken)?;
+        .ok_or(crate::SessionError::InvalidToken)?;
     Ok(crate::auth::IssuedSession {
         token: new,
         session_id: row.id,
@@ -163,7 +163,7 @@ pub(crate) fn revoke_in_background(
     pool: &crate::db::DbPool,
     session_id: uuid::Uuid,
     user_id: uuid::Uuid,
-) -> crate::Result<()> {
+) -> Result<(), crate::SessionError> {
     let pool = pool.clone();
     tokio::spawn(async move {
         if let Ok(mut conn) = pool.get().await {
@@ -178,7 +178,7 @@ pub(crate) async fn revoke_all_in_background(
     pool: &crate::db::DbPool,
     conn: &mut diesel_async::AsyncPgConnection,
     user_id: uuid::Uuid,
-) -> crate::Result<usize> {
+) -> Result<usize, crate::SessionError> {
     let n = crate::store::sessions::count_active(conn, user_id).await?;
     let pool = pool.clone();
     tokio::spawn(async move {

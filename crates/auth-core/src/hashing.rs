@@ -310,12 +310,12 @@ mod tests {
         assert!(!HashError::Failed("broken".into()).is_overload());
         // A real failure is an internal error, not a 503 to retry.
         assert!(matches!(
-            crate::Error::from(HashError::Failed("broken".into())),
-            crate::Error::Hashing(_)
+            crate::SessionError::from(HashError::Failed("broken".into())),
+            crate::SessionError::Hashing(_)
         ));
         assert!(matches!(
-            crate::Error::from(HashError::QueueFull),
-            crate::Error::Overloaded(_)
+            crate::SessionError::from(HashError::QueueFull),
+            crate::SessionError::Overloaded(_)
         ));
     }
 

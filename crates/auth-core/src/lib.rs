@@ -40,4 +40,4 @@ pub mod login_limit;
 pub mod queue;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{QueueError, SessionError, StoreError, Unavailable};

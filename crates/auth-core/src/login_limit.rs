@@ -11,10 +11,12 @@
 //! count: attempts admitted before it stop counting.
 
 use crate::config::SessionPolicy;
-use crate::error::{Error, Result};
+use crate::error::SessionError;
 use crate::store::login_attempts;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use std::time::Duration;
+
+type Result<T, E = SessionError> = std::result::Result<T, E>;
 
 /// The limit's parameters (from [`SessionPolicy`]).
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +53,7 @@ impl LoginLimit {
         let (limit, window) = (self.max_attempts, self.window);
         let owned = email.to_owned();
         let row = conn
-            .transaction::<_, Error, _>(async move |conn| {
+            .transaction::<_, SessionError, _>(async move |conn| {
                 login_attempts::lock_email(conn, &owned).await?;
                 Ok(login_attempts::admit(conn, &owned, limit, window).await?)
             })
@@ -68,7 +70,7 @@ fn admitted_or_limited(row: login_attempts::AdmissionRow, email: &str) -> Result
             #[cfg(feature = "faults")]
             email: email.to_owned(),
         }),
-        None => Err(Error::TooManyAttempts {
+        None => Err(SessionError::TooManyAttempts {
             retry_after_secs: row.retry_after_secs.unwrap_or(1).max(1) as u64,
         }),
     }

@@ -3,9 +3,11 @@
 use crate::config::QueuePolicy;
 use crate::db::DbPool;
 use crate::domain::{FieldError, TaskStatus};
-use crate::error::{Error, Result};
+use crate::error::QueueError;
 use crate::store::tasks::{self, ClaimRequest, TaskCounts, TaskRow};
 use uuid::Uuid;
+
+type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 pub const MAX_BATCH: usize = 1000;
 pub const MAX_TITLE_CHARS: usize = 500;
@@ -91,7 +93,7 @@ impl TaskQueue {
     /// Creates 1..=1000 tasks in one statement.
     pub async fn create(&self, batch: Vec<NewTask>) -> Result<Vec<TaskRow>> {
         if batch.is_empty() || batch.len() > MAX_BATCH {
-            return Err(Error::invalid("tasks", "must list 1 to 1000 tasks"));
+            return Err(QueueError::invalid("tasks", "must list 1 to 1000 tasks"));
         }
         let errors: Vec<FieldError> = batch
             .iter()
@@ -102,7 +104,7 @@ impl TaskQueue {
             .take(crate::domain::MAX_FIELD_ERRORS + 1)
             .collect();
         if !errors.is_empty() {
-            return Err(Error::Invalid(errors));
+            return Err(QueueError::Invalid(errors));
         }
         let rows: Vec<(Uuid, String, bool)> = batch
             .into_iter()
@@ -120,13 +122,13 @@ impl TaskQueue {
         assignee: Option<Uuid>,
     ) -> Result<ClaimOutcome> {
         if !(1..=MAX_CLAIM).contains(&count) {
-            return Err(Error::invalid("count", "must be between 1 and 30"));
+            return Err(QueueError::invalid("count", "must be between 1 and 30"));
         }
         let mut conn = self.pool.get().await?;
         let assignee = match assignee {
             Some(id) if id != caller => {
                 if !crate::store::users::exists(&mut conn, id).await? {
-                    return Err(Error::invalid("assignee_id", "no such user"));
+                    return Err(QueueError::invalid("assignee_id", "no such user"));
                 }
                 id
             }
@@ -164,18 +166,18 @@ impl TaskQueue {
         &self,
         conn: &mut diesel_async::AsyncPgConnection,
         id: Uuid,
-    ) -> Result<Error> {
+    ) -> Result<QueueError> {
         Ok(if tasks::find(conn, id).await?.is_some() {
-            Error::NotAssignee
+            QueueError::NotAssignee
         } else {
-            Error::NotFound
+            QueueError::NotFound
         })
     }
 
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
         let limit = filter.limit.unwrap_or(DEFAULT_LIST);
         if !(1..=MAX_LIST).contains(&limit) {
-            return Err(Error::Invalid(vec![FieldError::new(
+            return Err(QueueError::Invalid(vec![FieldError::new(
                 "limit",
                 "must be between 1 and 1000",
             )]));

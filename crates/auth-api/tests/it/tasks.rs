@@ -644,7 +644,7 @@ async fn stats_are_counted_from_the_database_before_and_after_a_fold() {
 /// its own bounds first, so only here does the queue's check decide.
 #[tokio::test]
 async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
-    use auth_core::Error;
+    use auth_core::QueueError;
     use auth_core::queue::NewTask;
     let app = TestApp::spawn().await;
     let task = |title: &str| NewTask {
@@ -654,13 +654,15 @@ async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
     for batch in [vec![], vec![task("ok"); 1001]] {
         let n = batch.len();
         match app.state.queue.create(batch).await {
-            Err(Error::Invalid(errors)) => assert_eq!(errors.len(), 1, "{n} tasks: {errors:?}"),
+            Err(QueueError::Invalid(errors)) => {
+                assert_eq!(errors.len(), 1, "{n} tasks: {errors:?}")
+            }
             other => panic!("{n} tasks: {other:?}"),
         }
     }
     // 60 empty titles: 51 errors are collected (50 shown + `truncated`), not 60.
     match app.state.queue.create(vec![task(""); 60]).await {
-        Err(Error::Invalid(errors)) => {
+        Err(QueueError::Invalid(errors)) => {
             assert_eq!(errors.len(), auth_core::domain::MAX_FIELD_ERRORS + 1);
             assert_eq!(errors[0].field, "tasks[0].title");
         }
