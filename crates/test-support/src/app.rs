@@ -87,10 +87,7 @@ impl TestApp {
             queue: config.queue,
             hash: config.hash,
         };
-        let app = match auth_api::startup::build(api_config).await {
-            Ok(app) => app,
-            Err(e) => panic!("starting the app: {e:#}"),
-        };
+        let app = auth_api::startup::build(api_config).await.unwrap_or_else(|e| panic!("starting the app: {e:#}"));
         let handle = app.server.handle();
         tokio::spawn(app.server);
         TestApp {
@@ -98,7 +95,7 @@ impl TestApp {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
                 .build()
-                .unwrap_or_default(),
+                .expect("building the test HTTP client"),
             state: app.state,
             handle,
             db,
@@ -264,7 +261,10 @@ impl TestApp {
             email: email.to_string(),
             user_id: json_uuid(&body["user_id"]),
             session_id: json_uuid(&body["session_id"]),
-            token: body["token"].as_str().unwrap_or_default().to_string(),
+            token: body["token"]
+                .as_str()
+                .expect("a login answer carries its token")
+                .to_string(),
         }
     }
 
@@ -298,16 +298,13 @@ impl Drop for TestApp {
 pub const PASSWORD: &str = "correct horse battery";
 
 async fn send(req: reqwest::RequestBuilder) -> Response {
-    match req.send().await {
-        Ok(res) => res,
-        Err(e) => panic!("request failed: {e}"),
-    }
+    req.send().await.unwrap_or_else(|e| panic!("request failed: {e}"))
 }
 
 /// Asserts the status and returns the JSON body (Null when empty).
 pub async fn expect_status(res: Response, status: StatusCode) -> Value {
     let got = res.status();
-    let text = res.text().await.unwrap_or_default();
+    let text = res.text().await.expect("reading the response body");
     assert_eq!(got, status, "unexpected status; body: {text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
@@ -351,5 +348,5 @@ pub fn token_bytes(token: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
-        .unwrap_or_default()
+        .expect("a token is URL-safe base64")
 }

@@ -26,10 +26,7 @@ struct Shared {
 
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| match on_own_thread(prepare) {
-        Ok(shared) => shared,
-        Err(e) => panic!("test database unavailable: {e}"),
-    })
+    SHARED.get_or_init(|| on_own_thread(prepare).unwrap_or_else(|e| panic!("test database unavailable: {e}")))
 }
 
 fn prepare() -> Result<Shared, String> {
@@ -130,9 +127,7 @@ impl TestDb {
             exec(&mut conn, &sql).await
         }
         .await;
-        if let Err(e) = result {
-            panic!("creating test database {name}: {e}");
-        }
+        result.unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
         TestDb {
             url: shared.admin.with_database(&name),
             name,
@@ -156,18 +151,13 @@ impl TestDb {
     /// A new connection of its own (for fresh reads, held locks, or steps of
     /// a forced interleaving).
     pub async fn connect(&self) -> AsyncPgConnection {
-        match connect(&self.url).await {
-            Ok(conn) => conn,
-            Err(e) => panic!("connecting to {}: {e}", self.name),
-        }
+        connect(&self.url).await.unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name))
     }
 
     /// Runs `sql` on a new connection (test set-up, e.g. moving a lease into the past).
     pub async fn execute(&self, sql: &str) {
         let mut conn = self.connect().await;
-        if let Err(e) = exec(&mut conn, sql).await {
-            panic!("{e}");
-        }
+        exec(&mut conn, sql).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Tasks by shown status (unassigned, assigned, completed), counted
@@ -240,9 +230,7 @@ impl TestDb {
     pub async fn hold(&self, sql: &str) -> Held {
         use diesel_async::SimpleAsyncConnection as _;
         let mut conn = self.connect().await;
-        if let Err(e) = conn.batch_execute(&format!("BEGIN; {sql}")).await {
-            panic!("holding `{sql}`: {e}");
-        }
+        conn.batch_execute(&format!("BEGIN; {sql}")).await.unwrap_or_else(|e| panic!("holding `{sql}`: {e}"));
         Held { conn }
     }
 
@@ -262,10 +250,7 @@ impl TestDb {
 
     /// A pool on this database, configured like the service's.
     pub async fn pool(&self, config: &auth_core::config::PoolConfig) -> auth_core::db::DbPool {
-        match auth_core::db::build_pool(&self.url(), config).await {
-            Ok(pool) => pool,
-            Err(e) => panic!("building pool: {e}"),
-        }
+        auth_core::db::build_pool(&self.url(), config).await.unwrap_or_else(|e| panic!("building pool: {e}"))
     }
 }
 
@@ -313,10 +298,7 @@ async fn database_names(conn: &mut AsyncPgConnection, prefix: &str) -> Result<Ve
 
 /// Runs `f` on a fresh OS thread (outside any async runtime) and waits.
 fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match std::thread::spawn(f).join() {
-        Ok(v) => v,
-        Err(_) => panic!("helper thread panicked"),
-    }
+    std::thread::spawn(f).join().unwrap_or_else(|_| panic!("helper thread panicked"))
 }
 
 fn block_on<F: Future>(fut: F) -> F::Output {
@@ -338,9 +320,7 @@ impl Held {
     /// Ends the transaction, releasing its locks; what it wrote is undone.
     pub async fn release(mut self) {
         use diesel_async::SimpleAsyncConnection as _;
-        if let Err(e) = self.conn.batch_execute("ROLLBACK").await {
-            panic!("releasing held locks: {e}");
-        }
+        self.conn.batch_execute("ROLLBACK").await.unwrap_or_else(|e| panic!("releasing held locks: {e}"));
     }
 }
 

@@ -2,6 +2,10 @@
 //! - [`TestDb`]: a fresh, isolated database per test (tiers 1 and 2);
 //! - [`TestApp`]: the real actix app on a random port over a `TestDb`;
 //! - [`concurrency`]: barrier start, history recording and checkers (tier 2).
+//!
+//! Test tooling: a failed expectation here is the calling test's failure
+//! report, so `unwrap`/`expect` are allowed, as they are in tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod app;
 pub mod concurrency;

@@ -263,7 +263,9 @@ fn sigterm(db: &Psql, pace: &Pace, log: &std::path::Path) -> anyhow::Result<Case
     service.terminate();
     let refused_after = refused_within(port, Duration::from_secs(5));
     lock.release()?;
-    let finished = in_flight.join().unwrap_or_default();
+    let finished = in_flight
+        .join()
+        .map_err(|_| anyhow::anyhow!("the in-flight validations' thread panicked"))?;
     let exit = service.wait_for_exit(GRACE + Duration::from_secs(2))?;
     let exit_took = signalled.elapsed();
     let outcome = traffic.stop();
