@@ -10,7 +10,7 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_default()
+        .expect("xtask lives in the workspace root")
 }
 
 fn read(path: &Path) -> String {
@@ -95,6 +95,48 @@ fn auth_api_neither_depends_on_diesel_nor_writes_sql() {
         .map(|f| f.display().to_string())
         .collect();
     assert!(offenders.is_empty(), "SQL in auth-api: {offenders:?}");
+}
+
+/// Files under `dir` (relative to the root) whose text contains `needle`.
+fn files_containing(dir: &str, needle: &str) -> Vec<String> {
+    let files = rust_files(&root().join(dir));
+    assert!(!files.is_empty(), "no Rust files under {dir}");
+    files
+        .into_iter()
+        .filter(|f| read(f).contains(needle))
+        .map(|f| f.display().to_string())
+        .collect()
+}
+
+#[test]
+fn wire_types_are_used_not_shadowed_and_the_routes_never_import_the_document() {
+    let shadows = files_containing("crates/auth-api/src", "allow(dead_code)");
+    assert!(
+        shadows.is_empty(),
+        "dead code allowed in auth-api (a schema-only shadow type?): {shadows:?}"
+    );
+    let cycle = files_containing("crates/auth-api/src/routes", "crate::openapi");
+    assert!(
+        cycle.is_empty(),
+        "routes importing the document (openapi.rs imports the routes): {cycle:?}"
+    );
+}
+
+#[test]
+fn the_record_of_what_clients_were_told_exists_once() {
+    let mut records = Vec::new();
+    for dir in ["crates", "xtask/src"] {
+        // Spelled in two parts so this file does not match itself.
+        records.extend(files_containing(dir, concat!("pub struct ", "Record {")));
+    }
+    assert_eq!(
+        records,
+        [root()
+            .join("crates/harness/src/record.rs")
+            .display()
+            .to_string()],
+        "a second Record"
+    );
 }
 
 #[test]

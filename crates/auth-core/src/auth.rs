@@ -158,8 +158,8 @@ impl SessionService {
                 // rows, however long the user's history.
                 sessions::delete_expired_of(conn, user_id).await?;
                 let active = sessions::count_active(conn, user_id).await?;
-                let limit = i64::from(policy.max_sessions_per_user);
-                sessions::revoke_oldest(conn, user_id, active - limit + 1).await?;
+                let evict = policy.max_sessions_per_user.to_evict_for_one_more(active);
+                sessions::revoke_oldest(conn, user_id, evict).await?;
                 Ok(sessions::insert(
                     conn,
                     session_id,

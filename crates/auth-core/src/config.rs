@@ -46,6 +46,42 @@ fn env_secs(var: &str, default: u64) -> Result<Duration, ConfigError> {
     env_or(var, default).map(Duration::from_secs)
 }
 
+/// How many active sessions one user may hold: at least one. A login at the
+/// limit revokes the user's oldest sessions to make room (the contract's
+/// eviction rule), in the same transaction as the insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimit(std::num::NonZeroU32);
+
+impl SessionLimit {
+    /// The contract's default.
+    pub const DEFAULT: SessionLimit = SessionLimit(std::num::NonZeroU32::new(10).unwrap());
+
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+
+    /// How many of `active` sessions a new one must evict.
+    pub fn to_evict_for_one_more(self, active: i64) -> i64 {
+        (active - i64::from(self.get()) + 1).max(0)
+    }
+}
+
+impl TryFrom<u32> for SessionLimit {
+    type Error = std::num::TryFromIntError;
+
+    fn try_from(n: u32) -> Result<Self, Self::Error> {
+        std::num::NonZeroU32::try_from(n).map(SessionLimit)
+    }
+}
+
+impl std::str::FromStr for SessionLimit {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(SessionLimit)
+    }
+}
+
 /// Session lifetime and limits (contract defaults).
 #[derive(Debug, Clone)]
 pub struct SessionPolicy {
@@ -53,7 +89,7 @@ pub struct SessionPolicy {
     pub idle_timeout: Duration,
     /// Hard lifetime from login; rotation never extends it.
     pub absolute_lifetime: Duration,
-    pub max_sessions_per_user: u32,
+    pub max_sessions_per_user: SessionLimit,
     /// At most one `last_seen_at` write per session per this interval.
     pub touch_interval: Duration,
     /// Failed logins per email within `failure_window` before logins are refused.
@@ -66,7 +102,7 @@ impl Default for SessionPolicy {
         SessionPolicy {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_lifetime: Duration::from_secs(24 * 3600),
-            max_sessions_per_user: 10,
+            max_sessions_per_user: SessionLimit::DEFAULT,
             touch_interval: Duration::from_secs(60),
             max_failed_logins: 10,
             failure_window: Duration::from_secs(15 * 60),
@@ -97,9 +133,9 @@ impl SessionPolicy {
                 d.failure_window.as_secs(),
             )?,
         };
-        if policy.max_sessions_per_user == 0 || policy.max_failed_logins == 0 {
+        if policy.max_failed_logins == 0 {
             return Err(ConfigError::Invalid {
-                var: "TESSERA_MAX_SESSIONS_PER_USER / TESSERA_LOGIN_MAX_FAILURES".into(),
+                var: "TESSERA_LOGIN_MAX_FAILURES".into(),
                 detail: "must be at least 1".into(),
             });
         }
@@ -428,7 +464,20 @@ impl PoolProfiles {
 
 #[cfg(test)]
 mod tests {
-    use super::PoolProfiles;
+    use super::{PoolProfiles, SessionLimit};
+
+    #[test]
+    fn a_login_at_the_limit_evicts_just_enough_and_zero_is_no_limit() {
+        let limit = SessionLimit::try_from(10).expect("10 is a limit");
+        assert_eq!(limit, SessionLimit::DEFAULT);
+        assert_eq!(limit.to_evict_for_one_more(0), 0);
+        assert_eq!(limit.to_evict_for_one_more(9), 0);
+        assert_eq!(limit.to_evict_for_one_more(10), 1);
+        assert_eq!(limit.to_evict_for_one_more(15), 6);
+        assert!("0".parse::<SessionLimit>().is_err());
+        assert!(SessionLimit::try_from(0).is_err());
+        assert_eq!("3".parse::<SessionLimit>().map(SessionLimit::get), Ok(3));
+    }
 
     #[test]
     fn the_checked_in_profiles_parse() -> Result<(), String> {

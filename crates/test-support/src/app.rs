@@ -87,7 +87,9 @@ impl TestApp {
             queue: config.queue,
             hash: config.hash,
         };
-        let app = auth_api::startup::build(api_config).await.unwrap_or_else(|e| panic!("starting the app: {e:#}"));
+        let app = auth_api::startup::build(api_config)
+            .await
+            .unwrap_or_else(|e| panic!("starting the app: {e:#}"));
         let handle = app.server.handle();
         tokio::spawn(app.server);
         TestApp {
@@ -298,7 +300,9 @@ impl Drop for TestApp {
 pub const PASSWORD: &str = "correct horse battery";
 
 async fn send(req: reqwest::RequestBuilder) -> Response {
-    req.send().await.unwrap_or_else(|e| panic!("request failed: {e}"))
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("request failed: {e}"))
 }
 
 /// Asserts the status and returns the JSON body (Null when empty).

@@ -26,7 +26,9 @@ struct Shared {
 
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| on_own_thread(prepare).unwrap_or_else(|e| panic!("test database unavailable: {e}")))
+    SHARED.get_or_init(|| {
+        on_own_thread(prepare).unwrap_or_else(|e| panic!("test database unavailable: {e}"))
+    })
 }
 
 fn prepare() -> Result<Shared, String> {
@@ -151,7 +153,9 @@ impl TestDb {
     /// A new connection of its own (for fresh reads, held locks, or steps of
     /// a forced interleaving).
     pub async fn connect(&self) -> AsyncPgConnection {
-        connect(&self.url).await.unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name))
+        connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {}: {e}", self.name))
     }
 
     /// Runs `sql` on a new connection (test set-up, e.g. moving a lease into the past).
@@ -230,7 +234,9 @@ impl TestDb {
     pub async fn hold(&self, sql: &str) -> Held {
         use diesel_async::SimpleAsyncConnection as _;
         let mut conn = self.connect().await;
-        conn.batch_execute(&format!("BEGIN; {sql}")).await.unwrap_or_else(|e| panic!("holding `{sql}`: {e}"));
+        conn.batch_execute(&format!("BEGIN; {sql}"))
+            .await
+            .unwrap_or_else(|e| panic!("holding `{sql}`: {e}"));
         Held { conn }
     }
 
@@ -250,7 +256,9 @@ impl TestDb {
 
     /// A pool on this database, configured like the service's.
     pub async fn pool(&self, config: &auth_core::config::PoolConfig) -> auth_core::db::DbPool {
-        auth_core::db::build_pool(&self.url(), config).await.unwrap_or_else(|e| panic!("building pool: {e}"))
+        auth_core::db::build_pool(&self.url(), config)
+            .await
+            .unwrap_or_else(|e| panic!("building pool: {e}"))
     }
 }
 
@@ -298,7 +306,9 @@ async fn database_names(conn: &mut AsyncPgConnection, prefix: &str) -> Result<Ve
 
 /// Runs `f` on a fresh OS thread (outside any async runtime) and waits.
 fn on_own_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(f).join().unwrap_or_else(|_| panic!("helper thread panicked"))
+    std::thread::spawn(f)
+        .join()
+        .unwrap_or_else(|_| panic!("helper thread panicked"))
 }
 
 fn block_on<F: Future>(fut: F) -> F::Output {
@@ -320,7 +330,10 @@ impl Held {
     /// Ends the transaction, releasing its locks; what it wrote is undone.
     pub async fn release(mut self) {
         use diesel_async::SimpleAsyncConnection as _;
-        self.conn.batch_execute("ROLLBACK").await.unwrap_or_else(|e| panic!("releasing held locks: {e}"));
+        self.conn
+            .batch_execute("ROLLBACK")
+            .await
+            .unwrap_or_else(|e| panic!("releasing held locks: {e}"));
     }
 }
 

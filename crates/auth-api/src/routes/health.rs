@@ -47,7 +47,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// The OpenAPI document, assembled at startup (`crate::openapi`).
+/// The OpenAPI document, assembled at startup by `openapi.rs`.
 pub struct ApiDocument(pub web::Bytes);
 
 /// The OpenAPI document of this service.

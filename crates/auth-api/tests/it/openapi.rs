@@ -38,7 +38,8 @@ fn served_routes() -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test]
-async fn every_served_route_is_documented_and_every_documented_route_is_served() -> anyhow::Result<()> {
+async fn every_served_route_is_documented_and_every_documented_route_is_served()
+-> anyhow::Result<()> {
     let app = TestApp::spawn().await;
     let doc = document(&app).await?;
     assert!(

@@ -1,3 +1,4 @@
+use auth_core::config::SessionLimit;
 use auth_core::config::SessionPolicy;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
@@ -375,7 +376,7 @@ async fn revoke_all_counts_exactly_what_it_revoked() {
 async fn the_session_limit_evicts_the_oldest_session() {
     let app = TestApp::spawn_with(TestAppConfig {
         sessions: SessionPolicy {
-            max_sessions_per_user: 3,
+            max_sessions_per_user: SessionLimit::try_from(3).unwrap(),
             ..SessionPolicy::default()
         },
         ..TestAppConfig::default()

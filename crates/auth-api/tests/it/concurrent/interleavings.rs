@@ -2,6 +2,7 @@
 //! test holds a lock or runs a step itself on its own connection, so the
 //! order of events is fixed, not left to timing.
 
+use auth_core::config::SessionLimit;
 use auth_core::config::SessionPolicy;
 use auth_core::domain::SessionToken;
 use auth_core::store::{sessions, users};
@@ -107,7 +108,7 @@ async fn a_touch_that_read_before_a_logout_cannot_revive_the_session() {
 async fn two_logins_at_the_limit_cannot_both_see_room() {
     let app = TestApp::spawn_with(TestAppConfig {
         sessions: SessionPolicy {
-            max_sessions_per_user: 2,
+            max_sessions_per_user: SessionLimit::try_from(2).unwrap(),
             ..SessionPolicy::default()
         },
         ..TestAppConfig::default()

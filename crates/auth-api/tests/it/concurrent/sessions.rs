@@ -1,4 +1,5 @@
 use super::{behind_lock, participant};
+use auth_core::config::SessionLimit;
 use auth_core::config::{PoolConfig, SessionPolicy};
 use serde_json::json;
 use std::sync::Arc;
@@ -98,7 +99,7 @@ async fn the_session_limit_holds_at_every_instant_of_a_login_storm() {
     let limit = 3;
     let app = TestApp::spawn_with(TestAppConfig {
         sessions: SessionPolicy {
-            max_sessions_per_user: limit,
+            max_sessions_per_user: SessionLimit::try_from(limit).unwrap(),
             ..SessionPolicy::default()
         },
         ..TestAppConfig::default()
