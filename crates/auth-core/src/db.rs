@@ -103,12 +103,9 @@ pub async fn build_pool(
     Ok(builder.build_unchecked(manager))
 }
 
-/// How long a checkout may wait for a connection (the faulty build: 1 ms,
-/// a pool that fails instead of queueing).
+/// How long a checkout may wait for a connection.
 fn checkout_timeout(config: &PoolConfig) -> Duration {
-    if fault_active!(PoolFailsFast) {
-        return Duration::from_millis(1);
-    }
+    or_fault!(PoolFailsFast => Duration::from_millis(1));
     Duration::from_millis(config.connection_timeout_ms.max(1))
 }
 

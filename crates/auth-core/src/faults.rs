@@ -202,6 +202,14 @@ pub(crate) mod sql {
         Array, BigInt, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
     };
     use diesel::{QueryResult, QueryableByName};
+
+    /// Claims wait on each other's rows (no SKIP LOCKED).
+    pub const LOCK_WAITING: &str = "FOR UPDATE";
+    /// Any caller may write to any assigned task, under any attempt.
+    pub const NO_FENCE: &str =
+        "id = $1 AND status = 'assigned' AND ($2 IS NOT NULL) AND ($3::int IS NULL OR TRUE)";
+    /// Sessions dated by their transaction's start.
+    pub const TRANSACTION_START: &str = "now()";
     use diesel_async::{AsyncPgConnection, RunQueryDsl};
     use std::time::Duration;
     use uuid::Uuid;

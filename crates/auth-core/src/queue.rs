@@ -33,14 +33,14 @@ pub struct ClaimOutcome {
 
 impl ClaimOutcome {
     fn new(requested: i64, tasks: Vec<TaskRow>) -> ClaimOutcome {
-        let claimed = if fault_active!(ClaimReportsRequested) {
-            requested as usize
-        } else {
-            tasks.len()
-        };
+        or_fault!(ClaimReportsRequested => ClaimOutcome {
+            requested,
+            claimed: requested as usize,
+            tasks,
+        });
         ClaimOutcome {
             requested,
-            claimed,
+            claimed: tasks.len(),
             tasks,
         }
     }

@@ -146,11 +146,7 @@ pub async fn insert(
     idle: Duration,
     absolute: Duration,
 ) -> Result<SessionRow, DbError> {
-    let clock = if fault_active!(SessionCreatedAtTxStart) {
-        "now()"
-    } else {
-        "clock_timestamp()"
-    };
+    let clock = creation_clock();
     diesel::sql_query(format!(
         "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
          SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
@@ -195,6 +191,13 @@ pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result
     .get_result::<Count>(conn)
     .await
     .map(|c| c.n)
+}
+
+/// The creation time of a session: the moment of the insert, not of the
+/// transaction's start (a login transaction may wait on the user's lock).
+fn creation_clock() -> &'static str {
+    or_fault!(SessionCreatedAtTxStart => crate::faults::sql::TRANSACTION_START);
+    "clock_timestamp()"
 }
 
 /// Revokes the user's `n` oldest active sessions; returns how many it revoked.

@@ -123,9 +123,7 @@ pub async fn claim(
 }
 
 fn lock_clause() -> &'static str {
-    if fault_active!(ClaimWithoutSkipLocked) {
-        return "FOR UPDATE";
-    }
+    or_fault!(ClaimWithoutSkipLocked => crate::faults::sql::LOCK_WAITING);
     "FOR UPDATE SKIP LOCKED"
 }
 
@@ -140,9 +138,7 @@ fn qualified_columns(alias: &str) -> String {
 /// The fence every write by a worker passes: the task is assigned to this
 /// worker, its lease is live, and (when given) it is still the same claim.
 fn fence() -> &'static str {
-    if fault_active!(CompleteWithoutFence) {
-        return "id = $1 AND status = 'assigned' AND ($2 IS NOT NULL) AND ($3::int IS NULL OR TRUE)";
-    }
+    or_fault!(CompleteWithoutFence => crate::faults::sql::NO_FENCE);
     "id = $1 AND status = 'assigned' AND assigned_to = $2 AND lease_expires_at > now()
      AND ($3::int IS NULL OR attempt = $3)"
 }
