@@ -32,6 +32,7 @@ pub const FAULTS: &[&str] = &[
     "session_created_at_tx_start",
     "counts_folded_in_two_statements",
     "one_pool_for_every_class",
+    "cleanup_waits_on_locks",
 ];
 
 const TIER2: &[&str] = &[

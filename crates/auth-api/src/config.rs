@@ -1,8 +1,8 @@
 //! The service's configuration, from the environment.
 
 use auth_core::config::{
-    Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy,
-    env_opt, env_or,
+    Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, RetentionPolicy,
+    SessionPolicy, env_opt, env_or,
 };
 
 #[derive(Debug, Clone)]
@@ -20,6 +20,7 @@ pub struct ApiConfig {
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
+    pub retention: RetentionPolicy,
     pub hash: HashParams,
     pub hash_pool: HashPoolConfig,
 }
@@ -27,7 +28,7 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// Reads every variable listed on the fields above, plus those of
     /// [`PoolConfig::from_env`], [`Bulkheads::from_env`], [`SessionPolicy::from_env`],
-    /// [`QueuePolicy::from_env`], [`HashParams::from_env`] and
+    /// [`QueuePolicy::from_env`], [`RetentionPolicy::from_env`], [`HashParams::from_env`] and
     /// [`HashPoolConfig::from_env`].
     pub fn from_env() -> Result<ApiConfig, ConfigError> {
         let database_url =
@@ -44,6 +45,7 @@ impl ApiConfig {
             bulkheads: Bulkheads::from_env()?,
             sessions: SessionPolicy::from_env()?,
             queue: QueuePolicy::from_env()?,
+            retention: RetentionPolicy::from_env()?,
             hash: HashParams::from_env()?,
             hash_pool: HashPoolConfig::from_env()?,
         })

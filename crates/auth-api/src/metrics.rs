@@ -1,12 +1,13 @@
 //! `/metrics` in Prometheus text format.
 //!
 //! Request counts and latencies are recorded as requests finish (see
-//! `telemetry::RequestLog`). Pool and hashing figures are read when scraped,
-//! from bb8's own statistics and the hasher's counters, so they cannot drift
-//! from what the pool really did.
+//! `telemetry::RequestLog`). Pool, hashing and cleanup figures are read when
+//! scraped, from bb8's own statistics and the hasher's and the cleanup's
+//! counters, so they cannot drift from what really happened.
 
 use auth_core::db::{DbPool, Pools};
 use auth_core::hashing::PasswordHasher;
+use auth_core::retention::Cleanup;
 use prometheus::core::{Atomic, GenericCounter};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -31,7 +32,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(pools: &Pools, hasher: PasswordHasher) -> prometheus::Result<Self> {
+    pub fn new(
+        pools: &Pools,
+        hasher: PasswordHasher,
+        cleanup: Cleanup,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let labels = &["method", "route", "status"];
         let requests = IntCounterVec::new(
@@ -56,6 +61,7 @@ impl Metrics {
             )?))?;
         }
         registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
+        registry.register(AtScrape::boxed(CleanupCollector::new(cleanup)?))?;
         Ok(Metrics {
             registry,
             requests,
@@ -311,5 +317,53 @@ impl Sampled for HashCollector {
             &self.completed,
             &self.busy_seconds,
         ]
+    }
+}
+
+/// The retention cleanup, read at scrape time.
+struct CleanupCollector {
+    cleanup: Cleanup,
+    purged: IntCounterVec,
+    last_run: IntGauge,
+}
+
+impl CleanupCollector {
+    fn new(cleanup: Cleanup) -> prometheus::Result<Self> {
+        Ok(CleanupCollector {
+            cleanup,
+            purged: IntCounterVec::new(
+                Opts::new(
+                    "cleanup_purged_rows_total",
+                    "Rows the retention cleanup of this instance deleted, by table",
+                ),
+                &["table"],
+            )?,
+            last_run: IntGauge::new(
+                "cleanup_last_run_timestamp_seconds",
+                "Unix time of this instance's last completed cleanup run (0: none yet)",
+            )?,
+        })
+    }
+}
+
+impl Sampled for CleanupCollector {
+    fn refresh(&self) {
+        let stats = self.cleanup.stats();
+        for (table, total) in [
+            ("sessions", &stats.sessions),
+            ("login_attempts", &stats.login_attempts),
+            ("tasks", &stats.tasks),
+        ] {
+            mirror(
+                &self.purged.with_label_values(&[table]),
+                total.load(Ordering::Relaxed),
+            );
+        }
+        self.last_run
+            .set(stats.last_run_unix.load(Ordering::Relaxed));
+    }
+
+    fn parts(&self) -> Vec<&dyn Collector> {
+        vec![&self.purged, &self.last_run]
     }
 }

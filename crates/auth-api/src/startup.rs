@@ -12,6 +12,7 @@ use auth_core::auth::SessionService;
 use auth_core::db;
 use auth_core::hashing::PasswordHasher;
 use auth_core::queue::TaskQueue;
+use auth_core::retention::Cleanup;
 use std::net::TcpListener;
 
 /// A built, not yet awaited, server and where it listens.
@@ -33,17 +34,31 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     .context("building the pools")?;
     let hasher =
         PasswordHasher::new(config.hash, config.hash_pool).context("configuring argon2")?;
-    let metrics = Metrics::new(&pools, hasher.clone()).context("registering metrics")?;
+    // The cleanup works on the reads class: background work, off the
+    // sessions' and the queue's pools.
+    let cleanup = Cleanup::new(
+        pools.reads.clone(),
+        config.retention.clone(),
+        config.sessions.failure_window,
+    );
+    let metrics =
+        Metrics::new(&pools, hasher.clone(), cleanup.clone()).context("registering metrics")?;
     let state = AppState {
         pools: pools.clone(),
         metrics,
         sessions: SessionService::new(pools.sessions.clone(), hasher, config.sessions.clone()),
         queue: TaskQueue::new(pools.queue, pools.reads, config.queue.clone()),
+        cleanup,
         alive: std::sync::Arc::new(()),
     };
     crate::maintenance::spawn_count_folding(
         state.queue.clone(),
         config.queue.counts_fold_interval,
+        std::sync::Arc::downgrade(&state.alive),
+    );
+    crate::maintenance::spawn_cleanup(
+        state.cleanup.clone(),
+        config.retention.interval,
         std::sync::Arc::downgrade(&state.alive),
     );
     let listener =

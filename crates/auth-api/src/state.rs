@@ -4,6 +4,7 @@ use crate::metrics::Metrics;
 use auth_core::auth::SessionService;
 use auth_core::db::Pools;
 use auth_core::queue::TaskQueue;
+use auth_core::retention::Cleanup;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -11,6 +12,8 @@ pub struct AppState {
     pub pools: Pools,
     pub sessions: SessionService,
     pub queue: TaskQueue,
+    /// Retention: runs every `TESSERA_CLEANUP_INTERVAL_SECS` (one instance at a time).
+    pub cleanup: Cleanup,
     pub metrics: Metrics,
     /// Owned by every holder of the state; background upkeep stops once
     /// none is left.

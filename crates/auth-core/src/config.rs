@@ -172,6 +172,51 @@ impl QueuePolicy {
     }
 }
 
+/// The cleanup (contract defaults: 7 days for sessions and finished tasks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// How often each instance tries a run (only one runs at a time).
+    pub interval: Duration,
+    /// Sessions revoked or expired longer ago than this are deleted.
+    pub sessions: Duration,
+    /// Tasks completed longer ago than this are deleted.
+    pub tasks: Duration,
+    /// Rows per batch: each batch is one short transaction.
+    pub batch: i64,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            interval: Duration::from_secs(600),
+            sessions: Duration::from_secs(7 * 24 * 3600),
+            tasks: Duration::from_secs(7 * 24 * 3600),
+            batch: 1000,
+        }
+    }
+}
+
+impl RetentionPolicy {
+    /// Reads `TESSERA_CLEANUP_INTERVAL_SECS`, `TESSERA_SESSION_RETENTION_SECS`,
+    /// `TESSERA_TASK_RETENTION_SECS`, `TESSERA_CLEANUP_BATCH`.
+    pub fn from_env() -> Result<RetentionPolicy, ConfigError> {
+        let d = RetentionPolicy::default();
+        let policy = RetentionPolicy {
+            interval: env_secs("TESSERA_CLEANUP_INTERVAL_SECS", d.interval.as_secs())?,
+            sessions: env_secs("TESSERA_SESSION_RETENTION_SECS", d.sessions.as_secs())?,
+            tasks: env_secs("TESSERA_TASK_RETENTION_SECS", d.tasks.as_secs())?,
+            batch: env_or("TESSERA_CLEANUP_BATCH", d.batch)?,
+        };
+        if !(1..=100_000).contains(&policy.batch) {
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_CLEANUP_BATCH".into(),
+                detail: "must be 1 to 100000".into(),
+            });
+        }
+        Ok(policy)
+    }
+}
+
 /// argon2id cost. Production follows OWASP's minimum (m=19 MiB, t=2, p=1);
 /// tests use the cheapest legal parameters so hashing does not dominate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,10 +47,12 @@ pub enum Fault {
     CountsFoldedInTwoStatements,
     /// Every class of request shares one pool (no bulkheads).
     OnePoolForEveryClass,
+    /// The cleanup locks its batches FOR UPDATE without SKIP LOCKED (waits).
+    CleanupWaitsOnLocks,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 19] = [
+    pub const ALL: [Fault; 20] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -70,6 +72,7 @@ impl Fault {
         Fault::SessionCreatedAtTxStart,
         Fault::CountsFoldedInTwoStatements,
         Fault::OnePoolForEveryClass,
+        Fault::CleanupWaitsOnLocks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Fault {
             Fault::SessionCreatedAtTxStart => "session_created_at_tx_start",
             Fault::CountsFoldedInTwoStatements => "counts_folded_in_two_statements",
             Fault::OnePoolForEveryClass => "one_pool_for_every_class",
+            Fault::CleanupWaitsOnLocks => "cleanup_waits_on_locks",
         }
     }
 
@@ -214,10 +218,7 @@ pub(crate) mod sql {
     use std::time::Duration;
     use uuid::Uuid;
 
-    const COLUMNS: &str =
-        "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
-    const ACTIVE: &str =
-        "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
+    use crate::store::sessions::{ACTIVE, COLUMNS};
 
     /// Registration: an insert that ignores a conflict (after a check that
     /// a concurrent registration passes too).

@@ -38,6 +38,7 @@ pub mod faults;
 pub mod hashing;
 pub mod login_limit;
 pub mod queue;
+pub mod retention;
 pub mod store;
 
 pub use error::{QueueError, SessionError, StoreError, Unavailable};

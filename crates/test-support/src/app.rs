@@ -5,7 +5,7 @@ use crate::TestDb;
 use auth_api::config::ApiConfig;
 use auth_api::state::AppState;
 use auth_core::config::{
-    Bulkheads, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionPolicy,
+    Bulkheads, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, RetentionPolicy, SessionPolicy,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -31,6 +31,9 @@ pub struct TestAppConfig {
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
+    /// The cleanup; by default it never runs by itself (tests call
+    /// `state.cleanup.run()`).
+    pub retention: RetentionPolicy,
     /// Hashing workers, queue capacity and deadline.
     pub hash_pool: HashPoolConfig,
     /// argon2 cost; cheap by default, production cost for timing tests.
@@ -49,6 +52,10 @@ impl Default for TestAppConfig {
             bulkheads: Bulkheads::default(),
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
+            retention: RetentionPolicy {
+                interval: std::time::Duration::from_secs(24 * 3600),
+                ..RetentionPolicy::default()
+            },
             hash_pool: HashPoolConfig {
                 workers: Some(2),
                 ..HashPoolConfig::default()
@@ -85,6 +92,7 @@ impl TestApp {
             bulkheads: config.bulkheads,
             sessions: config.sessions,
             queue: config.queue,
+            retention: config.retention,
             hash: config.hash,
         };
         let app = auth_api::startup::build(api_config)

@@ -12,6 +12,7 @@ mod hostile;
 mod input;
 mod openapi;
 mod operations;
+mod retention;
 mod security;
 mod sessions;
 mod tasks;

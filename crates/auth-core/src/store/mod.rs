@@ -5,6 +5,7 @@
 //! Time is always the database's `now()`: one clock for every instance.
 
 pub mod login_attempts;
+pub mod retention;
 mod schema;
 pub mod sessions;
 pub mod tasks;

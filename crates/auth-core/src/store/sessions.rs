@@ -12,11 +12,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The SQL condition for "active", against table alias-free `sessions`.
-const ACTIVE: &str =
+pub(crate) const ACTIVE: &str =
     "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
 
 /// Columns every query returns; `$touch` is the touch interval in seconds.
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 #[derive(Debug, Clone, PartialEq, QueryableByName, Queryable)]

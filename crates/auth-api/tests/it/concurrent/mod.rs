@@ -7,6 +7,7 @@
 mod interleavings;
 mod limits;
 mod queue;
+mod retention;
 mod sessions;
 
 use test_support::TestApp;

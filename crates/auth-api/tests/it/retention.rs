@@ -1,0 +1,180 @@
+//! The retention cleanup (the contract's "Retention" sections): exactly the
+//! rows past their retention go, in batches, one instance at a time; the
+//! counts and /metrics follow.
+
+use auth_core::retention::{CleanupRun, Purged};
+use auth_core::store::retention::CLEANUP_LOCK;
+use reqwest::StatusCode;
+use test_support::TestApp;
+use test_support::app::TestAppConfig;
+use test_support::app::expect_status;
+use uuid::Uuid;
+
+/// Retention 7 days (the default), batches of 2 so every table needs several.
+async fn app() -> TestApp {
+    let mut config = TestAppConfig::default();
+    config.retention.batch = 2;
+    TestApp::spawn_with(config).await
+}
+
+/// Inserts a session of `user` whose end (revocation or idle expiry) is
+/// `ended` ago, as SQL interval text; `None`: active.
+async fn session(
+    app: &TestApp,
+    user: Uuid,
+    revoked: Option<&str>,
+    idle_ended: Option<&str>,
+) -> Uuid {
+    let id = Uuid::new_v4();
+    let idle = idle_ended.map_or("now() + interval '30 minutes'".to_owned(), |ago| {
+        format!("now() - interval '{ago}'")
+    });
+    let revoked = revoked.map_or("NULL".to_owned(), |ago| format!("now() - interval '{ago}'"));
+    app.db
+        .execute(&format!(
+            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at,
+                                   idle_expires_at, absolute_expires_at, revoked_at)
+             VALUES ('{id}', '{user}', sha256('{id}'::text::bytea), now() - interval '30 days',
+                     now() - interval '30 days', {idle}, {idle} + interval '1 hour', {revoked})"
+        ))
+        .await;
+    id
+}
+
+async fn task(app: &TestApp, status: &str, completed_ago: Option<&str>) -> Uuid {
+    let id = Uuid::new_v4();
+    let completed =
+        completed_ago.map_or("NULL".to_owned(), |ago| format!("now() - interval '{ago}'"));
+    app.db
+        .execute(&format!(
+            "INSERT INTO tasks (id, title, status, completed_at) VALUES ('{id}', 'kept?', '{status}', {completed})"
+        ))
+        .await;
+    id
+}
+
+#[tokio::test]
+async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
+    let app = app().await;
+    let user = app.signup("keeper@example.com").await;
+    let mut kept = vec![user.session_id];
+    let mut gone = Vec::new();
+    gone.push(session(&app, user.user_id, Some("8 days"), None).await);
+    gone.push(session(&app, user.user_id, Some("9 days"), Some("10 days")).await);
+    gone.push(session(&app, user.user_id, None, Some("8 days")).await);
+    kept.push(session(&app, user.user_id, Some("6 days"), None).await);
+    kept.push(session(&app, user.user_id, None, Some("1 day")).await);
+    kept.push(session(&app, user.user_id, None, None).await);
+    gone.push(task(&app, "completed", Some("8 days")).await);
+    kept.push(task(&app, "completed", Some("6 days")).await);
+    kept.push(task(&app, "unassigned", None).await);
+    app.db
+        .execute(
+            "INSERT INTO login_attempts (email, attempted_at, outcome) VALUES
+               ('a@example.com', now() - interval '16 minutes', 'failed'),
+               ('a@example.com', now() - interval '14 minutes', 'failed')",
+        )
+        .await;
+
+    let run = app.state.cleanup.run().await.unwrap();
+    assert_eq!(
+        run,
+        CleanupRun::Done(Purged {
+            sessions: 3,
+            login_attempts: 1,
+            tasks: 1,
+        })
+    );
+    let ids = |list: &[Uuid]| {
+        list.iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let present = |list: &[Uuid]| {
+        format!(
+            "SELECT count(*) AS n FROM (SELECT id FROM sessions UNION ALL SELECT id FROM tasks) AS r
+              WHERE id IN ({})",
+            ids(list)
+        )
+    };
+    assert_eq!(
+        app.db.count(&present(&gone)).await,
+        0,
+        "a row past its retention stayed"
+    );
+    assert_eq!(
+        app.db.count(&present(&kept)).await,
+        kept.len() as i64,
+        "a kept row went"
+    );
+    // The 16-minute-old attempt left the 15-minute window; the 14-minute-old
+    // one and the signup's login stay.
+    let attempts = "SELECT count(*) AS n FROM login_attempts";
+    assert_eq!(
+        app.db
+            .count(&format!("{attempts} WHERE email = 'a@example.com'"))
+            .await,
+        1
+    );
+    assert_eq!(
+        app.db
+            .count(&format!(
+                "{attempts} WHERE attempted_at < now() - interval '15 minutes'"
+            ))
+            .await,
+        0
+    );
+    // The live session still validates; the counts follow the deletion.
+    expect_status(app.current(&user.token).await, StatusCode::OK).await;
+    app.state.queue.compact_counts().await.unwrap();
+    let stats = expect_status(app.stats(&user.token).await, StatusCode::OK).await;
+    assert_eq!(
+        (stats["completed"].as_i64(), stats["unassigned"].as_i64()),
+        (Some(1), Some(1))
+    );
+    // A second run finds nothing.
+    assert_eq!(
+        app.state.cleanup.run().await.unwrap(),
+        CleanupRun::Done(Purged::default())
+    );
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    for line in [
+        r#"tessera_cleanup_purged_rows_total{table="sessions"} 3"#,
+        r#"tessera_cleanup_purged_rows_total{table="login_attempts"} 1"#,
+        r#"tessera_cleanup_purged_rows_total{table="tasks"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+    assert!(
+        !metrics.contains("tessera_cleanup_last_run_timestamp_seconds 0\n"),
+        "the last run is not shown"
+    );
+}
+
+#[tokio::test]
+async fn a_run_yields_while_another_instance_holds_the_cleanup_lock() {
+    let app = app().await;
+    let user = app.signup("yield@example.com").await;
+    let old = session(&app, user.user_id, Some("8 days"), None).await;
+    let other_instance = app
+        .db
+        .hold(&format!("SELECT pg_advisory_xact_lock({CLEANUP_LOCK})"))
+        .await;
+    assert_eq!(
+        app.state.cleanup.run().await.unwrap(),
+        CleanupRun::Yielded(Purged::default())
+    );
+    let still = format!("SELECT count(*) AS n FROM sessions WHERE id = '{old}'");
+    assert_eq!(
+        app.db.count(&still).await,
+        1,
+        "deleted under another instance's lock"
+    );
+    other_instance.release().await;
+    assert!(matches!(
+        app.state.cleanup.run().await.unwrap(),
+        CleanupRun::Done(Purged { sessions: 1, .. })
+    ));
+    assert_eq!(app.db.count(&still).await, 0);
+}

@@ -1,0 +1,141 @@
+//! Retention: the periodic cleanup of what no rule reads any more (the
+//! contract's "Retention" sections). Sessions revoked or expired more than
+//! the session retention ago, login attempts that left the limit's window,
+//! and tasks completed more than the task retention ago are deleted in
+//! bounded batches, each its own short transaction that skips locked rows.
+//! Every batch first takes the cleanup's advisory lock with a try-lock: an
+//! instance that finds it taken stops its run, so at most one instance
+//! deletes at a time, and a crashed one holds nothing.
+
+use crate::config::RetentionPolicy;
+use crate::db::DbPool;
+use crate::error::StoreError;
+use crate::store::retention;
+use diesel_async::AsyncConnection as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What one run deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: u64,
+    pub login_attempts: u64,
+    pub tasks: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupRun {
+    /// Every backlog drained (each last batch came back short).
+    Done(Purged),
+    /// Another instance holds the cleanup's lock; this one deleted `Purged`
+    /// before it noticed (nothing, when it noticed at the first batch).
+    Yielded(Purged),
+}
+
+/// Counters since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CleanupStats {
+    pub sessions: AtomicU64,
+    pub login_attempts: AtomicU64,
+    pub tasks: AtomicU64,
+    /// Unix seconds of the last completed run; 0 before the first.
+    pub last_run_unix: AtomicI64,
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    Sessions,
+    LoginAttempts,
+    Tasks,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cleanup {
+    pool: DbPool,
+    policy: RetentionPolicy,
+    /// Login attempts older than this no longer count (the limit's window).
+    login_window: Duration,
+    stats: Arc<CleanupStats>,
+}
+
+impl Cleanup {
+    pub fn new(pool: DbPool, policy: RetentionPolicy, login_window: Duration) -> Cleanup {
+        Cleanup {
+            pool,
+            policy,
+            login_window,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &CleanupStats {
+        &self.stats
+    }
+
+    pub fn policy(&self) -> &RetentionPolicy {
+        &self.policy
+    }
+
+    /// Deletes every row past its retention, batch by batch.
+    pub async fn run(&self) -> Result<CleanupRun, StoreError> {
+        let mut purged = Purged::default();
+        for table in [Table::Sessions, Table::LoginAttempts, Table::Tasks] {
+            loop {
+                let Some(n) = self.batch(table).await? else {
+                    return Ok(CleanupRun::Yielded(purged));
+                };
+                let (total, counter) = match table {
+                    Table::Sessions => (&mut purged.sessions, &self.stats.sessions),
+                    Table::LoginAttempts => {
+                        (&mut purged.login_attempts, &self.stats.login_attempts)
+                    }
+                    Table::Tasks => (&mut purged.tasks, &self.stats.tasks),
+                };
+                *total += n;
+                counter.fetch_add(n, Ordering::Relaxed);
+                if n < self.policy.batch as u64 {
+                    break;
+                }
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.stats
+            .last_run_unix
+            .store(i64::try_from(now).unwrap_or(i64::MAX), Ordering::Relaxed);
+        Ok(CleanupRun::Done(purged))
+    }
+
+    /// One batch under the try-lock; `None` when another instance holds it.
+    async fn batch(&self, table: Table) -> Result<Option<u64>, StoreError> {
+        let (age, batch) = (self.age(table), self.policy.batch);
+        let mut conn = self.pool.get().await?;
+        let deleted = conn
+            .transaction::<_, StoreError, _>(async move |conn| {
+                if !retention::try_lock_cleanup(conn).await? {
+                    return Ok(None);
+                }
+                let n = match table {
+                    Table::Sessions => retention::purge_sessions(conn, age, batch).await?,
+                    Table::LoginAttempts => {
+                        retention::purge_login_attempts(conn, age, batch).await?
+                    }
+                    Table::Tasks => retention::purge_finished_tasks(conn, age, batch).await?,
+                };
+                Ok(Some(n))
+            })
+            .await?;
+        Ok(deleted)
+    }
+
+    fn age(&self, table: Table) -> Duration {
+        match table {
+            Table::Sessions => self.policy.sessions,
+            Table::LoginAttempts => self.login_window,
+            Table::Tasks => self.policy.tasks,
+        }
+    }
+}
