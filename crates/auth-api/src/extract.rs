@@ -181,3 +181,22 @@ mod tests {
         assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
     }
 }
+
+/// Until the schema is migrated, the contract's routes answer `503` with
+/// `Retry-After` (the operations routes answer as usual: `/readyz` says why).
+pub async fn until_migrated(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let migrated = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| *state.migrated.borrow());
+    if migrated || !req.path().starts_with("/v1/") {
+        return next.call(req).await;
+    }
+    let not_yet = ApiError::Unavailable(auth_core::StoreError::Unavailable(
+        auth_core::Unavailable::ServerNotReady,
+        "the schema is not migrated yet".into(),
+    ));
+    Ok(req.error_response(not_yet))
+}

@@ -1,5 +1,8 @@
-//! Builds the running service from a config: migrations, pool, services,
-//! and the actix server. Tests use this same function with port 0.
+//! Builds the running service from a config: pools, services, the actix
+//! server, and the migrations, which run in the background with retries
+//! (the service listens at once: `/healthz` is 200 from the start, `/readyz`
+//! and the `/v1` routes answer 503 until the schema is migrated). Tests use
+//! this same function with port 0.
 
 use crate::config::ApiConfig;
 use crate::metrics::Metrics;
@@ -23,9 +26,7 @@ pub struct Application {
 }
 
 pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
-    db::run_migrations(&config.database_url)
-        .await
-        .context("applying migrations")?;
+    let migrated = spawn_migrations(config.database_url.clone());
     let pools = db::Pools::build(
         &config.database_url,
         &config.bulkheads.classes(&config.pool),
@@ -49,6 +50,7 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         sessions: SessionService::new(pools.sessions.clone(), hasher, config.sessions.clone()),
         queue: TaskQueue::new(pools.queue, pools.reads, config.queue.clone()),
         cleanup,
+        migrated,
         alive: std::sync::Arc::new(()),
     };
     crate::maintenance::spawn_count_folding(
@@ -69,6 +71,9 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     let document = web::Data::new(routes::health::ApiDocument(document.into()));
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                crate::extract::until_migrated,
+            ))
             .wrap(crate::telemetry::RequestLog)
             .app_data(data.clone())
             .app_data(document.clone())
@@ -85,4 +90,29 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         port,
         state,
     })
+}
+
+/// Applies the migrations until they succeed, backing off from 250 ms to
+/// 10 s between tries (the database may be down, or starting); the
+/// receiver turns `true` once the schema is current.
+fn spawn_migrations(database_url: String) -> tokio::sync::watch::Receiver<bool> {
+    let (done, migrated) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(250);
+        loop {
+            match db::run_migrations(&database_url).await {
+                Ok(applied) => {
+                    tracing::info!(applied, "database schema is current");
+                    let _ = done.send(true);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "migrations not applied yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+    });
+    migrated
 }

@@ -15,6 +15,9 @@ pub struct AppState {
     /// Retention: runs every `TESSERA_CLEANUP_INTERVAL_SECS` (one instance at a time).
     pub cleanup: Cleanup,
     pub metrics: Metrics,
+    /// `true` once the schema is migrated: until then `/readyz` and the
+    /// `/v1` routes answer 503.
+    pub migrated: tokio::sync::watch::Receiver<bool>,
     /// Owned by every holder of the state; background upkeep stops once
     /// none is left.
     pub alive: std::sync::Arc<()>,

@@ -109,19 +109,33 @@ fn checkout_timeout(config: &PoolConfig) -> Duration {
     Duration::from_millis(config.connection_timeout_ms.max(1))
 }
 
-/// Applies pending migrations over a dedicated connection. Runs on its own OS
-/// thread because diesel's migration harness is synchronous and would block
-/// (or panic inside) an async runtime.
+/// The advisory-lock key migrations run under: "tessera" + 0.
+const MIGRATION_LOCK: i64 = 0x7465_7373_6572_6100;
+
+/// Applies pending migrations over a dedicated connection, under a session
+/// advisory lock: instances starting together on an empty database take
+/// turns, and each one after the first finds nothing left to apply. Runs on
+/// its own OS thread because diesel's migration harness is synchronous and
+/// would block (or panic inside) an async runtime.
 pub fn run_migrations_blocking(database_url: &str) -> Result<usize, MigrationError> {
+    use diesel::RunQueryDsl as _;
+    use diesel::sql_types::BigInt;
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     let url = database_url.to_owned();
     std::thread::spawn(move || {
+        let failed = |e: &dyn std::fmt::Display| MigrationError(e.to_string());
         let mut conn =
             <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                .map_err(|e| MigrationError(e.to_string()))?;
+                .map_err(|e| failed(&e))?;
+        // Held until the connection closes (at the end of this thread's
+        // work, or with the process).
+        diesel::sql_query("SELECT pg_advisory_lock($1)")
+            .bind::<BigInt, _>(MIGRATION_LOCK)
+            .execute(&mut conn)
+            .map_err(|e| failed(&e))?;
         conn.run_pending_migrations(MIGRATIONS)
             .map(|applied| applied.len())
-            .map_err(|e| MigrationError(e.to_string()))
+            .map_err(|e| failed(&*e))
     })
     .join()
     .map_err(|_| MigrationError("migration thread panicked".into()))?

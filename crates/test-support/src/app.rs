@@ -80,8 +80,21 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: TestAppConfig) -> TestApp {
+        let app = TestApp::spawn_on(TestDb::new().await, config).await;
+        // The migrations run in the background; the template is migrated,
+        // so this is quick, but a test must not race it.
+        let mut migrated = app.state.migrated.clone();
+        migrated
+            .wait_for(|done| *done)
+            .await
+            .expect("the migrations task ended without migrating");
+        app
+    }
+
+    /// The app over `db` as it is (perhaps not created yet, or empty),
+    /// returned at once: its migrations may still be running.
+    pub async fn spawn_on(db: TestDb, config: TestAppConfig) -> TestApp {
         crate::init_test_log();
-        let db = TestDb::new().await;
         let api_config = ApiConfig {
             database_url: db.url(),
             bind: "127.0.0.1:0".into(),

@@ -137,6 +137,32 @@ impl TestDb {
         }
     }
 
+    /// A name for a database of its own that does not exist yet (see
+    /// [`TestDb::create_empty`]); dropped like any other when this is dropped.
+    pub fn not_created() -> TestDb {
+        let name = format!(
+            "{TEST_PREFIX}{}_{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        TestDb {
+            url: shared().admin.with_database(&name),
+            name,
+            clone_time: Duration::ZERO,
+        }
+    }
+
+    /// Creates this database empty: no schema, no migrations.
+    pub async fn create_empty(&self) {
+        let sql = format!("CREATE DATABASE \"{}\" TEMPLATE template0", self.name);
+        let mut conn = connect(&shared().admin)
+            .await
+            .unwrap_or_else(|e| panic!("connecting as admin: {e}"));
+        exec(&mut conn, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     pub fn url(&self) -> String {
         self.url.to_string()
     }

@@ -35,6 +35,7 @@ pub fn run(
         Case::PostgresRestart => postgres_restart(server, &db, pace, &log),
         Case::PoolExhaustion => pool_exhaustion(&db, pace, &log),
         Case::Sigterm => sigterm(&db, pace, &log),
+        Case::Startup => super::startup::run(server, &admin, &database, &log),
     }
 }
 

@@ -9,6 +9,7 @@ mod chart;
 mod hostile;
 mod report;
 mod schemathesis;
+mod startup;
 
 use crate::summary::{Counts, Row};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// Only these cases (repeatable): kill-connections, postgres-restart,
-    /// pool-exhaustion, sigterm, bounds, hash-flood, bulkhead, schemathesis.
+    /// pool-exhaustion, sigterm, startup, bounds, hash-flood, bulkhead,
+    /// schemathesis.
     #[arg(long = "case")]
     cases: Vec<String>,
     /// Traffic threads per case.
@@ -40,13 +42,15 @@ pub enum Case {
     PostgresRestart,
     PoolExhaustion,
     Sigterm,
+    Startup,
 }
 
-const FAULT_CASES: [Case; 4] = [
+const FAULT_CASES: [Case; 5] = [
     Case::KillConnections,
     Case::PostgresRestart,
     Case::PoolExhaustion,
     Case::Sigterm,
+    Case::Startup,
 ];
 
 impl Case {
@@ -56,6 +60,7 @@ impl Case {
             Case::PostgresRestart => "postgres-restart",
             Case::PoolExhaustion => "pool-exhaustion",
             Case::Sigterm => "sigterm",
+            Case::Startup => "startup",
         }
     }
 }

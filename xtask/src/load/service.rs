@@ -51,6 +51,14 @@ impl Service {
     /// (the ones the checks judge by) and `env`, logging to `log`, and waits
     /// (at most 60 s) until /readyz answers 200.
     pub fn start(database_url: &str, env: &[(&str, String)], log: &Path) -> anyhow::Result<Self> {
+        let mut service = Service::spawn(database_url, env, log)?;
+        service.wait_ready(Duration::from_secs(60), log)?;
+        Ok(service)
+    }
+
+    /// [`Service::start`] without the wait: the process runs, perhaps not
+    /// ready yet.
+    pub fn spawn(database_url: &str, env: &[(&str, String)], log: &Path) -> anyhow::Result<Self> {
         let port = free_port()?;
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(SERVER_BIN);
@@ -67,24 +75,33 @@ impl Service {
             cmd.env(key, value);
         }
         let child = cmd.spawn().context("starting auth-api")?;
-        let mut service = Service {
+        Ok(Service {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        })
+    }
+
+    /// Waits until /readyz answers 200 (stopping the process if it does not
+    /// within `limit`); returns how long that took.
+    pub fn wait_ready(&mut self, limit: Duration, log: &Path) -> anyhow::Result<Duration> {
+        let started = Instant::now();
         loop {
-            if get(&format!("{}/readyz", service.base_url)).is_ok() {
-                return Ok(service);
+            if get(&format!("{}/readyz", self.base_url)).is_ok() {
+                return Ok(started.elapsed());
             }
-            if let Some(status) = service.child.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!(
                     "auth-api exited during start-up ({status}); see {}",
                     log.display()
                 );
             }
-            if Instant::now() > deadline {
-                service.stop()?;
-                anyhow::bail!("auth-api was not ready within 60 s; see {}", log.display());
+            if started.elapsed() > limit {
+                self.stop()?;
+                anyhow::bail!(
+                    "auth-api was not ready within {} s; see {}",
+                    limit.as_secs(),
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

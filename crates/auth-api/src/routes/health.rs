@@ -26,7 +26,7 @@ pub async fn healthz() -> HttpResponse {
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.pools.ready().await {
+    if *state.migrated.borrow() && state.pools.ready().await {
         HttpResponse::Ok().json(Status { status: "ready" })
     } else {
         HttpResponse::ServiceUnavailable()

@@ -15,5 +15,6 @@ mod operations;
 mod retention;
 mod security;
 mod sessions;
+mod startup;
 mod tasks;
 mod users;
