@@ -170,18 +170,6 @@ pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::depth;
-    use serde_json::json;
-
-    #[test]
-    fn measures_nesting() {
-        assert_eq!(depth(&json!(1)), 0);
-        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
-    }
-}
-
 /// Until the schema is migrated, the contract's routes answer `503` with
 /// `Retry-After` (the operations routes answer as usual: `/readyz` says why).
 pub async fn until_migrated(
@@ -199,4 +187,16 @@ pub async fn until_migrated(
         "the schema is not migrated yet".into(),
     ));
     Ok(req.error_response(not_yet))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::depth;
+    use serde_json::json;
+
+    #[test]
+    fn measures_nesting() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
+    }
 }
