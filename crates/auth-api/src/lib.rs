@@ -8,6 +8,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

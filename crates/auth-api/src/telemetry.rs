@@ -21,7 +21,10 @@ pub fn init_tracing() {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     );
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if std::env::var("TESSERA_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    let format = auth_core::config::env_opt::<String>("TESSERA_LOG_FORMAT")
+        .ok()
+        .flatten();
+    let _ = if format.as_deref() == Some("json") {
         builder.json().try_init()
     } else {
         builder.try_init()

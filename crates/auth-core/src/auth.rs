@@ -267,4 +267,16 @@ impl SessionService {
         or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(&mut conn, principal.user_id).await?));
         Ok(sessions::revoke_all(&mut conn, principal.user_id).await?)
     }
+
+    /// An operator's revocation (the admin command line): every active
+    /// session of the user with `email`; returns how many. `NotFound` when
+    /// no user has that email.
+    pub async fn revoke_all_of(&self, email: &str) -> Result<usize> {
+        let email = Email::parse(email).map_err(|_| SessionError::NotFound)?;
+        let mut conn = self.pool.get().await?;
+        let user = users::find_by_email(&mut conn, email.as_str())
+            .await?
+            .ok_or(SessionError::NotFound)?;
+        Ok(sessions::revoke_all(&mut conn, user.id).await?)
+    }
 }

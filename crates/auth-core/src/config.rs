@@ -1,10 +1,30 @@
-//! Configuration of the domain, read from the environment (the source of
-//! truth) or built in code by tests. Every variable is listed in `.env.sample`.
+//! Configuration of the domain, read from the environment or from the
+//! binary's command line (which wins: see [`set_command_line`]), or built in
+//! code by tests. Every variable is listed in `.env.sample`.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// Settings given on the command line, by variable name; set once, before
+/// any configuration is read.
+static COMMAND_LINE: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+
+/// Makes `settings` (variable name -> value, from the binary's flags) take
+/// precedence over the environment. Only the first call counts.
+pub fn set_command_line(settings: BTreeMap<String, String>) {
+    let _ = COMMAND_LINE.set(settings);
+}
+
+/// The raw value of a setting: the command line's, else the environment's.
+fn raw(var: &str) -> Option<String> {
+    COMMAND_LINE
+        .get()
+        .and_then(|flags| flags.get(var).cloned())
+        .or_else(|| std::env::var(var).ok())
+}
 
 /// A bad configuration value, named so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +48,8 @@ pub fn env_opt<T: std::str::FromStr>(var: &str) -> Result<Option<T>, ConfigError
 where
     T::Err: std::fmt::Display,
 {
-    match std::env::var(var) {
-        Ok(raw) if !raw.trim().is_empty() => {
+    match raw(var) {
+        Some(raw) if !raw.trim().is_empty() => {
             raw.trim()
                 .parse()
                 .map(Some)
@@ -427,8 +447,8 @@ impl PoolConfig {
     /// `TESSERA_POOL_MAX_LIFETIME_MS`, `TESSERA_POOL_TEST_ON_CHECKOUT`,
     /// `TESSERA_STATEMENT_TIMEOUT_MS`.
     pub fn from_env() -> Result<PoolConfig, ConfigError> {
-        let mut config = match std::env::var("TESSERA_POOL_PROFILE") {
-            Ok(name) if !name.trim().is_empty() => {
+        let mut config = match raw("TESSERA_POOL_PROFILE") {
+            Some(name) if !name.trim().is_empty() => {
                 let file = env_or(
                     "TESSERA_POOL_PROFILES_FILE",
                     "config/pool-profiles.toml".to_string(),

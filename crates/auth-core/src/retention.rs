@@ -109,6 +109,23 @@ impl Cleanup {
         Ok(CleanupRun::Done(purged))
     }
 
+    /// What a run would delete now (nothing is deleted).
+    pub async fn due(&self) -> Result<Purged, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let [sessions, login_attempts, tasks] = retention::count_due(
+            &mut conn,
+            self.age(Table::Sessions),
+            self.age(Table::LoginAttempts),
+            self.age(Table::Tasks),
+        )
+        .await?;
+        Ok(Purged {
+            sessions,
+            login_attempts,
+            tasks,
+        })
+    }
+
     /// One batch under the try-lock; `None` when another instance holds it.
     async fn batch(&self, table: Table) -> Result<Option<u64>, StoreError> {
         let (age, batch) = (self.age(table), self.policy.batch);

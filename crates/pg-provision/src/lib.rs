@@ -31,8 +31,8 @@ pub use url::DbUrl;
 pub enum ProvisionError {
     #[error(
         "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin: \
-         install them (Debian/Ubuntu: `apt-get install postgresql`; Fedora: `dnf install postgresql-server`; \
-         macOS: `brew install postgresql`) or set DATABASE_URL to a running server"
+         install them (Debian/Ubuntu: `apt-get install postgresql`; Fedora: `dnf install postgresql-server`) \
+         or set DATABASE_URL to a running server (the private cluster needs Linux)"
     )]
     NoBinaries,
     #[error("{what} failed: {detail}")]

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bounds;
+mod cli;
 mod concurrent;
 mod hostile;
 mod input;

@@ -156,3 +156,53 @@ async fn the_document_lists_every_error_code_of_the_contract() -> anyhow::Result
     }
     Ok(())
 }
+
+/// The routes and error codes docs/http-api.md names: routes as
+/// "`METHOD /path`" (query strings cut), codes as "`4xx code`" / "`5xx code`".
+fn named_by_the_interface_page() -> (BTreeSet<(String, String)>, BTreeSet<String>) {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/http-api.md"
+    ))
+    .expect("docs/http-api.md");
+    let mut routes = BTreeSet::new();
+    let mut codes = BTreeSet::new();
+    for quoted in page.split('`').skip(1).step_by(2) {
+        let mut words = quoted.split_whitespace();
+        let (Some(first), Some(second), None) = (words.next(), words.next(), words.next()) else {
+            continue;
+        };
+        if METHODS.contains(&first.to_ascii_lowercase().as_str()) && second.starts_with('/') {
+            let path = second.split('?').next().unwrap_or(second);
+            routes.insert((first.to_ascii_lowercase(), path.to_owned()));
+        } else if first.len() == 3 && first.starts_with(['4', '5']) && first.parse::<u16>().is_ok()
+        {
+            codes.insert(second.to_owned());
+        }
+    }
+    (routes, codes)
+}
+
+#[tokio::test]
+async fn the_interface_page_and_the_document_name_the_same_routes_and_codes() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await?;
+    let (page_routes, page_codes) = named_by_the_interface_page();
+    let documented = documented_routes(&doc);
+    assert_eq!(
+        page_routes, documented,
+        "docs/http-api.md vs /openapi.json routes"
+    );
+    let enum_codes: BTreeSet<String> = doc["components"]["schemas"]["ProblemCode"]["enum"]
+        .as_array()
+        .expect("ProblemCode lists its values")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        page_codes, enum_codes,
+        "docs/http-api.md vs /openapi.json error codes"
+    );
+    Ok(())
+}

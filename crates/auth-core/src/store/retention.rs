@@ -123,3 +123,36 @@ pub async fn purge_finished_tasks(
     )
     .await
 }
+
+/// What the cleanup would delete now, without deleting (`cleanup --dry-run`).
+pub async fn count_due(
+    conn: &mut AsyncPgConnection,
+    sessions_age: Duration,
+    attempts_age: Duration,
+    tasks_age: Duration,
+) -> Result<[u64; 3], DbError> {
+    #[derive(QueryableByName)]
+    struct Due {
+        #[diesel(sql_type = BigInt)]
+        sessions: i64,
+        #[diesel(sql_type = BigInt)]
+        attempts: i64,
+        #[diesel(sql_type = BigInt)]
+        tasks: i64,
+    }
+    let due = diesel::sql_query(
+        "SELECT
+           (SELECT count(*) FROM sessions
+             WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)) AS sessions,
+           (SELECT count(*) FROM login_attempts
+             WHERE attempted_at < now() - make_interval(secs => $2)) AS attempts,
+           (SELECT count(*) FROM tasks
+             WHERE status = 'completed' AND completed_at < now() - make_interval(secs => $3)) AS tasks",
+    )
+    .bind::<Double, _>(secs(sessions_age))
+    .bind::<Double, _>(secs(attempts_age))
+    .bind::<Double, _>(secs(tasks_age))
+    .get_result::<Due>(conn)
+    .await?;
+    Ok([due.sessions, due.attempts, due.tasks].map(|n| n.max(0) as u64))
+}
