@@ -158,7 +158,10 @@ fn variables(text: &str) -> std::collections::BTreeSet<String> {
             .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
             .collect();
         rest = &rest[at + name.len()..];
-        out.insert(name);
+        // The bare prefix (code that strips it) names no setting.
+        if name.len() > "TESSERA_".len() {
+            out.insert(name);
+        }
     }
     out
 }
