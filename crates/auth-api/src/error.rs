@@ -141,6 +141,10 @@ pub struct Problem {
     /// lists (it lists at most 50).
     #[serde(skip_serializing_if = "Option::is_none")]
     truncated: Option<bool>,
+    /// The request's id (its `X-Request-Id`, or one the service made): the
+    /// same id is on every log line of the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 /// One offending field of a `validation_failed` problem.
@@ -300,6 +304,7 @@ impl ResponseError for ApiError {
                     .collect()
             }),
             truncated: errors.filter(|e| e.len() > MAX_FIELD_ERRORS).map(|_| true),
+            request_id: crate::telemetry::current_request_id(),
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((

@@ -12,8 +12,8 @@ use prometheus::core::{Atomic, GenericCounter};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Counter, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
@@ -27,6 +27,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    process: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
 }
@@ -62,7 +63,26 @@ impl Metrics {
         }
         registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
         registry.register(AtScrape::boxed(CleanupCollector::new(cleanup)?))?;
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "Always 1: the running build's version and commit",
+            ),
+            &["version", "commit"],
+        )?;
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("AUTH_API_GIT_COMMIT")])
+            .set(1);
+        registry.register(Box::new(build))?;
+        // Process figures under their standard names (`process_*`, as
+        // dashboards expect them), in a registry without the prefix.
+        let process = Registry::new();
+        #[cfg(target_os = "linux")]
+        process.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
+            process,
             registry,
             requests,
             latency,
@@ -79,7 +99,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
+            .encode_to_string(&[self.registry.gather(), self.process.gather()].concat())
             .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
 }

@@ -8,11 +8,39 @@
 use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web;
 use futures_util::future::LocalBoxFuture;
 use std::future::{Ready, ready};
 use std::time::Instant;
+use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being answered, inside the request log's scope.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// The caller's `X-Request-Id` when it is a plausible id (1 to 64 of
+/// `A-Za-z0-9._-`: it goes into logs and answers), else a new UUID.
+fn request_id_of(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
 
 /// `RUST_LOG` filters (default `info`); `TESSERA_LOG_FORMAT=json` for JSON lines.
 pub fn init_tracing() {
@@ -20,7 +48,11 @@ pub fn init_tracing() {
     let filter = quiet_sql_parameters(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     );
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a terminal: a log file or collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let format = auth_core::config::env_opt::<String>("TESSERA_LOG_FORMAT")
         .ok()
         .flatten();
@@ -96,9 +128,20 @@ where
         let metrics = req
             .app_data::<web::Data<AppState>>()
             .map(|state| state.metrics.clone());
-        let fut = self.service.call(req);
+        let request_id = request_id_of(&req);
+        // Every log line of this request carries its id (the span), and so
+        // does every problem document (the task-local, read by ApiError).
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let fut = REQUEST_ID.scope(
+            request_id.clone(),
+            self.service.call(req).instrument(span.clone()),
+        );
         Box::pin(async move {
-            let res = fut.await?;
+            let mut res = fut.await?;
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                res.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            let _entered = span.enter();
             let route = res
                 .request()
                 .match_pattern()

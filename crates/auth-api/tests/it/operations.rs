@@ -114,3 +114,78 @@ async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
         "waited {waited_before} -> {waited_after}"
     );
 }
+
+/// A request id: the caller's `X-Request-Id` when plausible, else a new
+/// UUID; echoed in the answer's header and in every problem document.
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_problems_repeat_it() {
+    let app = TestApp::spawn().await;
+    let unauthenticated = |id: Option<&str>| {
+        let mut req = app.client.get(app.url("/v1/sessions/current"));
+        if let Some(id) = id {
+            req = req.header("X-Request-Id", id);
+        }
+        req.send()
+    };
+    let kept = unauthenticated(Some("trace-abc.123_x")).await.unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "trace-abc.123_x");
+    let problem: serde_json::Value = kept.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_token");
+    assert_eq!(problem["request_id"], "trace-abc.123_x");
+    for hostile in ["", "has space", "x\u{7f}", &"a".repeat(65)] {
+        let answered = unauthenticated(Some(hostile)).await;
+        let Ok(answered) = answered else {
+            continue; // a header value reqwest itself refuses to send
+        };
+        let id = answered.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            uuid::Uuid::parse_str(&id).is_ok(),
+            "{hostile:?} kept as {id:?}"
+        );
+        let problem: serde_json::Value = answered.json().await.unwrap();
+        assert_eq!(problem["request_id"], id.as_str());
+    }
+    let made = unauthenticated(None).await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let ok = app.get("/healthz", None).await;
+    assert!(ok.headers().contains_key("x-request-id"));
+}
+
+/// Every metric family /metrics serves is in docs/api.md's table (a family
+/// nobody documented is one nobody alerts on), and the build and process
+/// figures are among them.
+#[tokio::test]
+async fn every_metric_served_is_documented_here() {
+    let app = TestApp::spawn().await;
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.len() > 20, "{families:?}");
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
+    for family in &families {
+        let name = family.strip_prefix("tessera_").unwrap_or(family);
+        // Listed whole, or as the `db_pool_*` prefix plus its own row.
+        assert!(
+            doc.contains(&format!("`{name}")),
+            "{family} is not in docs/api.md"
+        );
+    }
+    let build = format!(
+        "tessera_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        env!("AUTH_API_GIT_COMMIT"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build), "{build} missing");
+    assert!(
+        families.contains(&"process_resident_memory_bytes"),
+        "{families:?}"
+    );
+}

@@ -29,8 +29,8 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
             .unwrap_or_else(|e| panic!("starting auth-api: {e}")),
     );
     // Read both streams as they come (a full pipe would stall the server)
-    // and start once the service says it listens: it binds only after its
-    // migrations, so that line means it can serve.
+    // and start once the service says it listens; it migrates after it
+    // binds, so wait for /readyz too.
     let lines = forward_lines(&mut server.0);
     let mut logs = String::new();
     loop {
@@ -47,6 +47,19 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
     }
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let password = "Secret-Passw0rd-For-The-Log-Test";
     let creds = json!({"email": "logs@example.com", "password": password});
@@ -65,7 +78,12 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         .map(|r| r.status());
     assert_eq!(registered.ok(), Some(StatusCode::CREATED));
     let wrong = json!({"email": "logs@example.com", "password": "wrong-password-value"});
-    let _ = post("/v1/sessions", None, Some(&wrong)).await;
+    let _ = client
+        .post(format!("{base}/v1/sessions"))
+        .header("X-Request-Id", "log-test-42")
+        .json(&wrong)
+        .send()
+        .await;
     let login: Value = json_of(post("/v1/sessions", None, Some(&creds)).await).await;
     let first = login["token"].as_str().unwrap().to_owned();
     let rotated: Value =
@@ -100,6 +118,14 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         logs.contains("/v1/sessions/current/refresh"),
         "request log missing"
     );
+    // Every request's log line carries its id; the caller's id is kept.
+    assert!(logs.contains("request_id=log-test-42"), "{logs}");
+    for line in logs.lines().filter(|l| l.contains(" route=")) {
+        assert!(
+            line.contains("request_id="),
+            "a request line without its id: {line}"
+        );
+    }
     for secret in [password, "wrong-password-value", &first, &second] {
         assert!(!logs.contains(secret), "a secret reached the log");
     }
