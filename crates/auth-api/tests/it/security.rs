@@ -47,7 +47,7 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
     }
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !client
         .get(format!("{base}/readyz"))
         .send()
@@ -55,7 +55,7 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         .is_ok_and(|r| r.status() == StatusCode::OK)
     {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "not ready within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
