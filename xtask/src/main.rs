@@ -4,6 +4,7 @@
 
 mod bench;
 mod db;
+mod deploy;
 mod faults;
 mod load;
 mod mutants;
@@ -41,6 +42,8 @@ enum Command {
     Faults(faults::Args),
     /// Mutation testing (cargo-mutants) of the rule-bearing code, judged by tiers 1 and 2.
     Mutants(mutants::Args),
+    /// Checks deploy/: promtool over the alert rules and their tests, and the metrics they and the dashboard query.
+    CheckDeploy,
     /// Manages the persistent developer database (.tessera/pg).
     Db {
         #[command(subcommand)]
@@ -60,6 +63,12 @@ fn main() -> anyhow::Result<()> {
         Command::Faults(args) => faults::run(args),
         Command::Mutants(args) => mutants::run(args),
         Command::Db { action } => db::run(action),
+        Command::CheckDeploy => {
+            let row = deploy::step();
+            crate::summary::print(std::slice::from_ref(&row));
+            anyhow::ensure!(row.ok, "deploy checks failed");
+            Ok(())
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `cargo xtask test-all`: provision a throwaway database, check formatting
-//! and lints, run each test tier, and end with a summary table.
+//! and lints, run each test tier, check the deploy/ rules and dashboard,
+//! and end with a summary table.
 //!
 //! Tiers are selected by test path, never hidden behind an ignore attribute: tier 2 is
 //! every test under a `concurrent::` module, tier 1 is everything else, so a
@@ -99,6 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if selected {
             rows.push(run_step(step, &server)?);
         }
+    }
+    if args.tier.is_none() && !args.no_lint {
+        rows.push(crate::deploy::step());
     }
     if matches!(args.tier, None | Some(3)) {
         rows.push(tier3(&server));

@@ -54,10 +54,7 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
         .await
         .is_ok_and(|r| r.status() == StatusCode::OK)
     {
-        assert!(
-            Instant::now() < deadline,
-            "not ready within 30 s"
-        );
+        assert!(Instant::now() < deadline, "not ready within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
