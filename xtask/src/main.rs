@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         Command::Db { action } => db::run(action),
         Command::CheckDeploy => {
             let row = deploy::step();
-            crate::summary::print(std::slice::from_ref(&row));
+            summary::print(std::slice::from_ref(&row));
             anyhow::ensure!(row.ok, "deploy checks failed");
             Ok(())
         }

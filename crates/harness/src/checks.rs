@@ -107,6 +107,17 @@ pub fn over_limit_sql(limits: &Limits) -> String {
     )
 }
 
+/// After a run whose service purged as it went: no row is past its
+/// retention (`purged`: what the service's /metrics said it deleted).
+pub fn retention_check(db: &dyn Counter, purged: f64) -> anyhow::Result<Check> {
+    let left = db.count(&crate::contract::past_retention_sql())?;
+    Ok(Check::new(
+        "no row past its retention after the cleanup ran",
+        left == 0,
+        format!("{left} rows left past retention; the service purged {purged:.0}"),
+    ))
+}
+
 /// What of the acknowledged writes the database holds, read once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Persisted {
@@ -331,6 +342,20 @@ mod tests {
         let persisted = Persisted::read(&Record::default(), &db, &LIMITS)?;
         assert_eq!(db.asked.borrow().len(), 3, "only the three totals");
         assert_eq!(persisted.lost(&Record::default()), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_left_past_their_retention_fail_the_retention_check() -> anyhow::Result<()> {
+        for (left, ok) in [(0, true), (5, false)] {
+            let db = Scripted {
+                answers: RefCell::new(vec![left]),
+                asked: RefCell::default(),
+            };
+            let check = retention_check(&db, 1000.0)?;
+            assert_eq!(check.ok, ok, "{check:?}");
+            assert!(db.asked.borrow()[0].contains("604800 seconds"));
+        }
         Ok(())
     }
 }

@@ -9,6 +9,23 @@
 pub const ACTIVE_SESSION_SQL: &str =
     "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
 
+/// Retention (the contract's default: 7 days for sessions and finished
+/// tasks); the login limit's window is 15 minutes.
+pub const RETENTION_SECS: u64 = 7 * 24 * 3600;
+
+/// Rows the contract says the cleanup deletes, still present: sessions
+/// revoked or expired longer than the retention ago, and tasks completed
+/// longer ago.
+pub fn past_retention_sql() -> String {
+    format!(
+        "SELECT (SELECT count(*) FROM sessions
+                  WHERE revoked_at < now() - interval '{RETENTION_SECS} seconds'
+                     OR LEAST(idle_expires_at, absolute_expires_at) < now() - interval '{RETENTION_SECS} seconds')
+              + (SELECT count(*) FROM tasks
+                  WHERE status = 'completed' AND completed_at < now() - interval '{RETENTION_SECS} seconds')"
+    )
+}
+
 /// The limits a service under test runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -25,8 +42,9 @@ pub const LIMITS: Limits = Limits {
 };
 
 impl Limits {
-    /// The environment that gives a service these limits.
-    pub fn env(&self) -> [(&'static str, String); 2] {
+    /// The environment that gives a service these limits (and the
+    /// retention [`past_retention_sql`] judges by).
+    pub fn env(&self) -> [(&'static str, String); 4] {
         [
             (
                 "TESSERA_MAX_SESSIONS_PER_USER",
@@ -36,6 +54,8 @@ impl Limits {
                 "TESSERA_LOGIN_MAX_FAILURES",
                 self.login_failures.to_string(),
             ),
+            ("TESSERA_SESSION_RETENTION_SECS", RETENTION_SECS.to_string()),
+            ("TESSERA_TASK_RETENTION_SECS", RETENTION_SECS.to_string()),
         ]
     }
 }

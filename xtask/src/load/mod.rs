@@ -82,6 +82,11 @@ pub struct Args {
     /// show that the post-run checks catch it; the run must then FAIL.
     #[arg(long, conflicts_with = "target")]
     fault: Option<String>,
+    /// Have the service try its retention cleanup every this many seconds
+    /// (default: its own 600), and check afterwards that no row is left
+    /// past its retention (with --seed-sessions: a purge under load).
+    #[arg(long, conflicts_with = "target")]
+    cleanup_every: Option<u64>,
     /// Run this many auth-api processes on one database behind nginx (from
     /// Debian's packages), and race requests across them before the load.
     #[arg(long, default_value_t = 1, conflicts_with = "target")]
@@ -103,6 +108,8 @@ pub struct Plan {
     /// Sampled over time and judged on drift too.
     pub soak: bool,
     pub seed: soak::Seed,
+    /// `TESSERA_CLEANUP_INTERVAL_SECS` for the service, and the retention check.
+    pub cleanup_every: Option<u64>,
 }
 
 /// The profiles' names and descriptions, for choosing and reporting. What a
@@ -176,6 +183,7 @@ fn new_plan(
         instances: 1,
         soak: false,
         seed: soak::Seed::default(),
+        cleanup_every: None,
     })
 }
 
@@ -183,6 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let run_time = parse_secs(args.soak.as_deref().unwrap_or(&args.run_time))?;
     let mut plan = new_plan(args.users, args.rate, run_time, args.fault.clone())?;
     plan.instances = args.instances.max(1);
+    plan.cleanup_every = args.cleanup_every;
     plan.soak = args.soak.is_some();
     plan.seed = soak::Seed {
         completed_tasks: args.seed_tasks,
@@ -311,6 +320,9 @@ fn run_profile(
     if let Some(fault) = &plan.fault {
         env.push(("TESSERA_FAULT", fault.clone()));
     }
+    if let Some(every) = plan.cleanup_every {
+        env.push(("TESSERA_CLEANUP_INTERVAL_SECS", every.to_string()));
+    }
     let cross_instance = if plan.instances > 1 {
         fleet::cross_instance_checks(&admin, &database, &env, &dir, plan.instances)?
     } else {
@@ -353,6 +365,11 @@ fn run_profile(
     let persisted = Persisted::read(&record, &db, &LIMITS)?;
     all_checks.push(persisted.claims_check(&record));
     all_checks.extend(persisted.checks(&record, &LIMITS));
+    if plan.cleanup_every.is_some() {
+        let purged = after.get(r#"tessera_cleanup_purged_rows_total{table="sessions"}"#)
+            + after.get(r#"tessera_cleanup_purged_rows_total{table="tasks"}"#);
+        all_checks.push(checks::retention_check(&db, purged)?);
+    }
     let pool = pool_delta(&before, &after);
     let mut verdicts = plan
         .thresholds
