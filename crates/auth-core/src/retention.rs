@@ -51,6 +51,28 @@ enum Table {
     Tasks,
 }
 
+impl Table {
+    const ALL: [Table; 3] = [Table::Sessions, Table::LoginAttempts, Table::Tasks];
+
+    fn purge(self) -> retention::Purge {
+        match self {
+            Table::Sessions => retention::SESSIONS,
+            Table::LoginAttempts => retention::LOGIN_ATTEMPTS,
+            Table::Tasks => retention::FINISHED_TASKS,
+        }
+    }
+}
+
+impl Purged {
+    fn of(&mut self, table: Table) -> &mut u64 {
+        match table {
+            Table::Sessions => &mut self.sessions,
+            Table::LoginAttempts => &mut self.login_attempts,
+            Table::Tasks => &mut self.tasks,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Cleanup {
     pool: DbPool,
@@ -81,19 +103,17 @@ impl Cleanup {
     /// Deletes every row past its retention, batch by batch.
     pub async fn run(&self) -> Result<CleanupRun, StoreError> {
         let mut purged = Purged::default();
-        for table in [Table::Sessions, Table::LoginAttempts, Table::Tasks] {
+        for table in Table::ALL {
             loop {
                 let Some(n) = self.batch(table).await? else {
                     return Ok(CleanupRun::Yielded(purged));
                 };
-                let (total, counter) = match table {
-                    Table::Sessions => (&mut purged.sessions, &self.stats.sessions),
-                    Table::LoginAttempts => {
-                        (&mut purged.login_attempts, &self.stats.login_attempts)
-                    }
-                    Table::Tasks => (&mut purged.tasks, &self.stats.tasks),
+                *purged.of(table) += n;
+                let counter = match table {
+                    Table::Sessions => &self.stats.sessions,
+                    Table::LoginAttempts => &self.stats.login_attempts,
+                    Table::Tasks => &self.stats.tasks,
                 };
-                *total += n;
                 counter.fetch_add(n, Ordering::Relaxed);
                 if n < self.policy.batch as u64 {
                     break;
@@ -112,18 +132,12 @@ impl Cleanup {
     /// What a run would delete now (nothing is deleted).
     pub async fn due(&self) -> Result<Purged, StoreError> {
         let mut conn = self.pool.get().await?;
-        let [sessions, login_attempts, tasks] = retention::count_due(
-            &mut conn,
-            self.age(Table::Sessions),
-            self.age(Table::LoginAttempts),
-            self.age(Table::Tasks),
-        )
-        .await?;
-        Ok(Purged {
-            sessions,
-            login_attempts,
-            tasks,
-        })
+        let mut due = Purged::default();
+        for table in Table::ALL {
+            *due.of(table) =
+                retention::count_due(&mut conn, table.purge(), self.age(table)).await?;
+        }
+        Ok(due)
     }
 
     /// One batch under the try-lock; `None` when another instance holds it.
@@ -135,14 +149,9 @@ impl Cleanup {
                 if !retention::try_lock_cleanup(conn).await? {
                     return Ok(None);
                 }
-                let n = match table {
-                    Table::Sessions => retention::purge_sessions(conn, age, batch).await?,
-                    Table::LoginAttempts => {
-                        retention::purge_login_attempts(conn, age, batch).await?
-                    }
-                    Table::Tasks => retention::purge_finished_tasks(conn, age, batch).await?,
-                };
-                Ok(Some(n))
+                Ok(Some(
+                    retention::purge(conn, table.purge(), age, batch).await?,
+                ))
             })
             .await?;
         Ok(deleted)

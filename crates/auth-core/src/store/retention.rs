@@ -38,19 +38,37 @@ pub async fn try_lock_cleanup(conn: &mut AsyncPgConnection) -> Result<bool, DbEr
     )
 }
 
-async fn delete(
-    conn: &mut AsyncPgConnection,
-    sql: &str,
-    age: Duration,
-    batch: i64,
-) -> Result<u64, DbError> {
-    let row = diesel::sql_query(sql.replace("{lock}", lock_clause()))
-        .bind::<Double, _>(secs(age))
-        .bind::<BigInt, _>(batch)
-        .get_result::<Deleted>(conn)
-        .await?;
-    Ok(row.n.max(0) as u64)
+/// What the cleanup deletes from one table: the rows matching `filter`
+/// whose `aged` moment is older than the cutoff. An index on `aged` (with
+/// `filter` as its predicate) serves both the search and the order, so a
+/// batch costs the same whatever the backlog.
+#[derive(Debug, Clone, Copy)]
+pub struct Purge {
+    table: &'static str,
+    filter: &'static str,
+    aged: &'static str,
 }
+
+/// Sessions revoked or expired (`sessions_ended`).
+pub const SESSIONS: Purge = Purge {
+    table: "sessions",
+    filter: "true",
+    aged: "LEAST(revoked_at, idle_expires_at)",
+};
+
+/// Login attempts (`login_attempts_attempted`).
+pub const LOGIN_ATTEMPTS: Purge = Purge {
+    table: "login_attempts",
+    filter: "true",
+    aged: "attempted_at",
+};
+
+/// Completed tasks (`tasks_finished`).
+pub const FINISHED_TASKS: Purge = Purge {
+    table: "tasks",
+    filter: "status = 'completed'",
+    aged: "completed_at",
+};
 
 /// How a batch locks its rows: never waiting for anyone else's.
 fn lock_clause() -> &'static str {
@@ -58,101 +76,53 @@ fn lock_clause() -> &'static str {
     "FOR UPDATE SKIP LOCKED"
 }
 
-/// Sessions revoked or expired more than `age` ago.
-pub async fn purge_sessions(
+/// Deletes at most `batch` rows of `what` older than `age`; returns how many.
+pub async fn purge(
     conn: &mut AsyncPgConnection,
+    what: Purge,
     age: Duration,
     batch: i64,
 ) -> Result<u64, DbError> {
-    delete(
-        conn,
+    let Purge {
+        table,
+        filter,
+        aged,
+    } = what;
+    let lock = lock_clause();
+    let row = diesel::sql_query(format!(
         "WITH gone AS (
-           DELETE FROM sessions WHERE id IN (
-             SELECT id FROM sessions
-              WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)
-              ORDER BY LEAST(revoked_at, idle_expires_at)
+           DELETE FROM {table} WHERE id IN (
+             SELECT id FROM {table}
+              WHERE {filter} AND {aged} < now() - make_interval(secs => $1)
+              ORDER BY {aged}
               LIMIT $2 {lock})
            RETURNING 1)
-         SELECT count(*) AS n FROM gone",
-        age,
-        batch,
-    )
-    .await
+         SELECT count(*) AS n FROM gone"
+    ))
+    .bind::<Double, _>(secs(age))
+    .bind::<BigInt, _>(batch)
+    .get_result::<Deleted>(conn)
+    .await?;
+    Ok(row.n.max(0) as u64)
 }
 
-/// Login attempts older than `age` (the login limit's window).
-pub async fn purge_login_attempts(
-    conn: &mut AsyncPgConnection,
-    age: Duration,
-    batch: i64,
-) -> Result<u64, DbError> {
-    delete(
-        conn,
-        "WITH gone AS (
-           DELETE FROM login_attempts WHERE id IN (
-             SELECT id FROM login_attempts
-              WHERE attempted_at < now() - make_interval(secs => $1)
-              ORDER BY attempted_at
-              LIMIT $2 {lock})
-           RETURNING 1)
-         SELECT count(*) AS n FROM gone",
-        age,
-        batch,
-    )
-    .await
-}
-
-/// Tasks completed more than `age` ago.
-pub async fn purge_finished_tasks(
-    conn: &mut AsyncPgConnection,
-    age: Duration,
-    batch: i64,
-) -> Result<u64, DbError> {
-    delete(
-        conn,
-        "WITH gone AS (
-           DELETE FROM tasks WHERE id IN (
-             SELECT id FROM tasks
-              WHERE status = 'completed' AND completed_at < now() - make_interval(secs => $1)
-              ORDER BY completed_at
-              LIMIT $2 {lock})
-           RETURNING 1)
-         SELECT count(*) AS n FROM gone",
-        age,
-        batch,
-    )
-    .await
-}
-
-/// What the cleanup would delete now, without deleting (`cleanup --dry-run`).
+/// How many rows of `what` a purge would delete now (`cleanup --dry-run`).
 pub async fn count_due(
     conn: &mut AsyncPgConnection,
-    sessions_age: Duration,
-    attempts_age: Duration,
-    tasks_age: Duration,
-) -> Result<[u64; 3], DbError> {
-    #[derive(QueryableByName)]
-    struct Due {
-        #[diesel(sql_type = BigInt)]
-        sessions: i64,
-        #[diesel(sql_type = BigInt)]
-        attempts: i64,
-        #[diesel(sql_type = BigInt)]
-        tasks: i64,
-    }
-    let due = diesel::sql_query(
-        "SELECT
-           (SELECT count(*) FROM sessions
-             WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)) AS sessions,
-           (SELECT count(*) FROM login_attempts
-             WHERE attempted_at < now() - make_interval(secs => $2)) AS attempts,
-           (SELECT count(*) FROM tasks
-             WHERE status = 'completed' AND completed_at < now() - make_interval(secs => $3)) AS tasks",
-    )
-    .bind::<Double, _>(secs(sessions_age))
-    .bind::<Double, _>(secs(attempts_age))
-    .bind::<Double, _>(secs(tasks_age))
-    .get_result::<Due>(conn)
+    what: Purge,
+    age: Duration,
+) -> Result<u64, DbError> {
+    let Purge {
+        table,
+        filter,
+        aged,
+    } = what;
+    let row = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM {table}
+          WHERE {filter} AND {aged} < now() - make_interval(secs => $1)"
+    ))
+    .bind::<Double, _>(secs(age))
+    .get_result::<Deleted>(conn)
     .await?;
-    Ok([due.sessions, due.attempts, due.tasks].map(|n| n.max(0) as u64))
+    Ok(row.n.max(0) as u64)
 }
