@@ -70,6 +70,18 @@ pub const FINISHED_TASKS: Purge = Purge {
     aged: "completed_at",
 };
 
+impl Purge {
+    /// `<table> WHERE <the rows due>`, the cutoff's age as `$1` in seconds.
+    fn due_rows(&self) -> String {
+        let Purge {
+            table,
+            filter,
+            aged,
+        } = self;
+        format!("{table} WHERE {filter} AND {aged} < now() - make_interval(secs => $1)")
+    }
+}
+
 /// How a batch locks its rows: never waiting for anyone else's.
 fn lock_clause() -> &'static str {
     or_fault!(CleanupWaitsOnLocks => crate::faults::sql::LOCK_WAITING);
@@ -83,21 +95,16 @@ pub async fn purge(
     age: Duration,
     batch: i64,
 ) -> Result<u64, DbError> {
-    let Purge {
-        table,
-        filter,
-        aged,
-    } = what;
-    let lock = lock_clause();
     let row = diesel::sql_query(format!(
         "WITH gone AS (
            DELETE FROM {table} WHERE id IN (
-             SELECT id FROM {table}
-              WHERE {filter} AND {aged} < now() - make_interval(secs => $1)
-              ORDER BY {aged}
-              LIMIT $2 {lock})
+             SELECT id FROM {due} ORDER BY {aged} LIMIT $2 {lock})
            RETURNING 1)
-         SELECT count(*) AS n FROM gone"
+         SELECT count(*) AS n FROM gone",
+        table = what.table,
+        due = what.due_rows(),
+        aged = what.aged,
+        lock = lock_clause(),
     ))
     .bind::<Double, _>(secs(age))
     .bind::<BigInt, _>(batch)
@@ -112,17 +119,9 @@ pub async fn count_due(
     what: Purge,
     age: Duration,
 ) -> Result<u64, DbError> {
-    let Purge {
-        table,
-        filter,
-        aged,
-    } = what;
-    let row = diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM {table}
-          WHERE {filter} AND {aged} < now() - make_interval(secs => $1)"
-    ))
-    .bind::<Double, _>(secs(age))
-    .get_result::<Deleted>(conn)
-    .await?;
+    let row = diesel::sql_query(format!("SELECT count(*) AS n FROM {}", what.due_rows()))
+        .bind::<Double, _>(secs(age))
+        .get_result::<Deleted>(conn)
+        .await?;
     Ok(row.n.max(0) as u64)
 }
