@@ -96,10 +96,6 @@ impl Cleanup {
         &self.stats
     }
 
-    pub fn policy(&self) -> &RetentionPolicy {
-        &self.policy
-    }
-
     /// Deletes every row past its retention, batch by batch.
     pub async fn run(&self) -> Result<CleanupRun, StoreError> {
         let mut purged = Purged::default();
