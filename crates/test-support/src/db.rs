@@ -102,6 +102,16 @@ async fn sweep_leftovers(conn: &mut AsyncPgConnection, template: &str) -> Result
     Ok(())
 }
 
+/// A database name no other test uses (this process's id, for the sweep of
+/// crashed runs, and a random part).
+fn fresh_name() -> String {
+    format!(
+        "{TEST_PREFIX}{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
 /// A database of its own for one test, dropped when this value is dropped.
 #[derive(Debug)]
 pub struct TestDb {
@@ -114,11 +124,7 @@ impl TestDb {
     /// Clones the migrated template into a new database.
     pub async fn new() -> TestDb {
         let shared = shared();
-        let name = format!(
-            "{TEST_PREFIX}{}_{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let name = fresh_name();
         let started = Instant::now();
         let sql = format!(
             "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
@@ -140,11 +146,7 @@ impl TestDb {
     /// A name for a database of its own that does not exist yet (see
     /// [`TestDb::create_empty`]); dropped like any other when this is dropped.
     pub fn not_created() -> TestDb {
-        let name = format!(
-            "{TEST_PREFIX}{}_{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
+        let name = fresh_name();
         TestDb {
             url: shared().admin.with_database(&name),
             name,

@@ -29,34 +29,26 @@ async fn debug_logs_of_a_login_flow_contain_no_password_and_no_token() {
             .unwrap_or_else(|e| panic!("starting auth-api: {e}")),
     );
     // Read both streams as they come (a full pipe would stall the server)
-    // and start once the service says it listens; it migrates after it
-    // binds, so wait for /readyz too.
+    // and start once the service has said both that it listens and that
+    // its schema is current (it migrates after it binds, in either order).
     let lines = forward_lines(&mut server.0);
     let mut logs = String::new();
-    loop {
+    let (mut listening, mut migrated) = (false, false);
+    while !(listening && migrated) {
         match lines.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => {
+                listening |= line.contains("tessera auth-api listening");
+                migrated |= line.contains("database schema is current");
                 logs.push_str(&line);
                 logs.push('\n');
-                if line.contains("tessera auth-api listening") {
-                    break;
-                }
             }
-            Err(e) => panic!("auth-api did not report listening: {e}; log so far: {logs}"),
+            Err(e) => panic!("auth-api did not report ready: {e}; log so far: {logs}"),
         }
     }
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "not ready within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ready = client.get(format!("{base}/readyz")).send().await;
+    assert_eq!(ready.map(|r| r.status()).ok(), Some(StatusCode::OK));
 
     let password = "Secret-Passw0rd-For-The-Log-Test";
     let creds = json!({"email": "logs@example.com", "password": password});

@@ -4,7 +4,7 @@
 //! same with PostgreSQL stopped and with four instances at once).
 
 use reqwest::StatusCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_support::app::{TestAppConfig, expect_problem, expect_status};
 use test_support::{TestApp, TestDb};
 
@@ -26,15 +26,14 @@ async fn a_service_started_before_its_database_exists_becomes_ready_once_it_does
     .await;
 
     app.db.create_empty().await;
-    // The retries back off to at most 10 s; allow three of them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.get("/readyz", None).await.status() != StatusCode::OK {
-        assert!(
-            Instant::now() < deadline,
-            "not ready 30 s after the database appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The migrations task says when it is done (a watch channel): no
+    // polling. Its retries back off to at most 10 s; allow three of them.
+    let mut migrated = app.state.migrated.clone();
+    tokio::time::timeout(Duration::from_secs(30), migrated.wait_for(|done| *done))
+        .await
+        .expect("not migrated 30 s after the database appeared")
+        .expect("the migrations task ended without migrating");
+    expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
     assert!(*app.state.migrated.borrow());
     let applied = app
         .db
