@@ -7,7 +7,7 @@
 use crate::summary::{Counts, Row};
 use anyhow::Context as _;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -75,33 +75,7 @@ fn promtool() -> anyhow::Result<PathBuf> {
     {
         return Ok(PathBuf::from("promtool"));
     }
-    let dir = Path::new("target/tools/prometheus");
-    let extracted = dir.join("usr/bin/promtool");
-    if extracted.exists() {
-        return Ok(extracted);
-    }
-    std::fs::create_dir_all(dir)?;
-    eprintln!("xtask: fetching Debian's prometheus package for promtool...");
-    let fetched = Command::new("apt-get")
-        .args(["download", "prometheus"])
-        .current_dir(dir)
-        .status()
-        .context("apt-get download prometheus (install Debian's `prometheus` package instead)")?;
-    anyhow::ensure!(fetched.success(), "apt-get download prometheus failed");
-    let deb = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("no .deb downloaded")?;
-    let unpacked = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(&deb)
-        .arg(dir)
-        .status()
-        .context("dpkg-deb")?;
-    anyhow::ensure!(unpacked.success(), "dpkg-deb -x failed");
-    std::fs::remove_file(&deb)?;
-    Ok(extracted)
+    crate::tools::debian("prometheus", &["prometheus"], "usr/bin/promtool")
 }
 
 /// Metric names in docs/api.md's table: `tessera_` + each backticked
@@ -150,7 +124,7 @@ mod tests {
         assert!(documented.contains("tessera_http_requests_total"));
         assert!(documented.contains("process_resident_memory_bytes"));
         for file in [RULES, DASHBOARD] {
-            let text = std::fs::read_to_string(Path::new("..").join(file)).unwrap();
+            let text = std::fs::read_to_string(std::path::Path::new("..").join(file)).unwrap();
             let queried = queried_metrics(&text);
             assert!(queried.len() >= 3, "{file}: {queried:?}");
             let unknown: Vec<&String> = queried.difference(&documented).collect();

@@ -8,12 +8,14 @@ mod deploy;
 mod faults;
 mod load;
 mod mutants;
+mod pgbouncer;
 mod prove;
 mod psql;
 mod serve;
 mod summary;
 mod test_all;
 mod tidy;
+mod tools;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};

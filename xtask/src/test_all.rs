@@ -214,6 +214,21 @@ fn run_step(step: &Step, server: &Server) -> anyhow::Result<Row> {
 }
 
 /// Parses `ok. 37 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; ...`.
+/// The totals of every `test result:` line in a cargo test output.
+pub fn counts_in(output: &str) -> Counts {
+    let mut counts = Counts::default();
+    for result in output
+        .lines()
+        .filter_map(|l| l.strip_prefix("test result: "))
+    {
+        let parsed = parse_result(result);
+        counts.passed += parsed.passed;
+        counts.failed += parsed.failed;
+        counts.ignored += parsed.ignored;
+    }
+    counts
+}
+
 fn parse_result(text: &str) -> Counts {
     let mut counts = Counts::default();
     for part in text.split(';') {

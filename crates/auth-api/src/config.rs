@@ -1,8 +1,8 @@
 //! The service's configuration, from the environment.
 
 use auth_core::config::{
-    Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, RetentionPolicy,
-    SessionPolicy, env_opt, env_or,
+    Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, Pooler, QueuePolicy,
+    RetentionPolicy, SessionPolicy, env_opt, env_or,
 };
 
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct ApiConfig {
     pub shutdown_grace_secs: u64,
     /// The pool profile: the queue class's pool, and the base of the others.
     pub pool: PoolConfig,
+    /// `TESSERA_DB_POOLER`: `transaction` behind PgBouncer's transaction pooling.
+    pub pooler: Pooler,
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
@@ -42,6 +44,7 @@ impl ApiConfig {
             workers: env_opt("TESSERA_WORKERS")?,
             shutdown_grace_secs: env_or("TESSERA_SHUTDOWN_GRACE_SECS", 30)?,
             pool: PoolConfig::from_env()?,
+            pooler: Pooler::from_env()?,
             bulkheads: Bulkheads::from_env()?,
             sessions: SessionPolicy::from_env()?,
             queue: QueuePolicy::from_env()?,

@@ -8,7 +8,9 @@ use auth_api::config::ApiConfig;
 use auth_api::settings::SETTINGS;
 use auth_api::{startup, telemetry};
 use auth_core::auth::SessionService;
-use auth_core::config::{HashParams, HashPoolConfig, PoolConfig, RetentionPolicy, SessionPolicy};
+use auth_core::config::{
+    HashParams, HashPoolConfig, PoolConfig, Pooler, RetentionPolicy, SessionPolicy,
+};
 use auth_core::db;
 use auth_core::hashing::PasswordHasher;
 use auth_core::retention::{Cleanup, CleanupRun};
@@ -147,14 +149,14 @@ fn database_url() -> anyhow::Result<String> {
 }
 
 /// A one-connection pool for an admin command, on a migrated schema.
-async fn admin_pool() -> anyhow::Result<db::DbPool> {
+async fn admin_pool() -> anyhow::Result<db::Db> {
     let url = database_url()?;
     db::run_migrations(&url).await?;
     let config = PoolConfig {
         max_size: 1,
         ..PoolConfig::from_env()?
     };
-    Ok(db::build_pool(&url, &config).await?)
+    Ok(db::connect(&url, &config, Pooler::from_env()?).await?)
 }
 
 async fn sessions() -> anyhow::Result<SessionService> {

@@ -5,7 +5,8 @@
 //! `.env.sample` and docs/operations.md in step.
 
 use auth_core::config::{
-    Bulkheads, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, RetentionPolicy, SessionPolicy,
+    Bulkheads, HashParams, HashPoolConfig, PoolConfig, Pooler, QueuePolicy, RetentionPolicy,
+    SessionPolicy,
 };
 
 /// One setting.
@@ -69,6 +70,7 @@ settings! {
     "TESSERA_POOL_MAX_LIFETIME_MS" => "Close connections this old", format!("{:?}", PoolConfig::default().max_lifetime_ms);
     "TESSERA_POOL_TEST_ON_CHECKOUT" => "Ping each connection on checkout (one round trip per request)", PoolConfig::default().test_on_checkout.to_string();
     "TESSERA_STATEMENT_TIMEOUT_MS" => "statement_timeout of the queue class's connections", PoolConfig::default().statement_timeout_ms.to_string();
+    "TESSERA_DB_POOLER" => "`transaction` behind a transaction pooler such as PgBouncer (no state kept past a transaction), else `none`", Pooler::default().to_string();
     "TESSERA_SESSIONS_POOL_MAX_SIZE" => "Connections of the sessions class", "the profile's max_size".into();
     "TESSERA_SESSIONS_STATEMENT_TIMEOUT_MS" => "statement_timeout of the sessions class", Bulkheads::default().sessions_statement_timeout_ms.to_string();
     "TESSERA_READS_POOL_MAX_SIZE" => "Connections of the reads class (listings, stats, cleanup)", Bulkheads::default().reads_max_size.to_string();

@@ -30,6 +30,7 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     let pools = db::Pools::build(
         &config.database_url,
         &config.bulkheads.classes(&config.pool),
+        config.pooler,
     )
     .await
     .context("building the pools")?;

@@ -3,14 +3,13 @@
 //! applies it, never by a check made earlier on another connection.
 
 use crate::config::SessionPolicy;
-use crate::db::DbPool;
+use crate::db::Db;
 use crate::domain::{Email, FieldError, Password, SessionToken};
 use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admitted, LoginLimit};
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncConnection as _;
 use uuid::Uuid;
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
@@ -52,16 +51,16 @@ pub struct SessionSummary {
 
 #[derive(Clone, Debug)]
 pub struct SessionService {
-    pool: DbPool,
+    db: Db,
     hasher: PasswordHasher,
     policy: SessionPolicy,
     limit: LoginLimit,
 }
 
 impl SessionService {
-    pub fn new(pool: DbPool, hasher: PasswordHasher, policy: SessionPolicy) -> SessionService {
+    pub fn new(db: Db, hasher: PasswordHasher, policy: SessionPolicy) -> SessionService {
         SessionService {
-            pool,
+            db,
             hasher,
             limit: LoginLimit::new(&policy),
             policy,
@@ -85,18 +84,21 @@ impl SessionService {
         let (Some(email), Some(password)) = (email, password) else {
             return Err(SessionError::Invalid(errors));
         };
-        or_fault!(RegistrationCheckThenInsert => crate::faults::register_check_then_insert(&self.pool, &self.hasher, email, password).await);
+        or_fault!(RegistrationCheckThenInsert => crate::faults::register_check_then_insert(&self.db, &self.hasher, email, password).await);
         let hash = self.hasher.hash(&password).await?;
         let id = Uuid::new_v4();
-        let mut conn = self.pool.get().await?;
-        match users::insert(&mut conn, id, email.as_str(), &hash).await {
-            Ok(()) => Ok(RegisteredUser {
-                id,
-                email: email.to_string(),
-            }),
-            Err(e) if is_unique_violation(&e) => Err(SessionError::EmailTaken),
-            Err(e) => Err(e.into()),
-        }
+        self.db
+            .run(
+                async |conn| match users::insert(conn, id, email.as_str(), &hash).await {
+                    Ok(()) => Ok(RegisteredUser {
+                        id,
+                        email: email.to_string(),
+                    }),
+                    Err(e) if is_unique_violation(&e) => Err(SessionError::EmailTaken),
+                    Err(e) => Err(e.into()),
+                },
+            )
+            .await
     }
 
     /// Checks credentials and opens a session. Unknown emails, wrong and
@@ -110,15 +112,14 @@ impl SessionService {
         // A place in the hash queue first: a flood is refused before it
         // reaches the pool, where it would crowd out validations.
         let slot = self.hasher.reserve()?;
-        let (attempt, user) = {
-            let mut conn = self.pool.get().await?;
-            let attempt = self.limit.admit(&mut conn, email.as_str()).await?;
-            (
-                attempt,
-                users::find_by_email(&mut conn, email.as_str()).await?,
-            )
-            // The connection goes back to the pool here: never hold one while hashing.
-        };
+        // The connection goes back to the pool before hashing: never hold one while hashing.
+        let (attempt, user) = self
+            .db
+            .run(async |conn| {
+                let attempt = self.limit.admit(conn, email.as_str()).await?;
+                Ok::<_, SessionError>((attempt, users::find_by_email(conn, email.as_str()).await?))
+            })
+            .await?;
         let verified = match (&user, Password::parse(password)) {
             (Some(user), Ok(_)) => slot.verify(password, &user.password_hash).await,
             _ => slot.verify_dummy(password).await.map(|()| false),
@@ -127,12 +128,14 @@ impl SessionService {
             Ok(verified) => verified,
             Err(e) => {
                 // Never checked: the attempt gives its slot back.
-                attempt.withdraw(&mut *self.pool.get().await?).await?;
+                self.db
+                    .run(async |conn| attempt.withdraw(conn).await)
+                    .await?;
                 return Err(e.into());
             }
         };
         let Some(user) = user.filter(|_| verified) else {
-            attempt.failed(&mut *self.pool.get().await?).await?;
+            self.db.run(async |conn| attempt.failed(conn).await).await?;
             return Err(SessionError::InvalidCredentials);
         };
         self.open_session(user.id, attempt).await
@@ -146,9 +149,9 @@ impl SessionService {
         let hash = token.hash();
         let session_id = Uuid::new_v4();
         let policy = self.policy.clone();
-        let mut conn = self.pool.get().await?;
-        let row = conn
-            .transaction::<_, SessionError, _>(async move |conn| {
+        let row = self
+            .db
+            .transaction(async move |conn| {
                 attempt.succeeded(conn).await?;
                 if !fault_active!(SessionLimitWithoutLock) && !users::lock(conn, user_id).await? {
                     return Err(SessionError::InvalidCredentials);
@@ -183,18 +186,21 @@ impl SessionService {
     /// one write per session per touch interval).
     pub async fn validate(&self, token: &str) -> Result<Principal> {
         let token = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
-        let mut conn = self.pool.get().await?;
-        let found =
-            sessions::find_active_by_hash(&mut conn, &token.hash(), self.policy.touch_interval)
-                .await?
-                .ok_or(SessionError::InvalidToken)?;
-        let session = if found.touch_due {
-            sessions::touch(&mut conn, &found.session, self.policy.idle_timeout)
-                .await?
-                .ok_or(SessionError::InvalidToken)?
-        } else {
-            found.session
-        };
+        let session = self
+            .db
+            .run(async |conn| {
+                let found =
+                    sessions::find_active_by_hash(conn, &token.hash(), self.policy.touch_interval)
+                        .await?
+                        .ok_or(SessionError::InvalidToken)?;
+                if !found.touch_due {
+                    return Ok(found.session);
+                }
+                sessions::touch(conn, &found.session, self.policy.idle_timeout)
+                    .await?
+                    .ok_or(SessionError::InvalidToken)
+            })
+            .await?;
         Ok(Principal {
             session_id: session.id,
             user_id: session.user_id,
@@ -209,35 +215,42 @@ impl SessionService {
     pub async fn refresh(&self, token: &str) -> Result<IssuedSession> {
         let old = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
         let new = SessionToken::generate()?;
-        let mut conn = self.pool.get().await?;
-        or_fault!(RefreshSelectThenUpdate => crate::faults::refresh_select_then_update(&mut conn, &old, new, self.policy.idle_timeout).await);
-        let row = sessions::rotate(
-            &mut conn,
-            &old.hash(),
-            &new.hash(),
-            self.policy.idle_timeout,
-        )
-        .await?
-        .ok_or(SessionError::InvalidToken)?;
-        Ok(IssuedSession {
-            token: new,
-            session_id: row.id,
-            user_id: row.user_id,
-            expires_at: row.expires_at(),
-        })
+        self.db
+            .run(async |conn| {
+                or_fault!(RefreshSelectThenUpdate => crate::faults::refresh_select_then_update(conn, &old, new, self.policy.idle_timeout).await);
+                let row = sessions::rotate(conn, &old.hash(), &new.hash(), self.policy.idle_timeout)
+                    .await?
+                    .ok_or(SessionError::InvalidToken)?;
+                Ok(IssuedSession {
+                    token: new,
+                    session_id: row.id,
+                    user_id: row.user_id,
+                    expires_at: row.expires_at(),
+                })
+            })
+            .await
     }
 
     /// Ends the caller's own session (idempotent: already gone is fine).
     pub async fn logout(&self, principal: &Principal) -> Result<()> {
-        or_fault!(RevocationBeforeCommit => crate::faults::revoke_in_background(&self.pool, principal.session_id, principal.user_id));
-        let mut conn = self.pool.get().await?;
-        sessions::revoke(&mut conn, principal.session_id, principal.user_id).await?;
+        or_fault!(RevocationBeforeCommit => crate::faults::revoke_in_background(&self.db, principal.session_id, principal.user_id));
+        self.db
+            .run(async |conn| {
+                Ok::<_, SessionError>(
+                    sessions::revoke(conn, principal.session_id, principal.user_id).await?,
+                )
+            })
+            .await?;
         Ok(())
     }
 
     pub async fn list(&self, principal: &Principal) -> Result<Vec<SessionSummary>> {
-        let mut conn = self.pool.get().await?;
-        let rows = sessions::list_active(&mut conn, principal.user_id).await?;
+        let rows = self
+            .db
+            .run(async |conn| {
+                Ok::<_, SessionError>(sessions::list_active(conn, principal.user_id).await?)
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| SessionSummary {
@@ -252,8 +265,13 @@ impl SessionService {
 
     /// Revokes one of the caller's active sessions; `NotFound` otherwise.
     pub async fn revoke(&self, principal: &Principal, session_id: Uuid) -> Result<()> {
-        let mut conn = self.pool.get().await?;
-        if sessions::revoke(&mut conn, session_id, principal.user_id).await? {
+        let revoked = self
+            .db
+            .run(async |conn| {
+                Ok::<_, SessionError>(sessions::revoke(conn, session_id, principal.user_id).await?)
+            })
+            .await?;
+        if revoked {
             Ok(())
         } else {
             Err(SessionError::NotFound)
@@ -262,10 +280,13 @@ impl SessionService {
 
     /// Revokes all of the caller's active sessions; returns how many this call revoked.
     pub async fn revoke_all(&self, principal: &Principal) -> Result<usize> {
-        let mut conn = self.pool.get().await?;
-        or_fault!(RevocationBeforeCommit => crate::faults::revoke_all_in_background(&self.pool, &mut conn, principal.user_id).await);
-        or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(&mut conn, principal.user_id).await?));
-        Ok(sessions::revoke_all(&mut conn, principal.user_id).await?)
+        self.db
+            .run(async |conn| {
+                or_fault!(RevocationBeforeCommit => crate::faults::revoke_all_in_background(&self.db, conn, principal.user_id).await);
+                or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(conn, principal.user_id).await?));
+                Ok(sessions::revoke_all(conn, principal.user_id).await?)
+            })
+            .await
     }
 
     /// An operator's revocation (the admin command line): every active
@@ -273,10 +294,13 @@ impl SessionService {
     /// no user has that email.
     pub async fn revoke_all_of(&self, email: &str) -> Result<usize> {
         let email = Email::parse(email).map_err(|_| SessionError::NotFound)?;
-        let mut conn = self.pool.get().await?;
-        let user = users::find_by_email(&mut conn, email.as_str())
-            .await?
-            .ok_or(SessionError::NotFound)?;
-        Ok(sessions::revoke_all(&mut conn, user.id).await?)
+        self.db
+            .run(async |conn| {
+                let user = users::find_by_email(conn, email.as_str())
+                    .await?
+                    .ok_or(SessionError::NotFound)?;
+                Ok(sessions::revoke_all(conn, user.id).await?)
+            })
+            .await
     }
 }

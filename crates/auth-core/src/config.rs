@@ -390,6 +390,44 @@ pub struct PoolClasses {
     pub reads: PoolConfig,
 }
 
+/// What sits between the service and PostgreSQL (`TESSERA_DB_POOLER`):
+/// `none` (connections are server sessions) or `transaction` (a pooler
+/// such as PgBouncer in `pool_mode = transaction`, which hands each
+/// transaction whichever server session is free: see [`crate::db::Db`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooler {
+    #[default]
+    None,
+    Transaction,
+}
+
+impl std::str::FromStr for Pooler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pooler, String> {
+        match s {
+            "none" => Ok(Pooler::None),
+            "transaction" => Ok(Pooler::Transaction),
+            other => Err(format!("{other:?} is neither `none` nor `transaction`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Pooler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooler::None => "none",
+            Pooler::Transaction => "transaction",
+        })
+    }
+}
+
+impl Pooler {
+    /// Reads `TESSERA_DB_POOLER` (default `none`).
+    pub fn from_env() -> Result<Pooler, ConfigError> {
+        env_or("TESSERA_DB_POOLER", Pooler::None)
+    }
+}
+
 /// Connection-pool settings (bb8). `None` means "bb8's default".
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -126,18 +126,29 @@ pub(crate) fn counter_token() -> crate::domain::SessionToken {
 /// Registration that checks for the email first and then inserts ignoring a
 /// conflict: concurrent registrations all pass the check and all "succeed".
 pub(crate) async fn register_check_then_insert(
-    pool: &crate::db::DbPool,
+    db: &crate::db::Db,
     hasher: &crate::hashing::PasswordHasher,
     email: crate::domain::Email,
     password: crate::domain::Password,
 ) -> Result<crate::auth::RegisteredUser, crate::SessionError> {
-    let found = crate::store::users::find_by_email(&mut *pool.get().await?, email.as_str()).await?;
+    let found = db
+        .run(async |conn| {
+            Ok::<_, crate::SessionError>(
+                crate::store::users::find_by_email(conn, email.as_str()).await?,
+            )
+        })
+        .await?;
     if found.is_some() {
         return Err(crate::SessionError::EmailTaken);
     }
     let hash = hasher.hash(&password).await?;
     let id = uuid::Uuid::new_v4();
-    sql::insert_user_ignoring_conflict(&mut *pool.get().await?, id, email.as_str(), &hash).await?;
+    db.run(async |conn| {
+        Ok::<_, crate::SessionError>(
+            sql::insert_user_ignoring_conflict(conn, id, email.as_str(), &hash).await?,
+        )
+    })
+    .await?;
     Ok(crate::auth::RegisteredUser {
         id,
         email: email.to_string(),
@@ -164,31 +175,37 @@ pub(crate) async fn refresh_select_then_update(
 
 /// Logout that answers before its revocation has run.
 pub(crate) fn revoke_in_background(
-    pool: &crate::db::DbPool,
+    db: &crate::db::Db,
     session_id: uuid::Uuid,
     user_id: uuid::Uuid,
 ) -> Result<(), crate::SessionError> {
-    let pool = pool.clone();
+    let db = db.clone();
     tokio::spawn(async move {
-        if let Ok(mut conn) = pool.get().await {
-            let _ = crate::store::sessions::revoke(&mut conn, session_id, user_id).await;
-        }
+        let _ = db
+            .run(async |conn| {
+                Ok::<_, crate::StoreError>(
+                    crate::store::sessions::revoke(conn, session_id, user_id).await?,
+                )
+            })
+            .await;
     });
     Ok(())
 }
 
 /// Revoke-all that counts, answers, and revokes later.
 pub(crate) async fn revoke_all_in_background(
-    pool: &crate::db::DbPool,
+    db: &crate::db::Db,
     conn: &mut diesel_async::AsyncPgConnection,
     user_id: uuid::Uuid,
 ) -> Result<usize, crate::SessionError> {
     let n = crate::store::sessions::count_active(conn, user_id).await?;
-    let pool = pool.clone();
+    let db = db.clone();
     tokio::spawn(async move {
-        if let Ok(mut conn) = pool.get().await {
-            let _ = crate::store::sessions::revoke_all(&mut conn, user_id).await;
-        }
+        let _ = db
+            .run(async |conn| {
+                Ok::<_, crate::StoreError>(crate::store::sessions::revoke_all(conn, user_id).await?)
+            })
+            .await;
     });
     Ok(usize::try_from(n).unwrap_or(0))
 }

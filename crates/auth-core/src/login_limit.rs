@@ -13,7 +13,7 @@
 use crate::config::SessionPolicy;
 use crate::error::SessionError;
 use crate::store::login_attempts;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use std::time::Duration;
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
@@ -52,12 +52,11 @@ impl LoginLimit {
         ));
         let (limit, window) = (self.max_attempts, self.window);
         let owned = email.to_owned();
-        let row = conn
-            .transaction::<_, SessionError, _>(async move |conn| {
-                login_attempts::lock_email(conn, &owned).await?;
-                Ok(login_attempts::admit(conn, &owned, limit, window).await?)
-            })
-            .await?;
+        let row = crate::db::atomic(conn, async move |conn| {
+            login_attempts::lock_email(conn, &owned).await?;
+            Ok::<_, SessionError>(login_attempts::admit(conn, &owned, limit, window).await?)
+        })
+        .await?;
         admitted_or_limited(row, email)
     }
 }

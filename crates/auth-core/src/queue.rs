@@ -1,9 +1,9 @@
 //! The shared work queue: batch create, claim, complete, release, list, stats.
 
 use crate::config::QueuePolicy;
-use crate::db::DbPool;
+use crate::db::Db;
 use crate::domain::{FieldError, TaskStatus};
-use crate::error::QueueError;
+use crate::error::{QueueError, StoreError};
 use crate::store::tasks::{self, ClaimRequest, TaskCounts, TaskRow};
 use uuid::Uuid;
 
@@ -72,22 +72,18 @@ fn title_problem(title: &str) -> Option<&'static str> {
 }
 
 /// The queue's operations. Writes (create, claim, complete, release, the
-/// counts' folding) use `pool`; listings and stats, whose cost the caller
+/// counts' folding) use `db`; listings and stats, whose cost the caller
 /// chooses, use `reads`, a bulkhead of their own.
 #[derive(Clone, Debug)]
 pub struct TaskQueue {
-    pool: DbPool,
-    reads: DbPool,
+    db: Db,
+    reads: Db,
     policy: QueuePolicy,
 }
 
 impl TaskQueue {
-    pub fn new(pool: DbPool, reads: DbPool, policy: QueuePolicy) -> TaskQueue {
-        TaskQueue {
-            pool,
-            reads,
-            policy,
-        }
+    pub fn new(db: Db, reads: Db, policy: QueuePolicy) -> TaskQueue {
+        TaskQueue { db, reads, policy }
     }
 
     /// Creates 1..=1000 tasks in one statement.
@@ -110,8 +106,9 @@ impl TaskQueue {
             .into_iter()
             .map(|t| (Uuid::new_v4(), t.title, t.schedulable))
             .collect();
-        let mut conn = self.pool.get().await?;
-        Ok(tasks::insert_batch(&mut conn, &rows).await?)
+        self.db
+            .run(async |conn| Ok(tasks::insert_batch(conn, &rows).await?))
+            .await
     }
 
     /// Claims up to `count` (1..=30) tasks for `assignee` (default: the caller).
@@ -124,54 +121,52 @@ impl TaskQueue {
         if !(1..=MAX_CLAIM).contains(&count) {
             return Err(QueueError::invalid("count", "must be between 1 and 30"));
         }
-        let mut conn = self.pool.get().await?;
-        let assignee = match assignee {
-            Some(id) if id != caller => {
-                if !crate::store::users::exists(&mut conn, id).await? {
-                    return Err(QueueError::invalid("assignee_id", "no such user"));
-                }
-                id
-            }
-            _ => caller,
-        };
-        let req = ClaimRequest {
-            count,
-            assignee,
-            assigned_by: caller,
-            lease: self.policy.lease,
-        };
-        let claimed = tasks::claim(&mut conn, req).await?;
-        Ok(ClaimOutcome::new(count, claimed))
+        let lease = self.policy.lease;
+        self.db
+            .run(async |conn| {
+                let assignee = match assignee {
+                    Some(id) if id != caller => {
+                        if !crate::store::users::exists(conn, id).await? {
+                            return Err(QueueError::invalid("assignee_id", "no such user"));
+                        }
+                        id
+                    }
+                    _ => caller,
+                };
+                let req = ClaimRequest {
+                    count,
+                    assignee,
+                    assigned_by: caller,
+                    lease,
+                };
+                let claimed = tasks::claim(conn, req).await?;
+                Ok(ClaimOutcome::new(count, claimed))
+            })
+            .await
     }
 
     /// Completes a task the caller holds under a live lease.
     pub async fn complete(&self, caller: Uuid, id: Uuid) -> Result<TaskRow> {
-        let mut conn = self.pool.get().await?;
-        match tasks::complete(&mut conn, id, caller, None).await? {
-            Some(row) => Ok(row),
-            None => Err(self.why_not_held(&mut conn, id).await?),
-        }
+        self.db
+            .run(
+                async |conn| match tasks::complete(conn, id, caller, None).await? {
+                    Some(row) => Ok(row),
+                    None => Err(why_not_held(conn, id).await?),
+                },
+            )
+            .await
     }
 
     /// Returns a task the caller holds to the queue.
     pub async fn release(&self, caller: Uuid, id: Uuid) -> Result<TaskRow> {
-        let mut conn = self.pool.get().await?;
-        match tasks::release(&mut conn, id, caller, None).await? {
-            Some(row) => Ok(row),
-            None => Err(self.why_not_held(&mut conn, id).await?),
-        }
-    }
-
-    async fn why_not_held(
-        &self,
-        conn: &mut diesel_async::AsyncPgConnection,
-        id: Uuid,
-    ) -> Result<QueueError> {
-        Ok(if tasks::find(conn, id).await?.is_some() {
-            QueueError::NotAssignee
-        } else {
-            QueueError::NotFound
-        })
+        self.db
+            .run(
+                async |conn| match tasks::release(conn, id, caller, None).await? {
+                    Some(row) => Ok(row),
+                    None => Err(why_not_held(conn, id).await?),
+                },
+            )
+            .await
     }
 
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
@@ -182,19 +177,34 @@ impl TaskQueue {
                 "must be between 1 and 1000",
             )]));
         }
-        let mut conn = self.reads.get().await?;
-        Ok(tasks::list(&mut conn, filter.status, filter.assignee, limit).await?)
+        self.reads
+            .run(async |conn| Ok(tasks::list(conn, filter.status, filter.assignee, limit).await?))
+            .await
     }
 
     pub async fn stats(&self) -> Result<TaskCounts> {
-        let mut conn = self.reads.get().await?;
-        Ok(tasks::counts(&mut conn).await?)
+        self.reads
+            .run(async |conn| Ok(tasks::counts(conn).await?))
+            .await
     }
 
     /// Folds the count deltas the writers appended (the service runs this
     /// every few seconds; any number of instances may run it at once).
     pub async fn compact_counts(&self) -> Result<usize> {
-        let mut conn = self.pool.get().await?;
-        Ok(tasks::compact_counts(&mut conn).await?)
+        self.db
+            .run(async |conn| Ok(tasks::compact_counts(conn).await?))
+            .await
     }
+}
+
+/// Why a task the caller tried to finish is not theirs to finish.
+async fn why_not_held(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: Uuid,
+) -> Result<QueueError, StoreError> {
+    Ok(if tasks::find(conn, id).await?.is_some() {
+        QueueError::NotAssignee
+    } else {
+        QueueError::NotFound
+    })
 }

@@ -8,10 +8,9 @@
 //! deletes at a time, and a crashed one holds nothing.
 
 use crate::config::RetentionPolicy;
-use crate::db::DbPool;
+use crate::db::Db;
 use crate::error::StoreError;
 use crate::store::retention;
-use diesel_async::AsyncConnection as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,7 +74,7 @@ impl Purged {
 
 #[derive(Clone, Debug)]
 pub struct Cleanup {
-    pool: DbPool,
+    db: Db,
     policy: RetentionPolicy,
     /// Login attempts older than this no longer count (the limit's window).
     login_window: Duration,
@@ -83,9 +82,9 @@ pub struct Cleanup {
 }
 
 impl Cleanup {
-    pub fn new(pool: DbPool, policy: RetentionPolicy, login_window: Duration) -> Cleanup {
+    pub fn new(db: Db, policy: RetentionPolicy, login_window: Duration) -> Cleanup {
         Cleanup {
-            pool,
+            db,
             policy,
             login_window,
             stats: Arc::default(),
@@ -127,21 +126,23 @@ impl Cleanup {
 
     /// What a run would delete now (nothing is deleted).
     pub async fn due(&self) -> Result<Purged, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let mut due = Purged::default();
-        for table in Table::ALL {
-            *due.of(table) =
-                retention::count_due(&mut conn, table.purge(), self.age(table)).await?;
-        }
-        Ok(due)
+        self.db
+            .run(async |conn| {
+                let mut due = Purged::default();
+                for table in Table::ALL {
+                    *due.of(table) =
+                        retention::count_due(conn, table.purge(), self.age(table)).await?;
+                }
+                Ok(due)
+            })
+            .await
     }
 
     /// One batch under the try-lock; `None` when another instance holds it.
     async fn batch(&self, table: Table) -> Result<Option<u64>, StoreError> {
         let (age, batch) = (self.age(table), self.policy.batch);
-        let mut conn = self.pool.get().await?;
-        let deleted = conn
-            .transaction::<_, StoreError, _>(async move |conn| {
+        self.db
+            .transaction(async move |conn| {
                 if !retention::try_lock_cleanup(conn).await? {
                     return Ok(None);
                 }
@@ -149,8 +150,7 @@ impl Cleanup {
                     retention::purge(conn, table.purge(), age, batch).await?,
                 ))
             })
-            .await?;
-        Ok(deleted)
+            .await
     }
 
     fn age(&self, table: Table) -> Duration {

@@ -442,9 +442,9 @@ pub fn find_bin_dir() -> Result<PathBuf> {
         .ok_or(ProvisionError::NoBinaries)
 }
 
-/// initdb refuses to run as root: when we are root, the cluster belongs to
-/// `postgres` (or `nobody`).
-fn unprivileged_owner() -> Result<Option<(u32, u32)>> {
+/// The user a server started here runs as when we are root (initdb and
+/// PgBouncer refuse root): `postgres`, else `nobody`; `None` when not root.
+pub fn unprivileged_owner() -> Result<Option<(u32, u32)>> {
     let meta = fs::metadata("/proc/self").map_err(io("reading /proc/self"))?;
     use std::os::unix::fs::MetadataExt;
     if meta.uid() != 0 {

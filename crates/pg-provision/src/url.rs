@@ -50,6 +50,26 @@ impl DbUrl {
         }
     }
 
+    /// The same credentials and database on another server (a pooler in
+    /// front of this one, say).
+    pub fn with_host_port(&self, host: &str, port: u16) -> DbUrl {
+        let scheme_end = self.authority.find("://").map_or(0, |i| i + 3);
+        let (scheme, rest) = self.authority.split_at(scheme_end);
+        let credentials = rest.rfind('@').map_or("", |at| &rest[..=at]);
+        DbUrl {
+            authority: format!("{scheme}{credentials}{host}:{port}"),
+            ..self.clone()
+        }
+    }
+
+    /// The user name, if the URL gives one.
+    pub fn user(&self) -> Option<&str> {
+        let scheme_end = self.authority.find("://").map_or(0, |i| i + 3);
+        let rest = &self.authority[scheme_end..];
+        let credentials = &rest[..rest.rfind('@')?];
+        Some(credentials.split(':').next().unwrap_or(credentials)).filter(|u| !u.is_empty())
+    }
+
     /// The URL with the password replaced by `***`, safe to print.
     pub fn redacted(&self) -> String {
         let (scheme, rest) = self
@@ -122,6 +142,26 @@ mod tests {
             "postgres://u:secret@db.example:6543/other?sslmode=disable"
         );
         assert_eq!(url.host_port(), ("db.example".to_string(), 6543));
+    }
+
+    #[test]
+    fn moves_to_another_server_with_the_same_credentials() {
+        let url = DbUrl::parse("postgres://u:secret@db.example:6543/app?sslmode=disable");
+        assert_eq!(
+            url.with_host_port("127.0.0.1", 6432).to_string(),
+            "postgres://u:secret@127.0.0.1:6432/app?sslmode=disable"
+        );
+        assert_eq!(url.user(), Some("u"));
+        let bare = DbUrl::parse("postgres://db.example/app");
+        assert_eq!(
+            bare.with_host_port("h", 1).to_string(),
+            "postgres://h:1/app"
+        );
+        assert_eq!(bare.user(), None);
+        assert_eq!(
+            DbUrl::parse("postgres://postgres@h/app").user(),
+            Some("postgres")
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@ use crate::TestDb;
 use auth_api::config::ApiConfig;
 use auth_api::state::AppState;
 use auth_core::config::{
-    Bulkheads, HashParams, HashPoolConfig, PoolConfig, QueuePolicy, RetentionPolicy, SessionPolicy,
+    Bulkheads, HashParams, HashPoolConfig, PoolConfig, Pooler, QueuePolicy, RetentionPolicy,
+    SessionPolicy,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -27,6 +28,8 @@ pub struct TestApp {
 #[derive(Clone)]
 pub struct TestAppConfig {
     pub pool: PoolConfig,
+    /// `TESSERA_DB_POOLER` as the service reads it (`none` unless set).
+    pub pooler: Pooler,
     /// Each class's pool (sizes and statement timeouts) from `pool`.
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
@@ -49,6 +52,7 @@ impl Default for TestAppConfig {
                 connection_timeout_ms: 10_000,
                 ..PoolConfig::default()
             },
+            pooler: Pooler::from_env().expect("TESSERA_DB_POOLER is `none` or `transaction`"),
             bulkheads: Bulkheads::default(),
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
@@ -96,12 +100,13 @@ impl TestApp {
     pub async fn spawn_on(db: TestDb, config: TestAppConfig) -> TestApp {
         crate::init_test_log();
         let api_config = ApiConfig {
-            database_url: db.url(),
+            database_url: db.service_url(),
             bind: "127.0.0.1:0".into(),
             workers: Some(2),
             hash_pool: config.hash_pool,
             shutdown_grace_secs: 5,
             pool: config.pool,
+            pooler: config.pooler,
             bulkheads: config.bulkheads,
             sessions: config.sessions,
             queue: config.queue,

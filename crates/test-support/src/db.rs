@@ -169,6 +169,17 @@ impl TestDb {
         self.url.to_string()
     }
 
+    /// Where the service under test reaches this database: directly, or
+    /// through the PgBouncer at `TESSERA_TEST_PGBOUNCER` (`host:port`, set
+    /// by the fault tier's `pgbouncer` case). The test's own checks keep
+    /// reading [`TestDb::url`], the database itself.
+    pub fn service_url(&self) -> String {
+        match through_pgbouncer() {
+            Some((host, port)) => self.url.with_host_port(&host, port).to_string(),
+            None => self.url(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -280,13 +291,6 @@ impl TestDb {
                 ))
                 .await;
         }
-    }
-
-    /// A pool on this database, configured like the service's.
-    pub async fn pool(&self, config: &auth_core::config::PoolConfig) -> auth_core::db::DbPool {
-        auth_core::db::build_pool(&self.url(), config)
-            .await
-            .unwrap_or_else(|e| panic!("building pool: {e}"))
     }
 }
 
@@ -407,4 +411,11 @@ impl LockObserver {
         assert!(Instant::now() < self.deadline, "{why}");
         tokio::task::yield_now().await;
     }
+}
+
+/// The PgBouncer tests route the service through, from `TESSERA_TEST_PGBOUNCER`.
+pub fn through_pgbouncer() -> Option<(String, u16)> {
+    let value = std::env::var("TESSERA_TEST_PGBOUNCER").ok()?;
+    let (host, port) = value.trim().rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }

@@ -36,6 +36,7 @@ pub fn run(
         Case::PoolExhaustion => pool_exhaustion(&db, pace, &log),
         Case::Sigterm => sigterm(&db, pace, &log),
         Case::Startup => super::startup::run(server, &admin, &database, &log),
+        Case::Pgbouncer => super::pgbouncer::run(server, &admin, &database, pace, &log),
     }
 }
 

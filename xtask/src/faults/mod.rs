@@ -7,6 +7,7 @@
 mod cases;
 mod chart;
 mod hostile;
+mod pgbouncer;
 mod report;
 mod schemathesis;
 mod startup;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct Args {
     /// Only these cases (repeatable): kill-connections, postgres-restart,
-    /// pool-exhaustion, sigterm, startup, bounds, hash-flood, bulkhead,
+    /// pool-exhaustion, sigterm, startup, pgbouncer, bounds, hash-flood, bulkhead,
     /// schemathesis.
     #[arg(long = "case")]
     cases: Vec<String>,
@@ -43,14 +44,16 @@ pub enum Case {
     PoolExhaustion,
     Sigterm,
     Startup,
+    Pgbouncer,
 }
 
-const FAULT_CASES: [Case; 5] = [
+const FAULT_CASES: [Case; 6] = [
     Case::KillConnections,
     Case::PostgresRestart,
     Case::PoolExhaustion,
     Case::Sigterm,
     Case::Startup,
+    Case::Pgbouncer,
 ];
 
 impl Case {
@@ -61,6 +64,7 @@ impl Case {
             Case::PoolExhaustion => "pool-exhaustion",
             Case::Sigterm => "sigterm",
             Case::Startup => "startup",
+            Case::Pgbouncer => "pgbouncer",
         }
     }
 }

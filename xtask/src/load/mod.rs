@@ -91,7 +91,17 @@ pub struct Args {
     /// Debian's packages), and race requests across them before the load.
     #[arg(long, default_value_t = 1, conflicts_with = "target")]
     instances: usize,
+    /// Put a real PgBouncer (Debian's package, transaction pooling) between
+    /// the service and PostgreSQL and run the service with
+    /// `TESSERA_DB_POOLER=transaction`; the post-run checks read the
+    /// database directly.
+    #[arg(long, conflicts_with = "target")]
+    pgbouncer: bool,
 }
+
+/// Server sessions PgBouncer opens per database: its own default, which
+/// is fewer than the service's pools hold (10 + 10 + 2 with `default`).
+const PGBOUNCER_POOL_SIZE: u32 = 20;
 
 /// Settings shared by every run of one invocation.
 pub struct Plan {
@@ -110,6 +120,8 @@ pub struct Plan {
     pub seed: soak::Seed,
     /// `TESSERA_CLEANUP_INTERVAL_SECS` for the service, and the retention check.
     pub cleanup_every: Option<u64>,
+    /// PgBouncer (transaction pooling) between the service and PostgreSQL.
+    pub pgbouncer: bool,
 }
 
 /// The profiles' names and descriptions, for choosing and reporting. What a
@@ -184,6 +196,7 @@ fn new_plan(
         soak: false,
         seed: soak::Seed::default(),
         cleanup_every: None,
+        pgbouncer: false,
     })
 }
 
@@ -192,6 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut plan = new_plan(args.users, args.rate, run_time, args.fault.clone())?;
     plan.instances = args.instances.max(1);
     plan.cleanup_every = args.cleanup_every;
+    plan.pgbouncer = args.pgbouncer;
     plan.soak = args.soak.is_some();
     plan.seed = soak::Seed {
         completed_tasks: args.seed_tasks,
@@ -328,7 +342,26 @@ fn run_profile(
     } else {
         Vec::new()
     };
-    let mut fleet = Fleet::start(&db.url().to_string(), &env, &dir, plan.instances)?;
+    // Dropped (stopped) after the fleet, below.
+    let bouncer = match plan.pgbouncer {
+        true => Some(crate::pgbouncer::PgBouncer::start(
+            &server.url,
+            &crate::pgbouncer::Pooling {
+                default_pool_size: PGBOUNCER_POOL_SIZE,
+                sized: &[],
+            },
+            &dir.join("pgbouncer"),
+        )?),
+        false => None,
+    };
+    let service_url = match &bouncer {
+        Some(bouncer) => {
+            env.push(("TESSERA_DB_POOLER", "transaction".to_owned()));
+            bouncer.url_for(db.url())
+        }
+        None => db.url().clone(),
+    };
+    let mut fleet = Fleet::start(&service_url.to_string(), &env, &dir, plan.instances)?;
     if !plan.seed.is_empty() {
         plan.seed.apply(&db)?;
     }
@@ -357,6 +390,7 @@ fn run_profile(
     let cpu = cpu_before.zip(fleet.cpu_seconds()).map(|(b, a)| a - b);
     let peak_rss = fleet.peak_rss_mib();
     fleet.stop()?;
+    drop(bouncer);
 
     let report = goose_report::read(&dir.join("report.json"))?;
     let record = Record::read(&dir.join("record.json"))?;
@@ -489,6 +523,12 @@ fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
         match plan.instances {
             1 => "one auth-api process".to_owned(),
             n => format!("{n} auth-api processes on one database behind nginx"),
+        } + &if plan.pgbouncer {
+            format!(
+                ", reaching PostgreSQL through PgBouncer (transaction pooling, {PGBOUNCER_POOL_SIZE} server sessions)"
+            )
+        } else {
+            String::new()
         },
         plan.cores
     );

@@ -13,6 +13,7 @@ mod hostile;
 mod input;
 mod openapi;
 mod operations;
+mod pooler;
 mod retention;
 mod security;
 mod sessions;

@@ -73,7 +73,7 @@ async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
     .await;
 
     // Hold the sessions pool's only connection, so the next validation must wait for it.
-    let held = match app.state.pools.sessions.get_owned().await {
+    let held = match app.state.pools.sessions.pool().get_owned().await {
         Ok(conn) => conn,
         Err(e) => panic!("checking out: {e}"),
     };

@@ -344,7 +344,7 @@ async fn more_participants_than_connections_all_succeed_by_waiting() {
     let all: Vec<u16> = statuses.into_iter().flatten().collect();
     assert_eq!(all.len(), 50);
     assert!(all.iter().all(|s| *s == 200), "{all:?}");
-    let state = app.state.pools.sessions.state();
+    let state = app.state.pools.sessions.pool().state();
     assert!(state.connections <= 2, "pool grew to {}", state.connections);
 }
 
