@@ -33,6 +33,8 @@ pub const FAULTS: &[&str] = &[
     "counts_folded_in_two_statements",
     "one_pool_for_every_class",
     "cleanup_waits_on_locks",
+    "reuse_without_grace",
+    "reuse_not_remembered",
 ];
 
 const TIER2: &[&str] = &[

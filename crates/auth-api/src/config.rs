@@ -19,6 +19,8 @@ pub struct ApiConfig {
     pub pool: PoolConfig,
     /// `TESSERA_DB_POOLER`: `transaction` behind PgBouncer's transaction pooling.
     pub pooler: Pooler,
+    /// `TESSERA_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client::TrustedProxies,
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,
@@ -45,6 +47,7 @@ impl ApiConfig {
             shutdown_grace_secs: env_or("TESSERA_SHUTDOWN_GRACE_SECS", 30)?,
             pool: PoolConfig::from_env()?,
             pooler: Pooler::from_env()?,
+            trusted_proxies: crate::client::TrustedProxies::from_env()?,
             bulkheads: Bulkheads::from_env()?,
             sessions: SessionPolicy::from_env()?,
             queue: QueuePolicy::from_env()?,

@@ -1,5 +1,6 @@
 //! tessera's HTTP service: the contract's routes over auth-core. No SQL here.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -5,6 +5,7 @@
 //! scraped, from bb8's own statistics and the hasher's and the cleanup's
 //! counters, so they cannot drift from what really happened.
 
+use auth_core::auth::SessionService;
 use auth_core::db::{DbPool, Pools};
 use auth_core::hashing::PasswordHasher;
 use auth_core::retention::Cleanup;
@@ -37,6 +38,7 @@ impl Metrics {
         pools: &Pools,
         hasher: PasswordHasher,
         cleanup: Cleanup,
+        sessions: SessionService,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let labels = &["method", "route", "status"];
@@ -63,6 +65,7 @@ impl Metrics {
         }
         registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
         registry.register(AtScrape::boxed(CleanupCollector::new(cleanup)?))?;
+        registry.register(AtScrape::boxed(ReuseCollector::new(sessions)?))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 "build_info",
@@ -385,5 +388,46 @@ impl Sampled for CleanupCollector {
 
     fn parts(&self) -> Vec<&dyn Collector> {
         vec![&self.purged, &self.last_run]
+    }
+}
+
+/// Rotated-away tokens presented again, read at scrape time.
+struct ReuseCollector {
+    sessions: SessionService,
+    reused: IntCounterVec,
+}
+
+impl ReuseCollector {
+    fn new(sessions: SessionService) -> prometheus::Result<Self> {
+        Ok(ReuseCollector {
+            sessions,
+            reused: IntCounterVec::new(
+                Opts::new(
+                    "token_reuse_total",
+                    "Rotated-away tokens presented again to this instance: within the grace \
+                     window (a plain 401) or past it (taken for stolen: the session revoked)",
+                ),
+                &["window"],
+            )?,
+        })
+    }
+}
+
+impl Sampled for ReuseCollector {
+    fn refresh(&self) {
+        let stats = self.sessions.reuse_stats();
+        for (window, total) in [
+            ("within_grace", &stats.within_grace),
+            ("past_grace", &stats.past_grace),
+        ] {
+            mirror(
+                &self.reused.with_label_values(&[window]),
+                total.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    fn parts(&self) -> Vec<&dyn Collector> {
+        vec![&self.reused]
     }
 }

@@ -49,6 +49,8 @@ settings! {
     "TESSERA_TOUCH_INTERVAL_SECS" => "At most one last_seen_at write per session per interval", secs(SessionPolicy::default().touch_interval);
     "TESSERA_LOGIN_MAX_FAILURES" => "Failed logins per email and window before 429", SessionPolicy::default().max_failed_logins.to_string();
     "TESSERA_LOGIN_FAILURE_WINDOW_SECS" => "Window of the failed-login count", secs(SessionPolicy::default().failure_window);
+    "TESSERA_REFRESH_REUSE_GRACE_SECS" => "A rotated-away token presented again later than this revokes its session (within it: a plain 401)", secs(SessionPolicy::default().reuse_grace);
+    "TESSERA_TRUSTED_PROXIES" => "Comma-separated proxy addresses or CIDR networks whose X-Forwarded-For names a login's IP", "(none)".into();
     "TESSERA_TASK_LEASE_SECS" => "How long a claim holds a task", secs(QueuePolicy::default().lease);
     "TESSERA_TASK_COUNTS_FOLD_SECS" => "How often the task-count deltas are folded", secs(QueuePolicy::default().counts_fold_interval);
     "TESSERA_CLEANUP_INTERVAL_SECS" => "How often the retention cleanup is tried", secs(RetentionPolicy::default().interval);

@@ -43,12 +43,18 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         config.retention.clone(),
         config.sessions.failure_window,
     );
-    let metrics =
-        Metrics::new(&pools, hasher.clone(), cleanup.clone()).context("registering metrics")?;
+    let sessions = SessionService::new(
+        pools.sessions.clone(),
+        hasher.clone(),
+        config.sessions.clone(),
+    );
+    let metrics = Metrics::new(&pools, hasher, cleanup.clone(), sessions.clone())
+        .context("registering metrics")?;
     let state = AppState {
         pools: pools.clone(),
         metrics,
-        sessions: SessionService::new(pools.sessions.clone(), hasher, config.sessions.clone()),
+        trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
+        sessions,
         queue: TaskQueue::new(pools.queue, pools.reads, config.queue.clone()),
         cleanup,
         migrated,

@@ -15,6 +15,8 @@ pub struct AppState {
     /// Retention: runs every `TESSERA_CLEANUP_INTERVAL_SECS` (one instance at a time).
     pub cleanup: Cleanup,
     pub metrics: Metrics,
+    /// Whose `X-Forwarded-For` a login believes for its session's IP.
+    pub trusted_proxies: std::sync::Arc<crate::client::TrustedProxies>,
     /// `true` once the schema is migrated: until then `/readyz` and the
     /// `/v1` routes answer 503.
     pub migrated: tokio::sync::watch::Receiver<bool>,

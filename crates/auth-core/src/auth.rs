@@ -4,12 +4,15 @@
 
 use crate::config::SessionPolicy;
 use crate::db::Db;
-use crate::domain::{Email, FieldError, Password, SessionToken};
+use crate::domain::{ClientInfo, Email, FieldError, Password, SessionToken, TokenHash};
 use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admitted, LoginLimit};
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
@@ -47,6 +50,17 @@ pub struct SessionSummary {
     pub last_seen_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub current: bool,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Rotated-away tokens presented again, since start (this instance).
+#[derive(Debug, Default)]
+pub struct ReuseStats {
+    /// Within the grace window: a plain 401, the session untouched.
+    pub within_grace: AtomicU64,
+    /// Past it: taken for stolen, the session revoked.
+    pub past_grace: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +69,7 @@ pub struct SessionService {
     hasher: PasswordHasher,
     policy: SessionPolicy,
     limit: LoginLimit,
+    reuse: Arc<ReuseStats>,
 }
 
 impl SessionService {
@@ -64,7 +79,12 @@ impl SessionService {
             hasher,
             limit: LoginLimit::new(&policy),
             policy,
+            reuse: Arc::default(),
         }
+    }
+
+    pub fn reuse_stats(&self) -> &ReuseStats {
+        &self.reuse
     }
 
     pub fn hasher(&self) -> &PasswordHasher {
@@ -104,7 +124,12 @@ impl SessionService {
     /// Checks credentials and opens a session. Unknown emails, wrong and
     /// impossible passwords all cost one verification and fail alike. The
     /// attempt is admitted by the login limit before anything is verified.
-    pub async fn login(&self, email: &str, password: &str) -> Result<IssuedSession> {
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession> {
         let Ok(email) = Email::parse(email) else {
             self.hasher.verify_dummy(password).await?;
             return Err(SessionError::InvalidCredentials);
@@ -138,13 +163,18 @@ impl SessionService {
             self.db.run(async |conn| attempt.failed(conn).await).await?;
             return Err(SessionError::InvalidCredentials);
         };
-        self.open_session(user.id, attempt).await
+        self.open_session(user.id, attempt, client).await
     }
 
     /// Inserts a session within the per-user limit, evicting the oldest. The
     /// user's row lock serialises this user's logins, so the count read here
     /// is still true when the insert commits: the limit holds at every instant.
-    async fn open_session(&self, user_id: Uuid, attempt: Admitted) -> Result<IssuedSession> {
+    async fn open_session(
+        &self,
+        user_id: Uuid,
+        attempt: Admitted,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession> {
         let token = SessionToken::generate()?;
         let hash = token.hash();
         let session_id = Uuid::new_v4();
@@ -163,15 +193,16 @@ impl SessionService {
                 let active = sessions::count_active(conn, user_id).await?;
                 let evict = policy.max_sessions_per_user.to_evict_for_one_more(active);
                 sessions::revoke_oldest(conn, user_id, evict).await?;
-                Ok(sessions::insert(
-                    conn,
-                    session_id,
+                let new = sessions::NewSession {
+                    id: session_id,
                     user_id,
-                    &hash,
-                    policy.idle_timeout,
-                    policy.absolute_lifetime,
+                    hash: &hash,
+                    client,
+                };
+                Ok(
+                    sessions::insert(conn, new, policy.idle_timeout, policy.absolute_lifetime)
+                        .await?,
                 )
-                .await?)
             })
             .await?;
         Ok(IssuedSession {
@@ -186,21 +217,25 @@ impl SessionService {
     /// one write per session per touch interval).
     pub async fn validate(&self, token: &str) -> Result<Principal> {
         let token = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
+        // `None` is an answer, not an error: behind a transaction pooler an
+        // error would roll back the revocation a reused token caused.
         let session = self
             .db
             .run(async |conn| {
-                let found =
+                let Some(found) =
                     sessions::find_active_by_hash(conn, &token.hash(), self.policy.touch_interval)
                         .await?
-                        .ok_or(SessionError::InvalidToken)?;
+                else {
+                    self.not_active(conn, &token.hash()).await?;
+                    return Ok::<_, SessionError>(None);
+                };
                 if !found.touch_due {
-                    return Ok(found.session);
+                    return Ok(Some(found.session));
                 }
-                sessions::touch(conn, &found.session, self.policy.idle_timeout)
-                    .await?
-                    .ok_or(SessionError::InvalidToken)
+                Ok(sessions::touch(conn, &found.session, self.policy.idle_timeout).await?)
             })
-            .await?;
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
         Ok(Principal {
             session_id: session.id,
             user_id: session.user_id,
@@ -217,18 +252,42 @@ impl SessionService {
         let new = SessionToken::generate()?;
         self.db
             .run(async |conn| {
-                or_fault!(RefreshSelectThenUpdate => crate::faults::refresh_select_then_update(conn, &old, new, self.policy.idle_timeout).await);
-                let row = sessions::rotate(conn, &old.hash(), &new.hash(), self.policy.idle_timeout)
-                    .await?
-                    .ok_or(SessionError::InvalidToken)?;
-                Ok(IssuedSession {
+                or_fault!(RefreshSelectThenUpdate => crate::faults::refresh_select_then_update(conn, &old, new, self.policy.idle_timeout).await.map(Some));
+                let Some(row) =
+                    sessions::rotate(conn, &old.hash(), &new.hash(), self.policy.idle_timeout)
+                        .await?
+                else {
+                    // An answer, not an error (see `validate`).
+                    self.not_active(conn, &old.hash()).await?;
+                    return Ok::<_, SessionError>(None);
+                };
+                Ok(Some(IssuedSession {
                     token: new,
                     session_id: row.id,
                     user_id: row.user_id,
                     expires_at: row.expires_at(),
-                })
+                }))
             })
-            .await
+            .await?
+            .ok_or(SessionError::InvalidToken)
+    }
+
+    /// A token that opens no active session (answered `InvalidToken`): if
+    /// it is one that was rotated away and the grace window has passed, it
+    /// was stolen (or its owner's copy was), and its whole session is
+    /// revoked, so the token that replaced it dies too.
+    async fn not_active(&self, conn: &mut AsyncPgConnection, hash: &TokenHash) -> Result<()> {
+        if let Some(reuse) = sessions::reused(conn, hash, self.policy.reuse_grace).await? {
+            let counter = match reuse.past_grace {
+                true => &self.reuse.past_grace,
+                false => &self.reuse.within_grace,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if reuse.revoked {
+                tracing::warn!("a rotated-away token was presented again: its session is revoked");
+            }
+        }
+        Ok(())
     }
 
     /// Ends the caller's own session (idempotent: already gone is fine).
@@ -253,12 +312,14 @@ impl SessionService {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|row| SessionSummary {
-                session_id: row.id,
-                created_at: row.created_at,
-                last_seen_at: row.last_seen_at,
-                expires_at: row.expires_at(),
-                current: row.id == principal.session_id,
+            .map(|listed| SessionSummary {
+                session_id: listed.session.id,
+                created_at: listed.session.created_at,
+                last_seen_at: listed.session.last_seen_at,
+                expires_at: listed.session.expires_at(),
+                current: listed.session.id == principal.session_id,
+                user_agent: listed.user_agent,
+                ip: listed.ip,
             })
             .collect())
     }

@@ -115,6 +115,10 @@ pub struct SessionPolicy {
     /// Failed logins per email within `failure_window` before logins are refused.
     pub max_failed_logins: u32,
     pub failure_window: Duration,
+    /// A token rotated away longer ago than this, presented again, is
+    /// taken for stolen and revokes its session; within it (parallel
+    /// refreshes from several tabs) it is a plain 401.
+    pub reuse_grace: Duration,
 }
 
 impl Default for SessionPolicy {
@@ -126,6 +130,7 @@ impl Default for SessionPolicy {
             touch_interval: Duration::from_secs(60),
             max_failed_logins: 10,
             failure_window: Duration::from_secs(15 * 60),
+            reuse_grace: Duration::from_secs(10),
         }
     }
 }
@@ -133,7 +138,8 @@ impl Default for SessionPolicy {
 impl SessionPolicy {
     /// Reads `TESSERA_SESSION_IDLE_SECS`, `TESSERA_SESSION_ABSOLUTE_SECS`,
     /// `TESSERA_MAX_SESSIONS_PER_USER`, `TESSERA_TOUCH_INTERVAL_SECS`,
-    /// `TESSERA_LOGIN_MAX_FAILURES`, `TESSERA_LOGIN_FAILURE_WINDOW_SECS`.
+    /// `TESSERA_LOGIN_MAX_FAILURES`, `TESSERA_LOGIN_FAILURE_WINDOW_SECS`,
+    /// `TESSERA_REFRESH_REUSE_GRACE_SECS`.
     pub fn from_env() -> Result<SessionPolicy, ConfigError> {
         let d = SessionPolicy::default();
         let policy = SessionPolicy {
@@ -152,6 +158,7 @@ impl SessionPolicy {
                 "TESSERA_LOGIN_FAILURE_WINDOW_SECS",
                 d.failure_window.as_secs(),
             )?,
+            reuse_grace: env_secs("TESSERA_REFRESH_REUSE_GRACE_SECS", d.reuse_grace.as_secs())?,
         };
         if policy.max_failed_logins == 0 {
             return Err(ConfigError::Invalid {

@@ -49,10 +49,16 @@ pub enum Fault {
     OnePoolForEveryClass,
     /// The cleanup locks its batches FOR UPDATE without SKIP LOCKED (waits).
     CleanupWaitsOnLocks,
+    /// Any rotated-away token presented again revokes its session, even
+    /// within the grace window (parallel refreshes log the user out).
+    ReuseWithoutGrace,
+    /// A rotation does not remember the token it replaced (a stolen token
+    /// presented after the grace revokes nothing).
+    ReuseNotRemembered,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 20] = [
+    pub const ALL: [Fault; 22] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -73,6 +79,8 @@ impl Fault {
         Fault::CountsFoldedInTwoStatements,
         Fault::OnePoolForEveryClass,
         Fault::CleanupWaitsOnLocks,
+        Fault::ReuseWithoutGrace,
+        Fault::ReuseNotRemembered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +105,8 @@ impl Fault {
             Fault::CountsFoldedInTwoStatements => "counts_folded_in_two_statements",
             Fault::OnePoolForEveryClass => "one_pool_for_every_class",
             Fault::CleanupWaitsOnLocks => "cleanup_waits_on_locks",
+            Fault::ReuseWithoutGrace => "reuse_without_grace",
+            Fault::ReuseNotRemembered => "reuse_not_remembered",
         }
     }
 

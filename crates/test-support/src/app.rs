@@ -19,8 +19,10 @@ pub struct TestApp {
     /// The service's own state (pool, services), for store-level steps.
     pub state: AppState,
     handle: actix_web::dev::ServerHandle,
-    // Declared last: dropped after the server is told to stop.
-    pub db: TestDb,
+    // Declared last: dropped after the server is told to stop. Shared by
+    // a second instance on the same database (`spawn_beside`); the
+    // database goes when the last of them does.
+    pub db: std::sync::Arc<TestDb>,
 }
 
 /// How to build a [`TestApp`]; every field defaults to the contract's
@@ -30,6 +32,8 @@ pub struct TestAppConfig {
     pub pool: PoolConfig,
     /// `TESSERA_DB_POOLER` as the service reads it (`none` unless set).
     pub pooler: Pooler,
+    /// Whose `X-Forwarded-For` names a login's IP (none by default).
+    pub trusted_proxies: auth_api::client::TrustedProxies,
     /// Each class's pool (sizes and statement timeouts) from `pool`.
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
@@ -53,6 +57,7 @@ impl Default for TestAppConfig {
                 ..PoolConfig::default()
             },
             pooler: Pooler::from_env().expect("TESSERA_DB_POOLER is `none` or `transaction`"),
+            trusted_proxies: Default::default(),
             bulkheads: Bulkheads::default(),
             sessions: SessionPolicy::default(),
             queue: QueuePolicy::default(),
@@ -95,9 +100,25 @@ impl TestApp {
         app
     }
 
+    /// A second instance of the service on this app's database (another
+    /// process's view of the same data: its own pools, hasher and memory).
+    pub async fn spawn_beside(&self, config: TestAppConfig) -> TestApp {
+        let app = TestApp::spawn_shared(self.db.clone(), config).await;
+        let mut migrated = app.state.migrated.clone();
+        migrated
+            .wait_for(|done| *done)
+            .await
+            .expect("the migrations task ended without migrating");
+        app
+    }
+
     /// The app over `db` as it is (perhaps not created yet, or empty),
     /// returned at once: its migrations may still be running.
     pub async fn spawn_on(db: TestDb, config: TestAppConfig) -> TestApp {
+        TestApp::spawn_shared(std::sync::Arc::new(db), config).await
+    }
+
+    async fn spawn_shared(db: std::sync::Arc<TestDb>, config: TestAppConfig) -> TestApp {
         crate::init_test_log();
         let api_config = ApiConfig {
             database_url: db.service_url(),
@@ -107,6 +128,7 @@ impl TestApp {
             shutdown_grace_secs: 5,
             pool: config.pool,
             pooler: config.pooler,
+            trusted_proxies: config.trusted_proxies,
             bulkheads: config.bulkheads,
             sessions: config.sessions,
             queue: config.queue,

@@ -5,7 +5,7 @@ use crate::error::Problem;
 use crate::extract::{Authenticated, BearerToken, JsonBody, path_id};
 use crate::fields::FromJson;
 use crate::state::AppState;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::auth::IssuedSession;
 use auth_core::domain::FieldError;
 use chrono::{DateTime, Utc};
@@ -70,6 +70,11 @@ pub struct SessionResponse {
     expires_at: DateTime<Utc>,
     /// Whether this is the session of the calling token.
     current: bool,
+    /// The login's `User-Agent` (its first 256 characters), if it sent one.
+    user_agent: Option<String>,
+    /// The login's IP: the peer's, or the left-most `X-Forwarded-For`
+    /// entry when the peer is a trusted proxy.
+    ip: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -104,9 +109,14 @@ fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
 )]
 pub async fn login(
     state: web::Data<AppState>,
+    req: HttpRequest,
     JsonBody(body): JsonBody<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let issued = state.sessions.login(&body.email, &body.password).await?;
+    let client = state.trusted_proxies.client_of(&req);
+    let issued = state
+        .sessions
+        .login(&body.email, &body.password, &client)
+        .await?;
     Ok(no_store(HttpResponse::Created()).json(IssuedSessionResponse::from(issued)))
 }
 
@@ -184,6 +194,8 @@ pub async fn list(
             last_seen_at: s.last_seen_at,
             expires_at: s.expires_at,
             current: s.current,
+            user_agent: s.user_agent,
+            ip: s.ip,
         })
         .collect();
     Ok(HttpResponse::Ok().json(SessionListResponse { sessions }))

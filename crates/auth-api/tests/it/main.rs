@@ -16,6 +16,7 @@ mod operations;
 mod pooler;
 mod retention;
 mod security;
+mod session_security;
 mod sessions;
 mod startup;
 mod tasks;

@@ -1,10 +1,12 @@
 //! Types that can only hold valid values ("parse, don't validate").
 
+mod client;
 mod email;
 mod password;
 mod task_status;
 mod token;
 
+pub use client::{ClientInfo, MAX_USER_AGENT_CHARS};
 pub use email::Email;
 pub use password::Password;
 pub use task_status::TaskStatus;

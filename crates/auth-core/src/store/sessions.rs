@@ -2,10 +2,12 @@
 //! neither its idle nor its absolute expiry has passed.
 
 use super::secs;
-use crate::domain::TokenHash;
+use crate::domain::{ClientInfo, TokenHash};
 use chrono::{DateTime, Utc};
 use diesel::result::Error as DbError;
-use diesel::sql_types::{BigInt, Bytea, Double, Nullable, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    BigInt, Bool, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel::{Queryable, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
@@ -140,27 +142,37 @@ pub async fn touch(
 /// or eviction would pick the wrong "oldest".
 pub async fn insert(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-    user_id: Uuid,
-    hash: &TokenHash,
+    new: NewSession<'_>,
     idle: Duration,
     absolute: Duration,
 ) -> Result<SessionRow, DbError> {
     let clock = creation_clock();
     diesel::sql_query(format!(
-        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at, absolute_expires_at)
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                               absolute_expires_at, user_agent, ip)
          SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
-                t + make_interval(secs => $5)
+                t + make_interval(secs => $5), $6, $7::inet
          FROM (SELECT {clock} AS t) AS issued
          RETURNING {COLUMNS}"
     ))
-    .bind::<SqlUuid, _>(id)
-    .bind::<SqlUuid, _>(user_id)
-    .bind::<Bytea, _>(hash.0.as_slice())
+    .bind::<SqlUuid, _>(new.id)
+    .bind::<SqlUuid, _>(new.user_id)
+    .bind::<Bytea, _>(new.hash.0.as_slice())
     .bind::<Double, _>(secs(idle))
     .bind::<Double, _>(secs(absolute))
+    .bind::<Nullable<Text>, _>(new.client.user_agent())
+    .bind::<Nullable<Text>, _>(new.client.ip().map(|ip| ip.to_string()))
     .get_result(conn)
     .await
+}
+
+/// What a login's session is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub hash: &'a TokenHash,
+    pub client: &'a ClientInfo,
 }
 
 /// Deletes the user's unrevoked sessions that have expired (an expired
@@ -220,8 +232,9 @@ pub async fn revoke_oldest(
 }
 
 /// Swaps the token of the active session holding `old` for `new` in one
-/// statement. Concurrent rotations of one token queue on the row lock and
-/// re-check `token_hash = old` after the winner commits, so exactly one wins.
+/// statement, which also remembers `old` as rotated away (see [`reused`]).
+/// Concurrent rotations of one token queue on the row lock and re-check
+/// `token_hash = old` after the winner commits, so exactly one wins.
 pub async fn rotate(
     conn: &mut AsyncPgConnection,
     old: &TokenHash,
@@ -229,10 +242,16 @@ pub async fn rotate(
     idle: Duration,
 ) -> Result<Option<SessionRow>, DbError> {
     or_fault!(RefreshWithoutRevokedGuard => crate::faults::sql::rotate_without_revoked_guard(conn, old, new, idle).await);
+    let remember = remember_rotated();
     diesel::sql_query(format!(
-        "UPDATE sessions SET token_hash = $2, last_seen_at = now(),
-             idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
-         WHERE token_hash = $1 AND {ACTIVE} RETURNING {COLUMNS}"
+        "WITH rotated AS (
+             UPDATE sessions SET token_hash = $2, last_seen_at = now(),
+                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+             WHERE token_hash = $1 AND {ACTIVE} RETURNING {COLUMNS}
+         ), remembered AS (
+             {remember}
+         )
+         SELECT {COLUMNS} FROM rotated"
     ))
     .bind::<Bytea, _>(old.0.as_slice())
     .bind::<Bytea, _>(new.0.as_slice())
@@ -269,13 +288,76 @@ pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<u
     .await
 }
 
+/// The rotation's memory of the old token, inside [`rotate`]'s statement.
+fn remember_rotated() -> &'static str {
+    or_fault!(ReuseNotRemembered => "SELECT 1");
+    "INSERT INTO rotated_tokens (token_hash, session_id) SELECT $1, id FROM rotated"
+}
+
+/// What a token that was rotated away says when presented again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Reuse {
+    /// Rotated away longer ago than the grace window.
+    #[diesel(sql_type = Bool)]
+    pub past_grace: bool,
+    /// This call revoked the session (it was still unrevoked).
+    #[diesel(sql_type = Bool)]
+    pub revoked: bool,
+}
+
+/// Looks `hash` up among rotated-away tokens, by the database's clock (the
+/// same for every instance); past the grace window, revokes its session in
+/// the same statement, so the token that replaced it stops working too.
+/// `None`: not a token that was ever rotated away.
+pub async fn reused(
+    conn: &mut AsyncPgConnection,
+    hash: &TokenHash,
+    grace: Duration,
+) -> Result<Option<Reuse>, DbError> {
+    let grace_rule = reuse_grace_rule();
+    diesel::sql_query(format!(
+        "WITH reuse AS (
+             SELECT session_id, {grace_rule} AS past_grace
+             FROM rotated_tokens WHERE token_hash = $1
+         ), revoked AS (
+             UPDATE sessions SET revoked_at = now()
+             WHERE id = (SELECT session_id FROM reuse WHERE past_grace) AND revoked_at IS NULL
+             RETURNING id
+         )
+         SELECT past_grace, EXISTS (SELECT 1 FROM revoked) AS revoked FROM reuse"
+    ))
+    .bind::<Bytea, _>(hash.0.as_slice())
+    .bind::<Double, _>(secs(grace))
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<Reuse>| rows.pop())
+}
+
+/// When a rotated-away token counts as stolen.
+fn reuse_grace_rule() -> &'static str {
+    or_fault!(ReuseWithoutGrace => "true");
+    "now() - rotated_at > make_interval(secs => $2)"
+}
+
+/// One row of the session list: the session and where its login came from.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct ListedSession {
+    #[diesel(embed)]
+    pub session: SessionRow,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub user_agent: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub ip: Option<String>,
+}
+
 /// The user's active sessions, oldest first.
 pub async fn list_active(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-) -> Result<Vec<SessionRow>, DbError> {
+) -> Result<Vec<ListedSession>, DbError> {
     diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"
+        "SELECT {COLUMNS}, user_agent, host(ip) AS ip FROM sessions
+         WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"
     ))
     .bind::<SqlUuid, _>(user_id)
     .get_results(conn)

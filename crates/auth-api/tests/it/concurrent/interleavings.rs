@@ -145,11 +145,15 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
         .await
         .unwrap();
     let policy = SessionPolicy::default();
+    let session = sessions::NewSession {
+        id: uuid::Uuid::new_v4(),
+        user_id: ada.user_id,
+        hash: &new.hash(),
+        client: &Default::default(),
+    };
     sessions::insert(
         &mut a,
-        uuid::Uuid::new_v4(),
-        ada.user_id,
-        &new.hash(),
+        session,
         policy.idle_timeout,
         policy.absolute_lifetime,
     )
@@ -219,16 +223,15 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     let insert = async |conn: &mut diesel_async::AsyncPgConnection| {
         let token = SessionToken::generate().unwrap();
         let id = uuid::Uuid::new_v4();
-        sessions::insert(
-            conn,
+        let session = sessions::NewSession {
             id,
-            ada.user_id,
-            &token.hash(),
-            policy.idle_timeout,
-            policy.absolute_lifetime,
-        )
-        .await
-        .unwrap();
+            user_id: ada.user_id,
+            hash: &token.hash(),
+            client: &Default::default(),
+        };
+        sessions::insert(conn, session, policy.idle_timeout, policy.absolute_lifetime)
+            .await
+            .unwrap();
         id
     };
     // Login A begins its transaction (its now() is fixed here) ...

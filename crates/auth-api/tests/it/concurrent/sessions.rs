@@ -264,6 +264,79 @@ async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
         1,
         "still one session"
     );
+    // The seven losers presented a token rotated away moments before: within
+    // the reuse grace, which is no theft (several tabs refreshing at once).
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL")
+            .await,
+        1,
+        "the losers' reuses within the grace revoked nothing"
+    );
+}
+
+/// A token rotated away on instance A, presented on instance B after the
+/// grace (a thief), while its owner keeps refreshing and validating the
+/// current token on A. Whichever request takes the session row first, once
+/// the reuse has answered 401 no token of that session works on either
+/// instance: the rotation history is in the database, judged by its clock.
+#[tokio::test]
+async fn a_reuse_after_the_grace_on_another_instance_revokes_the_session_whatever_races_it() {
+    let a = TestApp::spawn_with(wide_pool()).await;
+    let b = a.spawn_beside(wide_pool()).await;
+    let ada = a.signup("ada@example.com").await;
+    let rotated: serde_json::Value = a.refresh(&ada.token).await.json().await.unwrap();
+    let current = rotated["token"].as_str().unwrap().to_owned();
+    a.db.execute("UPDATE rotated_tokens SET rotated_at = now() - interval '1 minute'")
+        .await;
+    let results = run_together(6, |i| {
+        let (on_a, on_b) = (participant(&a), participant(&b));
+        let (stolen, current) = (ada.token.clone(), current.clone());
+        async move {
+            match i {
+                0 => {
+                    let req = on_b.client.get(on_b.url("/v1/sessions/current"));
+                    ("reuse", on_b.send(req.bearer_auth(&stolen)).await)
+                }
+                1 | 2 => {
+                    let req = on_a.client.post(on_a.url("/v1/sessions/current/refresh"));
+                    ("refresh", on_a.send(req.bearer_auth(&current)).await)
+                }
+                _ => {
+                    let req = on_a.client.get(on_a.url("/v1/sessions/current"));
+                    ("validate", on_a.send(req.bearer_auth(&current)).await)
+                }
+            }
+        }
+    })
+    .await;
+    let (_, (reuse_status, reuse_body)) = &results[0];
+    assert_eq!(*reuse_status, 401, "{results:?}");
+    assert_eq!(reuse_body["code"], "invalid_token");
+    assert_eq!(
+        a.db.count(&format!(
+            "SELECT count(*) AS n FROM sessions WHERE id = '{}' AND revoked_at IS NOT NULL",
+            ada.session_id
+        ))
+        .await,
+        1,
+        "the reuse revoked the session: {results:?}"
+    );
+    // Every token the session ever had, including any a racing refresh
+    // issued, is dead on both instances.
+    let issued = results
+        .iter()
+        .filter(|(op, (status, _))| *op == "refresh" && *status == 201)
+        .filter_map(|(_, (_, body))| body["token"].as_str().map(str::to_owned));
+    for token in issued.chain([current.clone(), ada.token.clone()]) {
+        for app in [&a, &b] {
+            assert_eq!(
+                app.current(&token).await.status().as_u16(),
+                401,
+                "{results:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
