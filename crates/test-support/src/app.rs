@@ -89,27 +89,30 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: TestAppConfig) -> TestApp {
-        let app = TestApp::spawn_on(TestDb::new().await, config).await;
-        // The migrations run in the background; the template is migrated,
-        // so this is quick, but a test must not race it.
-        let mut migrated = app.state.migrated.clone();
-        migrated
-            .wait_for(|done| *done)
+        TestApp::spawn_on(TestDb::new().await, config)
             .await
-            .expect("the migrations task ended without migrating");
-        app
+            .migrated()
+            .await
     }
 
     /// A second instance of the service on this app's database (another
     /// process's view of the same data: its own pools, hasher and memory).
     pub async fn spawn_beside(&self, config: TestAppConfig) -> TestApp {
-        let app = TestApp::spawn_shared(self.db.clone(), config).await;
-        let mut migrated = app.state.migrated.clone();
+        TestApp::spawn_shared(self.db.clone(), config)
+            .await
+            .migrated()
+            .await
+    }
+
+    /// This app once its background migrations are done. The template is
+    /// migrated, so this is quick, but a test must not race it.
+    async fn migrated(self) -> TestApp {
+        let mut migrated = self.state.migrated.clone();
         migrated
             .wait_for(|done| *done)
             .await
             .expect("the migrations task ended without migrating");
-        app
+        self
     }
 
     /// The app over `db` as it is (perhaps not created yet, or empty),
