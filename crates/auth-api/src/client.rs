@@ -116,6 +116,23 @@ mod tests {
     }
 
     #[test]
+    fn the_list_is_read_from_its_setting() {
+        // The only test of this binary that sets the command line's settings
+        // (they are set once per process, as the binary does).
+        auth_core::config::set_command_line(
+            [(
+                "TESSERA_TRUSTED_PROXIES".to_owned(),
+                "10.0.0.0/8, ::1".to_owned(),
+            )]
+            .into(),
+        );
+        assert_eq!(
+            TrustedProxies::from_env().unwrap(),
+            "10.0.0.0/8, ::1".parse().unwrap()
+        );
+    }
+
+    #[test]
     fn the_list_takes_addresses_and_networks_and_names_a_bad_entry() {
         assert_eq!("".parse::<TrustedProxies>(), Ok(TrustedProxies::default()));
         assert!("::1, fd00::/8".parse::<TrustedProxies>().is_ok());

@@ -55,6 +55,32 @@ async fn metrics_count_requests_by_route_and_status_and_hashes() {
 }
 
 #[tokio::test]
+async fn readyz_is_503_while_no_validation_could_get_a_connection() {
+    let app = TestApp::spawn_with(test_support::app::TestAppConfig {
+        pool: auth_core::config::PoolConfig {
+            max_size: 1,
+            connection_timeout_ms: 300,
+            ..auth_core::config::PoolConfig::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
+    // The sessions pool's only connection, held: readiness asks that pool.
+    let held = match app.state.pools.sessions.pool().get_owned().await {
+        Ok(conn) => conn,
+        Err(e) => panic!("checking out: {e}"),
+    };
+    expect_status(
+        app.get("/readyz", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    drop(held);
+    expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
+}
+
+#[tokio::test]
 async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
     let app = TestApp::spawn_with(test_support::app::TestAppConfig {
         pool: auth_core::config::PoolConfig {
