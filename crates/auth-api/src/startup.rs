@@ -109,8 +109,10 @@ fn spawn_migrations(database_url: String) -> tokio::sync::watch::Receiver<bool> 
         loop {
             match db::run_migrations(&database_url).await {
                 Ok(applied) => {
-                    tracing::info!(applied, "database schema is current");
+                    // Flag first, then say so: whoever reads the line (an
+                    // operator, a test) finds the service acting on it.
                     let _ = done.send(true);
+                    tracing::info!(applied, "database schema is current");
                     break;
                 }
                 Err(e) => {

@@ -258,6 +258,53 @@ async fn json_of(res: reqwest::Result<reqwest::Response>) -> Value {
     }
 }
 
+/// Why a new database connection failed reaches the log (bb8 would drop
+/// the error, and a checkout that waited for it reports only a timeout).
+#[tokio::test]
+async fn a_failed_database_connection_is_logged_with_its_reason() {
+    let db = TestDb::not_created();
+    let port = free_port();
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_auth-api"))
+            .env("DATABASE_URL", db.url())
+            .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .env("TESSERA_POOL_CONNECTION_TIMEOUT_MS", "500")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting auth-api: {e}")),
+    );
+    let lines = forward_lines(&mut server.0);
+    let mut logs = String::new();
+    // One deadline for the whole test: the migrations' retries keep
+    // logging, so a per-line timeout would never end it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next_line =
+        || match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                logs.push_str(&line);
+                logs.push('\n');
+                line
+            }
+            Err(e) => panic!("not within 30 s ({e}); log so far: {logs}"),
+        };
+    while !next_line().contains("tessera auth-api listening") {}
+    // Readiness asks the sessions pool for a connection: one is attempted.
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await;
+    assert_eq!(
+        ready.map(|r| r.status()).ok(),
+        Some(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let failed = loop {
+        let line = next_line();
+        if line.contains("could not open a database connection") {
+            break line;
+        }
+    };
+    assert!(failed.contains("does not exist"), "{failed}");
+}
+
 /// Our child, killed if the test ends early (a failed assertion), so no
 /// server outlives the test that started it.
 struct KillOnDrop(std::process::Child);
