@@ -27,6 +27,8 @@ const SERVICE_POOL: u32 = 4;
 const RACE_POOL: u32 = 50;
 /// Concurrent clients of the counter-proof.
 const WORKERS: usize = 8;
+/// How long the counter-proof's service may take to become ready.
+const NONE_READY_WITHIN: Duration = Duration::from_secs(15);
 
 fn env(pooler: &str) -> Vec<(&'static str, String)> {
     CHEAP_HASHING
@@ -146,7 +148,17 @@ fn tier2_through(server: &Server, bouncer: &PgBouncer, dir: &Path) -> anyhow::Re
 /// never saw them, so requests fail. If they did not, this case could not
 /// tell a service that is safe behind PgBouncer from one that is not.
 fn without_the_setting(bouncer: &PgBouncer, db: &Psql, log: &Path) -> anyhow::Result<Check> {
-    let service = Service::start(&bouncer.url_for(db.url()).to_string(), &env("none"), log)?;
+    let mut service = Service::spawn(&bouncer.url_for(db.url()).to_string(), &env("none"), log)?;
+    // Its connections may not even get set up (diesel-async's set-up
+    // statements are prepared outside a transaction): never ready is
+    // failing too.
+    if let Err(never_ready) = service.wait_ready(NONE_READY_WITHIN, log) {
+        return Ok(check(
+            "without the setting (TESSERA_DB_POOLER=none) the same service fails through it",
+            true,
+            format!("it never became ready: {never_ready}"),
+        ));
+    }
     // Concurrent, like the traffic above: one request at a time would keep
     // one server session busy and never meet a second.
     let barrier = Arc::new(Barrier::new(WORKERS));
