@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub type DbPool = Pool<AsyncPgConnection>;
-pub type PooledConn<'a> =
-    diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;
 
 /// A pool and the way work must run on its connections.
 ///
