@@ -35,6 +35,11 @@ pub const FAULTS: &[&str] = &[
     "cleanup_waits_on_locks",
     "reuse_without_grace",
     "reuse_not_remembered",
+    "key_check_then_insert",
+    "claim_ignores_max_attempts",
+    "heartbeat_without_fence",
+    "cancel_any_status",
+    "long_poll_no_recheck",
 ];
 
 const TIER2: &[&str] = &[

@@ -19,6 +19,10 @@ pub struct ApiConfig {
     pub pool: PoolConfig,
     /// `TESSERA_DB_POOLER`: `transaction` behind PgBouncer's transaction pooling.
     pub pooler: Pooler,
+    /// `TESSERA_DB_LISTEN_URL`: where long-poll wake-ups are listened for
+    /// (a session of its own; default `DATABASE_URL`, except behind a
+    /// transaction pooler, where LISTEN cannot work: none).
+    pub listen_url: Option<String>,
     /// `TESSERA_TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::client::TrustedProxies,
     pub bulkheads: Bulkheads,
@@ -40,13 +44,20 @@ impl ApiConfig {
                 var: "DATABASE_URL".into(),
                 detail: "is required (e.g. postgres://postgres@127.0.0.1:5432/tessera)".into(),
             })?;
+        let pooler = Pooler::from_env()?;
+        let listen_url = match env_opt::<String>("TESSERA_DB_LISTEN_URL")? {
+            Some(url) => Some(url),
+            None if pooler == Pooler::None => Some(database_url.clone()),
+            None => None,
+        };
         Ok(ApiConfig {
             database_url,
+            listen_url,
             bind: env_or("TESSERA_BIND", "127.0.0.1:8080".to_string())?,
             workers: env_opt("TESSERA_WORKERS")?,
             shutdown_grace_secs: env_or("TESSERA_SHUTDOWN_GRACE_SECS", 30)?,
             pool: PoolConfig::from_env()?,
-            pooler: Pooler::from_env()?,
+            pooler,
             trusted_proxies: crate::client::TrustedProxies::from_env()?,
             bulkheads: Bulkheads::from_env()?,
             sessions: SessionPolicy::from_env()?,

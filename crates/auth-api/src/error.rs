@@ -35,6 +35,7 @@ pub enum ApiError {
     },
     InvalidToken,
     NotAssignee,
+    NotCancellable,
     /// The database or the pool could not serve in time (logged as a warning).
     Unavailable(StoreError),
     /// The hash queue shed the login (logged at debug: it is the design working).
@@ -69,6 +70,7 @@ impl From<QueueError> for ApiError {
             QueueError::Invalid(errors) => ApiError::Validation(errors),
             QueueError::NotFound => ApiError::NotFound,
             QueueError::NotAssignee => ApiError::NotAssignee,
+            QueueError::NotCancellable => ApiError::NotCancellable,
             QueueError::Store(e) => e.into(),
         }
     }
@@ -98,6 +100,7 @@ pub enum ProblemCode {
     TooManyAttempts,
     InvalidToken,
     NotAssignee,
+    NotCancellable,
     ServiceUnavailable,
     InternalError,
 }
@@ -116,6 +119,7 @@ impl ProblemCode {
             ProblemCode::TooManyAttempts => "too_many_attempts",
             ProblemCode::InvalidToken => "invalid_token",
             ProblemCode::NotAssignee => "not_assignee",
+            ProblemCode::NotCancellable => "not_cancellable",
             ProblemCode::ServiceUnavailable => "service_unavailable",
             ProblemCode::InternalError => "internal_error",
         }
@@ -208,6 +212,9 @@ impl ApiError {
             ),
             ApiError::InvalidToken => (S::UNAUTHORIZED, C::InvalidToken, "Invalid token"),
             ApiError::NotAssignee => (S::CONFLICT, C::NotAssignee, "Task is not assigned to you"),
+            ApiError::NotCancellable => {
+                (S::CONFLICT, C::NotCancellable, "Task is already finished")
+            }
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => (
                 S::SERVICE_UNAVAILABLE,
                 C::ServiceUnavailable,

@@ -65,6 +65,35 @@ impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// A JSON body that may be left out: a request with neither a body nor a
+/// `Content-Type` reads as `{}` (every field at its default); anything else
+/// is read as [`JsonBody`] reads it.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: FromJson + 'static> FromRequest for OptionalJsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let headers = req.headers();
+        let declared_len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let bodyless = !headers.contains_key(header::CONTENT_TYPE)
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+            && matches!(declared_len, None | Some(0));
+        if bodyless {
+            let read = T::from_json(&serde_json::Value::Object(Default::default()))
+                .map(OptionalJsonBody)
+                .map_err(ApiError::Validation);
+            return Box::pin(std::future::ready(read));
+        }
+        let body = JsonBody::<T>::from_request(req, payload);
+        Box::pin(async move { body.await.map(|JsonBody(t)| OptionalJsonBody(t)) })
+    }
+}
+
 fn is_json_content_type(req: &HttpRequest) -> bool {
     let Some(value) = req
         .headers()

@@ -2,6 +2,7 @@
 //! `422 validation_failed` lists them all, not just the first.
 
 use auth_core::domain::{FieldError, MAX_FIELD_ERRORS};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -120,6 +121,37 @@ impl<'a> Fields<'a> {
                 default
             }),
         }
+    }
+
+    pub fn optional_integer(&mut self, name: &str) -> Option<i64> {
+        let v = self.get(name)?;
+        let n = as_integer(v);
+        if n.is_none() {
+            self.fail(name, "must be an integer");
+        }
+        n
+    }
+
+    pub fn optional_string(&mut self, name: &str) -> Option<&'a str> {
+        let v = self.get(name)?;
+        let text = v.as_str();
+        if text.is_none() {
+            self.fail(name, "must be a string");
+        }
+        text
+    }
+
+    /// An RFC 3339 date-time, such as `2026-12-02T10:00:00Z`.
+    pub fn optional_time(&mut self, name: &str) -> Option<DateTime<Utc>> {
+        let v = self.get(name)?;
+        let time = v
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc));
+        if time.is_none() {
+            self.fail(name, "must be an RFC 3339 date-time");
+        }
+        time
     }
 
     pub fn optional_uuid(&mut self, name: &str) -> Option<Uuid> {

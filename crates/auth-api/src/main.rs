@@ -136,11 +136,33 @@ async fn serve() -> anyhow::Result<()> {
     let config = ApiConfig::from_env().context("reading configuration")?;
     let app = startup::build(config).await?;
     tracing::info!(port = app.port, "tessera auth-api listening");
-    // actix handles SIGTERM/SIGINT: stop accepting, let in-flight requests
-    // finish within the grace period, then return.
+    // On SIGTERM/SIGINT: end long-poll waits, stop accepting, let in-flight
+    // requests finish within the grace period, then return.
+    let stop = app.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        stop.await;
+    });
     app.server.await.context("server failed")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn database_url() -> anyhow::Result<String> {

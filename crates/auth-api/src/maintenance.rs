@@ -1,6 +1,7 @@
-//! Upkeep the service does for itself while it runs: folding the task-count
-//! deltas, so a stats call sums a few rows per status, not every write; and
-//! the retention cleanup.
+//! Upkeep the service does for itself while it runs: storing as failed the
+//! tasks whose lease lapsed on their last attempt, and folding the
+//! task-count deltas, so a stats call sums a few rows per status, not every
+//! write; and the retention cleanup.
 
 use auth_core::queue::TaskQueue;
 use auth_core::retention::{Cleanup, CleanupRun};
@@ -18,6 +19,9 @@ pub fn spawn_count_folding(queue: TaskQueue, every: Duration, alive: Weak<()>) {
             tick.tick().await;
             if alive.upgrade().is_none() {
                 break;
+            }
+            if let Err(e) = queue.fail_spent_leases().await {
+                tracing::warn!(error = %e, "storing lapsed last attempts as failed failed; retrying at the next tick");
             }
             if let Err(e) = queue.compact_counts().await {
                 tracing::warn!(error = %e, "folding task counts failed; retrying at the next tick");

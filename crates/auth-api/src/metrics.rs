@@ -9,6 +9,7 @@ use auth_core::auth::SessionService;
 use auth_core::db::{DbPool, Pools};
 use auth_core::hashing::PasswordHasher;
 use auth_core::retention::Cleanup;
+use auth_core::wakeups::Wakeups;
 use prometheus::core::{Atomic, GenericCounter};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -39,6 +40,7 @@ impl Metrics {
         hasher: PasswordHasher,
         cleanup: Cleanup,
         sessions: SessionService,
+        wakeups: Wakeups,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let labels = &["method", "route", "status"];
@@ -66,6 +68,7 @@ impl Metrics {
         registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
         registry.register(AtScrape::boxed(CleanupCollector::new(cleanup)?))?;
         registry.register(AtScrape::boxed(ReuseCollector::new(sessions)?))?;
+        registry.register(AtScrape::boxed(WaitCollector::new(wakeups)?))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 "build_info",
@@ -388,6 +391,40 @@ impl Sampled for CleanupCollector {
 
     fn parts(&self) -> Vec<&dyn Collector> {
         vec![&self.purged, &self.last_run]
+    }
+}
+
+/// Long-poll claims, read at scrape time.
+struct WaitCollector {
+    wakeups: Wakeups,
+    waiting: IntGauge,
+    listening: IntGauge,
+}
+
+impl WaitCollector {
+    fn new(wakeups: Wakeups) -> prometheus::Result<Self> {
+        Ok(WaitCollector {
+            wakeups,
+            waiting: IntGauge::new(
+                "task_claims_waiting",
+                "Long-poll claims parked right now (they hold no pooled connection)",
+            )?,
+            listening: IntGauge::new(
+                "task_wakeups_listening",
+                "1 while the LISTEN connection for long-poll wake-ups is up",
+            )?,
+        })
+    }
+}
+
+impl Sampled for WaitCollector {
+    fn refresh(&self) {
+        self.waiting.set(self.wakeups.waiting() as i64);
+        self.listening.set(i64::from(self.wakeups.listening()));
+    }
+
+    fn parts(&self) -> Vec<&dyn Collector> {
+        vec![&self.waiting, &self.listening]
     }
 }
 

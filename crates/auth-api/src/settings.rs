@@ -52,10 +52,12 @@ settings! {
     "TESSERA_REFRESH_REUSE_GRACE_SECS" => "A rotated-away token presented again later than this revokes its session (within it: a plain 401)", secs(SessionPolicy::default().reuse_grace);
     "TESSERA_TRUSTED_PROXIES" => "Comma-separated proxy addresses or CIDR networks whose X-Forwarded-For names a login's IP", "(none)".into();
     "TESSERA_TASK_LEASE_SECS" => "How long a claim holds a task", secs(QueuePolicy::default().lease);
+    "TESSERA_TASK_MAX_WAIT_MS" => "Longest a long-poll claim waits, whatever its wait_ms (at most 30000)", QueuePolicy::default().max_wait.as_millis().to_string();
+    "TESSERA_DB_LISTEN_URL" => "Direct PostgreSQL URL for long-poll wake-ups (LISTEN); needed behind a transaction pooler", "DATABASE_URL, none behind a transaction pooler".into();
     "TESSERA_TASK_COUNTS_FOLD_SECS" => "How often the task-count deltas are folded", secs(QueuePolicy::default().counts_fold_interval);
     "TESSERA_CLEANUP_INTERVAL_SECS" => "How often the retention cleanup is tried", secs(RetentionPolicy::default().interval);
     "TESSERA_SESSION_RETENTION_SECS" => "Sessions revoked or expired longer ago are deleted", secs(RetentionPolicy::default().sessions);
-    "TESSERA_TASK_RETENTION_SECS" => "Tasks completed longer ago are deleted", secs(RetentionPolicy::default().tasks);
+    "TESSERA_TASK_RETENTION_SECS" => "Tasks completed, failed or cancelled longer ago are deleted", secs(RetentionPolicy::default().tasks);
     "TESSERA_CLEANUP_BATCH" => "Rows per cleanup batch", RetentionPolicy::default().batch.to_string();
     "TESSERA_ARGON2_M_KIB" => "argon2id memory (KiB)", HashParams::PRODUCTION.memory_kib.to_string();
     "TESSERA_ARGON2_T" => "argon2id iterations", HashParams::PRODUCTION.iterations.to_string();

@@ -25,6 +25,19 @@ pub struct Application {
     pub state: AppState,
 }
 
+impl Application {
+    /// Graceful stop: ends every long-poll wait (they answer `claimed: 0`),
+    /// stops accepting, and lets in-flight requests finish within the grace.
+    pub fn stopper(&self) -> impl Future<Output = ()> + use<> {
+        let handle = self.server.handle();
+        let wakeups = self.state.queue.wakeups().clone();
+        async move {
+            wakeups.stop();
+            handle.stop(true).await;
+        }
+    }
+}
+
 pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     let migrated = spawn_migrations(config.database_url.clone());
     let pools = db::Pools::build(
@@ -48,14 +61,25 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         hasher.clone(),
         config.sessions.clone(),
     );
-    let metrics = Metrics::new(&pools, hasher, cleanup.clone(), sessions.clone())
-        .context("registering metrics")?;
+    let queue = TaskQueue::new(
+        pools.queue.clone(),
+        pools.reads.clone(),
+        config.queue.clone(),
+    );
+    let metrics = Metrics::new(
+        &pools,
+        hasher,
+        cleanup.clone(),
+        sessions.clone(),
+        queue.wakeups().clone(),
+    )
+    .context("registering metrics")?;
     let state = AppState {
         pools: pools.clone(),
         metrics,
         trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
         sessions,
-        queue: TaskQueue::new(pools.queue, pools.reads, config.queue.clone()),
+        queue,
         cleanup,
         migrated,
         alive: std::sync::Arc::new(()),
@@ -65,6 +89,15 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         config.queue.counts_fold_interval,
         std::sync::Arc::downgrade(&state.alive),
     );
+    match &config.listen_url {
+        Some(url) => state
+            .queue
+            .wakeups()
+            .spawn_listener(url.clone(), std::sync::Arc::downgrade(&state.alive)),
+        None => tracing::warn!(
+            "no TESSERA_DB_LISTEN_URL behind a transaction pooler: long-poll claims find new tasks by their one-second re-check"
+        ),
+    }
     crate::maintenance::spawn_cleanup(
         state.cleanup.clone(),
         config.retention.interval,
@@ -88,6 +121,9 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
             .default_service(web::to(routes::not_found))
     })
     .shutdown_timeout(config.shutdown_grace_secs)
+    // The binary handles the signals itself: long-poll claims must end
+    // before actix waits for in-flight requests (`Application::stop`).
+    .disable_signals()
     .listen(listener)?;
     if let Some(workers) = config.workers {
         server = server.workers(workers.max(1));

@@ -178,6 +178,9 @@ pub struct QueuePolicy {
     /// How often the service folds the task-count deltas (stats read their
     /// sum, so the rows between folds are what a stats call adds up).
     pub counts_fold_interval: Duration,
+    /// The longest a long-poll claim waits, whatever its `wait_ms` asks
+    /// (at most the contract's 30 s; lower it below a proxy's read timeout).
+    pub max_wait: Duration,
 }
 
 impl Default for QueuePolicy {
@@ -185,16 +188,26 @@ impl Default for QueuePolicy {
         QueuePolicy {
             lease: Duration::from_secs(300),
             counts_fold_interval: Duration::from_secs(2),
+            max_wait: Duration::from_millis(30_000),
         }
     }
 }
 
 impl QueuePolicy {
-    /// Reads `TESSERA_TASK_LEASE_SECS`, `TESSERA_TASK_COUNTS_FOLD_SECS`.
+    /// Reads `TESSERA_TASK_LEASE_SECS`, `TESSERA_TASK_COUNTS_FOLD_SECS`,
+    /// `TESSERA_TASK_MAX_WAIT_MS`.
     pub fn from_env() -> Result<QueuePolicy, ConfigError> {
+        let max_wait_ms = env_or("TESSERA_TASK_MAX_WAIT_MS", 30_000u64)?;
+        if max_wait_ms > 30_000 {
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_TASK_MAX_WAIT_MS".into(),
+                detail: "must be at most 30000".into(),
+            });
+        }
         Ok(QueuePolicy {
             lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)?,
             counts_fold_interval: env_secs("TESSERA_TASK_COUNTS_FOLD_SECS", 2)?,
+            max_wait: Duration::from_millis(max_wait_ms),
         })
     }
 }

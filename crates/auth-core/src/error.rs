@@ -47,6 +47,9 @@ pub enum QueueError {
     NotFound,
     #[error("task is not assigned to the caller")]
     NotAssignee,
+    /// Cancel of a task already completed, failed or cancelled.
+    #[error("task is finished")]
+    NotCancellable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,6 +86,8 @@ pub enum Unavailable {
     StatementTimeout,
     /// The server is shutting down or starting up.
     ServerNotReady,
+    /// Concurrent writes kept changing the rows the request needed.
+    Contended,
 }
 
 impl From<DieselError> for StoreError {

@@ -55,10 +55,22 @@ pub enum Fault {
     /// A rotation does not remember the token it replaced (a stolen token
     /// presented after the grace revokes nothing).
     ReuseNotRemembered,
+    /// Create looks the idempotency keys up first, then inserts without
+    /// ON CONFLICT (concurrent creates of one key collide).
+    KeyCheckThenInsert,
+    /// A claim takes tasks whatever their attempts (no max_attempts).
+    ClaimIgnoresMaxAttempts,
+    /// A heartbeat extends any assigned task's lease (no assignee, no lease check).
+    HeartbeatWithoutFence,
+    /// Cancel from any status, finished ones included.
+    CancelAnyStatus,
+    /// A long-poll claim sleeps out its wait after one empty try (no wake-ups,
+    /// no re-check).
+    LongPollNoRecheck,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 22] = [
+    pub const ALL: [Fault; 27] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -81,6 +93,11 @@ impl Fault {
         Fault::CleanupWaitsOnLocks,
         Fault::ReuseWithoutGrace,
         Fault::ReuseNotRemembered,
+        Fault::KeyCheckThenInsert,
+        Fault::ClaimIgnoresMaxAttempts,
+        Fault::HeartbeatWithoutFence,
+        Fault::CancelAnyStatus,
+        Fault::LongPollNoRecheck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +124,11 @@ impl Fault {
             Fault::CleanupWaitsOnLocks => "cleanup_waits_on_locks",
             Fault::ReuseWithoutGrace => "reuse_without_grace",
             Fault::ReuseNotRemembered => "reuse_not_remembered",
+            Fault::KeyCheckThenInsert => "key_check_then_insert",
+            Fault::ClaimIgnoresMaxAttempts => "claim_ignores_max_attempts",
+            Fault::HeartbeatWithoutFence => "heartbeat_without_fence",
+            Fault::CancelAnyStatus => "cancel_any_status",
+            Fault::LongPollNoRecheck => "long_poll_no_recheck",
         }
     }
 
@@ -227,7 +249,7 @@ pub(crate) mod sql {
     use crate::store::login_attempts::AdmissionRow;
     use crate::store::secs;
     use crate::store::sessions::SessionRow;
-    use crate::store::tasks::{ClaimRequest, TaskRow};
+    use crate::store::tasks::{CLAIM_ORDER, CLAIMABLE, ClaimRequest, NewTaskRow, TaskRow};
     use crate::store::users::UserRow;
     use diesel::sql_types::{
         Array, BigInt, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
@@ -239,6 +261,11 @@ pub(crate) mod sql {
     /// Any caller may write to any assigned task, under any attempt.
     pub const NO_FENCE: &str =
         "id = $1 AND status = 'assigned' AND ($2 IS NOT NULL) AND ($3::int IS NULL OR TRUE)";
+    /// Claimable whatever the attempts.
+    pub const CLAIMABLE_ANY_ATTEMPT: &str =
+        "schedulable AND status IN ('unassigned', 'assigned') AND NOT delayed
+               AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+               AND (not_before IS NULL OR not_before <= now())";
     /// Sessions dated by their transaction's start.
     pub const TRANSACTION_START: &str = "now()";
     use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -373,11 +400,9 @@ pub(crate) mod sql {
             #[diesel(sql_type = SqlUuid)]
             id: Uuid,
         }
-        let picked: Vec<Id> = diesel::sql_query(
-            "SELECT id FROM tasks
-             WHERE schedulable AND status <> 'completed' AND (lease_expires_at IS NULL OR lease_expires_at <= now())
-             ORDER BY lease_expires_at NULLS FIRST, seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
+        let picked: Vec<Id> = diesel::sql_query(format!(
+            "SELECT id FROM tasks WHERE {CLAIMABLE} ORDER BY {CLAIM_ORDER} LIMIT $1 FOR UPDATE SKIP LOCKED"
+        ))
         .bind::<BigInt, _>(req.count)
         .get_results(conn)
         .await?;
@@ -394,8 +419,45 @@ pub(crate) mod sql {
         .bind::<Double, _>(req.lease.as_secs_f64())
         .get_results(conn)
         .await?;
-        rows.sort_by_key(|r| r.seq);
+        crate::store::tasks::sort_in_claim_order(&mut rows);
         Ok(rows)
+    }
+
+    /// Idempotent create as check-then-insert: keys already stored are
+    /// skipped, the rest inserted with no conflict handling, so a concurrent
+    /// create of the same key meets the unique constraint.
+    pub async fn insert_after_key_check(
+        conn: &mut AsyncPgConnection,
+        tasks: &[NewTaskRow],
+    ) -> QueryResult<Vec<TaskRow>> {
+        let keys: Vec<&str> = tasks.iter().filter_map(|t| t.key.as_deref()).collect();
+        let taken: Vec<String> = crate::store::tasks::find_by_keys(conn, &keys)
+            .await?
+            .into_iter()
+            .filter_map(|t| t.key)
+            .collect();
+        let mut inserted = Vec::new();
+        for t in tasks
+            .iter()
+            .filter(|t| t.key.as_ref().is_none_or(|k| !taken.contains(k)))
+        {
+            let row: TaskRow = diesel::sql_query(format!(
+                "INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {}",
+                crate::store::tasks::COLUMNS
+            ))
+            .bind::<SqlUuid, _>(t.id)
+            .bind::<Text, _>(&t.title)
+            .bind::<diesel::sql_types::Bool, _>(t.schedulable)
+            .bind::<diesel::sql_types::Integer, _>(t.priority)
+            .bind::<Nullable<Timestamptz>, _>(t.not_before)
+            .bind::<diesel::sql_types::Integer, _>(t.max_attempts)
+            .bind::<Nullable<Text>, _>(t.key.as_deref())
+            .get_result(conn)
+            .await?;
+            inserted.push(row);
+        }
+        Ok(inserted)
     }
 
     /// The old check-then-record shape, kept only for the `faults` build: a

@@ -40,5 +40,6 @@ pub mod login_limit;
 pub mod queue;
 pub mod retention;
 pub mod store;
+pub mod wakeups;
 
 pub use error::{QueueError, SessionError, StoreError, Unavailable};

@@ -1,10 +1,17 @@
-//! The shared work queue: batch create, claim, complete, release, list, stats.
+//! The shared work queue: batch create (idempotent by key), claim (also
+//! long-poll), heartbeat, complete, fail (with retries), release, cancel,
+//! list, stats.
 
 use crate::config::QueuePolicy;
 use crate::db::Db;
 use crate::domain::{FieldError, TaskStatus};
 use crate::error::{QueueError, StoreError};
-use crate::store::tasks::{self, ClaimRequest, TaskCounts, TaskRow};
+use crate::store::tasks::{self, ClaimRequest, NewTaskRow, TaskCounts, TaskRow};
+use crate::wakeups::{RECHECK, Wakeups, Woken};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 type Result<T, E = QueueError> = std::result::Result<T, E>;
@@ -14,12 +21,47 @@ pub const MAX_TITLE_CHARS: usize = 500;
 pub const MAX_CLAIM: i64 = 30;
 pub const MAX_LIST: i64 = 1000;
 pub const DEFAULT_LIST: i64 = 100;
+pub const PRIORITIES: std::ops::RangeInclusive<i32> = -1000..=1000;
+pub const MAX_ATTEMPTS: std::ops::RangeInclusive<i32> = 1..=100;
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+pub const MAX_KEY_CHARS: usize = 200;
+pub const MAX_ERROR_CHARS: usize = 2000;
+pub const MAX_WAIT_MS: u64 = 30_000;
+pub const LEASE_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
 
 /// A task to create.
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub title: String,
     pub schedulable: bool,
+    pub priority: i32,
+    pub not_before: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    /// An idempotency key: a task with this key already stored is returned
+    /// in place of a new one.
+    pub key: Option<String>,
+}
+
+impl NewTask {
+    /// A task with the contract's defaults.
+    pub fn titled(title: impl Into<String>) -> NewTask {
+        NewTask {
+            title: title.into(),
+            schedulable: true,
+            priority: 0,
+            not_before: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            key: None,
+        }
+    }
+}
+
+/// What a create did: every task in the order asked (an existing task in
+/// place of each known key) and how many rows are new.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    pub tasks: Vec<TaskRow>,
+    pub created: usize,
 }
 
 /// What one claim did: how many were asked for and exactly the tasks this
@@ -59,15 +101,50 @@ pub struct TaskFilter {
     pub limit: Option<i64>,
 }
 
-/// Why a title cannot be stored, if it cannot. PostgreSQL's text cannot
-/// hold NUL, so a title with one would otherwise fail at the database (a 500).
-fn title_problem(title: &str) -> Option<&'static str> {
-    if !(1..=MAX_TITLE_CHARS).contains(&title.chars().count()) {
-        Some("must be 1 to 500 characters")
-    } else if title.contains('\0') {
-        Some("must not contain NUL characters")
+/// Why a text cannot be stored, if it cannot. PostgreSQL's text cannot
+/// hold NUL, so a text with one would otherwise fail at the database (a 500).
+fn text_problem(text: &str, max_chars: usize) -> Option<String> {
+    if !(1..=max_chars).contains(&text.chars().count()) {
+        Some(format!("must be 1 to {max_chars} characters"))
+    } else if text.contains('\0') {
+        Some("must not contain NUL characters".into())
     } else {
         None
+    }
+}
+
+/// Every problem of one item of a batch.
+fn task_problems(i: usize, t: &NewTask) -> impl Iterator<Item = FieldError> {
+    let field = move |name: &str| format!("tasks[{i}].{name}");
+    [
+        text_problem(&t.title, MAX_TITLE_CHARS).map(|why| FieldError::new(field("title"), why)),
+        (!PRIORITIES.contains(&t.priority))
+            .then(|| FieldError::new(field("priority"), "must be between -1000 and 1000")),
+        (!MAX_ATTEMPTS.contains(&t.max_attempts))
+            .then(|| FieldError::new(field("max_attempts"), "must be between 1 and 100")),
+        t.key
+            .as_deref()
+            .and_then(|k| text_problem(k, MAX_KEY_CHARS))
+            .map(|why| FieldError::new(field("key"), why)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// How long a long-poll claim may wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wait(Duration);
+
+impl Wait {
+    /// `wait_ms` of a claim: 0..=30000.
+    pub fn from_millis(ms: i64) -> Result<Wait, QueueError> {
+        match u64::try_from(ms) {
+            Ok(ms) if ms <= MAX_WAIT_MS => Ok(Wait(Duration::from_millis(ms))),
+            _ => Err(QueueError::invalid(
+                "wait_ms",
+                "must be between 0 and 30000",
+            )),
+        }
     }
 }
 
@@ -79,50 +156,115 @@ pub struct TaskQueue {
     db: Db,
     reads: Db,
     policy: QueuePolicy,
+    wakeups: Wakeups,
 }
 
 impl TaskQueue {
     pub fn new(db: Db, reads: Db, policy: QueuePolicy) -> TaskQueue {
-        TaskQueue { db, reads, policy }
+        TaskQueue {
+            db,
+            reads,
+            policy,
+            wakeups: Wakeups::default(),
+        }
     }
 
-    /// Creates 1..=1000 tasks in one statement.
-    pub async fn create(&self, batch: Vec<NewTask>) -> Result<Vec<TaskRow>> {
+    /// The instance's wake-ups: its listener, waiter count and shutdown.
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    /// Creates 1..=1000 tasks in one statement; a key already stored (or
+    /// repeated within the batch) yields its existing task instead.
+    pub async fn create(&self, batch: Vec<NewTask>) -> Result<Created> {
         if batch.is_empty() || batch.len() > MAX_BATCH {
             return Err(QueueError::invalid("tasks", "must list 1 to 1000 tasks"));
         }
         let errors: Vec<FieldError> = batch
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| {
-                title_problem(&t.title).map(|why| FieldError::new(format!("tasks[{i}].title"), why))
-            })
+            .flat_map(|(i, t)| task_problems(i, t))
             .take(crate::domain::MAX_FIELD_ERRORS + 1)
             .collect();
         if !errors.is_empty() {
             return Err(QueueError::Invalid(errors));
         }
-        let rows: Vec<(Uuid, String, bool)> = batch
-            .into_iter()
-            .map(|t| (Uuid::new_v4(), t.title, t.schedulable))
-            .collect();
+        let plan = BatchPlan::of(batch);
         self.db
-            .run(async |conn| Ok(tasks::insert_batch(conn, &rows).await?))
+            .run(async |conn| {
+                let mut created = 0;
+                let mut by_key: HashMap<String, TaskRow> = HashMap::new();
+                let mut by_id: HashMap<Uuid, TaskRow> = HashMap::new();
+                let mut pending = plan.rows.clone();
+                // A known key's task can be deleted (retention) between the
+                // insert that met it and the read: then it is inserted anew.
+                for _ in 0..3 {
+                    let inserted = tasks::insert_batch(conn, &pending).await?;
+                    created += inserted.len();
+                    for row in inserted {
+                        match &row.key {
+                            Some(k) => by_key.insert(k.clone(), row),
+                            None => by_id.insert(row.id, row),
+                        };
+                    }
+                    // Keys another create stored first: that create has
+                    // committed (the insert waited for it), so this read sees it.
+                    let taken: Vec<&str> = pending
+                        .iter()
+                        .filter_map(|r| r.key.as_deref())
+                        .filter(|k| !by_key.contains_key(*k))
+                        .collect();
+                    if !taken.is_empty() {
+                        for row in tasks::find_by_keys(conn, &taken).await? {
+                            if let Some(k) = row.key.clone() {
+                                by_key.insert(k, row);
+                            }
+                        }
+                    }
+                    pending.retain(|r| r.key.as_ref().is_some_and(|k| !by_key.contains_key(k)));
+                    if pending.is_empty() {
+                        break;
+                    }
+                }
+                let tasks = plan
+                    .order
+                    .iter()
+                    .map(|slot| match slot {
+                        Slot::Id(id) => by_id.get(id).cloned(),
+                        Slot::Key(k) => by_key.get(k).cloned(),
+                    })
+                    .collect::<Option<Vec<TaskRow>>>()
+                    .ok_or_else(|| {
+                        StoreError::Unavailable(
+                            crate::error::Unavailable::Contended,
+                            "an idempotency key's task kept vanishing".into(),
+                        )
+                    })?;
+                Ok(Created { tasks, created })
+            })
             .await
     }
 
-    /// Claims up to `count` (1..=30) tasks for `assignee` (default: the caller).
+    /// Claims up to `count` (1..=30) tasks for `assignee` (default: the
+    /// caller). When none is claimable it waits up to `wait` (capped by the
+    /// policy) for some to become so, trying again on every wake-up and at
+    /// least every second, and answers as soon as it claimed one or more,
+    /// or when the wait ends or the service stops (`claimed() == 0`).
     pub async fn claim(
         &self,
         caller: Uuid,
         count: i64,
         assignee: Option<Uuid>,
+        wait: Wait,
     ) -> Result<ClaimOutcome> {
         if !(1..=MAX_CLAIM).contains(&count) {
             return Err(QueueError::invalid("count", "must be between 1 and 30"));
         }
-        let lease = self.policy.lease;
-        self.db
+        let deadline = Instant::now() + wait.0.min(self.policy.max_wait);
+        // Subscribed before the first try: an arrival during it is not lost.
+        let mut woken = self.wakeups.subscribe();
+        let (assignee, first) = self
+            .db
             .run(async |conn| {
                 let assignee = match assignee {
                     Some(id) if id != caller => {
@@ -133,16 +275,39 @@ impl TaskQueue {
                     }
                     _ => caller,
                 };
-                let req = ClaimRequest {
-                    count,
-                    assignee,
-                    assigned_by: caller,
-                    lease,
-                };
-                let claimed = tasks::claim(conn, req).await?;
-                Ok(ClaimOutcome::new(count, claimed))
+                let claimed = claim_due(conn, self.claim_request(count, assignee, caller)).await?;
+                Ok((assignee, claimed))
             })
-            .await
+            .await?;
+        let mut claimed = first;
+        while claimed.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            or_fault!(LongPollNoRecheck => {
+                tokio::time::sleep(left).await;
+                Ok(ClaimOutcome::new(count, Vec::new()))
+            });
+            if woken.wait(left.min(RECHECK)).await == Woken::Stopping {
+                break;
+            }
+            let req = self.claim_request(count, assignee, caller);
+            claimed = self
+                .db
+                .run(async |conn| Ok::<_, QueueError>(claim_due(conn, req).await?))
+                .await?;
+        }
+        Ok(ClaimOutcome::new(count, claimed))
+    }
+
+    fn claim_request(&self, count: i64, assignee: Uuid, caller: Uuid) -> ClaimRequest {
+        ClaimRequest {
+            count,
+            assignee,
+            assigned_by: caller,
+            lease: self.policy.lease,
+        }
     }
 
     /// Completes a task the caller holds under a live lease.
@@ -166,6 +331,62 @@ impl TaskQueue {
                     None => Err(why_not_held(conn, id).await?),
                 },
             )
+            .await
+    }
+
+    /// Extends the lease of a task the caller holds: `lease_secs` (1..=3600,
+    /// default the policy's lease) from now.
+    pub async fn heartbeat(
+        &self,
+        caller: Uuid,
+        id: Uuid,
+        lease_secs: Option<u64>,
+    ) -> Result<TaskRow> {
+        let lease = match lease_secs {
+            None => self.policy.lease,
+            Some(s) if LEASE_SECS.contains(&s) => Duration::from_secs(s),
+            Some(_) => {
+                return Err(QueueError::invalid(
+                    "lease_secs",
+                    "must be between 1 and 3600",
+                ));
+            }
+        };
+        self.db
+            .run(
+                async |conn| match tasks::heartbeat(conn, id, caller, lease).await? {
+                    Some(row) => Ok(row),
+                    None => Err(why_not_held(conn, id).await?),
+                },
+            )
+            .await
+    }
+
+    /// Records a failed attempt of a task the caller holds: retried after a
+    /// backoff while attempts are left and `retry`, else `failed`.
+    pub async fn fail(&self, caller: Uuid, id: Uuid, error: &str, retry: bool) -> Result<TaskRow> {
+        if let Some(why) = text_problem(error, MAX_ERROR_CHARS) {
+            return Err(QueueError::invalid("error", &why));
+        }
+        self.db
+            .run(
+                async |conn| match tasks::fail(conn, id, caller, error, retry).await? {
+                    Some(row) => Ok(row),
+                    None => Err(why_not_held(conn, id).await?),
+                },
+            )
+            .await
+    }
+
+    /// Cancels a task that is unassigned or assigned (anyone may: the queue
+    /// is shared); a finished one is `NotCancellable`.
+    pub async fn cancel(&self, id: Uuid) -> Result<TaskRow> {
+        self.db
+            .run(async |conn| match tasks::cancel(conn, id).await? {
+                Some(row) => Ok(row),
+                None if tasks::find(conn, id).await?.is_some() => Err(QueueError::NotCancellable),
+                None => Err(QueueError::NotFound),
+            })
             .await
     }
 
@@ -194,6 +415,68 @@ impl TaskQueue {
         self.db
             .run(async |conn| Ok(tasks::compact_counts(conn).await?))
             .await
+    }
+
+    /// Stores as failed the tasks whose lease lapsed on their last attempt
+    /// (they already show so), a bounded batch per call; run with the folds.
+    pub async fn fail_spent_leases(&self) -> Result<usize> {
+        self.db
+            .run(async |conn| Ok(tasks::fail_spent_leases(conn, 1000).await?))
+            .await
+    }
+}
+
+/// Promotes the delayed tasks that came due, then claims: two statements,
+/// the claim itself still one (`tasks::claim`).
+async fn claim_due(
+    conn: &mut diesel_async::AsyncPgConnection,
+    req: ClaimRequest,
+) -> Result<Vec<TaskRow>, StoreError> {
+    tasks::promote_due(conn).await?;
+    Ok(tasks::claim(conn, req).await?)
+}
+
+/// One position of a create's answer: a task without a key (by its new id)
+/// or the task of a key.
+enum Slot {
+    Id(Uuid),
+    Key(String),
+}
+
+/// The rows to insert (each key once, at its first position) and, for each
+/// item asked, where its task comes from.
+struct BatchPlan {
+    rows: Vec<NewTaskRow>,
+    order: Vec<Slot>,
+}
+
+impl BatchPlan {
+    fn of(batch: Vec<NewTask>) -> BatchPlan {
+        let mut seen = std::collections::HashSet::new();
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut order = Vec::with_capacity(batch.len());
+        for t in batch {
+            let id = Uuid::new_v4();
+            match &t.key {
+                Some(k) => {
+                    order.push(Slot::Key(k.clone()));
+                    if !seen.insert(k.clone()) {
+                        continue;
+                    }
+                }
+                None => order.push(Slot::Id(id)),
+            }
+            rows.push(NewTaskRow {
+                id,
+                title: t.title,
+                schedulable: t.schedulable,
+                priority: t.priority,
+                not_before: t.not_before,
+                max_attempts: t.max_attempts,
+                key: t.key,
+            });
+        }
+        BatchPlan { rows, order }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Retention: the periodic cleanup of what no rule reads any more (the
 //! contract's "Retention" sections). Sessions revoked or expired more than
 //! the session retention ago, login attempts that left the limit's window,
-//! and tasks completed more than the task retention ago are deleted in
+//! and tasks finished (completed, failed, cancelled) more than the task retention ago are deleted in
 //! bounded batches, each its own short transaction that skips locked rows.
 //! Every batch first takes the cleanup's advisory lock with a try-lock: an
 //! instance that finds it taken stops its run, so at most one instance

@@ -94,7 +94,7 @@ fn store(c: &mut Criterion) {
                 let ids: Vec<String> = claimed.iter().map(|t| format!("'{}'", t.id)).collect();
                 runtime.block_on(db.execute(&format!(
                     "UPDATE tasks SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL,
-                         assigned_at = NULL, lease_expires_at = NULL
+                         assigned_at = NULL, lease_expires_at = NULL, attempt = 0
                      WHERE id IN ({})",
                     ids.join(",")
                 )));

@@ -131,6 +131,8 @@ impl TestApp {
             shutdown_grace_secs: 5,
             pool: config.pool,
             pooler: config.pooler,
+            // LISTEN needs a session of its own: always the direct URL.
+            listen_url: Some(db.url()),
             trusted_proxies: config.trusted_proxies,
             bulkheads: config.bulkheads,
             sessions: config.sessions,
@@ -157,6 +159,22 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// Returns once at least `n` long-poll claims are parked in this
+    /// instance (each has tried once and found nothing); panics after 15 s.
+    pub async fn wait_for_claim_waiters(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let wakeups = self.state.queue.wakeups();
+        while wakeups.waiting() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "fewer than {n} claims were waiting within 15 s ({} were)",
+                wakeups.waiting()
+            );
+            // Polling a condition, not ordering anyone: nothing waits on this.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// POST `body` as JSON, with an optional bearer token.

@@ -215,6 +215,20 @@ impl TestDb {
         )
     }
 
+    /// What `GET /v1/tasks/stats` must answer, counted afresh over
+    /// `task_view` (every status, and the delayed among the unassigned).
+    pub async fn shown_task_stats(&self) -> serde_json::Value {
+        let shown =
+            |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
+        let mut stats = serde_json::Map::new();
+        for status in ["unassigned", "assigned", "completed", "failed", "cancelled"] {
+            stats.insert(status.into(), self.count(&shown(status)).await.into());
+        }
+        let delayed = "SELECT count(*) AS n FROM task_view WHERE status = 'unassigned' AND not_before > now()";
+        stats.insert("delayed".into(), self.count(delayed).await.into());
+        serde_json::Value::Object(stats)
+    }
+
     /// Reads a column of uuids afresh, in the query's order (the query must
     /// return one uuid column named `id`).
     pub async fn uuids(&self, sql: &str) -> Vec<uuid::Uuid> {

@@ -62,6 +62,9 @@ contract_routes! {
     "/v1/tasks/stats" => { get [Session] tasks::stats }
     "/v1/tasks/{id}/complete" => { post [Session] tasks::complete }
     "/v1/tasks/{id}/release" => { post [Session] tasks::release }
+    "/v1/tasks/{id}/heartbeat" => { post [Session] tasks::heartbeat }
+    "/v1/tasks/{id}/fail" => { post [Session] tasks::fail }
+    "/v1/tasks/{id}/cancel" => { post [Session] tasks::cancel }
 }
 
 /// A route as its access demands: session routes behind the session check.

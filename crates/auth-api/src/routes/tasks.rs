@@ -2,12 +2,12 @@
 
 use crate::error::ApiError;
 use crate::error::Problem;
-use crate::extract::{Authenticated, JsonBody, path_id};
+use crate::extract::{Authenticated, JsonBody, OptionalJsonBody, path_id};
 use crate::fields::{Fields, FromJson};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::domain::{self, FieldError};
-use auth_core::queue::{MAX_BATCH, NewTask, TaskFilter};
+use auth_core::queue::{MAX_BATCH, NewTask, TaskFilter, Wait};
 use auth_core::store::tasks::TaskRow;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A task as the contract shows it. A task whose lease has expired shows as
-/// `unassigned` with no assignee.
+/// `unassigned` with no assignee (or `failed`, "lease expired", when that was
+/// its last allowed attempt).
 #[derive(Serialize, ToSchema)]
 pub struct TaskResponse {
     id: Uuid,
@@ -28,6 +29,19 @@ pub struct TaskResponse {
     assigned_at: Option<DateTime<Utc>>,
     lease_expires_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    /// Higher is claimed first.
+    #[schema(minimum = -1000, maximum = 1000)]
+    priority: i32,
+    /// Not claimable before this moment (also set by a retry's backoff).
+    not_before: Option<DateTime<Utc>>,
+    /// Claims so far.
+    attempt: i32,
+    #[schema(minimum = 1, maximum = 100)]
+    max_attempts: i32,
+    /// The idempotency key it was created with.
+    key: Option<String>,
+    /// The error of its last failed attempt.
+    last_error: Option<String>,
 }
 
 impl From<TaskRow> for TaskResponse {
@@ -42,6 +56,12 @@ impl From<TaskRow> for TaskResponse {
             assigned_at: t.assigned_at,
             lease_expires_at: t.lease_expires_at,
             completed_at: t.completed_at,
+            priority: t.priority,
+            not_before: t.not_before,
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            key: t.key,
+            last_error: t.last_error,
         }
     }
 }
@@ -54,6 +74,8 @@ pub enum TaskStatus {
     Unassigned,
     Assigned,
     Completed,
+    Failed,
+    Cancelled,
 }
 
 impl From<domain::TaskStatus> for TaskStatus {
@@ -62,6 +84,8 @@ impl From<domain::TaskStatus> for TaskStatus {
             domain::TaskStatus::Unassigned => TaskStatus::Unassigned,
             domain::TaskStatus::Assigned => TaskStatus::Assigned,
             domain::TaskStatus::Completed => TaskStatus::Completed,
+            domain::TaskStatus::Failed => TaskStatus::Failed,
+            domain::TaskStatus::Cancelled => TaskStatus::Cancelled,
         }
     }
 }
@@ -79,6 +103,14 @@ impl TaskListResponse {
     }
 }
 
+/// What a create did: the tasks in the order given (for a key already
+/// stored, its existing task) and how many of them are new.
+#[derive(Serialize, ToSchema)]
+pub struct CreateTasksResponse {
+    tasks: Vec<TaskResponse>,
+    created: usize,
+}
+
 /// What one claim did: `claimed` is exactly the number of tasks this call
 /// assigned (0 when none were free, which is not an error).
 #[derive(Serialize, ToSchema)]
@@ -88,12 +120,16 @@ pub struct ClaimResponse {
     tasks: Vec<TaskResponse>,
 }
 
-/// Counted from the database at the time of the call.
+/// Counted from the database at the time of the call. `delayed`: unassigned
+/// tasks whose `not_before` is still ahead (also counted in `unassigned`).
 #[derive(Serialize, ToSchema)]
 pub struct TaskStatsResponse {
     unassigned: i64,
     assigned: i64,
     completed: i64,
+    failed: i64,
+    cancelled: i64,
+    delayed: i64,
 }
 
 /// The query of `GET /v1/tasks`, read by hand so every bad value is listed;
@@ -136,7 +172,7 @@ impl ListQuery {
                     Some(status) => parsed.status = Some(status),
                     None => errors.push(FieldError::new(
                         "status",
-                        "must be unassigned, assigned or completed",
+                        "must be unassigned, assigned, completed, failed or cancelled",
                     )),
                 },
                 "assignee" if value == "me" => parsed.assignee = Some(caller),
@@ -178,6 +214,19 @@ pub struct NewTaskRequest {
     /// Only schedulable tasks are claimed.
     #[schema(value_type = Option<bool>, default = true)]
     schedulable: bool,
+    /// Higher is claimed first.
+    #[schema(value_type = Option<i32>, default = 0, minimum = -1000, maximum = 1000)]
+    priority: i64,
+    /// Not claimable before this moment (RFC 3339).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    not_before: Option<DateTime<Utc>>,
+    /// Claims allowed before it fails for good.
+    #[schema(value_type = Option<i32>, default = 5, minimum = 1, maximum = 100)]
+    max_attempts: i64,
+    /// An idempotency key: when a task with it exists, that task is returned
+    /// in place of a new one.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*$")]
+    key: Option<String>,
 }
 
 /// `POST /v1/tasks`: 1 to 1000 tasks, at most 1 MiB.
@@ -206,8 +255,21 @@ impl FromJson for CreateTasksRequest {
             let mut t = Fields::of(item, &format!("tasks[{i}]"));
             let title = t.string("title").map(str::to_owned);
             let schedulable = t.optional_bool("schedulable", true);
+            let priority = t.optional_integer("priority").unwrap_or(0);
+            let not_before = t.optional_time("not_before");
+            let max_attempts = t
+                .optional_integer("max_attempts")
+                .unwrap_or(i64::from(auth_core::queue::DEFAULT_MAX_ATTEMPTS));
+            let key = t.optional_string("key").map(str::to_owned);
             f.absorb(t);
-            tasks.extend(title.map(|title| NewTaskRequest { title, schedulable }));
+            tasks.extend(title.map(|title| NewTaskRequest {
+                title,
+                schedulable,
+                priority,
+                not_before,
+                max_attempts,
+                key,
+            }));
         }
         f.finish(items.map(|_| CreateTasksRequest { tasks }))
     }
@@ -225,6 +287,9 @@ pub struct ClaimRequest {
         pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
     )]
     assignee_id: Option<Uuid>,
+    /// When nothing is claimable, wait up to this long for tasks to arrive.
+    #[schema(value_type = Option<i64>, default = 0, minimum = 0, maximum = 30000)]
+    wait_ms: i64,
 }
 
 impl FromJson for ClaimRequest {
@@ -232,7 +297,48 @@ impl FromJson for ClaimRequest {
         let mut f = Fields::of(value, "");
         let count = f.integer("count");
         let assignee_id = f.optional_uuid("assignee_id");
-        f.finish(count.map(|count| ClaimRequest { count, assignee_id }))
+        let wait_ms = f.optional_integer("wait_ms").unwrap_or(0);
+        f.finish(count.map(|count| ClaimRequest {
+            count,
+            assignee_id,
+            wait_ms,
+        }))
+    }
+}
+
+/// `POST /v1/tasks/{id}/heartbeat`; the body may be left out.
+#[derive(ToSchema)]
+pub struct HeartbeatRequest {
+    /// The new lease, from now (default: the service's lease).
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 3600)]
+    lease_secs: Option<i64>,
+}
+
+impl FromJson for HeartbeatRequest {
+    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::of(value, "");
+        let lease_secs = f.optional_integer("lease_secs");
+        f.finish(Some(HeartbeatRequest { lease_secs }))
+    }
+}
+
+/// `POST /v1/tasks/{id}/fail`.
+#[derive(ToSchema)]
+pub struct FailRequest {
+    /// What went wrong (kept as `last_error`).
+    #[schema(min_length = 1, max_length = 2000, pattern = r"^[^\x00]*$")]
+    error: String,
+    /// Retry after a backoff while attempts are left (default true).
+    #[schema(value_type = Option<bool>, default = true)]
+    retry: bool,
+}
+
+impl FromJson for FailRequest {
+    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
+        let mut f = Fields::of(value, "");
+        let error = f.string("error").map(str::to_owned);
+        let retry = f.optional_bool("retry", true);
+        f.finish(error.map(|error| FailRequest { error, retry }))
     }
 }
 
@@ -243,7 +349,7 @@ impl FromJson for ClaimRequest {
     summary = "Create a batch of tasks",
     security(("bearer" = [])),
     request_body = CreateTasksRequest,
-    responses((status = 201, description = "Created, in the order given", body = TaskListResponse))
+    responses((status = 201, description = "Created, in the order given; a known key yields its existing task", body = CreateTasksResponse))
 )]
 pub async fn create(
     state: web::Data<AppState>,
@@ -256,18 +362,26 @@ pub async fn create(
         .map(|t| NewTask {
             title: t.title,
             schedulable: t.schedulable,
+            // Out of i32 is out of range too: the queue says so.
+            priority: i32::try_from(t.priority).unwrap_or(i32::MAX),
+            not_before: t.not_before,
+            max_attempts: i32::try_from(t.max_attempts).unwrap_or(i32::MAX),
+            key: t.key,
         })
         .collect();
     let created = state.queue.create(batch).await?;
-    Ok(HttpResponse::Created().json(TaskListResponse::of(created)))
+    Ok(HttpResponse::Created().json(CreateTasksResponse {
+        tasks: created.tasks.into_iter().map(TaskResponse::from).collect(),
+        created: created.created,
+    }))
 }
 
 #[utoipa::path(
     post,
     path = "/v1/tasks/claim",
     tag = "tasks",
-    summary = "Claim up to `count` free tasks",
-    description = "Only schedulable tasks that are unassigned (or whose lease expired). Concurrent claimers never get the same task and never wait on each other's rows.",
+    summary = "Claim up to `count` free tasks, waiting up to `wait_ms` for some",
+    description = "Claimable: schedulable, unassigned (or whose lease expired), past `not_before`, with attempts left; highest priority first, then oldest. Concurrent claimers never get the same task and never wait on each other's rows. With `wait_ms`, a claim that finds none waits for tasks to arrive and answers once it claimed at least one or the wait ends (`claimed: 0`).",
     security(("bearer" = [])),
     request_body = ClaimRequest,
     responses((status = 200, description = "What this call assigned", body = ClaimResponse))
@@ -277,9 +391,10 @@ pub async fn claim(
     Authenticated(p): Authenticated,
     JsonBody(body): JsonBody<ClaimRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    let wait = Wait::from_millis(body.wait_ms)?;
     let outcome = state
         .queue
-        .claim(p.user_id, body.count, body.assignee_id)
+        .claim(p.user_id, body.count, body.assignee_id, wait)
         .await?;
     Ok(HttpResponse::Ok().json(ClaimResponse {
         requested: outcome.requested,
@@ -331,6 +446,82 @@ pub async fn release(
 }
 
 #[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/heartbeat",
+    tag = "tasks",
+    summary = "Extend the lease of a task the caller holds",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A task id (UUID)")),
+    request_body(content = Option<HeartbeatRequest>, description = "May be left out"),
+    responses(
+        (status = 200, description = "Lease extended from now", body = TaskResponse),
+        (status = 409, description = "`not_assignee`: not held by the caller under a live lease", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn heartbeat(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+    id: web::Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<HeartbeatRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    // A negative value is out of range as well: the queue says so.
+    let lease_secs = body.lease_secs.map(|s| u64::try_from(s).unwrap_or(0));
+    let task = state.queue.heartbeat(p.user_id, id, lease_secs).await?;
+    Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/fail",
+    tag = "tasks",
+    summary = "Report a failed attempt of a task the caller holds",
+    description = "With `retry` (the default) and attempts left the task goes back to the queue, claimable after a backoff (1 s doubling per attempt, at most 1 h, less up to 20% jitter); otherwise it is `failed`.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A task id (UUID)")),
+    request_body = FailRequest,
+    responses(
+        (status = 200, description = "Retried later, or failed", body = TaskResponse),
+        (status = 409, description = "`not_assignee`: not held by the caller under a live lease", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn fail(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+    id: web::Path<String>,
+    JsonBody(body): JsonBody<FailRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    let task = state
+        .queue
+        .fail(p.user_id, id, &body.error, body.retry)
+        .await?;
+    Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/cancel",
+    tag = "tasks",
+    summary = "Cancel a task that is unassigned or assigned",
+    description = "Its assignee, if any, gets `409 not_assignee` on every later write.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A task id (UUID)")),
+    responses(
+        (status = 200, description = "Cancelled", body = TaskResponse),
+        (status = 409, description = "`not_cancellable`: already completed, failed or cancelled", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    _caller: Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let task = state.queue.cancel(path_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
+}
+
+#[utoipa::path(
     get,
     path = "/v1/tasks",
     tag = "tasks",
@@ -369,5 +560,8 @@ pub async fn stats(
         unassigned: c.unassigned,
         assigned: c.assigned,
         completed: c.completed,
+        failed: c.failed,
+        cancelled: c.cancelled,
+        delayed: c.delayed,
     }))
 }

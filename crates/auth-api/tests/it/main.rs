@@ -14,6 +14,7 @@ mod input;
 mod openapi;
 mod operations;
 mod pooler;
+mod queue_rules;
 mod retention;
 mod security;
 mod session_security;

@@ -41,13 +41,21 @@ async fn session(
     id
 }
 
-async fn task(app: &TestApp, status: &str, completed_ago: Option<&str>) -> Uuid {
+/// A task in `status`, finished `finished_ago` ago (completed ones also
+/// show it as `completed_at`).
+async fn task(app: &TestApp, status: &str, finished_ago: Option<&str>) -> Uuid {
     let id = Uuid::new_v4();
-    let completed =
-        completed_ago.map_or("NULL".to_owned(), |ago| format!("now() - interval '{ago}'"));
+    let finished =
+        finished_ago.map_or("NULL".to_owned(), |ago| format!("now() - interval '{ago}'"));
+    let completed = if status == "completed" {
+        finished.as_str()
+    } else {
+        "NULL"
+    };
     app.db
         .execute(&format!(
-            "INSERT INTO tasks (id, title, status, completed_at) VALUES ('{id}', 'kept?', '{status}', {completed})"
+            "INSERT INTO tasks (id, title, status, completed_at, finished_at)
+             VALUES ('{id}', 'kept?', '{status}', {completed}, {finished})"
         ))
         .await;
     id
@@ -65,8 +73,10 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
     kept.push(session(&app, user.user_id, Some("6 days"), None).await);
     kept.push(session(&app, user.user_id, None, Some("1 day")).await);
     kept.push(session(&app, user.user_id, None, None).await);
-    gone.push(task(&app, "completed", Some("8 days")).await);
-    kept.push(task(&app, "completed", Some("6 days")).await);
+    for finished in ["completed", "failed", "cancelled"] {
+        gone.push(task(&app, finished, Some("8 days")).await);
+        kept.push(task(&app, finished, Some("6 days")).await);
+    }
     kept.push(task(&app, "unassigned", None).await);
     app.db
         .execute(
@@ -82,7 +92,7 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
         CleanupRun::Done(Purged {
             sessions: 3,
             login_attempts: 1,
-            tasks: 1,
+            tasks: 3,
         })
     );
     let ids = |list: &[Uuid]| {
@@ -130,8 +140,14 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
     app.state.queue.compact_counts().await.unwrap();
     let stats = expect_status(app.stats(&user.token).await, StatusCode::OK).await;
     assert_eq!(
-        (stats["completed"].as_i64(), stats["unassigned"].as_i64()),
-        (Some(1), Some(1))
+        [
+            &stats["completed"],
+            &stats["failed"],
+            &stats["cancelled"],
+            &stats["unassigned"]
+        ],
+        [1, 1, 1, 1],
+        "{stats}"
     );
     // A second run finds nothing.
     assert_eq!(
@@ -142,7 +158,7 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
     for line in [
         r#"tessera_cleanup_purged_rows_total{table="sessions"} 3"#,
         r#"tessera_cleanup_purged_rows_total{table="login_attempts"} 1"#,
-        r#"tessera_cleanup_purged_rows_total{table="tasks"} 1"#,
+        r#"tessera_cleanup_purged_rows_total{table="tasks"} 3"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from /metrics");
     }

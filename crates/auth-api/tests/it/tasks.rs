@@ -619,12 +619,9 @@ async fn stats_are_counted_from_the_database_before_and_after_a_fold() {
             ids[2], ids[5]
         ))
         .await;
-    let from_view = || async {
-        let (unassigned, assigned, completed) = app.db.shown_task_counts().await;
-        json!({"unassigned": unassigned, "assigned": assigned, "completed": completed})
-    };
-    let expected = json!({"unassigned": 3, "assigned": 1, "completed": 1});
-    assert_eq!(from_view().await, expected);
+    let expected = json!({"unassigned": 3, "assigned": 1, "completed": 1,
+                          "failed": 0, "cancelled": 0, "delayed": 0});
+    assert_eq!(app.db.shown_task_stats().await, expected);
     let deltas = "SELECT count(*) AS n FROM task_count_deltas";
     assert!(app.db.count(deltas).await > 3, "unfolded deltas to sum");
     assert_eq!(
@@ -647,10 +644,7 @@ async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
     use auth_core::QueueError;
     use auth_core::queue::NewTask;
     let app = TestApp::spawn().await;
-    let task = |title: &str| NewTask {
-        title: title.to_owned(),
-        schedulable: true,
-    };
+    let task = NewTask::titled;
     for batch in [vec![], vec![task("ok"); 1001]] {
         let n = batch.len();
         match app.state.queue.create(batch).await {
@@ -671,7 +665,7 @@ async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
     assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks").await, 0);
     let made = app.state.queue.create(vec![task("ok"); 1000]).await;
     assert!(
-        matches!(&made, Ok(rows) if rows.len() == 1000),
+        matches!(&made, Ok(made) if made.tasks.len() == 1000 && made.created == 1000),
         "1000 is allowed"
     );
 }

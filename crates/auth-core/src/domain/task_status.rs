@@ -1,6 +1,7 @@
 //! The statuses a task shows. Stored rows hold the same words (the column is
 //! `text` with a CHECK), read and written through this type; a lapsed lease
-//! is stored as `assigned` and shown as `unassigned` (`task_view`).
+//! is stored as `assigned` and shown as `unassigned`, or `failed` on the last
+//! allowed attempt (`task_view`).
 
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
@@ -15,13 +16,19 @@ pub enum TaskStatus {
     Unassigned,
     Assigned,
     Completed,
+    /// Failed for good: by its worker without a retry, on its last attempt,
+    /// or by a lease that lapsed on its last attempt.
+    Failed,
+    Cancelled,
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 3] = [
+    pub const ALL: [TaskStatus; 5] = [
         TaskStatus::Unassigned,
         TaskStatus::Assigned,
         TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -29,6 +36,8 @@ impl TaskStatus {
             TaskStatus::Unassigned => "unassigned",
             TaskStatus::Assigned => "assigned",
             TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 

@@ -63,11 +63,11 @@ pub const LOGIN_ATTEMPTS: Purge = Purge {
     aged: "attempted_at",
 };
 
-/// Completed tasks (`tasks_finished`).
+/// Completed, failed and cancelled tasks (`tasks_finished`).
 pub const FINISHED_TASKS: Purge = Purge {
     table: "tasks",
-    filter: "status = 'completed'",
-    aged: "completed_at",
+    filter: "status IN ('completed', 'failed', 'cancelled')",
+    aged: "finished_at",
 };
 
 impl Purge {

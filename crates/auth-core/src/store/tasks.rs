@@ -13,7 +13,21 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub(crate) const COLUMNS: &str = "id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at, \
-                       lease_expires_at, completed_at, attempt, created_at";
+                       lease_expires_at, completed_at, attempt, created_at, priority, not_before, \
+                       max_attempts, key, last_error";
+
+/// Claimable, as the contract says: schedulable, unassigned or with a lapsed
+/// lease, past its `not_before`, attempts left. Its first two lines are the
+/// predicate of `tasks_claim_order`, so the planner can use that index
+/// (`NOT delayed`: [`promote_due`] has run first).
+pub(crate) const CLAIMABLE: &str =
+    "schedulable AND status IN ('unassigned', 'assigned') AND attempt - released < max_attempts
+               AND NOT delayed
+               AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+               AND (not_before IS NULL OR not_before <= now())";
+
+/// The claim order, which is `tasks_claim_order`'s.
+pub(crate) const CLAIM_ORDER: &str = "priority DESC, seq";
 
 /// A task as the API shows it (from `task_view`, or fresh from a write).
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -38,33 +52,78 @@ pub struct TaskRow {
     pub lease_expires_at: Option<DateTime<Utc>>,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub completed_at: Option<DateTime<Utc>>,
+    /// Claims so far (also the fencing counter).
     #[diesel(sql_type = Integer)]
     pub attempt: i32,
     #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Integer)]
+    pub priority: i32,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub not_before: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Integer)]
+    pub max_attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub key: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
 }
 
-/// Inserts a batch in one statement, in the given order.
+/// A row to insert.
+#[derive(Debug, Clone)]
+pub struct NewTaskRow {
+    pub id: Uuid,
+    pub title: String,
+    pub schedulable: bool,
+    pub priority: i32,
+    pub not_before: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    pub key: Option<String>,
+}
+
+/// Inserts a batch in one statement, in the given order, skipping every row
+/// whose key is already taken (`ON CONFLICT DO NOTHING` waits for a
+/// concurrent insert of the same key to commit or abort, so of N concurrent
+/// inserts of one key exactly one inserts). Returns the inserted rows.
 pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
-    tasks: &[(Uuid, String, bool)],
+    tasks: &[NewTaskRow],
 ) -> Result<Vec<TaskRow>, DbError> {
-    let ids: Vec<Uuid> = tasks.iter().map(|t| t.0).collect();
-    let titles: Vec<&str> = tasks.iter().map(|t| t.1.as_str()).collect();
-    let schedulable: Vec<bool> = tasks.iter().map(|t| t.2).collect();
+    or_fault!(KeyCheckThenInsert => crate::faults::sql::insert_after_key_check(conn, tasks).await);
     let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
-        "INSERT INTO tasks (id, title, schedulable)
-         SELECT id, title, schedulable FROM unnest($1, $2, $3) WITH ORDINALITY AS b(id, title, schedulable, n)
+        "INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
+         SELECT id, title, schedulable, priority, not_before, max_attempts, key,
+                coalesce(not_before > now(), false)
+         FROM unnest($1, $2, $3, $4, $5, $6, $7)
+              WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
          ORDER BY n
+         ON CONFLICT (key) DO NOTHING
          RETURNING {COLUMNS}"
     ))
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<Text>, _>(titles)
-    .bind::<Array<Bool>, _>(schedulable)
+    .bind::<Array<SqlUuid>, _>(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(tasks.iter().map(|t| t.schedulable).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamptz>>, _>(tasks.iter().map(|t| t.not_before).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(tasks.iter().map(|t| t.key.as_deref()).collect::<Vec<_>>())
     .get_results(conn)
     .await?;
     rows.sort_by_key(|r| r.seq);
     Ok(rows)
+}
+
+/// The tasks holding these keys, as shown.
+pub async fn find_by_keys(
+    conn: &mut AsyncPgConnection,
+    keys: &[&str],
+) -> Result<Vec<TaskRow>, DbError> {
+    diesel::sql_query(format!(
+        "SELECT {COLUMNS} FROM task_view WHERE key = ANY($1)"
+    ))
+    .bind::<Array<Text>, _>(keys)
+    .get_results(conn)
+    .await
 }
 
 /// Who claims, for whom, and for how long.
@@ -76,8 +135,8 @@ pub struct ClaimRequest {
     pub lease: Duration,
 }
 
-/// Assigns up to `count` claimable tasks, oldest first, and returns exactly
-/// the rows this statement assigned.
+/// Assigns up to `count` claimable tasks, highest priority first, then
+/// oldest, and returns exactly the rows this statement assigned.
 ///
 /// Why ONE statement: the CTE's `FOR UPDATE` locks are held until the UPDATE
 /// that consumes them commits. As two statements (SELECT, then UPDATE) the
@@ -89,7 +148,8 @@ pub struct ClaimRequest {
 /// them. After locking, PostgreSQL re-checks the WHERE clause against the
 /// latest row version, so a row claimed and committed meanwhile is dropped.
 /// The WHERE clause repeats the partial index's predicate so the planner can
-/// use `tasks_claimable`, whose order is the ORDER BY.
+/// use `tasks_claim_order`, whose order is the ORDER BY; the scan filters
+/// out held and delayed tasks as it walks (docs/queue.md has the plan).
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     req: ClaimRequest,
@@ -99,9 +159,8 @@ pub async fn claim(
     let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
         "WITH picked AS (
              SELECT id FROM tasks
-             WHERE schedulable AND status <> 'completed'
-               AND (lease_expires_at IS NULL OR lease_expires_at <= now())
-             ORDER BY lease_expires_at NULLS FIRST, seq
+             WHERE {}
+             ORDER BY {CLAIM_ORDER}
              LIMIT $1
              {lock_clause}
          )
@@ -110,6 +169,7 @@ pub async fn claim(
              lease_expires_at = now() + make_interval(secs => $4), attempt = t.attempt + 1
          FROM picked WHERE t.id = picked.id
          RETURNING {}",
+        claimable(),
         qualified_columns("t")
     ))
     .bind::<BigInt, _>(req.count)
@@ -118,8 +178,35 @@ pub async fn claim(
     .bind::<Double, _>(secs(req.lease))
     .get_results(conn)
     .await?;
-    rows.sort_by_key(|r| r.seq);
+    sort_in_claim_order(&mut rows);
     Ok(rows)
+}
+
+/// Highest priority first, then oldest: the order a claim takes them in.
+pub(crate) fn sort_in_claim_order(rows: &mut [TaskRow]) {
+    rows.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.seq));
+}
+
+/// Makes the delayed tasks that came due claimable (up to 1000 per call,
+/// on `tasks_delayed`; usually none): a claim runs this first, so a task is
+/// claimable as soon as its `not_before` passes. Rows another claimer is
+/// promoting are skipped, not waited for: that claimer takes them.
+pub async fn promote_due(conn: &mut AsyncPgConnection) -> Result<usize, DbError> {
+    diesel::sql_query(
+        "WITH due AS (
+             SELECT id FROM tasks WHERE delayed AND not_before <= now()
+             ORDER BY not_before LIMIT 1000
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE tasks AS t SET delayed = false FROM due WHERE t.id = due.id",
+    )
+    .execute(conn)
+    .await
+}
+
+fn claimable() -> &'static str {
+    or_fault!(ClaimIgnoresMaxAttempts => crate::faults::sql::CLAIMABLE_ANY_ATTEMPT);
+    CLAIMABLE
 }
 
 fn lock_clause() -> &'static str {
@@ -152,7 +239,7 @@ pub async fn complete(
     attempt: Option<i32>,
 ) -> Result<Option<TaskRow>, DbError> {
     diesel::sql_query(format!(
-        "UPDATE tasks SET status = 'completed', completed_at = now(), lease_expires_at = NULL
+        "UPDATE tasks SET status = 'completed', completed_at = now(), finished_at = now(), lease_expires_at = NULL
          WHERE {} RETURNING {COLUMNS}",
         fence()
     ))
@@ -164,7 +251,8 @@ pub async fn complete(
     .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
-/// Hands a task back to the queue, under the same fence as [`complete`].
+/// Hands a task back to the queue, under the same fence as [`complete`]. A
+/// release is not a failure: its claim does not count toward `max_attempts`.
 pub async fn release(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -173,7 +261,7 @@ pub async fn release(
 ) -> Result<Option<TaskRow>, DbError> {
     diesel::sql_query(format!(
         "UPDATE tasks SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at = NULL,
-             lease_expires_at = NULL
+             lease_expires_at = NULL, released = released + 1
          WHERE {} RETURNING {COLUMNS}",
         fence()
     ))
@@ -183,6 +271,118 @@ pub async fn release(
     .get_results(conn)
     .await
     .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+/// Extends the lease of a task `assignee` holds to `lease` from now, under
+/// the same fence as [`complete`].
+pub async fn heartbeat(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    assignee: Uuid,
+    lease: Duration,
+) -> Result<Option<TaskRow>, DbError> {
+    diesel::sql_query(format!(
+        "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $4)
+         WHERE {} RETURNING {COLUMNS}",
+        heartbeat_fence()
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(assignee)
+    .bind::<Nullable<Integer>, _>(None::<i32>)
+    .bind::<Double, _>(secs(lease))
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+fn heartbeat_fence() -> &'static str {
+    or_fault!(HeartbeatWithoutFence => crate::faults::sql::NO_FENCE);
+    fence()
+}
+
+/// Records a failed attempt of a task `assignee` holds, under the same fence
+/// as [`complete`]. With `retry` and attempts left the task goes back to the
+/// queue, claimable after the backoff: 1 s doubling per counted attempt,
+/// capped at 1 h, less up to 20% (jitter, so failures of one cause spread
+/// out instead of retrying together); otherwise it is `failed`.
+pub async fn fail(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    assignee: Uuid,
+    error: &str,
+    retry: bool,
+) -> Result<Option<TaskRow>, DbError> {
+    const RETRYING: &str = "($5 AND attempt - released < max_attempts)";
+    diesel::sql_query(format!(
+        "UPDATE tasks SET
+             status = CASE WHEN {RETRYING} THEN 'unassigned' ELSE 'failed' END,
+             not_before = CASE WHEN {RETRYING}
+                 THEN now() + make_interval(secs => least(power(2, attempt - released - 1), 3600) * (1 - 0.2 * random()))
+                 ELSE not_before END,
+             delayed = {RETRYING},
+             finished_at = CASE WHEN {RETRYING} THEN NULL ELSE now() END,
+             assigned_to = CASE WHEN {RETRYING} THEN NULL ELSE assigned_to END,
+             assigned_by = CASE WHEN {RETRYING} THEN NULL ELSE assigned_by END,
+             assigned_at = CASE WHEN {RETRYING} THEN NULL ELSE assigned_at END,
+             lease_expires_at = NULL,
+             last_error = $4
+         WHERE {} RETURNING {COLUMNS}",
+        fence()
+    ))
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(assignee)
+    .bind::<Nullable<Integer>, _>(None::<i32>)
+    .bind::<Text, _>(error)
+    .bind::<Bool, _>(retry)
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+/// Cancels a task that shows as unassigned or assigned; `None` when it shows
+/// as finished (or does not exist). Its assignee, if any, loses it: every
+/// later write of theirs fails the fence.
+pub async fn cancel(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
+    diesel::sql_query(format!(
+        "UPDATE tasks SET status = 'cancelled', finished_at = now(), delayed = false, assigned_to = NULL,
+             assigned_by = NULL, assigned_at = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND {} RETURNING {COLUMNS}",
+        cancellable()
+    ))
+    .bind::<SqlUuid, _>(id)
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<TaskRow>| rows.pop())
+}
+
+/// Shown as unassigned or assigned: not a lease that lapsed on the last attempt.
+fn cancellable() -> &'static str {
+    or_fault!(CancelAnyStatus => "TRUE");
+    "(status = 'unassigned' OR (status = 'assigned'
+          AND NOT (lease_expires_at <= now() AND attempt - released >= max_attempts)))"
+}
+
+/// Stores as `failed` ("lease expired") up to `batch` tasks whose lease
+/// lapsed on their last allowed attempt (`task_view` already shows them so);
+/// returns how many. Such a lease cannot be extended any more (the fence
+/// wants a live one), so nothing races this but another instance's sweep,
+/// which SKIP LOCKED keeps apart.
+pub async fn fail_spent_leases(conn: &mut AsyncPgConnection, batch: i64) -> Result<usize, DbError> {
+    diesel::sql_query(
+        "WITH due AS (
+             SELECT id FROM tasks
+             WHERE status = 'assigned' AND lease_expires_at <= now() AND attempt - released >= max_attempts
+             ORDER BY lease_expires_at LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         )
+         UPDATE tasks AS t SET status = 'failed', last_error = 'lease expired',
+             finished_at = t.lease_expires_at, assigned_to = NULL, assigned_by = NULL,
+             assigned_at = NULL, lease_expires_at = NULL
+         FROM due WHERE t.id = due.id",
+    )
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
+    .await
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
@@ -231,17 +431,26 @@ pub async fn list(
 /// assignee, when `by_assignee`). A lapsed lease shows as unassigned with no
 /// assignee, so it joins the unassigned part and leaves every assignee's.
 fn listing_parts(status: Option<TaskStatus>, by_assignee: bool) -> Vec<String> {
-    const LAPSED: &str = "status = 'assigned' AND lease_expires_at <= now()";
+    // A lapsed lease: back in the queue, or failed when it was the last attempt.
+    const LAPSED: &str =
+        "status = 'assigned' AND lease_expires_at <= now() AND attempt - released < max_attempts";
+    const SPENT: &str =
+        "status = 'assigned' AND lease_expires_at <= now() AND attempt - released >= max_attempts";
     const HELD: &str = "status = 'assigned' AND lease_expires_at > now()";
-    const DONE: &str = "status = 'completed'";
+    const COMPLETED: &str = "status = 'completed'";
+    const FAILED: &str = "status = 'failed'";
     let parts: Vec<&str> = match (status, by_assignee) {
         (None, false) => vec!["TRUE"],
         (Some(TaskStatus::Unassigned), false) => vec!["status = 'unassigned'", LAPSED],
-        // A task shown as unassigned has no assignee.
-        (Some(TaskStatus::Unassigned), true) => vec![],
+        // A task shown as unassigned (or cancelled) has no assignee.
+        (Some(TaskStatus::Unassigned | TaskStatus::Cancelled), true) => vec![],
         (Some(TaskStatus::Assigned), _) => vec![HELD],
-        (Some(TaskStatus::Completed), _) => vec![DONE],
-        (None, true) => vec![HELD, DONE],
+        (Some(TaskStatus::Completed), _) => vec![COMPLETED],
+        // A spent lease shows no assignee either.
+        (Some(TaskStatus::Failed), false) => vec![FAILED, SPENT],
+        (Some(TaskStatus::Failed), true) => vec![FAILED],
+        (Some(TaskStatus::Cancelled), false) => vec!["status = 'cancelled'"],
+        (None, true) => vec![HELD, COMPLETED, FAILED],
     };
     parts
         .into_iter()
@@ -256,6 +465,8 @@ fn listing_parts(status: Option<TaskStatus>, by_assignee: bool) -> Vec<String> {
 }
 
 /// Counts by shown status, from the database at the time of the call.
+/// `delayed` counts the unassigned tasks waiting for their `not_before`
+/// (they are in `unassigned` too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
 pub struct TaskCounts {
     #[diesel(sql_type = BigInt)]
@@ -264,26 +475,43 @@ pub struct TaskCounts {
     pub assigned: i64,
     #[diesel(sql_type = BigInt)]
     pub completed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    #[diesel(sql_type = BigInt)]
+    pub cancelled: i64,
+    #[diesel(sql_type = BigInt)]
+    pub delayed: i64,
 }
 
 /// Sums the count deltas the triggers append (one statement, one snapshot:
 /// exactly that snapshot's counts by stored status), then moves the lapsed
-/// leases from assigned to unassigned, counted on `tasks_leased` (open work
-/// only). No statement here reads the completed history.
+/// leases from assigned to unassigned (or to failed, on the last attempt),
+/// counted on `tasks_leased` (open work only), and counts the delayed tasks
+/// on `tasks_delayed`. No statement here reads the finished history.
 pub async fn counts(conn: &mut AsyncPgConnection) -> Result<TaskCounts, DbError> {
     diesel::sql_query(
         "WITH stored AS (
              SELECT coalesce(sum(n) FILTER (WHERE status = 'unassigned'), 0)::bigint AS unassigned,
                     coalesce(sum(n) FILTER (WHERE status = 'assigned'), 0)::bigint AS assigned,
-                    coalesce(sum(n) FILTER (WHERE status = 'completed'), 0)::bigint AS completed
+                    coalesce(sum(n) FILTER (WHERE status = 'completed'), 0)::bigint AS completed,
+                    coalesce(sum(n) FILTER (WHERE status = 'failed'), 0)::bigint AS failed,
+                    coalesce(sum(n) FILTER (WHERE status = 'cancelled'), 0)::bigint AS cancelled
              FROM task_count_deltas
          ), lapsed AS (
-             SELECT count(*) AS n FROM tasks WHERE status = 'assigned' AND lease_expires_at <= now()
+             SELECT count(*) FILTER (WHERE attempt - released < max_attempts) AS requeued,
+                    count(*) FILTER (WHERE attempt - released >= max_attempts) AS spent
+             FROM tasks WHERE status = 'assigned' AND lease_expires_at <= now()
+         ), delayed AS (
+             SELECT count(*) AS n FROM tasks
+             WHERE delayed AND not_before > now()
          )
-         SELECT stored.unassigned + lapsed.n AS unassigned,
-                stored.assigned - lapsed.n AS assigned,
-                stored.completed
-         FROM stored, lapsed",
+         SELECT stored.unassigned + lapsed.requeued AS unassigned,
+                stored.assigned - lapsed.requeued - lapsed.spent AS assigned,
+                stored.completed,
+                stored.failed + lapsed.spent AS failed,
+                stored.cancelled,
+                delayed.n AS delayed
+         FROM stored, lapsed, delayed",
     )
     .get_result(conn)
     .await

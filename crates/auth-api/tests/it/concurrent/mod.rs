@@ -7,6 +7,7 @@
 mod interleavings;
 mod limits;
 mod queue;
+mod queue_v1_1;
 mod retention;
 mod sessions;
 

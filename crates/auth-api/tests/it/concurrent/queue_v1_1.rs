@@ -1,0 +1,354 @@
+//! Races of the queue's v1.1 rules: idempotent creates, long-poll waiters
+//! and bursts, the worker's writes against cancel and a re-claim, and the
+//! attempt limit under lapsing leases.
+
+use super::{behind_lock, participant};
+use serde_json::{Value, json};
+use test_support::TestApp;
+use test_support::app::{TestAppConfig, json_uuid};
+use test_support::concurrency::{ReportedClaim, check_claims, run_together};
+use uuid::Uuid;
+
+/// Claimable now, by a fresh read (the contract's definition).
+const CLAIMABLE: &str = "SELECT count(*) AS n FROM tasks
+     WHERE schedulable AND status IN ('unassigned', 'assigned') AND attempt - released < max_attempts
+       AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+       AND (not_before IS NULL OR not_before <= now())";
+
+fn ids(body: &Value) -> Vec<Uuid> {
+    body["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| json_uuid(&t["id"]))
+        .collect()
+}
+
+/// Every task the database holds under a live lease, with its assignee.
+async fn held_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
+    let mut held = Vec::new();
+    for id in app
+        .db
+        .uuids("SELECT id FROM tasks WHERE status = 'assigned' AND lease_expires_at > now() ORDER BY id")
+        .await
+    {
+        let by = app
+            .db
+            .uuids(&format!("SELECT assigned_to AS id FROM tasks WHERE id = '{id}'"))
+            .await;
+        held.push((id, by[0]));
+    }
+    held
+}
+
+/// Ten creates of one key, all held at the table lock until every one waits
+/// there (so all have passed any check made before inserting): one row, and
+/// every answer names it; the keyless task each also sent is never lost.
+#[tokio::test]
+async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it() {
+    // A connection per participant, so all ten can wait at the lock.
+    let mut config = TestAppConfig::default();
+    config.pool.max_size = 10;
+    let app = TestApp::spawn_with(config).await;
+    let ada = app.signup("ada@example.com").await;
+    let held = app.db.hold("LOCK TABLE tasks IN SHARE MODE").await;
+    let answers = behind_lock(&app, held, 10, |i| {
+        let p = participant(&app);
+        let token = ada.token.clone();
+        async move {
+            let body = json!({"tasks": [
+                {"title": format!("from {i}"), "key": "invoice-7"},
+                {"title": format!("keyless {i}")}
+            ]});
+            p.send(
+                p.client
+                    .post(p.url("/v1/tasks"))
+                    .bearer_auth(token)
+                    .json(&body),
+            )
+            .await
+        }
+    })
+    .await;
+    let mut named = Vec::new();
+    let mut created = 0;
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+        named.push(json_uuid(&body["tasks"][0]["id"]));
+        created += body["created"].as_u64().unwrap_or(0);
+    }
+    let rows = app
+        .db
+        .uuids("SELECT id FROM tasks WHERE key = 'invoice-7'")
+        .await;
+    assert_eq!(rows.len(), 1, "one row for the key");
+    assert!(
+        named.iter().all(|id| *id == rows[0]),
+        "every answer names the stored task: {named:?} vs {rows:?}"
+    );
+    assert_eq!(created, 11, "the key once, each keyless task once");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) AS n FROM tasks WHERE key IS NULL")
+            .await,
+        10
+    );
+}
+
+/// Ten long-poll waiters, a queue pool of 4, and 60 tasks arriving in five
+/// bursts while validations keep running: every task claimed exactly once
+/// (tally per id against a fresh read), none left claimable when the
+/// waiters time out empty, and no validation refused.
+#[tokio::test]
+async fn long_poll_waiters_take_every_burst_once_and_validations_keep_flowing() {
+    const WAITERS: usize = 10;
+    let config = TestAppConfig::default();
+    assert!(
+        config.pool.max_size < WAITERS as u32,
+        "a pool smaller than the waiters"
+    );
+    let app = TestApp::spawn_with(config).await;
+    let producer = app.signup("producer@example.com").await;
+    let mut workers = Vec::new();
+    for i in 0..WAITERS {
+        workers.push(app.signup(&format!("waiter{i}@example.com")).await);
+    }
+    let waiting = run_together(WAITERS + 1, |i| {
+        let p = participant(&app);
+        let me = workers.get(i).cloned();
+        let checker = producer.token.clone();
+        async move {
+            let Some(me) = me else {
+                // The validator: sessions must be served while the waiters wait.
+                let mut refused = 0;
+                for _ in 0..60 {
+                    let req = p
+                        .client
+                        .get(p.url("/v1/sessions/current"))
+                        .bearer_auth(&checker);
+                    if p.send(req).await.0 != 200 {
+                        refused += 1;
+                    }
+                }
+                return (Vec::new(), refused);
+            };
+            let mut claims = Vec::new();
+            // Until a wait ends empty; bounded: 60 tasks, 1-3 per claim.
+            for _ in 0..80 {
+                let req = p
+                    .client
+                    .post(p.url("/v1/tasks/claim"))
+                    .bearer_auth(&me.token)
+                    .json(&json!({"count": 1 + i % 3, "wait_ms": 3000}));
+                let (status, body) = p.send(req).await;
+                assert_eq!(status, 200, "{body}");
+                let tasks = ids(&body);
+                let done = tasks.is_empty();
+                claims.push(ReportedClaim {
+                    participant: i,
+                    assignee: me.user_id,
+                    claimed: body["claimed"].as_u64().unwrap_or(u64::MAX) as usize,
+                    tasks,
+                });
+                if done {
+                    break;
+                }
+            }
+            (claims, 0)
+        }
+    });
+    let bursts = async {
+        let mut made = Vec::new();
+        for burst in 0..5 {
+            // Every waiter parked: each has just found the queue empty.
+            app.wait_for_claim_waiters(WAITERS).await;
+            made.extend(
+                app.create_n_tasks(&producer.token, &format!("burst {burst}"), 12)
+                    .await,
+            );
+        }
+        made
+    };
+    let (results, made) = tokio::join!(waiting, bursts);
+    let refused: usize = results.iter().map(|r| r.1).sum();
+    assert_eq!(refused, 0, "validations refused while claims waited");
+    let claims: Vec<ReportedClaim<Uuid>> = results.into_iter().flat_map(|r| r.0).collect();
+    let held = held_in_db(&app).await;
+    check_claims(&claims, &held).unwrap();
+    assert_eq!(held.len(), made.len(), "all 60 claimed, each once");
+    assert_eq!(
+        app.db.count(CLAIMABLE).await,
+        0,
+        "a waiter timed out empty while tasks were claimable"
+    );
+}
+
+/// A lapsed claim's worker writes while another worker re-claims: every
+/// late write is refused, whatever the order, and the re-claim holds.
+/// Then the new holder's complete, fail, release and heartbeat race a
+/// cancel: exactly one of complete, fail, release and cancel wins, and the
+/// stored task is what that winner made it. Six rounds, fresh tasks.
+#[tokio::test]
+async fn a_workers_writes_race_a_reclaim_and_a_cancel_with_one_outcome_per_attempt() {
+    let app = TestApp::spawn().await;
+    let late = app.signup("late@example.com").await;
+    let next = app.signup("next@example.com").await;
+    let boss = app.signup("boss@example.com").await;
+    for round in 0..6 {
+        let id = app
+            .create_n_tasks(&late.token, &format!("round {round}"), 1)
+            .await[0];
+        assert_eq!(app.claim_ok(&late.token, 1).await["claimed"], 1);
+        app.db
+            .execute(&format!(
+                "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = '{id}'"
+            ))
+            .await;
+        let writes = ["heartbeat", "complete", "fail", "release"];
+        let answers = run_together(5, |i| {
+            let p = participant(&app);
+            let (late, next) = (late.token.clone(), next.token.clone());
+            async move {
+                let req = match writes.get(i) {
+                    Some(action) => p
+                        .client
+                        .post(p.url(&format!("/v1/tasks/{id}/{action}")))
+                        .bearer_auth(late)
+                        .json(&json!({"error": "late", "retry": false})),
+                    None => p
+                        .client
+                        .post(p.url("/v1/tasks/claim"))
+                        .bearer_auth(next)
+                        .json(&json!({"count": 1})),
+                };
+                p.send(req).await
+            }
+        })
+        .await;
+        for (action, (status, body)) in writes.iter().zip(&answers) {
+            assert_eq!(
+                *status, 409,
+                "round {round}: a late {action} was accepted: {body}"
+            );
+        }
+        assert_eq!(ids(&answers[4].1), vec![id], "round {round}: the re-claim");
+        assert_eq!(held_in_db(&app).await, vec![(id, next.user_id)]);
+
+        let outcomes = ["complete", "fail", "release", "cancel", "heartbeat"];
+        let answers = run_together(5, |i| {
+            let p = participant(&app);
+            let token = if outcomes[i] == "cancel" {
+                boss.token.clone()
+            } else {
+                next.token.clone()
+            };
+            async move {
+                let req = p
+                    .client
+                    .post(p.url(&format!("/v1/tasks/{id}/{}", outcomes[i])))
+                    .bearer_auth(token)
+                    .json(&json!({"error": "gave up", "retry": false}));
+                p.send(req).await
+            }
+        })
+        .await;
+        for (action, (status, body)) in outcomes.iter().zip(&answers) {
+            assert!(
+                [200, 409].contains(status),
+                "round {round}: {action}: {status} {body}"
+            );
+        }
+        // The attempt ends once: by complete, fail or release; a cancel
+        // ends the task, before them or after a release (the one open state).
+        let worker_won: Vec<&str> = outcomes[..3]
+            .iter()
+            .zip(&answers)
+            .filter(|(_, (status, _))| *status == 200)
+            .map(|(action, _)| *action)
+            .collect();
+        let cancelled = answers[3].0 == 200;
+        let consistent = matches!(
+            (worker_won.as_slice(), cancelled),
+            ([], true) | ([_], false) | (["release"], true)
+        );
+        assert!(
+            consistent,
+            "round {round}: {worker_won:?} and cancel {cancelled}: {answers:?}"
+        );
+        let expected = match (worker_won.first(), cancelled) {
+            (_, true) => "status = 'cancelled' AND assigned_to IS NULL",
+            (Some(&"complete"), _) => "status = 'completed'",
+            (Some(&"fail"), _) => "status = 'failed' AND last_error = 'gave up'",
+            _ => "status = 'unassigned' AND assigned_to IS NULL",
+        };
+        assert_eq!(
+            app.db
+                .count(&format!(
+                    "SELECT count(*) AS n FROM tasks WHERE id = '{id}' AND {expected}"
+                ))
+                .await,
+            1,
+            "round {round}: the stored task is not what {worker_won:?} / cancel {cancelled} made it"
+        );
+        // Leave nothing claimable for the next round.
+        app.db
+            .execute(&format!("UPDATE tasks SET status = 'cancelled', finished_at = now(), assigned_to = NULL, assigned_by = NULL, assigned_at = NULL, lease_expires_at = NULL WHERE id = '{id}' AND status = 'unassigned'"))
+            .await;
+    }
+}
+
+/// A task allowed 3 attempts whose every lease lapses, raced each round by
+/// six claimers: claimed exactly 3 times in all, then `failed` with "lease
+/// expired", and never claimed again.
+#[tokio::test]
+async fn a_task_whose_lease_keeps_lapsing_fails_after_max_attempts_and_is_never_claimed_again() {
+    let app = TestApp::spawn().await;
+    let producer = app.signup("producer@example.com").await;
+    let mut claimers = Vec::new();
+    for i in 0..6 {
+        claimers.push(app.signup(&format!("claimer{i}@example.com")).await);
+    }
+    let res = app
+        .create_tasks(
+            &producer.token,
+            &json!({"tasks": [{"title": "cursed", "max_attempts": 3}]}),
+        )
+        .await;
+    let id = ids(&res.json::<Value>().await.unwrap())[0];
+    let mut claimed = Vec::new();
+    for round in 0..5 {
+        let got = run_together(6, |i| {
+            let p = participant(&app);
+            let token = claimers[i].token.clone();
+            async move {
+                let req = p
+                    .client
+                    .post(p.url("/v1/tasks/claim"))
+                    .bearer_auth(token)
+                    .json(&json!({"count": 1}));
+                let (status, body) = p.send(req).await;
+                assert_eq!(status, 200, "{body}");
+                ids(&body)
+            }
+        })
+        .await;
+        let this_round: Vec<Uuid> = got.into_iter().flatten().collect();
+        assert!(
+            this_round.len() <= 1,
+            "round {round}: claimed twice at once: {this_round:?}"
+        );
+        claimed.extend(this_round);
+        app.db
+            .execute("UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE status = 'assigned'")
+            .await;
+    }
+    assert_eq!(claimed, vec![id; 3], "claimed exactly max_attempts times");
+    let shown = app
+        .db
+        .count(&format!(
+            "SELECT count(*) AS n FROM task_view WHERE id = '{id}' AND status = 'failed' AND last_error = 'lease expired' AND attempt = 3"
+        ))
+        .await;
+    assert_eq!(shown, 1, "shown failed after its last lease lapsed");
+    assert_eq!(app.db.count(CLAIMABLE).await, 0);
+}

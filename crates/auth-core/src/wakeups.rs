@@ -1,0 +1,251 @@
+//! Wake-ups for long-poll claims. One listening connection per instance
+//! (`LISTEN tessera_tasks`, outside the pools) turns each notification the
+//! tasks' triggers send into a new generation of a watch channel; every
+//! waiting claim watches it, so waiting holds no pooled connection and one
+//! notification wakes every waiter of the instance. Waiters also re-check on
+//! their own every [`RECHECK`], so a lost notification (listener down,
+//! delayed task coming due, lapsed lease) costs a waiter at most that.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The channel the tasks' triggers notify.
+pub const CHANNEL: &str = "tessera_tasks";
+
+/// Longest a waiter goes without trying to claim again.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// An instance's wake-ups, its waiter count, and its shutdown signal.
+#[derive(Clone, Debug)]
+pub struct Wakeups {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    generation: watch::Sender<u64>,
+    stopping: watch::Sender<bool>,
+    waiting: AtomicUsize,
+    listening: AtomicBool,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            inner: Arc::new(Inner {
+                generation: watch::Sender::new(0),
+                stopping: watch::Sender::new(false),
+                waiting: AtomicUsize::new(0),
+                listening: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl Wakeups {
+    /// Wakes every waiter of this instance.
+    pub fn wake(&self) {
+        self.inner
+            .generation
+            .send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Ends every wait at once, for good (the service is shutting down).
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
+    }
+
+    /// Waiters parked right now (`/metrics`, and tests that must know all
+    /// waiters are parked before they create tasks).
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether the listener holds a live `LISTEN` connection.
+    pub fn listening(&self) -> bool {
+        self.inner.listening.load(Ordering::Relaxed)
+    }
+
+    /// A subscription: taken BEFORE a claim attempt, so a notification that
+    /// arrives while the attempt runs still ends the wait that follows it.
+    pub fn subscribe(&self) -> Subscription {
+        let mut generation = self.inner.generation.subscribe();
+        generation.mark_unchanged();
+        Subscription {
+            generation,
+            stopping: self.inner.stopping.subscribe(),
+            wakeups: self.clone(),
+        }
+    }
+
+    /// Listens on `url` until `alive` has no owner left, reconnecting with
+    /// backoff (250 ms to 5 s) when the connection fails. After each
+    /// (re)connect it wakes everyone: what was notified while it was down
+    /// is found by the claims that follow.
+    pub fn spawn_listener(&self, url: String, alive: std::sync::Weak<()>) {
+        let wakeups = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(250);
+            while alive.upgrade().is_some() && !wakeups.is_stopping() {
+                match wakeups.listen(&url, &alive).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        wakeups.inner.listening.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                            "task wake-up listener lost its connection; waiters re-check every second meanwhile");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            wakeups.inner.listening.store(false, Ordering::Relaxed);
+        });
+    }
+
+    /// One connection's life: `Ok` when the service is done with it.
+    async fn listen(
+        &self,
+        url: &str,
+        alive: &std::sync::Weak<()>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use tokio_postgres::AsyncMessage;
+        let mut config: tokio_postgres::Config = url.parse()?;
+        config.application_name("tessera listener");
+        let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
+        let wakeups = self.clone();
+        // The connection delivers notifications only while it is polled.
+        let driver = tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(AsyncMessage::Notification(_))) => wakeups.wake(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        self.inner.listening.store(true, Ordering::Relaxed);
+        self.wake();
+        let mut stopping = self.inner.stopping.subscribe();
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        tokio::pin!(driver);
+        loop {
+            tokio::select! {
+                ended = &mut driver => {
+                    return match ended {
+                        Ok(Err(e)) => Err(e.into()),
+                        Ok(Ok(())) | Err(_) => Err("the server closed the connection".into()),
+                    };
+                }
+                _ = stopping.wait_for(|s| *s) => return Ok(()),
+                _ = check.tick() => if alive.upgrade().is_none() { return Ok(()) },
+            }
+        }
+    }
+}
+
+/// One claim's view of the wake-ups.
+pub struct Subscription {
+    generation: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    wakeups: Wakeups,
+}
+
+/// Why a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// A notification, or the re-check interval: try to claim again.
+    TryAgain,
+    /// The service is shutting down: answer with what was claimed.
+    Stopping,
+}
+
+impl Subscription {
+    /// Waits for a notification since the last call (or since the
+    /// subscription), at most `limit`, counted among the waiters meanwhile.
+    pub async fn wait(&mut self, limit: Duration) -> Woken {
+        if *self.stopping.borrow() {
+            return Woken::Stopping;
+        }
+        let _counted = Waiting::enter(&self.wakeups);
+        let woken = tokio::select! {
+            // The sender lives as long as the Wakeups this holds: no error.
+            _ = self.generation.changed() => Woken::TryAgain,
+            _ = tokio::time::sleep(limit) => Woken::TryAgain,
+            _ = self.stopping.wait_for(|s| *s) => Woken::Stopping,
+        };
+        self.generation.mark_unchanged();
+        woken
+    }
+}
+
+/// Counts a parked waiter for as long as it lives.
+struct Waiting<'a>(&'a Wakeups);
+
+impl<'a> Waiting<'a> {
+    fn enter(wakeups: &'a Wakeups) -> Waiting<'a> {
+        wakeups.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(wakeups)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Wakeups, Woken};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_wake_during_the_attempt_ends_the_wait_that_follows() {
+        let wakeups = Wakeups::default();
+        let mut sub = wakeups.subscribe();
+        wakeups.wake(); // while the "claim" ran
+        let woken = tokio::time::timeout(Duration::from_secs(5), sub.wait(Duration::from_secs(60)))
+            .await
+            .expect("a pending wake-up ends the wait at once");
+        assert_eq!(woken, Woken::TryAgain);
+        assert_eq!(wakeups.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_counted_while_it_waits_and_stop_ends_it() {
+        let wakeups = Wakeups::default();
+        let mut sub = wakeups.subscribe();
+        let waiter = tokio::spawn(async move { sub.wait(Duration::from_secs(60)).await });
+        while wakeups.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        wakeups.stop();
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("stop ends the wait")
+            .unwrap();
+        assert_eq!(woken, Woken::Stopping);
+        assert_eq!(wakeups.waiting(), 0);
+        assert_eq!(
+            wakeups.subscribe().wait(Duration::from_secs(60)).await,
+            Woken::Stopping
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_wake_up_the_wait_lasts_its_limit() {
+        let wakeups = Wakeups::default();
+        let mut sub = wakeups.subscribe();
+        let started = tokio::time::Instant::now();
+        assert_eq!(sub.wait(Duration::from_millis(50)).await, Woken::TryAgain);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+}
