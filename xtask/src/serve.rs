@@ -71,6 +71,11 @@ Try it (bash; needs curl and python3 for reading the token):
   curl -s $B/v1/sessions -H "Authorization: Bearer $T"                    # list
   T=$(curl -s -XPOST $B/v1/sessions/current/refresh -H "Authorization: Bearer $T" \
       | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])') # rotate
+  A="Authorization: Bearer $T"
+  curl -s -XPOST $B/v1/tasks -H "$J" -H "$A" -d '{{"tasks":[{{"title":"send invoice 1","priority":5,"key":"invoice-1"}}]}}'
+  curl -s -XPOST $B/v1/tasks/claim -H "$J" -H "$A" -d '{{"count":1}}'               # takes it
+  curl -s -XPOST $B/v1/tasks/claim -H "$J" -H "$A" -d '{{"count":1,"wait_ms":3000}}' # long poll: claimed 0 after 3 s
+  curl -s $B/v1/tasks/stats -H "$A"
   curl -s -XDELETE $B/v1/sessions/current -H "Authorization: Bearer $T" -w '%{{http_code}}\n'   # logout: 204
   curl -s $B/v1/sessions/current -H "Authorization: Bearer $T"            # now 401 invalid_token
 "#

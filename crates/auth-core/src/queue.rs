@@ -293,10 +293,22 @@ impl TaskQueue {
                 break;
             }
             let req = self.claim_request(count, assignee, caller);
-            claimed = self
+            let tried = self
                 .db
                 .run(async |conn| Ok::<_, QueueError>(claim_due(conn, req).await?))
-                .await?;
+                .await;
+            claimed = match tried {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    // This try may have used the wake-up: pass it on.
+                    self.wakeups.wake();
+                    return Err(e);
+                }
+            };
+            // Took all it asked for: there may be more for the next waiter.
+            if claimed.len() as i64 == count {
+                self.wakeups.wake();
+            }
         }
         Ok(ClaimOutcome::new(count, claimed))
     }

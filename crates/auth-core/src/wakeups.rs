@@ -1,15 +1,18 @@
 //! Wake-ups for long-poll claims. One listening connection per instance
 //! (`LISTEN tessera_tasks`, outside the pools) turns each notification the
-//! tasks' triggers send into a new generation of a watch channel; every
-//! waiting claim watches it, so waiting holds no pooled connection and one
-//! notification wakes every waiter of the instance. Waiters also re-check on
-//! their own every [`RECHECK`], so a lost notification (listener down,
-//! delayed task coming due, lapsed lease) costs a waiter at most that.
+//! tasks' triggers send into a wake-up of ONE waiting claim (a baton: a
+//! woken claim that took all it asked for passes it on, as there may be
+//! more), so waiting holds no pooled connection and a burst is drained by a
+//! chain of claims instead of a herd of every waiter at once. Waiters also
+//! re-check on their own every [`RECHECK`], so a lost notification (listener
+//! down, delayed task coming due, lapsed lease) costs a waiter at most that.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, watch};
 
 /// The channel the tasks' triggers notify.
 pub const CHANNEL: &str = "tessera_tasks";
@@ -25,7 +28,7 @@ pub struct Wakeups {
 
 #[derive(Debug)]
 struct Inner {
-    generation: watch::Sender<u64>,
+    baton: Arc<Notify>,
     stopping: watch::Sender<bool>,
     waiting: AtomicUsize,
     listening: AtomicBool,
@@ -35,7 +38,7 @@ impl Default for Wakeups {
     fn default() -> Self {
         Wakeups {
             inner: Arc::new(Inner {
-                generation: watch::Sender::new(0),
+                baton: Arc::new(Notify::new()),
                 stopping: watch::Sender::new(false),
                 waiting: AtomicUsize::new(0),
                 listening: AtomicBool::new(false),
@@ -45,11 +48,16 @@ impl Default for Wakeups {
 }
 
 impl Wakeups {
-    /// Wakes every waiter of this instance.
+    /// Wakes one waiting claim (or, when none waits, the next to wait).
+    /// If that one is leaving instead, the wake-up passes to another.
     pub fn wake(&self) {
-        self.inner
-            .generation
-            .send_modify(|g| *g = g.wrapping_add(1));
+        self.inner.baton.notify_one();
+    }
+
+    /// Wakes every claim waiting now (the listener reconnected: what was
+    /// notified meanwhile is unknown).
+    pub fn wake_all(&self) {
+        self.inner.baton.notify_waiters();
     }
 
     /// Ends every wait at once, for good (the service is shutting down).
@@ -75,13 +83,18 @@ impl Wakeups {
     /// A subscription: taken BEFORE a claim attempt, so a notification that
     /// arrives while the attempt runs still ends the wait that follows it.
     pub fn subscribe(&self) -> Subscription {
-        let mut generation = self.inner.generation.subscribe();
-        generation.mark_unchanged();
         Subscription {
-            generation,
+            baton: self.armed(),
             stopping: self.inner.stopping.subscribe(),
             wakeups: self.clone(),
         }
+    }
+
+    /// A wake-up registered now: `wake` from here on reaches it.
+    fn armed(&self) -> Pin<Box<OwnedNotified>> {
+        let mut baton = Box::pin(self.inner.baton.clone().notified_owned());
+        baton.as_mut().enable();
+        baton
     }
 
     /// Listens on `url` until `alive` has no owner left, reconnecting with
@@ -132,7 +145,7 @@ impl Wakeups {
         });
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         self.inner.listening.store(true, Ordering::Relaxed);
-        self.wake();
+        self.wake_all();
         let mut stopping = self.inner.stopping.subscribe();
         let mut check = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(driver);
@@ -153,7 +166,7 @@ impl Wakeups {
 
 /// One claim's view of the wake-ups.
 pub struct Subscription {
-    generation: watch::Receiver<u64>,
+    baton: Pin<Box<OwnedNotified>>,
     stopping: watch::Receiver<bool>,
     wakeups: Wakeups,
 }
@@ -168,20 +181,22 @@ pub enum Woken {
 }
 
 impl Subscription {
-    /// Waits for a notification since the last call (or since the
-    /// subscription), at most `limit`, counted among the waiters meanwhile.
+    /// Waits for a wake-up since the last call (or since the
+    /// subscription), at most `limit`, counted among the waiters meanwhile;
+    /// re-armed before it returns, so the try that follows is covered too.
     pub async fn wait(&mut self, limit: Duration) -> Woken {
         if *self.stopping.borrow() {
             return Woken::Stopping;
         }
         let _counted = Waiting::enter(&self.wakeups);
         let woken = tokio::select! {
-            // The sender lives as long as the Wakeups this holds: no error.
-            _ = self.generation.changed() => Woken::TryAgain,
+            _ = &mut self.baton => Woken::TryAgain,
             _ = tokio::time::sleep(limit) => Woken::TryAgain,
+            // The sender lives as long as the Wakeups this holds: no error.
             _ = self.stopping.wait_for(|s| *s) => Woken::Stopping,
         };
-        self.generation.mark_unchanged();
+        // A wake-up not taken (timer or stop won) is forwarded by the drop.
+        self.baton = self.wakeups.armed();
         woken
     }
 }
@@ -206,6 +221,29 @@ impl Drop for Waiting<'_> {
 mod tests {
     use super::{Wakeups, Woken};
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_wake_wakes_one_waiter_and_a_second_the_other() {
+        let wakeups = Wakeups::default();
+        let (mut a, mut b) = (wakeups.subscribe(), wakeups.subscribe());
+        wakeups.wake();
+        let limit = Duration::from_secs(60);
+        let first = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                w = a.wait(limit) => ("a", w),
+                w = b.wait(limit) => ("b", w),
+            }
+        })
+        .await
+        .expect("one is woken");
+        assert_eq!(first.1, Woken::TryAgain);
+        let other = if first.0 == "a" { &mut b } else { &mut a };
+        let still = tokio::time::timeout(Duration::from_millis(100), other.wait(limit)).await;
+        assert!(still.is_err(), "the other waiter was woken too");
+        wakeups.wake();
+        let second = tokio::time::timeout(Duration::from_secs(5), other.wait(limit)).await;
+        assert_eq!(second.expect("the second wake reaches it"), Woken::TryAgain);
+    }
 
     #[tokio::test]
     async fn a_wake_during_the_attempt_ends_the_wait_that_follows() {

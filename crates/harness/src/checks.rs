@@ -38,12 +38,17 @@ pub fn from_record(record: &Record) -> Vec<Check> {
     for id in &record.claimed {
         *claims.entry(*id).or_default() += 1;
     }
-    for id in &record.released {
+    for id in record.released.iter().chain(&record.retried) {
         *claims.entry(*id).or_default() -= 1;
     }
-    // Each release lets a task be claimed once more; beyond that, two
-    // workers held it at once.
+    // Each release or retried failure lets a task be claimed once more;
+    // beyond that, two workers held it at once.
     let held_twice = claims.values().filter(|&&n| n > 1).count();
+    let mut keys: HashMap<&str, std::collections::HashSet<Uuid>> = HashMap::new();
+    for (key, id) in &record.keyed {
+        keys.entry(key.as_str()).or_default().insert(*id);
+    }
+    let split_keys = keys.values().filter(|ids| ids.len() > 1).count();
     vec![
         Check::new(
             "no task held twice",
@@ -63,6 +68,14 @@ pub fn from_record(record: &Record) -> Vec<Check> {
                 record.claimed.len(),
                 record.claimed_total,
                 record.empty_claims
+            ),
+        ),
+        Check::new(
+            "every answer for one idempotency key names one task",
+            split_keys == 0,
+            format!(
+                "{split_keys} of {} keys were answered with more than one task",
+                keys.len()
             ),
         ),
         Check::new(
@@ -118,6 +131,40 @@ pub fn retention_check(db: &dyn Counter, purged: f64) -> anyhow::Result<Check> {
     ))
 }
 
+/// Tasks claimed more often than their attempts allow (a release hands
+/// its attempt back).
+pub const PAST_MAX_ATTEMPTS_SQL: &str =
+    "SELECT count(*) FROM tasks WHERE attempt - released > max_attempts";
+
+fn distinct(ids: &[Uuid]) -> i64 {
+    ids.iter().collect::<std::collections::HashSet<_>>().len() as i64
+}
+
+/// Of the (key, task) pairs the clients were answered with, the keys whose
+/// row is not exactly that one task.
+fn keys_not_once(db: &dyn Counter, record: &Record) -> anyhow::Result<i64> {
+    let pairs: std::collections::BTreeSet<(&str, Uuid)> = record
+        .keyed
+        .iter()
+        .map(|(k, id)| (k.as_str(), *id))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let values = pairs
+        .iter()
+        .map(|(k, id)| format!("('{}', '{id}'::uuid)", k.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(",");
+    db.count(&format!(
+        // A key whose task is gone (retention) says nothing either way.
+        "SELECT count(*) FROM (VALUES {values}) AS answered(key, id)
+         WHERE (SELECT count(*) FROM tasks t WHERE t.key = answered.key) > 1
+            OR (EXISTS (SELECT 1 FROM tasks t WHERE t.key = answered.key)
+                AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.key = answered.key AND t.id = answered.id))"
+    ))
+}
+
 /// What of the acknowledged writes the database holds, read once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Persisted {
@@ -129,6 +176,16 @@ pub struct Persisted {
     pub tasks: i64,
     /// Users above the session limit right now.
     pub over_limit: i64,
+    pub failed: i64,
+    /// Retried failures whose error is on record (the task may have moved on).
+    pub retried: i64,
+    pub cancelled: i64,
+    /// Of the tasks whose holder was refused, those cancelled.
+    pub fenced_cancelled: i64,
+    /// Tasks claimed more often than their attempts allow.
+    pub past_max_attempts: i64,
+    /// Keys the clients were answered with that do not name exactly one row.
+    pub keys_not_once: i64,
 }
 
 impl Persisted {
@@ -140,6 +197,12 @@ impl Persisted {
             revoked: count_among(db, "sessions", "revoked_at IS NOT NULL", &record.logged_out)?,
             tasks: db.count("SELECT count(*) FROM tasks")?,
             over_limit: db.count(&over_limit_sql(limits))?,
+            failed: count_among(db, "tasks", "status = 'failed'", &record.failed)?,
+            retried: count_among(db, "tasks", "last_error IS NOT NULL", &record.retried)?,
+            cancelled: count_among(db, "tasks", "status = 'cancelled'", &record.cancelled)?,
+            fenced_cancelled: count_among(db, "tasks", "status = 'cancelled'", &record.fenced)?,
+            past_max_attempts: db.count(PAST_MAX_ATTEMPTS_SQL)?,
+            keys_not_once: keys_not_once(db, record)?,
         })
     }
 
@@ -150,6 +213,8 @@ impl Persisted {
             + (record.completed.len() as i64 - self.completed)
             + (record.logged_out.len() as i64 - self.revoked)
             + (record.tasks_created as i64 - self.tasks).max(0)
+            + (distinct(&record.failed) - self.failed)
+            + (distinct(&record.cancelled) - self.cancelled)
     }
 
     /// Nothing acknowledged is missing; nobody is over the session limit.
@@ -185,6 +250,46 @@ impl Persisted {
                     "{} users above {} active sessions",
                     self.over_limit, limits.sessions_per_user
                 ),
+            ),
+            Check::new(
+                "acknowledged failures persisted",
+                self.failed == distinct(&record.failed)
+                    && self.retried == distinct(&record.retried),
+                format!(
+                    "{} of {} failed, {} of {} retried tasks carry their error",
+                    self.failed,
+                    distinct(&record.failed),
+                    self.retried,
+                    distinct(&record.retried)
+                ),
+            ),
+            Check::new(
+                "acknowledged cancels persisted",
+                self.cancelled == distinct(&record.cancelled),
+                format!(
+                    "{} of {} cancelled in the database",
+                    self.cancelled,
+                    distinct(&record.cancelled)
+                ),
+            ),
+            Check::new(
+                "a holder's write was refused only for a cancelled task",
+                self.fenced_cancelled == distinct(&record.fenced),
+                format!(
+                    "{} of {} refused tasks are cancelled",
+                    self.fenced_cancelled,
+                    distinct(&record.fenced)
+                ),
+            ),
+            Check::new(
+                "no task claimed past its max_attempts",
+                self.past_max_attempts == 0,
+                format!("{} tasks", self.past_max_attempts),
+            ),
+            Check::new(
+                "no idempotency key stored twice or answered with a missing task",
+                self.keys_not_once == 0,
+                format!("{} keys", self.keys_not_once),
             ),
             Check::new(
                 "acknowledged task creations persisted",
@@ -268,6 +373,62 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_key_answered_with_two_tasks_fails_and_a_retried_task_may_be_claimed_again() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let record = Record {
+            keyed: vec![("k".into(), a), ("k".into(), a), ("j".into(), b)],
+            claimed: vec![a, a],
+            claimed_total: 2,
+            retried: vec![a],
+            ..Record::default()
+        };
+        assert!(failed(&from_record(&record)).is_empty());
+        let split = Record {
+            keyed: vec![("k".into(), a), ("k".into(), b)],
+            ..Record::default()
+        };
+        assert_eq!(
+            failed(&from_record(&split)),
+            ["every answer for one idempotency key names one task"]
+        );
+    }
+
+    #[test]
+    fn unpersisted_failures_and_cancels_a_task_past_its_attempts_and_a_split_key_fail()
+    -> anyhow::Result<()> {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let record = Record {
+            failed: vec![a, a],
+            retried: vec![b],
+            cancelled: vec![c],
+            fenced: vec![c],
+            keyed: vec![("k".into(), a)],
+            ..Record::default()
+        };
+        // assignments, tasks, over limit, failed, retried, cancelled, fenced, past max, keys
+        let db = Scripted {
+            answers: RefCell::new(vec![0, 0, 0, 1, 0, 0, 0, 2, 1]),
+            asked: RefCell::default(),
+        };
+        let persisted = Persisted::read(&record, &db, &LIMITS)?;
+        assert_eq!(persisted.lost(&record), 1, "the cancel");
+        assert_eq!(
+            failed(&persisted.checks(&record, &LIMITS)),
+            [
+                "acknowledged failures persisted",
+                "acknowledged cancels persisted",
+                "a holder's write was refused only for a cancelled task",
+                "no task claimed past its max_attempts",
+                "no idempotency key stored twice or answered with a missing task"
+            ]
+        );
+        let asked = db.asked.borrow();
+        assert!(asked[3].contains("status = 'failed'") && asked[3].contains(&a.to_string()));
+        assert!(asked[8].contains("('k', '"), "{asked:?}");
+        Ok(())
+    }
+
     /// Answers each query with the next count, remembering the SQL.
     struct Scripted {
         answers: RefCell<Vec<i64>>,
@@ -291,9 +452,9 @@ mod tests {
             claimed_total: 4,
             ..Record::default()
         };
-        // assignments, users, completed, revoked, tasks, over limit
+        // assignments, users, completed, revoked, tasks, over limit, past max_attempts
         let db = Scripted {
-            answers: RefCell::new(vec![4, 1, 1, 1, 5, 0]),
+            answers: RefCell::new(vec![4, 1, 1, 1, 5, 0, 0]),
             asked: RefCell::default(),
         };
         let persisted = Persisted::read(&record, &db, &LIMITS)?;
@@ -325,6 +486,12 @@ mod tests {
             revoked: 0,
             tasks: 0,
             over_limit: 1,
+            failed: 0,
+            retried: 0,
+            cancelled: 0,
+            fenced_cancelled: 0,
+            past_max_attempts: 0,
+            keys_not_once: 0,
         };
         assert_eq!(
             failed(&persisted.checks(&record, &LIMITS)),
@@ -336,11 +503,11 @@ mod tests {
     #[test]
     fn no_ids_asks_nothing_of_the_database() -> anyhow::Result<()> {
         let db = Scripted {
-            answers: RefCell::new(vec![0, 0, 0]),
+            answers: RefCell::new(vec![0, 0, 0, 0]),
             asked: RefCell::default(),
         };
         let persisted = Persisted::read(&Record::default(), &db, &LIMITS)?;
-        assert_eq!(db.asked.borrow().len(), 3, "only the three totals");
+        assert_eq!(db.asked.borrow().len(), 4, "only the four totals");
         assert_eq!(persisted.lost(&Record::default()), 0);
         Ok(())
     }

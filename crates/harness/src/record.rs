@@ -32,8 +32,24 @@ pub struct Record {
     /// Tasks whose release returned 200, and whose completion returned 200.
     pub released: Vec<Uuid>,
     pub completed: Vec<Uuid>,
-    /// Tasks the producers' batch creates acknowledged.
+    /// Tasks the producers' batch creates acknowledged as new rows.
     pub tasks_created: u64,
+    /// Tasks whose fail returned 200 as `failed`, and as back in the queue
+    /// (retried: claimable again after the backoff).
+    #[serde(default)]
+    pub failed: Vec<Uuid>,
+    #[serde(default)]
+    pub retried: Vec<Uuid>,
+    /// Tasks whose cancel returned 200.
+    #[serde(default)]
+    pub cancelled: Vec<Uuid>,
+    /// Tasks whose worker's write was refused `409 not_assignee` although
+    /// the worker held them: legal only if someone cancelled them.
+    #[serde(default)]
+    pub fenced: Vec<Uuid>,
+    /// Every (idempotency key, task id) a create answered with.
+    #[serde(default)]
+    pub keyed: Vec<(String, Uuid)>,
 }
 
 impl Record {
@@ -52,6 +68,11 @@ impl Record {
         self.released.extend(other.released);
         self.completed.extend(other.completed);
         self.tasks_created += other.tasks_created;
+        self.failed.extend(other.failed);
+        self.retried.extend(other.retried);
+        self.cancelled.extend(other.cancelled);
+        self.fenced.extend(other.fenced);
+        self.keyed.extend(other.keyed);
     }
 
     pub fn read(path: &Path) -> anyhow::Result<Record> {

@@ -106,6 +106,9 @@ struct Worker {
     calls: Vec<Call>,
     record: Record,
     extra_users: u64,
+    /// Batches created, and tasks finished (complete or fail), so far.
+    batches: u64,
+    finished: u64,
 }
 
 const PASSWORD: &str = "fault tier password";
@@ -121,6 +124,8 @@ impl Worker {
             calls: Vec::new(),
             record: Record::default(),
             extra_users: 0,
+            batches: 0,
+            finished: 0,
         }
     }
 
@@ -168,22 +173,49 @@ impl Worker {
         self.forget_token_unless_ok(&a);
     }
 
+    /// Creates 5 tasks, one under an idempotency key of this worker (sent
+    /// twice in a row: the second answer must name the same task), then
+    /// cancels one of them.
     fn create_tasks(&mut self) {
+        self.batches += 1;
+        let key = format!("{}-{}", self.email, self.batches);
         let tasks: Vec<Value> = (0..5)
-            .map(|i| json!({"title": format!("fault {i}")}))
+            .map(|i| match i {
+                0 => json!({"title": "fault keyed", "key": key, "priority": 5}),
+                _ => json!({"title": format!("fault {i}")}),
+            })
             .collect();
-        let a = self.send(
-            "create tasks",
-            "POST",
-            "/v1/tasks",
-            Some(json!({"tasks": tasks})),
-            &[201],
-        );
-        if a.status == 201 {
-            self.record.tasks_created += a.body["tasks"].as_array().map_or(0, Vec::len) as u64;
+        for _ in 0..2 {
+            let a = self.send(
+                "create tasks",
+                "POST",
+                "/v1/tasks",
+                Some(json!({"tasks": tasks})),
+                &[201],
+            );
+            if a.status != 201 {
+                continue;
+            }
+            self.record.tasks_created += a.body["created"].as_u64().unwrap_or(0);
+            if let Some(id) = uuid_of(&a.body["tasks"][0]["id"]) {
+                self.record.keyed.push((key.clone(), id));
+            }
+            if let Some(victim) = uuid_of(&a.body["tasks"][4]["id"]) {
+                let c = self.send(
+                    "cancel",
+                    "POST",
+                    &format!("/v1/tasks/{victim}/cancel"),
+                    None,
+                    &[200, 409],
+                );
+                if c.status == 200 {
+                    self.record.cancelled.push(victim);
+                }
+            }
         }
     }
 
+    /// Claims 2; completes most, fails every fourth for good.
     fn claim_and_complete(&mut self) {
         let a = self.send(
             "claim",
@@ -208,6 +240,20 @@ impl Worker {
         }
         for id in ids {
             self.record.claimed.push(id);
+            self.finished += 1;
+            if self.finished.is_multiple_of(4) {
+                let failed = self.send(
+                    "fail",
+                    "POST",
+                    &format!("/v1/tasks/{id}/fail"),
+                    Some(json!({"error": "fault tier", "retry": false})),
+                    &[200],
+                );
+                if failed.status == 200 {
+                    self.record.failed.push(id);
+                }
+                continue;
+            }
             let done = self.send(
                 "complete",
                 "POST",

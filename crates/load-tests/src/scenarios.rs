@@ -54,6 +54,13 @@ struct Task {
     id: Uuid,
     status: String,
     assigned_to: Option<Uuid>,
+    key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    tasks: Vec<Task>,
+    created: u64,
 }
 
 #[derive(Deserialize)]
@@ -183,13 +190,25 @@ async fn logout_and_login(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// Claims 1..=5 tasks, checks the answer is honest, completes most, releases some.
+/// Claims 1..=5 tasks (a quarter of the time as a long poll), checks the
+/// answer is honest, then for each: completes it (some after a heartbeat),
+/// releases it, or fails it with or without a retry.
 async fn work(user: &mut GooseUser) -> TransactionResult {
     let me = account(user)?;
     let count: u64 = rand::rng().random_range(1..=5);
+    let long_poll = rand::rng().random_bool(0.25);
+    let (body, name) = if long_poll {
+        (
+            json!({"count": count, "wait_ms": 500}),
+            "/v1/tasks/claim (long-poll)",
+        )
+    } else {
+        (json!({"count": count}), "/v1/tasks/claim")
+    };
     let mut reply = Call::new(GooseMethod::Post, "/v1/tasks/claim", &[200])
+        .named(name)
         .token(&me.token)
-        .json(json!({"count": count}))
+        .json(body)
         .send(user)
         .await?;
     let claim: Claim = reply.parse(user)?;
@@ -216,37 +235,93 @@ async fn work(user: &mut GooseUser) -> TransactionResult {
         return Err(reply.fail(user, "claim answer does not match what it claimed"));
     }
     for task in claim.tasks {
-        let release = rand::rng().random_bool(0.15);
-        let (path, name) = if release {
-            (
-                format!("/v1/tasks/{}/release", task.id),
-                "/v1/tasks/{id}/release",
-            )
-        } else {
-            (
-                format!("/v1/tasks/{}/complete", task.id),
-                "/v1/tasks/{id}/complete",
-            )
+        let roll: f64 = rand::rng().random();
+        let outcome = match roll {
+            r if r < 0.6 => Outcome::Complete,
+            r if r < 0.7 => Outcome::HeartbeatThenComplete,
+            r if r < 0.8 => Outcome::Release,
+            r if r < 0.92 => Outcome::Fail { retry: true },
+            _ => Outcome::Fail { retry: false },
         };
-        let mut done = Call::new(GooseMethod::Post, &path, &[200])
-            .named(name)
-            .token(&me.token)
-            .json(json!({}))
-            .send(user)
-            .await?;
-        let after: Task = done.parse(user)?;
-        let expected = if release { "unassigned" } else { "completed" };
-        if after.status != expected {
-            return Err(done.fail(user, "task in the wrong state after complete/release"));
-        }
-        record::with(|r| {
-            if release {
-                r.released.push(task.id);
-            } else {
-                r.completed.push(task.id);
-            }
-        });
+        finish(user, &me, task.id, outcome).await?;
     }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Complete,
+    HeartbeatThenComplete,
+    Release,
+    Fail { retry: bool },
+}
+
+/// Ends one held task as `outcome` says, checking the state it answers with.
+async fn finish(
+    user: &mut GooseUser,
+    me: &Account,
+    id: Uuid,
+    outcome: Outcome,
+) -> TransactionResult {
+    if let Outcome::HeartbeatThenComplete = outcome {
+        let mut beat = Call::new(
+            GooseMethod::Post,
+            &format!("/v1/tasks/{id}/heartbeat"),
+            &[200, 409],
+        )
+        .named("/v1/tasks/{id}/heartbeat")
+        .token(&me.token)
+        .json(json!({"lease_secs": 600}))
+        .send(user)
+        .await?;
+        if beat.status == 409 {
+            record::with(|r| r.fenced.push(id));
+            return Ok(());
+        }
+        let after: Task = beat.parse(user)?;
+        if after.status != "assigned" {
+            return Err(beat.fail(user, "a heartbeat lost the task"));
+        }
+    }
+    let (action, body) = match outcome {
+        Outcome::Complete | Outcome::HeartbeatThenComplete => ("complete", json!({})),
+        Outcome::Release => ("release", json!({})),
+        Outcome::Fail { retry } => (
+            "fail",
+            json!({"error": "load: simulated failure", "retry": retry}),
+        ),
+    };
+    let path = format!("/v1/tasks/{id}/{action}");
+    let name = format!("/v1/tasks/{{id}}/{action}");
+    // 409: a producer cancelled it meanwhile (checked against the database
+    // after the run: every such task must be cancelled).
+    let mut done = Call::new(GooseMethod::Post, &path, &[200, 409])
+        .named(&name)
+        .token(&me.token)
+        .json(body)
+        .send(user)
+        .await?;
+    if done.status == 409 {
+        record::with(|r| r.fenced.push(id));
+        return Ok(());
+    }
+    let after: Task = done.parse(user)?;
+    let acceptable: &[&str] = match outcome {
+        Outcome::Complete | Outcome::HeartbeatThenComplete => &["completed"],
+        Outcome::Release => &["unassigned"],
+        // A retry goes back to the queue unless that was its last attempt.
+        Outcome::Fail { retry: true } => &["unassigned", "failed"],
+        Outcome::Fail { retry: false } => &["failed"],
+    };
+    if !acceptable.contains(&after.status.as_str()) {
+        return Err(done.fail(user, "task in the wrong state after its worker's write"));
+    }
+    record::with(|r| match (outcome, after.status.as_str()) {
+        (Outcome::Release, _) => r.released.push(id),
+        (Outcome::Fail { .. }, "unassigned") => r.retried.push(id),
+        (Outcome::Fail { .. }, _) => r.failed.push(id),
+        _ => r.completed.push(id),
+    });
     Ok(())
 }
 
@@ -261,7 +336,14 @@ async fn my_tasks(user: &mut GooseUser) -> TransactionResult {
     .token(&me.token)
     .send(user)
     .await?;
-    let _: Tasks = reply.parse(user)?;
+    let mine: Tasks = reply.parse(user)?;
+    let all_mine = mine
+        .tasks
+        .iter()
+        .all(|t| t.status == "assigned" && t.assigned_to == Some(me.user_id));
+    if !all_mine {
+        return Err(reply.fail(user, "my assigned tasks listed another's or a finished one"));
+    }
     Ok(())
 }
 
@@ -274,12 +356,44 @@ async fn stats(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// Keys of recent batches: a producer sometimes sends one again, as a
+/// client retrying a create would, and must get the same task back.
+fn recent_keys() -> &'static std::sync::Mutex<Vec<String>> {
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(Default::default)
+}
+
 async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
     let me = account(user)?;
+    let again: Option<String> = {
+        let keys = recent_keys()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!keys.is_empty()).then(|| keys[rand::rng().random_range(0..keys.len())].clone())
+    };
     let tasks: Vec<_> = (0..size)
         .map(|i| {
+            let mut rng = rand::rng();
             // A few tasks are not schedulable: claims must pass over them.
-            json!({"title": format!("load task {i}"), "schedulable": i % 20 != 0})
+            let mut task = json!({
+                "title": format!("load task {i}"),
+                "schedulable": i % 20 != 0,
+                "priority": rng.random_range(-5..=5),
+            });
+            if rng.random_bool(0.1) {
+                let due = chrono::Utc::now()
+                    + chrono::Duration::milliseconds(rng.random_range(200..3000));
+                task["not_before"] = json!(due.to_rfc3339());
+            }
+            if rng.random_bool(0.1) {
+                task["max_attempts"] = json!(2);
+            }
+            if i == 0 && again.is_some() {
+                task["key"] = json!(again.clone());
+            } else if rng.random_bool(0.3) {
+                task["key"] = json!(format!("load-{}", Uuid::new_v4().simple()));
+            }
+            task
         })
         .collect();
     let mut reply = Call::new(GooseMethod::Post, "/v1/tasks", &[201])
@@ -287,11 +401,44 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
         .json(json!({"tasks": tasks}))
         .send(user)
         .await?;
-    let created: Tasks = reply.parse(user)?;
-    if created.tasks.len() != size {
+    let created: Created = reply.parse(user)?;
+    if created.tasks.len() != size || created.created > size as u64 {
         return Err(reply.fail(user, "batch create returned a different count"));
     }
-    record::with(|r| r.tasks_created += size as u64);
+    let keyed: Vec<(String, Uuid)> = created
+        .tasks
+        .iter()
+        .filter_map(|t| t.key.clone().map(|k| (k, t.id)))
+        .collect();
+    {
+        let mut keys = recent_keys()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.extend(keyed.iter().map(|(k, _)| k.clone()));
+        let excess = keys.len().saturating_sub(100);
+        keys.drain(..excess);
+    }
+    record::with(|r| {
+        r.tasks_created += created.created;
+        r.keyed.extend(keyed);
+    });
+    // Now and then a producer changes its mind about one task.
+    if rand::rng().random_bool(0.2) {
+        let victim = created.tasks[rand::rng().random_range(0..created.tasks.len())].id;
+        let cancel = Call::new(
+            GooseMethod::Post,
+            &format!("/v1/tasks/{victim}/cancel"),
+            &[200, 409],
+        )
+        .named("/v1/tasks/{id}/cancel")
+        .token(&me.token)
+        .json(json!({}))
+        .send(user)
+        .await?;
+        if cancel.status == 200 {
+            record::with(|r| r.cancelled.push(victim));
+        }
+    }
     Ok(())
 }
 

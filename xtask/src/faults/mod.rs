@@ -7,6 +7,7 @@
 mod cases;
 mod chart;
 mod hostile;
+mod long_poll;
 mod pgbouncer;
 mod report;
 mod schemathesis;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// Only these cases (repeatable): kill-connections, postgres-restart,
     /// pool-exhaustion, sigterm, startup, pgbouncer, bounds, hash-flood, bulkhead,
-    /// schemathesis.
+    /// long-poll, schemathesis.
     #[arg(long = "case")]
     cases: Vec<String>,
     /// Traffic threads per case.
@@ -81,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|c| c.slug())
         .chain(hostile::CASES)
-        .chain(["schemathesis"])
+        .chain([long_poll::NAME, "schemathesis"])
         .collect();
     if let Some(unknown) = args.cases.iter().find(|c| !known.contains(&c.as_str())) {
         anyhow::bail!("unknown case `{unknown}`; known: {}", known.join(", "));
@@ -164,6 +165,13 @@ fn run_cases(
     for name in hostile::CASES.into_iter().filter(|c| wanted(c)) {
         let bar = spinner(name);
         let report = hostile::run(name, &admin, &dir)?;
+        bar.finish_and_clear();
+        announce(&report);
+        reports.push(report);
+    }
+    if wanted(long_poll::NAME) {
+        let bar = spinner(long_poll::NAME);
+        let report = long_poll::run(&admin, &dir)?;
         bar.finish_and_clear();
         announce(&report);
         reports.push(report);

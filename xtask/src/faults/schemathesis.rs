@@ -27,6 +27,9 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
         .to_vec();
     // The hook logs in before every case; keep its sessions.
     env.push(("TESSERA_MAX_SESSIONS_PER_USER", "100000".to_owned()));
+    // Generated claims may ask for any wait up to 30 s on an empty queue;
+    // the service's cap keeps each to 50 ms (the rules are tier 1's).
+    env.push(("TESSERA_TASK_MAX_WAIT_MS", "50".to_owned()));
     let mut service = Service::start(
         &db.url().to_string(),
         &env,
