@@ -14,15 +14,16 @@ pub const ACTIVE_SESSION_SQL: &str =
 pub const RETENTION_SECS: u64 = 7 * 24 * 3600;
 
 /// Rows the contract says the cleanup deletes, still present: sessions
-/// revoked or expired longer than the retention ago, and tasks completed
-/// longer ago.
+/// revoked or expired longer than the retention ago, and tasks completed,
+/// failed or cancelled longer ago.
 pub fn past_retention_sql() -> String {
     format!(
         "SELECT (SELECT count(*) FROM sessions
                   WHERE revoked_at < now() - interval '{RETENTION_SECS} seconds'
                      OR LEAST(idle_expires_at, absolute_expires_at) < now() - interval '{RETENTION_SECS} seconds')
               + (SELECT count(*) FROM tasks
-                  WHERE status = 'completed' AND completed_at < now() - interval '{RETENTION_SECS} seconds')"
+                  WHERE status IN ('completed', 'failed', 'cancelled')
+                    AND finished_at < now() - interval '{RETENTION_SECS} seconds')"
     )
 }
 

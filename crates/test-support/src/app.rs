@@ -349,13 +349,43 @@ impl TestApp {
             StatusCode::CREATED,
         )
         .await;
-        body["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|t| json_uuid(&t["id"]))
-            .collect()
+        task_ids(&body)
     }
+
+    /// A claim sent from a task of its own (a long poll the test lets wait
+    /// while it acts): its status and body once answered.
+    pub fn spawn_claim(
+        &self,
+        token: &str,
+        body: Value,
+    ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+        let (client, url, token) = (
+            self.client.clone(),
+            self.url("/v1/tasks/claim"),
+            token.to_owned(),
+        );
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("claim request failed");
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    }
+}
+
+/// The ids of `body["tasks"]`, in order.
+pub fn task_ids(body: &Value) -> Vec<Uuid> {
+    body["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| json_uuid(&t["id"]))
+        .collect()
 }
 
 impl Drop for TestApp {

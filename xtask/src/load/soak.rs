@@ -48,9 +48,9 @@ impl Seed {
         let started = Instant::now();
         if self.completed_tasks > 0 {
             db.query(&format!(
-                "INSERT INTO tasks (id, title, status, completed_at, created_at)
+                "INSERT INTO tasks (id, title, status, completed_at, finished_at, created_at)
                  SELECT gen_random_uuid(), 'seeded ' || i, 'completed',
-                        now() - interval '1 day', now() - interval '2 days'
+                        now() - interval '1 day', now() - interval '1 day', now() - interval '2 days'
                  FROM generate_series(1, {}) AS i",
                 self.completed_tasks
             ))?;

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use test_support::app::{expect_problem, expect_status, json_uuid};
+use test_support::app::{expect_problem, expect_status, json_uuid, task_ids as ids};
 use test_support::{LoggedIn, TestApp};
 use uuid::Uuid;
 
@@ -25,15 +25,6 @@ async fn act(
 ) -> reqwest::Response {
     app.post_json(&format!("/v1/tasks/{id}/{action}"), Some(&who.token), &body)
         .await
-}
-
-fn ids(body: &Value) -> Vec<Uuid> {
-    body["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| json_uuid(&t["id"]))
-        .collect()
 }
 
 /// Seconds from the database's now to `column` of task `id`.
@@ -642,23 +633,7 @@ async fn a_long_poll_claim_takes_a_task_created_while_it_waits() {
         )
         .await;
     }
-    let waiter = {
-        let (client, url, token) = (
-            app.client.clone(),
-            app.url("/v1/tasks/claim"),
-            ada.token.clone(),
-        );
-        tokio::spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({"count": 5, "wait_ms": 20000}))
-                .send()
-                .await
-                .unwrap();
-            (res.status(), res.json::<Value>().await.unwrap())
-        })
-    };
+    let waiter = app.spawn_claim(&ada.token, json!({"count": 5, "wait_ms": 20000}));
     app.wait_for_claim_waiters(1).await;
     let made = ids(&create(&app, &ada, json!([{"title": "arrives"}])).await);
     let (status, body) = tokio::time::timeout(Duration::from_secs(15), waiter)
@@ -700,23 +675,7 @@ async fn a_long_poll_claim_finds_a_task_that_comes_due_without_any_notification(
         json!([{"title": "later", "not_before": "2999-01-01T00:00:00Z"}]),
     )
     .await)[0];
-    let waiter = {
-        let (client, url, token) = (
-            app.client.clone(),
-            app.url("/v1/tasks/claim"),
-            ada.token.clone(),
-        );
-        tokio::spawn(async move {
-            let res = client
-                .post(url)
-                .bearer_auth(token)
-                .json(&json!({"count": 1, "wait_ms": 20000}))
-                .send()
-                .await
-                .unwrap();
-            res.json::<Value>().await.unwrap()
-        })
-    };
+    let waiter = app.spawn_claim(&ada.token, json!({"count": 1, "wait_ms": 20000}));
     app.wait_for_claim_waiters(1).await;
     // Behind the triggers' back: no notification, only the re-check finds it.
     app.db
@@ -727,7 +686,7 @@ async fn a_long_poll_claim_finds_a_task_that_comes_due_without_any_notification(
             "UPDATE tasks SET not_before = now() WHERE id = '{id}'"
         ))
         .await;
-    let body = tokio::time::timeout(Duration::from_secs(15), waiter)
+    let (_, body) = tokio::time::timeout(Duration::from_secs(15), waiter)
         .await
         .expect("found by the re-check")
         .unwrap();
@@ -739,23 +698,7 @@ async fn shutdown_ends_long_poll_claims_at_once_with_nothing_claimed() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let waiters: Vec<_> = (0..3)
-        .map(|_| {
-            let (client, url, token) = (
-                app.client.clone(),
-                app.url("/v1/tasks/claim"),
-                ada.token.clone(),
-            );
-            tokio::spawn(async move {
-                let res = client
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"count": 1, "wait_ms": 30000}))
-                    .send()
-                    .await
-                    .unwrap();
-                (res.status(), res.json::<Value>().await.unwrap())
-            })
-        })
+        .map(|_| app.spawn_claim(&ada.token, json!({"count": 1, "wait_ms": 30000})))
         .collect();
     app.wait_for_claim_waiters(3).await;
     app.state.queue.wakeups().stop();

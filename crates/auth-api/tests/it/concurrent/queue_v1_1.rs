@@ -5,7 +5,7 @@
 use super::{behind_lock, participant};
 use serde_json::{Value, json};
 use test_support::TestApp;
-use test_support::app::{TestAppConfig, json_uuid};
+use test_support::app::{TestAppConfig, json_uuid, task_ids as ids};
 use test_support::concurrency::{ReportedClaim, check_claims, run_together};
 use uuid::Uuid;
 
@@ -14,15 +14,6 @@ const CLAIMABLE: &str = "SELECT count(*) AS n FROM tasks
      WHERE schedulable AND status IN ('unassigned', 'assigned') AND attempt - released < max_attempts
        AND (lease_expires_at IS NULL OR lease_expires_at <= now())
        AND (not_before IS NULL OR not_before <= now())";
-
-fn ids(body: &Value) -> Vec<Uuid> {
-    body["tasks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| json_uuid(&t["id"]))
-        .collect()
-}
 
 /// Every task the database holds under a live lease, with its assignee.
 async fn held_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
