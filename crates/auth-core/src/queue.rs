@@ -286,7 +286,7 @@ impl TaskQueue {
                 break;
             }
             or_fault!(LongPollNoRecheck => {
-                tokio::time::sleep(left).await;
+                woken.sleep_out(left).await;
                 Ok(ClaimOutcome::new(count, Vec::new()))
             });
             if woken.wait(left.min(RECHECK)).await == Woken::Stopping {

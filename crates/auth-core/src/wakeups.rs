@@ -201,6 +201,19 @@ impl Subscription {
     }
 }
 
+#[cfg(feature = "faults")]
+impl Subscription {
+    /// The `long_poll_no_recheck` fault: parked (and counted) for `limit`,
+    /// deaf to every wake-up but the shutdown.
+    pub(crate) async fn sleep_out(&mut self, limit: Duration) {
+        let _counted = Waiting::enter(&self.wakeups);
+        tokio::select! {
+            _ = tokio::time::sleep(limit) => {}
+            _ = self.stopping.wait_for(|s| *s) => {}
+        }
+    }
+}
+
 /// Counts a parked waiter for as long as it lives.
 struct Waiting<'a>(&'a Wakeups);
 

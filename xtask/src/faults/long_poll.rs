@@ -1,4 +1,5 @@
-//! `long-poll`: 50 waiters park on an empty queue with `wait_ms` 10000,
+//! `long-poll`: 50 waiters park on an empty queue with `wait_ms` 10000
+//! (3000 in test-all's short tier 4),
 //! then 500 tasks arrive in 5 bursts. Every task must be claimed exactly
 //! once (a fresh read of the database and a tally of every answer), each
 //! waiter must end with a wait that timed out empty, and the median time
@@ -23,7 +24,6 @@ pub const NAME: &str = "long-poll";
 const WAITERS: usize = 50;
 const BURSTS: usize = 5;
 const PER_BURST: usize = 100;
-const WAIT_MS: u64 = 10_000;
 /// The queue pool: far smaller than the number of waiters.
 const POOL: u32 = 10;
 /// What a notified wake-up must beat: half the re-check period.
@@ -44,12 +44,14 @@ struct Run {
     requests: usize,
 }
 
-pub fn run(admin: &Psql, dir: &std::path::Path) -> anyhow::Result<CaseReport> {
-    let woken = one_run(admin, dir, "long_poll", &[])?;
+pub fn run(admin: &Psql, dir: &std::path::Path, wait: Duration) -> anyhow::Result<CaseReport> {
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let woken = one_run(admin, dir, "long_poll", wait_ms, &[])?;
     let unwoken = one_run(
         admin,
         dir,
         "long_poll_no_listener",
+        wait_ms,
         &[("TESSERA_DB_POOLER", "transaction".to_owned())],
     )?;
     let distinct: std::collections::BTreeSet<&String> = woken.claimed.iter().collect();
@@ -112,6 +114,7 @@ fn one_run(
     admin: &Psql,
     dir: &std::path::Path,
     database: &str,
+    wait_ms: u64,
     extra_env: &[(&str, String)],
 ) -> anyhow::Result<Run> {
     admin.recreate_database(database)?;
@@ -152,7 +155,7 @@ fn one_run(
         .into_iter()
         .map(|token| {
             let base = base.clone();
-            std::thread::spawn(move || wait_for_work(&base, &token))
+            std::thread::spawn(move || wait_for_work(&base, &token, wait_ms))
         })
         .collect();
     for burst in 0..BURSTS {
@@ -218,8 +221,8 @@ struct Seen {
 }
 
 /// Claims with `wait_ms` until a wait ends empty (bounded: 500 tasks).
-fn wait_for_work(base: &str, token: &str) -> Seen {
-    let agent = agent(Duration::from_millis(WAIT_MS + 20_000));
+fn wait_for_work(base: &str, token: &str, wait_ms: u64) -> Seen {
+    let agent = agent(Duration::from_millis(wait_ms + 20_000));
     let mut seen = Seen {
         statuses: Vec::new(),
         claimed: Vec::new(),
@@ -230,7 +233,7 @@ fn wait_for_work(base: &str, token: &str) -> Seen {
             .post(&format!("{base}/v1/tasks/claim"))
             .header("Authorization", format!("Bearer {token}"))
             .content_type("application/json")
-            .send(json!({"count": 5, "wait_ms": WAIT_MS}).to_string());
+            .send(json!({"count": 5, "wait_ms": wait_ms}).to_string());
         let Ok(mut answer) = answer else {
             seen.statuses.push(0);
             return seen;

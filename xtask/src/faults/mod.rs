@@ -75,6 +75,8 @@ pub struct Pace {
     pub workers: usize,
     pub before: Duration,
     pub after: Duration,
+    /// The `long-poll` case's `wait_ms` (each waiter's last wait lasts it).
+    pub long_poll_wait: Duration,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -92,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         workers: args.workers.max(1),
         before: Duration::from_secs(args.seconds),
         after: Duration::from_secs(args.seconds),
+        long_poll_wait: Duration::from_secs(10),
     };
     let reports = run_cases(&pace, args.examples, &wanted)?;
     anyhow::ensure!(
@@ -114,6 +117,7 @@ pub fn short() -> Row {
         workers: 4,
         before: Duration::from_secs(1),
         after: Duration::from_secs(2),
+        long_poll_wait: Duration::from_secs(3),
     };
     let outcome = run_cases(&pace, 25, &|_| true);
     let (tests, ok) = match &outcome {
@@ -171,7 +175,7 @@ fn run_cases(
     }
     if wanted(long_poll::NAME) {
         let bar = spinner(long_poll::NAME);
-        let report = long_poll::run(&admin, &dir)?;
+        let report = long_poll::run(&admin, &dir, pace.long_poll_wait)?;
         bar.finish_and_clear();
         announce(&report);
         reports.push(report);

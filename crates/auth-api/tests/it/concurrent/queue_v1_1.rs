@@ -86,7 +86,7 @@ async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it(
     );
 }
 
-/// Ten long-poll waiters, a queue pool of 4, and 60 tasks arriving in five
+/// Ten long-poll waiters (`wait_ms` 1500, beyond the 1 s re-check), a queue pool of 4, and 60 tasks arriving in five
 /// bursts while validations keep running: every task claimed exactly once
 /// (tally per id against a fresh read), none left claimable when the
 /// waiters time out empty, and no validation refused.
@@ -130,7 +130,7 @@ async fn long_poll_waiters_take_every_burst_once_and_validations_keep_flowing() 
                     .client
                     .post(p.url("/v1/tasks/claim"))
                     .bearer_auth(&me.token)
-                    .json(&json!({"count": 1 + i % 3, "wait_ms": 3000}));
+                    .json(&json!({"count": 1 + i % 3, "wait_ms": 1500}));
                 let (status, body) = p.send(req).await;
                 assert_eq!(status, 200, "{body}");
                 let tasks = ids(&body);
