@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
@@ -30,7 +30,8 @@ pub struct Wakeups {
 struct Inner {
     baton: Arc<Notify>,
     stopping: watch::Sender<bool>,
-    waiting: AtomicUsize,
+    /// Parked claims: a watch, so a test can await a count instead of polling.
+    waiting: watch::Sender<usize>,
     listening: AtomicBool,
 }
 
@@ -40,7 +41,7 @@ impl Default for Wakeups {
             inner: Arc::new(Inner {
                 baton: Arc::new(Notify::new()),
                 stopping: watch::Sender::new(false),
-                waiting: AtomicUsize::new(0),
+                waiting: watch::Sender::new(0),
                 listening: AtomicBool::new(false),
             }),
         }
@@ -72,7 +73,15 @@ impl Wakeups {
     /// Waiters parked right now (`/metrics`, and tests that must know all
     /// waiters are parked before they create tasks).
     pub fn waiting(&self) -> usize {
-        self.inner.waiting.load(Ordering::Relaxed)
+        *self.inner.waiting.borrow()
+    }
+
+    /// Returns once at least `n` claims are parked (each tried once and
+    /// found nothing): the hook tests use to act only after the waiters wait.
+    pub async fn until_waiting(&self, n: usize) {
+        let mut parked = self.inner.waiting.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = parked.wait_for(|w| *w >= n).await;
     }
 
     /// Whether the listener holds a live `LISTEN` connection.
@@ -219,14 +228,14 @@ struct Waiting<'a>(&'a Wakeups);
 
 impl<'a> Waiting<'a> {
     fn enter(wakeups: &'a Wakeups) -> Waiting<'a> {
-        wakeups.inner.waiting.fetch_add(1, Ordering::Relaxed);
+        wakeups.inner.waiting.send_modify(|w| *w += 1);
         Waiting(wakeups)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.inner.waiting.send_modify(|w| *w -= 1);
     }
 }
 
@@ -275,9 +284,7 @@ mod tests {
         let wakeups = Wakeups::default();
         let mut sub = wakeups.subscribe();
         let waiter = tokio::spawn(async move { sub.wait(Duration::from_secs(60)).await });
-        while wakeups.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        wakeups.until_waiting(1).await;
         wakeups.stop();
         let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await

@@ -162,18 +162,17 @@ impl TestApp {
     }
 
     /// Returns once at least `n` long-poll claims are parked in this
-    /// instance (each has tried once and found nothing); panics after 15 s.
+    /// instance (each has tried once and found nothing), awaited on the
+    /// queue's own waiter count; panics after 15 s.
     pub async fn wait_for_claim_waiters(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         let wakeups = self.state.queue.wakeups();
-        while wakeups.waiting() < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
+        let parked =
+            tokio::time::timeout(std::time::Duration::from_secs(15), wakeups.until_waiting(n));
+        if parked.await.is_err() {
+            panic!(
                 "fewer than {n} claims were waiting within 15 s ({} were)",
                 wakeups.waiting()
             );
-            // Polling a condition, not ordering anyone: nothing waits on this.
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 
