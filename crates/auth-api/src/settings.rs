@@ -72,7 +72,7 @@ settings! {
     "TESSERA_POOL_CONNECTION_TIMEOUT_MS" => "Checkout wait before 503", PoolConfig::default().connection_timeout_ms.to_string();
     "TESSERA_POOL_IDLE_TIMEOUT_MS" => "Close connections idle this long", format!("{:?}", PoolConfig::default().idle_timeout_ms);
     "TESSERA_POOL_MAX_LIFETIME_MS" => "Close connections this old", format!("{:?}", PoolConfig::default().max_lifetime_ms);
-    "TESSERA_POOL_TEST_ON_CHECKOUT" => "Ping each connection on checkout (one round trip per request)", PoolConfig::default().test_on_checkout.to_string();
+    "TESSERA_POOL_TEST_ON_CHECKOUT" => "Ping each connection on checkout (one more round trip per request; off: a dead connection fails one request and is dropped)", PoolConfig::default().test_on_checkout.to_string();
     "TESSERA_STATEMENT_TIMEOUT_MS" => "statement_timeout of the queue class's connections", PoolConfig::default().statement_timeout_ms.to_string();
     "TESSERA_DB_POOLER" => "`transaction` behind a transaction pooler such as PgBouncer (no state kept past a transaction), else `none`", Pooler::default().to_string();
     "TESSERA_SESSIONS_POOL_MAX_SIZE" => "Connections of the sessions class", "the profile's max_size".into();

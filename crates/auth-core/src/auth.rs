@@ -140,10 +140,7 @@ impl SessionService {
         // The connection goes back to the pool before hashing: never hold one while hashing.
         let (attempt, user) = self
             .db
-            .run(async |conn| {
-                let attempt = self.limit.admit(conn, email.as_str()).await?;
-                Ok::<_, SessionError>((attempt, users::find_by_email(conn, email.as_str()).await?))
-            })
+            .run(async |conn| self.limit.admit(conn, email.as_str()).await)
             .await?;
         let verified = match (&user, Password::parse(password)) {
             (Some(user), Ok(_)) => slot.verify(password, &user.password_hash).await,
@@ -167,8 +164,10 @@ impl SessionService {
     }
 
     /// Inserts a session within the per-user limit, evicting the oldest. The
-    /// user's row lock serialises this user's logins, so the count read here
-    /// is still true when the insert commits: the limit holds at every instant.
+    /// user's row lock serialises this user's logins, so the count read by
+    /// the statement after it is still true when the insert commits: the
+    /// limit holds at every instant. Three round trips: `BEGIN` with the
+    /// lock, the statement ([`sessions::open`]), `COMMIT`.
     async fn open_session(
         &self,
         user_id: Uuid,
@@ -179,30 +178,25 @@ impl SessionService {
         let hash = token.hash();
         let session_id = Uuid::new_v4();
         let policy = self.policy.clone();
+        let lock = users::lock_sql(user_id);
         let row = self
             .db
-            .transaction(async move |conn| {
-                attempt.succeeded(conn).await?;
-                if !fault_active!(SessionLimitWithoutLock) && !users::lock(conn, user_id).await? {
-                    return Err(SessionError::InvalidCredentials);
-                }
-                // Expired sessions never come back; dropping this user's
-                // keeps the count and the eviction below reading only live
-                // rows, however long the user's history.
-                sessions::delete_expired_of(conn, user_id).await?;
-                let active = sessions::count_active(conn, user_id).await?;
-                let evict = policy.max_sessions_per_user.to_evict_for_one_more(active);
-                sessions::revoke_oldest(conn, user_id, evict).await?;
-                let new = sessions::NewSession {
-                    id: session_id,
-                    user_id,
-                    hash: &hash,
-                    client,
-                };
-                Ok(
-                    sessions::insert(conn, new, policy.idle_timeout, policy.absolute_lifetime)
-                        .await?,
-                )
+            .run(async |conn| {
+                crate::db::atomic_after(conn, lock.as_deref(), async move |conn| {
+                    let reported = attempt.succeeded(conn).await?;
+                    let new = sessions::NewSession {
+                        id: session_id,
+                        user_id,
+                        hash: &hash,
+                        client,
+                    };
+                    let limit = i64::from(policy.max_sessions_per_user.get());
+                    let lifetimes = (policy.idle_timeout, policy.absolute_lifetime);
+                    sessions::open(conn, new, limit, lifetimes, reported)
+                        .await?
+                        .ok_or(SessionError::InvalidCredentials)
+                })
+                .await
             })
             .await?;
         Ok(IssuedSession {
@@ -214,7 +208,8 @@ impl SessionService {
     }
 
     /// The session behind `token`, if active; slides its idle expiry (at most
-    /// one write per session per touch interval).
+    /// one write per session per touch interval). One statement
+    /// ([`sessions::validate`]), a second only for a token that opens nothing.
     pub async fn validate(&self, token: &str) -> Result<Principal> {
         let token = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
         // `None` is an answer, not an error: behind a transaction pooler an
@@ -222,17 +217,15 @@ impl SessionService {
         let session = self
             .db
             .run(async |conn| {
-                let Some(found) =
-                    sessions::find_active_by_hash(conn, &token.hash(), self.policy.touch_interval)
-                        .await?
-                else {
-                    self.not_active(conn, &token.hash()).await?;
-                    return Ok::<_, SessionError>(None);
-                };
-                if !found.touch_due {
-                    return Ok(Some(found.session));
+                let hash = token.hash();
+                let policy = &self.policy;
+                let found =
+                    sessions::validate(conn, &hash, policy.touch_interval, policy.idle_timeout)
+                        .await?;
+                if found.is_none() {
+                    self.not_active(conn, &hash).await?;
                 }
-                Ok(sessions::touch(conn, &found.session, self.policy.idle_timeout).await?)
+                Ok::<_, SessionError>(found)
             })
             .await?
             .ok_or(SessionError::InvalidToken)?;

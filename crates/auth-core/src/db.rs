@@ -83,15 +83,48 @@ where
     in_transaction(conn, "BEGIN", work).await
 }
 
+/// Runs `work` in a transaction that first runs `prelude`: simple-protocol
+/// SQL whose text carries no outside input (a lock by a numeric key or an
+/// id the service generated). Directly, the prelude rides on the `BEGIN`,
+/// one round trip for both; inside a transaction already open (behind a
+/// transaction pooler) it is sent on its own.
+pub async fn atomic_after<R, E, F>(
+    conn: &mut AsyncPgConnection,
+    prelude: Option<&str>,
+    work: F,
+) -> Result<R, E>
+where
+    F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<R, E>,
+    E: From<StoreError>,
+{
+    let Some(prelude) = prelude else {
+        return atomic(conn, work).await;
+    };
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(StoreError::from)?;
+    if depth.is_some() {
+        conn.batch_execute(prelude)
+            .await
+            .map_err(StoreError::from)?;
+        return work(conn).await;
+    }
+    in_transaction(conn, &format!("BEGIN; {prelude}"), work).await
+}
+
 /// `begin`, then `work`, then COMMIT, or ROLLBACK if `work` failed.
 async fn in_transaction<R, E, F>(conn: &mut AsyncPgConnection, begin: &str, work: F) -> Result<R, E>
 where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<R, E>,
     E: From<StoreError>,
 {
-    AnsiTransactionManager::begin_transaction_sql(conn, begin)
-        .await
-        .map_err(StoreError::from)?;
+    if let Err(e) = AnsiTransactionManager::begin_transaction_sql(conn, begin).await {
+        // `begin` may be several statements (BEGIN, then a lock): if a later
+        // one failed, the server's transaction is open but diesel does not
+        // know it, so close it here rather than pool an aborted connection.
+        let _ = conn.batch_execute("ROLLBACK").await;
+        return Err(StoreError::from(e).into());
+    }
     match work(conn).await {
         Ok(value) => {
             AnsiTransactionManager::commit_transaction(conn)

@@ -250,7 +250,6 @@ pub(crate) mod sql {
     use crate::store::secs;
     use crate::store::sessions::SessionRow;
     use crate::store::tasks::{CLAIM_ORDER, CLAIMABLE, ClaimRequest, NewTaskRow, TaskRow};
-    use crate::store::users::UserRow;
     use diesel::sql_types::{
         Array, BigInt, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
     };
@@ -338,26 +337,11 @@ pub(crate) mod sql {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    /// Touch as a read-modify-write of the whole row: writes back the stale
-    /// `revoked_at` it read, reviving a session revoked meanwhile.
-    pub async fn touch_writing_back_revoked_at(
-        conn: &mut AsyncPgConnection,
-        read: &SessionRow,
-        idle: Duration,
-    ) -> QueryResult<Option<SessionRow>> {
-        diesel::sql_query(format!(
-            "UPDATE sessions SET last_seen_at = now(),
-                 idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at),
-                 revoked_at = $3
-             WHERE id = $1 RETURNING {COLUMNS}"
-        ))
-        .bind::<SqlUuid, _>(read.id)
-        .bind::<Double, _>(idle.as_secs_f64())
-        .bind::<Nullable<Timestamptz>, _>(read.revoked_at)
-        .get_results(conn)
-        .await
-        .map(|mut rows: Vec<SessionRow>| rows.pop())
-    }
+    /// The touch as a write-back of the row it read: sets `revoked_at` to
+    /// the value the statement's snapshot saw and does not re-check that
+    /// the session is still active, reviving one revoked meanwhile.
+    pub const TOUCH_WRITING_BACK_REVOKED_AT: &str =
+        ", revoked_at = (SELECT revoked_at FROM found) WHERE id = (SELECT id FROM found WHERE due)";
 
     /// Rotation that checks expiry but not revocation.
     pub async fn rotate_without_revoked_guard(
@@ -377,16 +361,6 @@ pub(crate) mod sql {
         .get_results(conn)
         .await
         .map(|mut rows: Vec<SessionRow>| rows.pop())
-    }
-
-    /// The user lock as FOR UPDATE, which conflicts with the KEY SHARE locks
-    /// of foreign-key checks (claims assigning tasks to the user wait).
-    pub async fn lock_user_for_update(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
-        diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR UPDATE")
-            .bind::<SqlUuid, _>(id)
-            .get_results::<UserRow>(conn)
-            .await
-            .map(|rows| !rows.is_empty())
     }
 
     /// The classic broken claim: the SELECT's locks end with its own
@@ -479,7 +453,8 @@ pub(crate) mod sql {
              )
              SELECT CASE WHEN (SELECT count(*) FROM counted) < $2 THEN 0::bigint END AS attempt_id,
                     (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
-                     FROM counted) AS retry_after_secs",
+                     FROM counted) AS retry_after_secs,
+                    NULL::uuid AS user_id, NULL::text AS password_hash",
         )
         .bind::<Text, _>(email)
         .bind::<BigInt, _>(i64::from(limit.max(1)))

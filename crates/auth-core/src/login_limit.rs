@@ -13,6 +13,7 @@
 use crate::config::SessionPolicy;
 use crate::error::SessionError;
 use crate::store::login_attempts;
+use crate::store::users::UserRow;
 use diesel_async::AsyncPgConnection;
 use std::time::Duration;
 
@@ -44,25 +45,33 @@ impl LoginLimit {
     }
 
     /// Admits one attempt for `email` (normalised), or refuses it with
-    /// `TooManyAttempts` and the seconds until a slot frees up.
-    pub async fn admit(&self, conn: &mut AsyncPgConnection, email: &str) -> Result<Admitted> {
-        or_fault!(LoginLimitCheckThenRecord => admitted_or_limited(
-            crate::faults::sql::count_only(conn, email, self.max_attempts, self.window).await?,
-            email,
-        ));
+    /// `TooManyAttempts` and the seconds until a slot frees up; with the
+    /// admission, the user holding that email (if any). Three round trips:
+    /// `BEGIN` with the email's lock, the admission, `COMMIT`.
+    pub async fn admit(
+        &self,
+        conn: &mut AsyncPgConnection,
+        email: &str,
+    ) -> Result<(Admitted, Option<UserRow>)> {
+        or_fault!(LoginLimitCheckThenRecord => {
+            let row = crate::faults::sql::count_only(conn, email, self.max_attempts, self.window).await?;
+            let user = crate::store::users::find_by_email(conn, email).await?;
+            admitted_or_limited(&row, email).map(|admitted| (admitted, user))
+        });
         let (limit, window) = (self.max_attempts, self.window);
         let owned = email.to_owned();
-        let row = crate::db::atomic(conn, async move |conn| {
-            login_attempts::lock_email(conn, &owned).await?;
+        let lock = login_attempts::lock_email_sql(email);
+        let row = crate::db::atomic_after(conn, Some(&lock), async move |conn| {
             Ok::<_, SessionError>(login_attempts::admit(conn, &owned, limit, window).await?)
         })
         .await?;
-        admitted_or_limited(row, email)
+        let admitted = admitted_or_limited(&row, email)?;
+        Ok((admitted, row.user(email)))
     }
 }
 
 #[cfg_attr(not(feature = "faults"), allow(unused_variables))]
-fn admitted_or_limited(row: login_attempts::AdmissionRow, email: &str) -> Result<Admitted> {
+fn admitted_or_limited(row: &login_attempts::AdmissionRow, email: &str) -> Result<Admitted> {
     match row.attempt_id {
         Some(attempt_id) => Ok(Admitted {
             attempt_id,
@@ -81,10 +90,17 @@ impl Admitted {
         self.report(conn, "failed").await
     }
 
-    /// The password was right: clears the count. Call it inside the
-    /// transaction that opens the session, so both happen or neither.
-    pub async fn succeeded(self, conn: &mut AsyncPgConnection) -> Result<()> {
-        self.report(conn, "succeeded").await
+    /// The password was right: the attempt whose outcome the session's own
+    /// statement records as `succeeded`, clearing the count, so both happen
+    /// or neither ([`crate::store::sessions::open`]). The faulty build
+    /// records it by email here instead (`None` left to record).
+    pub async fn succeeded(self, conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
+        or_fault!(LoginLimitCheckThenRecord => {
+            crate::faults::sql::insert_outcome(conn, &self.email, "succeeded").await?;
+            Ok(None)
+        });
+        let _ = conn;
+        Ok(Some(self.attempt_id))
     }
 
     /// The password was never checked (hashing refused the job): the

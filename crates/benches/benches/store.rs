@@ -63,10 +63,12 @@ fn store(c: &mut Criterion) {
         b.iter(|| {
             n = n % 10_000 + 1;
             let hash = seeded_hash(n);
-            let found = runtime.block_on(sessions::find_active_by_hash(
+            // A touch interval longer than the run: the read-only path.
+            let found = runtime.block_on(sessions::validate(
                 &mut conn,
                 &hash,
-                Duration::from_secs(60),
+                Duration::from_secs(3600),
+                Duration::from_secs(1800),
             ));
             assert!(matches!(found, Ok(Some(_))), "seeded session {n} not found");
             black_box(found)

@@ -45,6 +45,9 @@ pub struct TestAppConfig {
     pub hash_pool: HashPoolConfig,
     /// argon2 cost; cheap by default, production cost for timing tests.
     pub hash: HashParams,
+    /// Where the service's pools connect, when not the database itself
+    /// (e.g. a [`crate::round_trips::CountingProxy`] in front of it).
+    pub service_url: Option<String>,
 }
 
 impl Default for TestAppConfig {
@@ -70,6 +73,7 @@ impl Default for TestAppConfig {
                 ..HashPoolConfig::default()
             },
             hash: HashParams::FAST_INSECURE_FOR_TESTS,
+            service_url: None,
         }
     }
 }
@@ -124,7 +128,7 @@ impl TestApp {
     async fn spawn_shared(db: std::sync::Arc<TestDb>, config: TestAppConfig) -> TestApp {
         crate::init_test_log();
         let api_config = ApiConfig {
-            database_url: db.service_url(),
+            database_url: config.service_url.unwrap_or_else(|| db.service_url()),
             bind: "127.0.0.1:0".into(),
             workers: Some(2),
             hash_pool: config.hash_pool,

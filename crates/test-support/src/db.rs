@@ -180,6 +180,16 @@ impl TestDb {
         }
     }
 
+    /// The database server's `(host, port)`.
+    pub fn host_port(&self) -> (String, u16) {
+        self.url.host_port()
+    }
+
+    /// This database's URL with another server address (a proxy in front of it).
+    pub fn url_at(&self, host: &str, port: u16) -> String {
+        self.url.with_host_port(host, port).to_string()
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -380,6 +390,15 @@ impl Held {
             .batch_execute("ROLLBACK")
             .await
             .unwrap_or_else(|e| panic!("releasing held locks: {e}"));
+    }
+
+    /// Ends the transaction by committing what it wrote, releasing its locks.
+    pub async fn release_committing(mut self) {
+        use diesel_async::SimpleAsyncConnection as _;
+        self.conn
+            .batch_execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("committing the held transaction: {e}"));
     }
 }
 

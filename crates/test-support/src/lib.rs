@@ -10,6 +10,7 @@
 pub mod app;
 pub mod concurrency;
 pub mod db;
+pub mod round_trips;
 
 pub use app::{LoggedIn, TestApp};
 pub use db::TestDb;

@@ -3,7 +3,9 @@
 //! the database afterwards, and writes reports under
 //! `target/load-reports/<timestamp>/`.
 
+mod ceiling;
 mod chart;
+mod cpu;
 mod extras;
 mod fleet;
 mod goose;
@@ -70,12 +72,13 @@ pub struct Args {
     /// database checks are skipped, the client-side ones still run.
     #[arg(long, conflicts_with_all = ["profiles", "all_profiles"])]
     target: Option<String>,
-    /// Also time the service's validate statement with pgbench and report
-    /// the service's validate throughput as a ratio of it.
+    /// Instead of the mixed load: the service's validate throughput under
+    /// wrk against pgbench running the validate statement (3 rounds, back
+    /// to back), goose's figure beside it, and CPU per request by party.
     #[arg(long)]
     ceiling: bool,
-    /// Also run a login storm: login throughput vs argon2 alone, and
-    /// validation latency while it runs.
+    /// Instead of the mixed load: a login storm (login throughput vs argon2
+    /// alone, and validation latency while it runs).
     #[arg(long)]
     storm: bool,
     /// Run a build with this deliberate fault (see `cargo xtask prove`) to
@@ -244,17 +247,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("xtask: PostgreSQL at {}", provisioned.url.redacted());
         eprintln!("xtask: building auth-api and tessera-load (release)...");
         service::build_release(plan.fault.is_some())?;
-        for name in &selected {
-            results.push(run_profile(&plan, &provisioned, name, &specs[name])?);
+        // --ceiling, --storm and --queue are measurements of their own: the
+        // mixed load runs only when none of them is asked for.
+        if !(args.ceiling || args.storm) {
+            for name in &selected {
+                results.push(run_profile(&plan, &provisioned, name, &specs[name])?);
+            }
         }
         server = Some(provisioned);
     }
-    write_summary(&plan, &results)?;
+    if !results.is_empty() {
+        write_summary(&plan, &results)?;
+    }
     let mut extra_ok = true;
     if let Some(server) = &server {
         let profile = selected.first().map_or("default", String::as_str);
         if args.ceiling {
-            extra_ok &= extras::ceiling(&plan, server, profile)?;
+            extra_ok &= ceiling::run(&plan, server, profile)?;
         }
         if args.storm {
             extra_ok &= extras::storm(&plan, server, profile)?;

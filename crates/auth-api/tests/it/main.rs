@@ -16,6 +16,7 @@ mod operations;
 mod pooler;
 mod queue_rules;
 mod retention;
+mod round_trips;
 mod security;
 mod session_security;
 mod sessions;

@@ -1,36 +1,56 @@
 //! The `login_attempts` table behind the per-email login limit. See
 //! [`crate::login_limit`] for the rule; these are its statements.
 
-use super::secs;
+use super::users::UserRow;
+use super::{Prepared as _, secs};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
-use diesel::sql_types::{BigInt, Double, Nullable, Text};
+use diesel::sql_types::{BigInt, Double, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
+use uuid::Uuid;
 
 /// What an admission decided: the new attempt's id, or how long until a
-/// slot frees up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+/// slot frees up; and the user with that email, if any (looked up by the
+/// same statement, one round trip for both).
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct AdmissionRow {
     #[diesel(sql_type = Nullable<BigInt>)]
     pub attempt_id: Option<i64>,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub retry_after_secs: Option<i64>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub user_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub password_hash: Option<String>,
 }
 
-/// Serialises every admission of one email until the transaction ends, on
-/// every instance. A row lock would need a row to exist first; an unknown
-/// email has none.
-pub async fn lock_email(conn: &mut AsyncPgConnection, email: &str) -> Result<(), DbError> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind::<Text, _>(email)
-        .execute(conn)
-        .await
-        .map(|_| ())
+impl AdmissionRow {
+    /// The user the admission looked up, if the email is registered.
+    pub fn user(&self, email: &str) -> Option<UserRow> {
+        Some(UserRow {
+            id: self.user_id?,
+            email: email.to_owned(),
+            password_hash: self.password_hash.clone()?,
+        })
+    }
+}
+
+/// The statement that serialises every admission of one email until the
+/// transaction ends, on every instance: a transaction-level advisory lock
+/// on a key derived from the email (a row lock would need a row to exist
+/// first; an unknown email has none). Its text carries only that number, so
+/// it can ride on the transaction's `BEGIN` ([`crate::db::atomic_after`]).
+pub fn lock_email_sql(email: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(email.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    format!("SELECT pg_advisory_xact_lock({})", i64::from_be_bytes(key))
 }
 
 /// Counts this email's attempts within `window` since its last success and,
-/// below `limit`, inserts a new pending one. Must run after [`lock_email`] in
+/// below `limit`, inserts a new pending one. Must run after [`lock_email_sql`] in
 /// the same transaction, as its own statement: only then does its snapshot
 /// include every admission committed before this one. Also drops this
 /// email's attempts that left the window.
@@ -62,11 +82,14 @@ pub async fn admit(
          )
          SELECT (SELECT id FROM admitted) AS attempt_id,
                 (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
-                 FROM counted) AS retry_after_secs",
+                 FROM counted) AS retry_after_secs,
+                u.id AS user_id, u.password_hash
+         FROM (SELECT 1) AS one LEFT JOIN users AS u ON u.email = $1",
     )
     .bind::<Text, _>(email)
     .bind::<BigInt, _>(i64::from(limit.max(1)))
     .bind::<Double, _>(secs(window))
+    .prepared()
     .get_result(conn)
     .await
 }
@@ -80,6 +103,7 @@ pub async fn report(
     diesel::sql_query("UPDATE login_attempts SET outcome = $2 WHERE id = $1")
         .bind::<BigInt, _>(attempt_id)
         .bind::<Text, _>(outcome)
+        .prepared()
         .execute(conn)
         .await
         .map(|_| ())
@@ -90,6 +114,7 @@ pub async fn report(
 pub async fn withdraw(conn: &mut AsyncPgConnection, attempt_id: i64) -> Result<(), DbError> {
     diesel::sql_query("DELETE FROM login_attempts WHERE id = $1 AND outcome = 'pending'")
         .bind::<BigInt, _>(attempt_id)
+        .prepared()
         .execute(conn)
         .await
         .map(|_| ())

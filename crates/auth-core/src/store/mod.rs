@@ -17,3 +17,49 @@ use std::time::Duration;
 pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+/// Raw SQL (`sql_query`) that diesel keeps as a prepared statement.
+///
+/// diesel never caches `sql_query`: it cannot know the text is fixed, so
+/// every call is planned anew and costs two round trips (parse, then run).
+/// Wrapped in [`Prepared::prepared`], the statement is cached per
+/// connection by its text and bind types: planned once, one round trip per
+/// call. Only for SQL whose text never carries a value (values are binds),
+/// or the cache would grow with every value.
+pub(crate) trait Prepared: Sized {
+    fn prepared(self) -> Cached<Self> {
+        Cached(self)
+    }
+}
+
+impl<Q: diesel::query_builder::Query> Prepared for Q {}
+
+/// See [`Prepared`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cached<Q>(Q);
+
+impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>>
+    diesel::query_builder::QueryFragment<diesel::pg::Pg> for Cached<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    /// The text is fixed (see [`Prepared`]), whatever the inner query says.
+    fn is_safe_to_cache_prepared(&self, _backend: &diesel::pg::Pg) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> diesel::query_builder::QueryId for Cached<Q> {
+    type QueryId = ();
+    // Keyed by its text, not by a Rust type: one type serves many statements.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}

@@ -3,7 +3,7 @@
 //! batch never waits on a login, a validation or a claim, and none of them
 //! waits longer than one batch on it.
 
-use super::secs;
+use super::{Prepared as _, secs};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
 use diesel::sql_types::{BigInt, Bool, Double};
@@ -32,6 +32,7 @@ pub async fn try_lock_cleanup(conn: &mut AsyncPgConnection) -> Result<bool, DbEr
     Ok(
         diesel::sql_query("SELECT pg_try_advisory_xact_lock($1) AS taken")
             .bind::<BigInt, _>(CLEANUP_LOCK)
+            .prepared()
             .get_result::<Taken>(conn)
             .await?
             .taken,
@@ -108,6 +109,7 @@ pub async fn purge(
     ))
     .bind::<Double, _>(secs(age))
     .bind::<BigInt, _>(batch)
+    .prepared()
     .get_result::<Deleted>(conn)
     .await?;
     Ok(row.n.max(0) as u64)
@@ -121,6 +123,7 @@ pub async fn count_due(
 ) -> Result<u64, DbError> {
     let row = diesel::sql_query(format!("SELECT count(*) AS n FROM {}", what.due_rows()))
         .bind::<Double, _>(secs(age))
+        .prepared()
         .get_result::<Deleted>(conn)
         .await?;
     Ok(row.n.max(0) as u64)

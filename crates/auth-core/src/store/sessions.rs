@@ -1,7 +1,7 @@
 //! The `sessions` table. A session is active while it is not revoked and
 //! neither its idle nor its absolute expiry has passed.
 
-use super::secs;
+use super::{Prepared as _, secs};
 use crate::domain::{ClientInfo, TokenHash};
 use chrono::{DateTime, Utc};
 use diesel::result::Error as DbError;
@@ -46,124 +46,55 @@ impl SessionRow {
     }
 }
 
-/// An active session found by its token, and whether its `last_seen_at` is
-/// older than the touch interval (so a touch is due).
-#[derive(Debug, Clone)]
-pub struct FoundSession {
-    pub session: SessionRow,
-    pub touch_due: bool,
+/// The statement behind every validation, as sent: `$1` the token hash,
+/// `$2` the touch interval and `$3` the idle timeout, in seconds. One
+/// statement finds the active session holding the token and, when its
+/// `last_seen_at` is older than the touch interval, slides its idle expiry
+/// (at most one write per session per interval; never past the absolute
+/// expiry). The touch writes only while the session is still active, as
+/// PostgreSQL re-reads a row it waited for: a touch that queued behind a
+/// revocation answers nothing rather than reviving the session. Public so
+/// the load tier's `--ceiling` run times exactly this statement.
+pub fn validate_sql() -> String {
+    let touch = touch_clause();
+    format!(
+        "WITH found AS (
+             SELECT {COLUMNS}, now() - last_seen_at >= make_interval(secs => $2) AS due
+             FROM sessions WHERE token_hash = $1 AND {ACTIVE}
+         ), touched AS (
+             UPDATE sessions SET last_seen_at = now(),
+                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+                 {touch}
+             RETURNING {COLUMNS}
+         )
+         SELECT {COLUMNS} FROM touched
+         UNION ALL
+         SELECT {COLUMNS} FROM found WHERE NOT due"
+    )
 }
 
-/// The validation lookup: the active session holding `$hash`, and the
-/// database's clock. Written with the DSL so diesel caches it as a prepared
-/// statement (planned once per connection; raw `sql_query` is re-planned on
-/// every call, which cost about half of PostgreSQL's time for this statement).
-macro_rules! lookup_query {
-    ($hash:expr) => {{
-        use super::schema::sessions::dsl as s;
-        use diesel::dsl::now;
-        use diesel::{ExpressionMethods as _, IntoSql as _, QueryDsl as _};
-        s::sessions
-            .filter(s::token_hash.eq($hash))
-            .filter(s::revoked_at.is_null())
-            .filter(s::idle_expires_at.gt(now))
-            .filter(s::absolute_expires_at.gt(now))
-            .select((
-                (
-                    s::id,
-                    s::user_id,
-                    s::created_at,
-                    s::last_seen_at,
-                    s::idle_expires_at,
-                    s::absolute_expires_at,
-                    s::revoked_at,
-                ),
-                now.into_sql::<Timestamptz>(),
-            ))
-    }};
+/// The touch's guard: only the row found, and only while still active.
+fn touch_clause() -> &'static str {
+    or_fault!(TouchCanUnrevoke => crate::faults::sql::TOUCH_WRITING_BACK_REVOKED_AT);
+    "WHERE id = (SELECT id FROM found WHERE due) AND revoked_at IS NULL
+       AND idle_expires_at > now() AND absolute_expires_at > now()"
 }
 
-/// The statement behind every validation, as sent (`$1`: the token hash).
-/// Public so the load tier's `--ceiling` run times exactly this statement
-/// with pgbench.
-pub fn validate_lookup_sql() -> String {
-    let hash: &[u8] = &[];
-    let text = diesel::debug_query::<diesel::pg::Pg, _>(&lookup_query!(hash)).to_string();
-    text.split(" -- binds:")
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-pub async fn find_active_by_hash(
+/// The active session holding `hash`, touched if due (see [`validate_sql`]).
+pub async fn validate(
     conn: &mut AsyncPgConnection,
     hash: &TokenHash,
     touch_interval: Duration,
-) -> Result<Option<FoundSession>, DbError> {
-    use diesel::OptionalExtension as _;
-    let found: Option<(SessionRow, DateTime<Utc>)> = lookup_query!(hash.0.as_slice())
-        .first(conn)
-        .await
-        .optional()?;
-    Ok(found.map(|(session, db_now)| {
-        let idle_for = (db_now - session.last_seen_at).to_std().unwrap_or_default();
-        FoundSession {
-            touch_due: idle_for >= touch_interval,
-            session,
-        }
-    }))
-}
-
-/// Records use and slides the idle expiry (never past the absolute one).
-/// Writes only `last_seen_at`/`idle_expires_at` and only while the session is
-/// still active, so a touch that read the row before a concurrent revocation
-/// cannot bring it back. `None`: the session stopped being active meanwhile.
-pub async fn touch(
-    conn: &mut AsyncPgConnection,
-    read: &SessionRow,
     idle: Duration,
 ) -> Result<Option<SessionRow>, DbError> {
-    or_fault!(TouchCanUnrevoke => crate::faults::sql::touch_writing_back_revoked_at(conn, read, idle).await);
-    diesel::sql_query(format!(
-        "UPDATE sessions SET last_seen_at = now(),
-             idle_expires_at = LEAST(now() + make_interval(secs => $2), absolute_expires_at)
-         WHERE id = $1 AND {ACTIVE} RETURNING {COLUMNS}"
-    ))
-    .bind::<SqlUuid, _>(read.id)
-    .bind::<Double, _>(secs(idle))
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<SessionRow>| rows.pop())
-}
-
-/// Inserts a session. Its times are `clock_timestamp()`, the moment of the
-/// insert, not `now()`, the start of the transaction: a login that waited on
-/// the user lock must not look older than a session issued while it waited,
-/// or eviction would pick the wrong "oldest".
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    new: NewSession<'_>,
-    idle: Duration,
-    absolute: Duration,
-) -> Result<SessionRow, DbError> {
-    let clock = creation_clock();
-    diesel::sql_query(format!(
-        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
-                               absolute_expires_at, user_agent, ip)
-         SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
-                t + make_interval(secs => $5), $6, $7::inet
-         FROM (SELECT {clock} AS t) AS issued
-         RETURNING {COLUMNS}"
-    ))
-    .bind::<SqlUuid, _>(new.id)
-    .bind::<SqlUuid, _>(new.user_id)
-    .bind::<Bytea, _>(new.hash.0.as_slice())
-    .bind::<Double, _>(secs(idle))
-    .bind::<Double, _>(secs(absolute))
-    .bind::<Nullable<Text>, _>(new.client.user_agent())
-    .bind::<Nullable<Text>, _>(new.client.ip().map(|ip| ip.to_string()))
-    .get_result(conn)
-    .await
+    diesel::sql_query(validate_sql())
+        .bind::<Bytea, _>(hash.0.as_slice())
+        .bind::<Double, _>(secs(touch_interval))
+        .bind::<Double, _>(secs(idle))
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop())
 }
 
 /// What a login's session is made of.
@@ -175,19 +106,57 @@ pub struct NewSession<'a> {
     pub client: &'a ClientInfo,
 }
 
-/// Deletes the user's unrevoked sessions that have expired (an expired
-/// session can never validate again); returns how many.
-pub async fn delete_expired_of(
+/// Opens a session within the user's limit, in one statement: records the
+/// login attempt that admitted it as `succeeded` (clearing the email's
+/// count), drops the user's expired sessions (they never validate again, so
+/// the count and the eviction read only live rows), revokes the oldest
+/// active ones beyond `limit - 1`, and inserts the new one. Must run after
+/// the user's row lock ([`super::users::lock_sql`]) in the same transaction,
+/// as a statement of its own: only then does its snapshot hold every
+/// session that logins before it committed. `None`: no such user.
+pub async fn open(
     conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-) -> Result<usize, DbError> {
-    diesel::sql_query(
-        "DELETE FROM sessions WHERE user_id = $1 AND revoked_at IS NULL
-           AND (idle_expires_at <= now() OR absolute_expires_at <= now())",
-    )
-    .bind::<SqlUuid, _>(user_id)
-    .execute(conn)
+    new: NewSession<'_>,
+    limit: i64,
+    (idle, absolute): (Duration, Duration),
+    succeeded_attempt: Option<i64>,
+) -> Result<Option<SessionRow>, DbError> {
+    let clock = creation_clock();
+    diesel::sql_query(format!(
+        "WITH reported AS (
+             UPDATE login_attempts SET outcome = 'succeeded' WHERE id = $8
+         ), expired AS (
+             DELETE FROM sessions WHERE user_id = $2 AND revoked_at IS NULL
+               AND (idle_expires_at <= now() OR absolute_expires_at <= now())
+         ), active AS (
+             SELECT id, created_at FROM sessions WHERE user_id = $2 AND {ACTIVE}
+         ), evicted AS (
+             UPDATE sessions SET revoked_at = now()
+             WHERE revoked_at IS NULL AND id IN (
+                 SELECT id FROM active ORDER BY created_at, id
+                 LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
+         )
+         INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                               absolute_expires_at, user_agent, ip)
+         SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+                t + make_interval(secs => $5), $6, $7::inet
+         FROM (SELECT {clock} AS t) AS issued
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+         RETURNING {COLUMNS}"
+    ))
+    .bind::<SqlUuid, _>(new.id)
+    .bind::<SqlUuid, _>(new.user_id)
+    .bind::<Bytea, _>(new.hash.0.as_slice())
+    .bind::<Double, _>(secs(idle))
+    .bind::<Double, _>(secs(absolute))
+    .bind::<Nullable<Text>, _>(new.client.user_agent())
+    .bind::<Nullable<Text>, _>(new.client.ip().map(|ip| ip.to_string()))
+    .bind::<Nullable<BigInt>, _>(succeeded_attempt)
+    .bind::<BigInt, _>(limit)
+    .prepared()
+    .get_results(conn)
     .await
+    .map(|mut rows: Vec<SessionRow>| rows.pop())
 }
 
 pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<i64, DbError> {
@@ -200,35 +169,19 @@ pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result
         "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND {ACTIVE}"
     ))
     .bind::<SqlUuid, _>(user_id)
+    .prepared()
     .get_result::<Count>(conn)
     .await
     .map(|c| c.n)
 }
 
-/// The creation time of a session: the moment of the insert, not of the
-/// transaction's start (a login transaction may wait on the user's lock).
+/// The creation time of a session: the moment of the insert
+/// (`clock_timestamp()`), not of the transaction's start (`now()`): a login
+/// that waited on the user lock must not look older than a session issued
+/// while it waited, or eviction would pick the wrong "oldest".
 fn creation_clock() -> &'static str {
     or_fault!(SessionCreatedAtTxStart => crate::faults::sql::TRANSACTION_START);
     "clock_timestamp()"
-}
-
-/// Revokes the user's `n` oldest active sessions; returns how many it revoked.
-pub async fn revoke_oldest(
-    conn: &mut AsyncPgConnection,
-    user_id: Uuid,
-    n: i64,
-) -> Result<usize, DbError> {
-    if n <= 0 {
-        return Ok(0);
-    }
-    diesel::sql_query(format!(
-        "UPDATE sessions SET revoked_at = now()
-         WHERE id IN (SELECT id FROM sessions WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id LIMIT $2)"
-    ))
-    .bind::<SqlUuid, _>(user_id)
-    .bind::<BigInt, _>(n)
-    .execute(conn)
-    .await
 }
 
 /// Swaps the token of the active session holding `old` for `new` in one
@@ -256,6 +209,7 @@ pub async fn rotate(
     .bind::<Bytea, _>(old.0.as_slice())
     .bind::<Bytea, _>(new.0.as_slice())
     .bind::<Double, _>(secs(idle))
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<SessionRow>| rows.pop())
@@ -272,6 +226,7 @@ pub async fn revoke(
     ))
     .bind::<SqlUuid, _>(session_id)
     .bind::<SqlUuid, _>(user_id)
+    .prepared()
     .execute(conn)
     .await
     .map(|n| n == 1)
@@ -284,6 +239,7 @@ pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<u
         "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND {ACTIVE}"
     ))
     .bind::<SqlUuid, _>(user_id)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -328,6 +284,7 @@ pub async fn reused(
     ))
     .bind::<Bytea, _>(hash.0.as_slice())
     .bind::<Double, _>(secs(grace))
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<Reuse>| rows.pop())
@@ -360,25 +317,25 @@ pub async fn list_active(
          WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"
     ))
     .bind::<SqlUuid, _>(user_id)
+    .prepared()
     .get_results(conn)
     .await
 }
 
 #[cfg(test)]
 mod tests {
-    /// The statement the ceiling run times with pgbench is the lookup the
-    /// validations send: by token hash, active only, with the clock.
+    /// The statement the ceiling run times with pgbench is the one the
+    /// validations send: by token hash, active only, touching when due.
     #[test]
-    fn the_validate_lookup_sql_is_the_statement_sent() {
-        let sql = super::validate_lookup_sql();
+    fn the_validate_sql_finds_by_hash_and_touches_only_when_due() {
+        let sql = super::validate_sql();
         for part in [
-            "FROM \"sessions\"",
-            "\"sessions\".\"token_hash\" = $1",
-            "\"sessions\".\"revoked_at\" IS NULL",
-            "\"sessions\".\"idle_expires_at\" > CURRENT_TIMESTAMP",
+            "FROM sessions WHERE token_hash = $1 AND revoked_at IS NULL",
+            "make_interval(secs => $2) AS due",
+            "WHERE id = (SELECT id FROM found WHERE due) AND revoked_at IS NULL",
+            "FROM found WHERE NOT due",
         ] {
             assert!(sql.contains(part), "{part} missing from {sql}");
         }
-        assert!(!sql.contains("binds"), "{sql}");
     }
 }

@@ -1,6 +1,6 @@
 //! The `tasks` table (the shared work queue) and its `task_view`.
 
-use super::secs;
+use super::{Prepared as _, secs};
 use crate::domain::TaskStatus;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
@@ -107,6 +107,7 @@ pub async fn insert_batch(
     .bind::<Array<Nullable<Timestamptz>>, _>(tasks.iter().map(|t| t.not_before).collect::<Vec<_>>())
     .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
     .bind::<Array<Nullable<Text>>, _>(tasks.iter().map(|t| t.key.as_deref()).collect::<Vec<_>>())
+    .prepared()
     .get_results(conn)
     .await?;
     rows.sort_by_key(|r| r.seq);
@@ -122,6 +123,7 @@ pub async fn find_by_keys(
         "SELECT {COLUMNS} FROM task_view WHERE key = ANY($1)"
     ))
     .bind::<Array<Text>, _>(keys)
+    .prepared()
     .get_results(conn)
     .await
 }
@@ -176,6 +178,7 @@ pub async fn claim(
     .bind::<SqlUuid, _>(req.assignee)
     .bind::<SqlUuid, _>(req.assigned_by)
     .bind::<Double, _>(secs(req.lease))
+    .prepared()
     .get_results(conn)
     .await?;
     sort_in_claim_order(&mut rows);
@@ -200,6 +203,7 @@ pub async fn promote_due(conn: &mut AsyncPgConnection) -> Result<usize, DbError>
          )
          UPDATE tasks AS t SET delayed = false FROM due WHERE t.id = due.id",
     )
+    .prepared()
     .execute(conn)
     .await
 }
@@ -246,6 +250,7 @@ pub async fn complete(
     .bind::<SqlUuid, _>(id)
     .bind::<SqlUuid, _>(assignee)
     .bind::<Nullable<Integer>, _>(attempt)
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<TaskRow>| rows.pop())
@@ -268,6 +273,7 @@ pub async fn release(
     .bind::<SqlUuid, _>(id)
     .bind::<SqlUuid, _>(assignee)
     .bind::<Nullable<Integer>, _>(attempt)
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<TaskRow>| rows.pop())
@@ -290,6 +296,7 @@ pub async fn heartbeat(
     .bind::<SqlUuid, _>(assignee)
     .bind::<Nullable<Integer>, _>(None::<i32>)
     .bind::<Double, _>(secs(lease))
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<TaskRow>| rows.pop())
@@ -334,6 +341,7 @@ pub async fn fail(
     .bind::<Nullable<Integer>, _>(None::<i32>)
     .bind::<Text, _>(error)
     .bind::<Bool, _>(retry)
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<TaskRow>| rows.pop())
@@ -350,6 +358,7 @@ pub async fn cancel(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Tas
         cancellable()
     ))
     .bind::<SqlUuid, _>(id)
+    .prepared()
     .get_results(conn)
     .await
     .map(|mut rows: Vec<TaskRow>| rows.pop())
@@ -381,6 +390,7 @@ pub async fn fail_spent_leases(conn: &mut AsyncPgConnection, batch: i64) -> Resu
          FROM due WHERE t.id = due.id",
     )
     .bind::<BigInt, _>(batch)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -388,6 +398,7 @@ pub async fn fail_spent_leases(conn: &mut AsyncPgConnection, batch: i64) -> Resu
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
     diesel::sql_query(format!("SELECT {COLUMNS} FROM task_view WHERE id = $1"))
         .bind::<SqlUuid, _>(id)
+        .prepared()
         .get_results(conn)
         .await
         .map(|mut rows: Vec<TaskRow>| rows.pop())
@@ -423,6 +434,7 @@ pub async fn list(
     ))
     .bind::<Nullable<SqlUuid>, _>(assignee)
     .bind::<BigInt, _>(limit)
+    .prepared()
     .get_results(conn)
     .await
 }
@@ -513,6 +525,7 @@ pub async fn counts(conn: &mut AsyncPgConnection) -> Result<TaskCounts, DbError>
                 delayed.n AS delayed
          FROM stored, lapsed, delayed",
     )
+    .prepared()
     .get_result(conn)
     .await
 }
@@ -541,6 +554,7 @@ pub async fn compact_counts(conn: &mut AsyncPgConnection) -> Result<usize, DbErr
               )
          SELECT count(*) AS n FROM gone",
     )
+    .prepared()
     .get_result::<Folded>(conn)
     .await
     .map(|f| usize::try_from(f.n).unwrap_or(0))

@@ -1,5 +1,6 @@
 //! The `users` table.
 
+use super::Prepared as _;
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
@@ -27,6 +28,7 @@ pub async fn insert(
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(email)
         .bind::<Text, _>(password_hash)
+        .prepared()
         .execute(conn)
         .await
         .map(|_| ())
@@ -38,6 +40,7 @@ pub async fn find_by_email(
 ) -> Result<Option<UserRow>, DbError> {
     diesel::sql_query("SELECT id, email, password_hash FROM users WHERE email = $1")
         .bind::<Text, _>(email)
+        .prepared()
         .get_results(conn)
         .await
         .map(|mut rows: Vec<UserRow>| rows.pop())
@@ -51,6 +54,7 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbEr
     }
     diesel::sql_query("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found")
         .bind::<SqlUuid, _>(id)
+        .prepared()
         .get_result::<Found>(conn)
         .await
         .map(|f| f.found)
@@ -60,12 +64,32 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbEr
 /// serialise on it, which is what keeps the session limit exact. `NO KEY
 /// UPDATE` because nothing changes the key: it still serialises logins but
 /// does not block the `KEY SHARE` locks that foreign-key checks take (a
-/// claim assigning tasks to this user, a session insert).
+/// claim assigning tasks to this user, a session insert). False: no such user.
 pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
-    or_fault!(UserLockForUpdate => crate::faults::sql::lock_user_for_update(conn, id).await);
-    diesel::sql_query("SELECT id, email, password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE")
-        .bind::<SqlUuid, _>(id)
-        .get_results::<UserRow>(conn)
-        .await
-        .map(|rows| !rows.is_empty())
+    diesel::sql_query(format!(
+        "SELECT id, email, password_hash FROM users WHERE id = $1 {}",
+        lock_strength()
+    ))
+    .bind::<SqlUuid, _>(id)
+    .prepared()
+    .get_results::<UserRow>(conn)
+    .await
+    .map(|rows| !rows.is_empty())
+}
+
+/// [`lock`] as a statement for a login's session transaction: its text
+/// carries only the id the service itself holds, so it can ride on the
+/// transaction's `BEGIN` ([`crate::db::atomic_after`]). `None` in the faulty
+/// build that takes no lock.
+pub fn lock_sql(id: Uuid) -> Option<String> {
+    or_fault!(SessionLimitWithoutLock => None);
+    Some(format!(
+        "SELECT 1 FROM users WHERE id = '{id}' {}",
+        lock_strength()
+    ))
+}
+
+fn lock_strength() -> &'static str {
+    or_fault!(UserLockForUpdate => "FOR UPDATE");
+    "FOR NO KEY UPDATE"
 }

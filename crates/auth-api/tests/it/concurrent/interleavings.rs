@@ -66,33 +66,40 @@ async fn a_claim_skips_rows_locked_by_others_instead_of_waiting() {
 }
 
 #[tokio::test]
-async fn a_touch_that_read_before_a_logout_cannot_revive_the_session() {
+async fn a_touch_that_waited_on_a_logout_cannot_revive_the_session() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
-    let token = SessionToken::parse(&ada.token).unwrap_or_else(|| panic!("token"));
-    let mut toucher = app.db.connect().await;
-
-    // Step 1: the validation reads the session (active).
-    let read =
-        sessions::find_active_by_hash(&mut toucher, &token.hash(), std::time::Duration::ZERO)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("session not found"));
-    assert!(read.session.revoked_at.is_none());
-    // Step 2: a logout commits in between.
-    assert_eq!(app.logout(&ada.token).await.status().as_u16(), 204);
-    // Step 3: the validation's touch runs with what it read in step 1.
-    let touched = sessions::touch(
-        &mut toucher,
-        &read.session,
-        std::time::Duration::from_secs(1800),
+    // The session's touch is due, so the validation's statement writes.
+    test_support::TestDb::execute(
+        &app.db,
+        "UPDATE sessions SET last_seen_at = now() - interval '1 hour'",
     )
-    .await
-    .unwrap();
-    assert!(
-        touched.is_none(),
-        "the touch wrote to a revoked session: {touched:?}"
-    );
+    .await;
+    // A logout, run by the test, has revoked the session but not committed:
+    // it holds the row lock.
+    let logout = app
+        .db
+        .hold(&format!(
+            "UPDATE sessions SET revoked_at = now() WHERE id = '{}'",
+            ada.session_id
+        ))
+        .await;
+    // The validation's snapshot still sees the session active and due: its
+    // touch queues on the row.
+    let validation = {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/v1/sessions/current"),
+            ada.token.clone(),
+        );
+        tokio::spawn(async move {
+            let res = client.get(url).bearer_auth(token).send().await;
+            res.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
+    let waited = app.db.blocked_or_done(&validation).await;
+    logout.release_committing().await;
+    let status = validation.await.unwrap_or(0);
     let revoked = app
         .db
         .count(&format!(
@@ -100,8 +107,15 @@ async fn a_touch_that_read_before_a_logout_cannot_revive_the_session() {
             ada.session_id
         ))
         .await;
-    assert_eq!(revoked, 1, "fresh read: still revoked");
-    assert_eq!(app.current(&ada.token).await.status().as_u16(), 401);
+    assert_eq!(
+        revoked, 1,
+        "fresh read: the logout stands (the touch wrote over it)"
+    );
+    assert_eq!(status, 401, "the validation answered for a revoked session");
+    assert!(
+        waited,
+        "the validation's touch did not queue behind the logout"
+    );
 }
 
 #[tokio::test]
@@ -139,11 +153,8 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
     };
     let b_waited = app.db.blocked_or_done(&login_b).await;
 
-    // A finishes as the service would: nothing to evict, insert, commit.
+    // A finishes as the service would: its session statement, then commit.
     let new = SessionToken::generate().unwrap();
-    sessions::revoke_oldest(&mut a, ada.user_id, seen_by_a - 2 + 1)
-        .await
-        .unwrap();
     let policy = SessionPolicy::default();
     let session = sessions::NewSession {
         id: uuid::Uuid::new_v4(),
@@ -151,14 +162,11 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
         hash: &new.hash(),
         client: &Default::default(),
     };
-    sessions::insert(
-        &mut a,
-        session,
-        policy.idle_timeout,
-        policy.absolute_lifetime,
-    )
-    .await
-    .unwrap();
+    let lifetimes = (policy.idle_timeout, policy.absolute_lifetime);
+    sessions::open(&mut a, session, 2, lifetimes, None)
+        .await
+        .unwrap()
+        .expect("ada exists");
     a.batch_execute("COMMIT").await.unwrap();
 
     assert_eq!(login_b.await.unwrap_or(0), 201);
@@ -220,7 +228,8 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     let app = TestApp::spawn().await;
     let ada = app.signup("ada@example.com").await;
     let policy = SessionPolicy::default();
-    let insert = async |conn: &mut diesel_async::AsyncPgConnection| {
+    let lifetimes = (policy.idle_timeout, policy.absolute_lifetime);
+    let open = async |conn: &mut diesel_async::AsyncPgConnection, limit: i64| {
         let token = SessionToken::generate().unwrap();
         let id = uuid::Uuid::new_v4();
         let session = sessions::NewSession {
@@ -229,9 +238,10 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
             hash: &token.hash(),
             client: &Default::default(),
         };
-        sessions::insert(conn, session, policy.idle_timeout, policy.absolute_lifetime)
+        sessions::open(conn, session, limit, lifetimes, None)
             .await
-            .unwrap();
+            .unwrap()
+            .expect("ada exists");
         id
     };
     // Login A begins its transaction (its now() is fixed here) ...
@@ -240,12 +250,13 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     // ... login B begins later, issues its session and commits first ...
     let mut b = app.db.connect().await;
     b.batch_execute("BEGIN").await.unwrap();
-    let issued_first = insert(&mut b).await;
+    let issued_first = open(&mut b, 10).await;
     b.batch_execute("COMMIT").await.unwrap();
     // ... then A issues its session and commits.
-    let issued_second = insert(&mut a).await;
+    let issued_second = open(&mut a, 10).await;
     a.batch_execute("COMMIT").await.unwrap();
-    // Eviction of "the oldest" of these two must take B's, issued first.
+    // With the signup's session gone, a login at limit 2 must evict "the
+    // oldest" of these two: B's, issued first.
     test_support::TestDb::execute(
         &app.db,
         &format!(
@@ -255,10 +266,7 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     )
     .await;
     let mut conn = app.db.connect().await;
-    let evicted = sessions::revoke_oldest(&mut conn, ada.user_id, 1)
-        .await
-        .unwrap();
-    assert_eq!(evicted, 1);
+    open(&mut conn, 2).await;
     let revoked = |id: uuid::Uuid| {
         format!("SELECT count(*) AS n FROM sessions WHERE id = '{id}' AND revoked_at IS NOT NULL")
     };
