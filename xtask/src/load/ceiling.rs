@@ -173,14 +173,17 @@ fn sign_up(base_url: &str) -> anyhow::Result<String> {
         .build()
         .into();
     let body =
-        serde_json::json!({"email": "ceiling@example.test", "password": "ceiling password 1"});
+        serde_json::json!({"email": "ceiling@example.test", "password": "ceiling password 1"})
+            .to_string();
     agent
         .post(&format!("{base_url}/v1/users"))
-        .send_json(&body)
+        .header("content-type", "application/json")
+        .send(&body)
         .context("registering the ceiling user")?;
     let mut res = agent
         .post(&format!("{base_url}/v1/sessions"))
-        .send_json(&body)
+        .header("content-type", "application/json")
+        .send(&body)
         .context("logging the ceiling user in")?;
     let answer: serde_json::Value = serde_json::from_str(&res.body_mut().read_to_string()?)?;
     answer["token"]
