@@ -56,7 +56,7 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
         &[("TESSERA_POOL_PROFILE", profile.to_owned())],
         &dir.join("server.log"),
     )?;
-    let token = sign_up(&service.base_url)?;
+    let (token, _) = service::sign_up(&service.base_url, "ceiling@example.test")?;
     let clients = super::pool_size(&service::scrape(&service.base_url)?, 1)
         .context("the service exported no pool size")?;
     seed_pgbench_sessions(&db)?;
@@ -166,32 +166,6 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
     Ok(ok)
 }
 
-/// Registers and logs in one user through the API; returns its token.
-fn sign_up(base_url: &str) -> anyhow::Result<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into();
-    let body =
-        serde_json::json!({"email": "ceiling@example.test", "password": "ceiling password 1"})
-            .to_string();
-    agent
-        .post(&format!("{base_url}/v1/users"))
-        .header("content-type", "application/json")
-        .send(&body)
-        .context("registering the ceiling user")?;
-    let mut res = agent
-        .post(&format!("{base_url}/v1/sessions"))
-        .header("content-type", "application/json")
-        .send(&body)
-        .context("logging the ceiling user in")?;
-    let answer: serde_json::Value = serde_json::from_str(&res.body_mut().read_to_string()?)?;
-    answer["token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the login answer has no token")
-}
-
 /// Sessions whose token hash pgbench can compute: sha256(int4send(n)).
 fn seed_pgbench_sessions(db: &Psql) -> anyhow::Result<()> {
     db.query(&format!(
@@ -215,7 +189,7 @@ fn pgbench_script(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// wrk from PATH, else Debian's package unpacked under target/tools.
-fn wrk_binary() -> anyhow::Result<std::path::PathBuf> {
+pub fn wrk_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Ok(found) = which("wrk") {
         return Ok(found);
     }
@@ -224,6 +198,11 @@ fn wrk_binary() -> anyhow::Result<std::path::PathBuf> {
         &["wrk", "libluajit2-5.1-2", "libluajit2-5.1-common"],
         "usr/bin/wrk",
     )
+}
+
+/// Where the unpacked wrk finds LuaJIT.
+pub fn wrk_libs() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::path::absolute(crate::tools::tool_dir("wrk"))?.join("usr/lib/x86_64-linux-gnu"))
 }
 
 fn which(name: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -246,7 +225,7 @@ fn run_wrk(
     dir: &Path,
     round: usize,
 ) -> anyhow::Result<Measured> {
-    let libs = std::path::absolute(crate::tools::tool_dir("wrk"))?.join("usr/lib/x86_64-linux-gnu");
+    let libs = wrk_libs()?;
     let before = meter.read();
     let out = Command::new(wrk)
         .env("LD_LIBRARY_PATH", libs)

@@ -9,10 +9,12 @@ mod cpu;
 mod extras;
 mod fleet;
 mod goose;
+mod queue;
 mod report;
 pub mod service;
 mod soak;
 mod soak_chart;
+mod stress;
 
 use crate::psql::Psql;
 use crate::summary::{Counts, Row};
@@ -77,6 +79,16 @@ pub struct Args {
     /// to back), goose's figure beside it, and CPU per request by party.
     #[arg(long)]
     ceiling: bool,
+    /// Instead of the mixed load: queue throughput from claim to completion
+    /// (workers x batch sizes swept) against pgbench running the claim and
+    /// complete statements, and EXPLAIN of both on 1M tasks.
+    #[arg(long)]
+    queue: bool,
+    /// Instead of the mixed load: validation p99 under stress (a login
+    /// storm, a retention purge of 1M sessions, PgBouncer in between), each
+    /// against the same validators without it.
+    #[arg(long)]
+    stress: bool,
     /// Instead of the mixed load: a login storm (login throughput vs argon2
     /// alone, and validation latency while it runs).
     #[arg(long)]
@@ -249,7 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         service::build_release(plan.fault.is_some())?;
         // --ceiling, --storm and --queue are measurements of their own: the
         // mixed load runs only when none of them is asked for.
-        if !(args.ceiling || args.storm) {
+        if !(args.ceiling || args.storm || args.queue || args.stress) {
             for name in &selected {
                 results.push(run_profile(&plan, &provisioned, name, &specs[name])?);
             }
@@ -268,8 +280,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.storm {
             extra_ok &= extras::storm(&plan, server, profile)?;
         }
-    } else if args.ceiling || args.storm {
-        eprintln!("xtask: --ceiling and --storm need the database; skipped with --target");
+        if args.queue {
+            extra_ok &= queue::run(&plan, server, profile)?;
+        }
+        if args.stress {
+            extra_ok &= stress::run(&plan, server, profile)?;
+        }
+    } else if args.ceiling || args.storm || args.queue || args.stress {
+        eprintln!(
+            "xtask: --ceiling, --storm, --queue and --stress need the database; skipped with --target"
+        );
     }
     drop(server);
     let failed: Vec<&str> = results
@@ -287,7 +307,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "thresholds failed for: {}",
         failed.join(", ")
     );
-    anyhow::ensure!(extra_ok, "the ceiling or storm run missed its target");
+    anyhow::ensure!(
+        extra_ok,
+        "the ceiling, storm, queue or stress run missed its target"
+    );
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub const SERVER_BIN: &str = "target/release/auth-api";
 pub const GOOSE_BIN: &str = "target/release/tessera-load";
 pub const ARGON2_RATE_BIN: &str = "target/release/tessera-argon2-rate";
 pub const VALIDATE_SQL_BIN: &str = "target/release/tessera-validate-sql";
+pub const QUEUE_SQL_BIN: &str = "target/release/tessera-queue-sql";
 
 /// Environment for a service whose test is about the database, not argon2:
 /// the cheapest hashing the service accepts.
@@ -196,6 +197,35 @@ pub fn get(url: &str) -> anyhow::Result<String> {
         .into();
     let mut response = agent.get(url).call()?;
     Ok(response.body_mut().read_to_string()?)
+}
+
+/// Registers and logs in one user through the API; returns its token and
+/// user id.
+pub fn sign_up(base_url: &str, email: &str) -> anyhow::Result<(String, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let body = serde_json::json!({"email": email, "password": "load tier password 1"}).to_string();
+    for path in ["/v1/users", "/v1/sessions"] {
+        let mut res = agent
+            .post(&format!("{base_url}{path}"))
+            .header("content-type", "application/json")
+            .send(&body)
+            .with_context(|| format!("POST {path} for {email}"))?;
+        if path == "/v1/sessions" {
+            let answer: serde_json::Value =
+                serde_json::from_str(&res.body_mut().read_to_string()?)?;
+            let field = |name: &str| {
+                answer[name]
+                    .as_str()
+                    .map(str::to_owned)
+                    .with_context(|| format!("the login answer has no {name}"))
+            };
+            return Ok((field("token")?, field("user_id")?));
+        }
+    }
+    unreachable!("the loop returns at the login")
 }
 
 /// Sums every sample of each metric name (labels folded in) plus each

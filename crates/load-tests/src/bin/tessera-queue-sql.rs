@@ -1,0 +1,11 @@
+//! Prints the service's claim and complete statements as JSON
+//! (`{"claim": ..., "complete": ...}`), for `cargo xtask load --queue`,
+//! which runs them with pgbench beside the service.
+
+fn main() {
+    let statements = serde_json::json!({
+        "claim": auth_core::store::tasks::claim_sql(),
+        "complete": auth_core::store::tasks::complete_sql(),
+    });
+    println!("{statements}");
+}

@@ -1,0 +1,199 @@
+//! `--stress`: validation latency under stress, each stress against the
+//! same run without it. One set of paced validators (each validates every
+//! 50-150 ms, like real clients) runs through four phases: quiet; beside a
+//! login storm (argon2 saturating its workers); while the retention cleanup
+//! purges 1M expired sessions; and with a real PgBouncer (transaction
+//! pooling) between the service and PostgreSQL.
+
+use super::service::{self, Service};
+use super::{Plan, goose, soak};
+use crate::psql::Psql;
+use anyhow::Context as _;
+use pg_provision::Server;
+use std::fmt::Write as _;
+
+/// Validation p99 the stresses must stay under (the storm's target since
+/// session 6), and the rows the purge phase seeds.
+const P99_LIMIT_MS: f64 = 20.0;
+const PURGED_SESSIONS: u64 = 1_000_000;
+const VALIDATE: &str = "GET /v1/sessions/current";
+
+struct Phase {
+    name: &'static str,
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    failures: u64,
+    note: String,
+}
+
+pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> {
+    let dir = plan.out_dir.join("stress");
+    std::fs::create_dir_all(&dir)?;
+    let admin = Psql::new(server, server.url.clone());
+    admin.recreate_database("tessera_stress")?;
+    let db = admin.on("tessera_stress");
+    let env = [
+        ("TESSERA_POOL_PROFILE", profile.to_owned()),
+        // Tried every 2 s: a no-op until the purge phase seeds its rows.
+        ("TESSERA_CLEANUP_INTERVAL_SECS", "2".to_owned()),
+    ];
+    let validators = plan.users.div_ceil(2);
+    let mut phases = Vec::new();
+    {
+        let direct = Service::start(&db.url().to_string(), &env, &dir.join("server.log"))?;
+        phases.push(phase(
+            plan,
+            &direct.base_url,
+            &dir,
+            "quiet",
+            validators,
+            "pacedvalidator",
+            String::new(),
+        )?);
+        let storm = phase(
+            plan,
+            &direct.base_url,
+            &dir,
+            "login storm",
+            validators * 2,
+            "loginstorm,pacedvalidator",
+            String::new(),
+        )?;
+        let metrics = service::scrape(&direct.base_url)?;
+        let mut storm = storm;
+        storm.note = format!(
+            "{:.1} logins/s; {} hashing workers",
+            report_of(&dir, "login storm")?
+                .endpoint("POST /v1/sessions")
+                .map_or(0.0, |e| e.rps),
+            metrics.get("tessera_password_hash_workers")
+        );
+        phases.push(storm);
+        soak::Seed {
+            completed_tasks: 0,
+            expired_sessions: PURGED_SESSIONS,
+        }
+        .apply(&db)?;
+        let before = expired(&db)?;
+        let mut purge = phase(
+            plan,
+            &direct.base_url,
+            &dir,
+            "retention purge",
+            validators,
+            "pacedvalidator",
+            String::new(),
+        )?;
+        let after = expired(&db)?;
+        purge.note = format!(
+            "{} of {before} expired sessions purged during the phase",
+            before - after
+        );
+        phases.push(purge);
+        // The first quiet phase also warms the service up (connections,
+        // caches, the sign-up burst): this one is the baseline of the ratios.
+        phases.push(phase(
+            plan,
+            &direct.base_url,
+            &dir,
+            "quiet, again",
+            validators,
+            "pacedvalidator",
+            String::new(),
+        )?);
+    }
+    {
+        let bouncer = crate::pgbouncer::PgBouncer::start(
+            &server.url,
+            &crate::pgbouncer::Pooling {
+                default_pool_size: 20,
+                sized: &[],
+            },
+            &dir.join("pgbouncer"),
+        )?;
+        let mut env = env.to_vec();
+        env.push(("TESSERA_DB_POOLER", "transaction".to_owned()));
+        let pooled = Service::start(
+            &bouncer.url_for(db.url()).to_string(),
+            &env,
+            &dir.join("server-pgbouncer.log"),
+        )?;
+        phases.push(phase(
+            plan,
+            &pooled.base_url,
+            &dir,
+            "behind PgBouncer",
+            validators,
+            "pacedvalidator",
+            "transaction pooling, pool_size 20".into(),
+        )?);
+    }
+
+    let quiet = phases[3].p99.max(1.0);
+    let mut md = format!(
+        "# Validation under stress\n\nProfile `{profile}`, {} cores; {validators} paced validators (every 50-150 ms each) for {} s per phase, after ramp-up; the login storm adds as many users logging in back to back. p99 < {P99_LIMIT_MS} ms in every phase is the target.\n\n| phase | validations/s | p50 ms | p99 ms | p99 vs quiet, again | errors | note |\n|---|---:|---:|---:|---:|---:|---|\n",
+        plan.cores, plan.run_time_secs
+    );
+    let mut ok = true;
+    for p in &phases {
+        ok &= p.p99 < P99_LIMIT_MS && p.failures == 0;
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.1}x | {} | {} |",
+            p.name,
+            p.rps,
+            p.p50,
+            p.p99,
+            p.p99.max(1.0) / quiet,
+            p.failures,
+            p.note
+        )?;
+    }
+    writeln!(md, "\nTarget: {}.", if ok { "met" } else { "MISSED" })?;
+    std::fs::write(dir.join("stress.md"), &md)?;
+    println!("\n{md}");
+    Ok(ok)
+}
+
+fn phase(
+    plan: &Plan,
+    host: &str,
+    dir: &std::path::Path,
+    name: &'static str,
+    users: u32,
+    scenarios: &str,
+    note: String,
+) -> anyhow::Result<Phase> {
+    let phase_dir = dir.join(name.replace(' ', "-"));
+    std::fs::create_dir_all(&phase_dir)?;
+    goose::run(&goose::Run {
+        host,
+        users,
+        rate: plan.rate,
+        run_time_secs: plan.run_time_secs,
+        scenarios,
+        dir: &phase_dir,
+        label: name,
+    })?;
+    let report = harness::goose_report::read(&phase_dir.join("report.json"))?;
+    let validate = report
+        .endpoint(VALIDATE)
+        .with_context(|| format!("the {name} phase made no validations"))?;
+    Ok(Phase {
+        name,
+        rps: validate.rps,
+        p50: validate.p50_ms,
+        p99: validate.p99_ms,
+        failures: report.failures,
+        note,
+    })
+}
+
+fn report_of(dir: &std::path::Path, name: &str) -> anyhow::Result<harness::goose_report::Report> {
+    harness::goose_report::read(&dir.join(name.replace(' ', "-")).join("report.json"))
+}
+
+fn expired(db: &Psql) -> anyhow::Result<i64> {
+    db.number("SELECT count(*) FROM sessions WHERE idle_expires_at <= now() OR absolute_expires_at <= now()")
+}
