@@ -283,10 +283,7 @@ fn run_pgbench(
     dir: &Path,
     round: usize,
 ) -> anyhow::Result<Measured> {
-    let pgbench = match &server.cluster {
-        Some(cluster) => cluster.bin_dir().join("pgbench"),
-        None => pg_provision::find_bin_dir()?.join("pgbench"),
-    };
+    let pgbench = service::pgbench_bin(server)?;
     let before = meter.read();
     let out = Command::new(pgbench)
         .args(["-n", "-M", "prepared", "-c", &clients.to_string()])

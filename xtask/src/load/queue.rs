@@ -303,10 +303,7 @@ fn through_pgbench(
     threads: usize,
     secs: u64,
 ) -> anyhow::Result<Point> {
-    let pgbench = match &server.cluster {
-        Some(cluster) => cluster.bin_dir().join("pgbench"),
-        None => pg_provision::find_bin_dir()?.join("pgbench"),
-    };
+    let pgbench = service::pgbench_bin(server)?;
     let done_before = completed(db)?;
     let before = meter.read();
     let started = Instant::now();

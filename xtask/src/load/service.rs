@@ -199,6 +199,14 @@ pub fn get(url: &str) -> anyhow::Result<String> {
     Ok(response.body_mut().read_to_string()?)
 }
 
+/// pgbench from the cluster we started, else from the PostgreSQL binaries.
+pub fn pgbench_bin(server: &pg_provision::Server) -> anyhow::Result<std::path::PathBuf> {
+    Ok(match &server.cluster {
+        Some(cluster) => cluster.bin_dir().join("pgbench"),
+        None => pg_provision::find_bin_dir()?.join("pgbench"),
+    })
+}
+
 /// Registers and logs in one user through the API; returns its token and
 /// user id.
 pub fn sign_up(base_url: &str, email: &str) -> anyhow::Result<(String, String)> {

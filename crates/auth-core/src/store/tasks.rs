@@ -172,10 +172,11 @@ pub async fn claim(
 /// The claim statement, as sent: `$1` how many, `$2` the assignee, `$3` who
 /// assigns, `$4` the lease in seconds. Public so the load tier's `--queue`
 /// run times exactly this statement with pgbench.
-pub fn claim_sql() -> String {
-    let lock_clause = lock_clause();
-    format!(
-        "WITH picked AS (
+pub fn claim_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let lock_clause = lock_clause();
+        format!(
+            "WITH picked AS (
              SELECT id FROM tasks
              WHERE {}
              ORDER BY {CLAIM_ORDER}
@@ -187,9 +188,11 @@ pub fn claim_sql() -> String {
              lease_expires_at = now() + make_interval(secs => $4), attempt = t.attempt + 1
          FROM picked WHERE t.id = picked.id
          RETURNING {}",
-        claimable(),
-        qualified_columns("t")
-    )
+            claimable(),
+            qualified_columns("t")
+        )
+    });
+    &SQL
 }
 
 /// Highest priority first, then oldest: the order a claim takes them in.
@@ -251,12 +254,15 @@ fn fence() -> &'static str {
 
 /// The complete statement, as sent: `$1` the task, `$2` its assignee, `$3`
 /// the claim's attempt or NULL (see [`complete`]). Public for `--queue`.
-pub fn complete_sql() -> String {
-    format!(
-        "UPDATE tasks SET status = 'completed', completed_at = now(), finished_at = now(), lease_expires_at = NULL
-         WHERE {} RETURNING {COLUMNS}",
-        fence()
-    )
+pub fn complete_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE tasks SET status = 'completed', completed_at = now(), finished_at = now(), lease_expires_at = NULL
+             WHERE {} RETURNING {COLUMNS}",
+            fence()
+        )
+    });
+    &SQL
 }
 
 /// Marks a task completed, if `assignee` holds it under a live lease (and,
@@ -267,7 +273,19 @@ pub async fn complete(
     assignee: Uuid,
     attempt: Option<i32>,
 ) -> Result<Option<TaskRow>, DbError> {
-    diesel::sql_query(complete_sql())
+    fenced(conn, complete_sql(), id, assignee, attempt).await
+}
+
+/// Runs a write that passes the [`fence`] (`$1` the task, `$2` its
+/// assignee, `$3` the claim's attempt or NULL); the row as written, if any.
+async fn fenced(
+    conn: &mut AsyncPgConnection,
+    sql: &str,
+    id: Uuid,
+    assignee: Uuid,
+    attempt: Option<i32>,
+) -> Result<Option<TaskRow>, DbError> {
+    diesel::sql_query(sql)
         .bind::<SqlUuid, _>(id)
         .bind::<SqlUuid, _>(assignee)
         .bind::<Nullable<Integer>, _>(attempt)
@@ -285,19 +303,13 @@ pub async fn release(
     assignee: Uuid,
     attempt: Option<i32>,
 ) -> Result<Option<TaskRow>, DbError> {
-    diesel::sql_query(format!(
+    let sql = format!(
         "UPDATE tasks SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at = NULL,
              lease_expires_at = NULL, released = released + 1
          WHERE {} RETURNING {COLUMNS}",
         fence()
-    ))
-    .bind::<SqlUuid, _>(id)
-    .bind::<SqlUuid, _>(assignee)
-    .bind::<Nullable<Integer>, _>(attempt)
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<TaskRow>| rows.pop())
+    );
+    fenced(conn, &sql, id, assignee, attempt).await
 }
 
 /// Extends the lease of a task `assignee` holds to `lease` from now, under
