@@ -1,7 +1,8 @@
 //! `--ceiling`: the service's validate throughput against the database's
-//! own, each measured with a client as cheap as the other's. wrk (C, one
-//! token, keep-alive) drives `GET /v1/sessions/current`; pgbench runs the
-//! very statement a validation sends. Three rounds, each the service then
+//! own, each measured with a client as cheap as the other's. wrk (C,
+//! keep-alive, the tokens of 1,000 sessions drawn at random, as pgbench
+//! draws its own) drives `GET /v1/sessions/current`; pgbench runs the very
+//! statement a validation sends. Three rounds, each the service then
 //! pgbench back to back; the median ratio is judged. goose's figure (the
 //! project's own load client, far heavier) is reported beside it, and every
 //! run's CPU is split between the service, PostgreSQL and the client.
@@ -56,10 +57,13 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
         &[("TESSERA_POOL_PROFILE", profile.to_owned())],
         &dir.join("server.log"),
     )?;
-    let (token, _) = service::sign_up(&service.base_url, "ceiling@example.test")?;
+    service::sign_up(&service.base_url, "ceiling@example.test")?;
     let clients = super::pool_size(&service::scrape(&service.base_url)?, 1)
         .context("the service exported no pool size")?;
     seed_pgbench_sessions(&db)?;
+    let tokens = seed_wrk_sessions(&db)?;
+    let wrk_script = dir.join("validate.lua");
+    std::fs::write(&wrk_script, validate_script(&tokens))?;
     let script = pgbench_script(&dir)?;
     let wrk = wrk_binary()?;
     let meter = Meter::new(&db, Some(service.pid()))?;
@@ -72,7 +76,7 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
         let http = run_wrk(
             &wrk,
             &service.base_url,
-            &token,
+            &wrk_script,
             secs,
             plan.cores,
             &meter,
@@ -129,7 +133,7 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
     let ok = median >= CEILING_TARGET;
 
     let mut md = format!(
-        "# Ceiling\n\nProfile `{profile}`, {} cores. Each round: wrk ({WRK_CONNECTIONS} connections, {} threads, one token) on `GET /v1/sessions/current` for {secs} s, then pgbench ({clients} clients = the pool's size, {} threads, `-M prepared`) running the statement a validation sends for {secs} s.\n\n\
+        "# Ceiling\n\nProfile `{profile}`, {} cores. Each round: wrk ({WRK_CONNECTIONS} connections, {} threads, each request a token of 1,000 sessions drawn at random; pgbench draws from 1,000 others) on `GET /v1/sessions/current` for {secs} s, then pgbench ({clients} clients = the pool's size, {} threads, `-M prepared`) running the statement a validation sends for {secs} s.\n\n\
          | round | service validations/s (wrk) | p99 ms | pgbench statements/s | ratio | CPU us/request: service / PostgreSQL / wrk | CPU us/statement: PostgreSQL / pgbench |\n|---|---:|---:|---:|---:|---|---|\n",
         plan.cores, plan.cores, plan.cores
     );
@@ -178,6 +182,44 @@ fn seed_pgbench_sessions(db: &Psql) -> anyhow::Result<()> {
     .map(|_| ())
 }
 
+/// As many sessions again for wrk, whose tokens it must send: token n is
+/// the base64url text of sha256(int4send(n)), its stored hash the SHA-256 of
+/// those bytes, as the service computes it. Returns the tokens.
+fn seed_wrk_sessions(db: &Psql) -> anyhow::Result<Vec<String>> {
+    let (first, last) = (PGBENCH_TOKENS + 1, 2 * PGBENCH_TOKENS);
+    db.query(&format!(
+        "INSERT INTO sessions (id, user_id, token_hash, idle_expires_at, absolute_expires_at)
+         SELECT gen_random_uuid(), (SELECT id FROM users WHERE email = 'ceiling@example.test'),
+                sha256(sha256(int4send(g))), now() + interval '1 hour', now() + interval '1 hour'
+         FROM generate_series({first}, {last}) AS g;
+         ANALYZE sessions;"
+    ))?;
+    let text = db.query(&format!(
+        "SELECT rtrim(translate(encode(sha256(int4send(g)), 'base64'), '+/', '-_'), '=')
+         FROM generate_series({first}, {last}) AS g"
+    ))?;
+    let tokens: Vec<String> = text.lines().map(str::to_owned).collect();
+    anyhow::ensure!(
+        tokens.len() == PGBENCH_TOKENS as usize && tokens.iter().all(|t| t.len() == 43),
+        "could not derive the wrk sessions' tokens"
+    );
+    Ok(tokens)
+}
+
+/// wrk's script: every request validates one of `tokens`, drawn at random,
+/// as pgbench draws its sessions.
+fn validate_script(tokens: &[String]) -> String {
+    let list: Vec<String> = tokens.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "local tokens = {{ {} }}\n\
+         request = function()\n\
+         \x20 local t = tokens[math.random(#tokens)]\n\
+         \x20 return wrk.format(\"GET\", nil, {{ [\"Authorization\"] = \"Bearer \" .. t }})\n\
+         end\n",
+        list.join(", ")
+    )
+}
+
 fn pgbench_script(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let script = Command::new(VALIDATE_SQL_BIN)
         .output()
@@ -218,7 +260,7 @@ fn which(name: &str) -> anyhow::Result<std::path::PathBuf> {
 fn run_wrk(
     wrk: &Path,
     base_url: &str,
-    token: &str,
+    script: &Path,
     secs: u64,
     threads: usize,
     meter: &Meter,
@@ -236,7 +278,8 @@ fn run_wrk(
             "-d",
             &format!("{secs}s"),
         ])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg("-s")
+        .arg(script)
         .arg(format!("{base_url}/v1/sessions/current"))
         .output()
         .context("running wrk")?;
