@@ -74,13 +74,7 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<R, E>,
     E: From<StoreError>,
 {
-    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .map_err(StoreError::from)?;
-    if depth.is_some() {
-        return work(conn).await;
-    }
-    in_transaction(conn, "BEGIN", work).await
+    atomic_after(conn, None, work).await
 }
 
 /// Runs `work` in a transaction that first runs `prelude`: simple-protocol
@@ -97,19 +91,20 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<R, E>,
     E: From<StoreError>,
 {
-    let Some(prelude) = prelude else {
-        return atomic(conn, work).await;
-    };
     let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
         .transaction_depth()
         .map_err(StoreError::from)?;
-    if depth.is_some() {
-        conn.batch_execute(prelude)
-            .await
-            .map_err(StoreError::from)?;
-        return work(conn).await;
+    match (depth, prelude) {
+        (Some(_), None) => work(conn).await,
+        (Some(_), Some(prelude)) => {
+            conn.batch_execute(prelude)
+                .await
+                .map_err(StoreError::from)?;
+            work(conn).await
+        }
+        (None, None) => in_transaction(conn, "BEGIN", work).await,
+        (None, Some(prelude)) => in_transaction(conn, &format!("BEGIN; {prelude}"), work).await,
     }
-    in_transaction(conn, &format!("BEGIN; {prelude}"), work).await
 }
 
 /// `begin`, then `work`, then COMMIT, or ROLLBACK if `work` failed.

@@ -60,27 +60,14 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbEr
         .map(|f| f.found)
 }
 
-/// Takes the user's row lock until the transaction ends: logins of one user
-/// serialise on it, which is what keeps the session limit exact. `NO KEY
-/// UPDATE` because nothing changes the key: it still serialises logins but
-/// does not block the `KEY SHARE` locks that foreign-key checks take (a
-/// claim assigning tasks to this user, a session insert). False: no such user.
-pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
-    diesel::sql_query(format!(
-        "SELECT id, email, password_hash FROM users WHERE id = $1 {}",
-        lock_strength()
-    ))
-    .bind::<SqlUuid, _>(id)
-    .prepared()
-    .get_results::<UserRow>(conn)
-    .await
-    .map(|rows| !rows.is_empty())
-}
-
-/// [`lock`] as a statement for a login's session transaction: its text
-/// carries only the id the service itself holds, so it can ride on the
-/// transaction's `BEGIN` ([`crate::db::atomic_after`]). `None` in the faulty
-/// build that takes no lock.
+/// The statement that takes the user's row lock until the transaction
+/// ends: logins of one user serialise on it, which is what keeps the session
+/// limit exact. `NO KEY UPDATE` because nothing changes the key: it still
+/// serialises logins but does not block the `KEY SHARE` locks that
+/// foreign-key checks take (a claim assigning tasks to this user, a session
+/// insert). Its text carries only the id the service itself holds, so it
+/// rides on the transaction's `BEGIN` ([`crate::db::atomic_after`]). `None`
+/// in the faulty build that takes no lock.
 pub fn lock_sql(id: Uuid) -> Option<String> {
     or_fault!(SessionLimitWithoutLock => None);
     Some(format!(

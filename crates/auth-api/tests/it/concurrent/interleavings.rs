@@ -132,8 +132,13 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
 
     // Login A, run step by step by the test: lock the user, count (1: room).
     let mut a = app.db.connect().await;
-    a.batch_execute("BEGIN").await.unwrap();
-    users::lock(&mut a, ada.user_id).await.unwrap();
+    // A is the correct login whatever the build: its lock is written out here.
+    a.batch_execute(&format!(
+        "BEGIN; SELECT 1 FROM users WHERE id = '{}' FOR NO KEY UPDATE",
+        ada.user_id
+    ))
+    .await
+    .unwrap();
     let seen_by_a = sessions::count_active(&mut a, ada.user_id).await.unwrap();
     assert_eq!(seen_by_a, 1);
 
@@ -196,8 +201,11 @@ async fn a_login_holding_the_user_lock_does_not_block_claims_for_that_user() {
     app.create_n_tasks(&ada.token, "for ada", 3).await;
     // The test takes the user lock exactly as a login does, in an open transaction.
     let mut login = app.db.connect().await;
-    login.batch_execute("BEGIN").await.unwrap();
-    assert!(users::lock(&mut login, ada.user_id).await.unwrap());
+    let lock = users::lock_sql(ada.user_id).expect("a login takes the user lock");
+    login
+        .batch_execute(&format!("BEGIN; {lock}"))
+        .await
+        .unwrap();
     // A claim assigning tasks to ada checks the foreign key to her row
     // (FOR KEY SHARE): it must not wait for the login to commit.
     let claim = {
