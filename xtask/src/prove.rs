@@ -27,6 +27,8 @@ pub const FAULTS: &[&str] = &[
     "revocation_before_commit",
     "pool_fails_fast",
     "login_limit_check_then_record",
+    "login_limit_refuses_in_flight",
+    "login_limit_refusal_not_shared",
     "hash_queue_unbounded",
     "user_lock_for_update",
     "session_created_at_tx_start",
@@ -40,6 +42,10 @@ pub const FAULTS: &[&str] = &[
     "heartbeat_without_fence",
     "cancel_any_status",
     "long_poll_no_recheck",
+    "hung_up_claims_kept",
+    "hang_ups_ignored",
+    "long_poll_recheck_per_waiter",
+    "waiters_unbounded",
 ];
 
 const TIER2: &[&str] = &[

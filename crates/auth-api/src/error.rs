@@ -36,6 +36,8 @@ pub enum ApiError {
     InvalidToken,
     NotAssignee,
     NotCancellable,
+    /// A long-poll claim past the bound on waiters (per credential or per instance).
+    TooManyWaiters,
     /// The database or the pool could not serve in time (logged as a warning).
     Unavailable(StoreError),
     /// The hash queue shed the login (logged at debug: it is the design working).
@@ -71,6 +73,7 @@ impl From<QueueError> for ApiError {
             QueueError::NotFound => ApiError::NotFound,
             QueueError::NotAssignee => ApiError::NotAssignee,
             QueueError::NotCancellable => ApiError::NotCancellable,
+            QueueError::TooManyWaiters(_) => ApiError::TooManyWaiters,
             QueueError::Store(e) => e.into(),
         }
     }
@@ -101,6 +104,7 @@ pub enum ProblemCode {
     InvalidToken,
     NotAssignee,
     NotCancellable,
+    TooManyWaiters,
     ServiceUnavailable,
     InternalError,
 }
@@ -120,6 +124,7 @@ impl ProblemCode {
             ProblemCode::InvalidToken => "invalid_token",
             ProblemCode::NotAssignee => "not_assignee",
             ProblemCode::NotCancellable => "not_cancellable",
+            ProblemCode::TooManyWaiters => "too_many_waiters",
             ProblemCode::ServiceUnavailable => "service_unavailable",
             ProblemCode::InternalError => "internal_error",
         }
@@ -215,6 +220,11 @@ impl ApiError {
             ApiError::NotCancellable => {
                 (S::CONFLICT, C::NotCancellable, "Task is already finished")
             }
+            ApiError::TooManyWaiters => (
+                S::TOO_MANY_REQUESTS,
+                C::TooManyWaiters,
+                "Too many long-poll claims waiting",
+            ),
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => (
                 S::SERVICE_UNAVAILABLE,
                 C::ServiceUnavailable,
@@ -249,7 +259,7 @@ impl ApiError {
             ApiError::TooManyAttempts { retry_after_secs } => {
                 Some((header::RETRY_AFTER, retry_after_secs.to_string()))
             }
-            ApiError::Unavailable(_) | ApiError::Overloaded(_) => {
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::TooManyWaiters => {
                 Some((header::RETRY_AFTER, "1".to_owned()))
             }
             ApiError::InvalidToken => Some((header::WWW_AUTHENTICATE, "Bearer".to_owned())),

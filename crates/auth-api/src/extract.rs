@@ -2,7 +2,7 @@
 //! documents instead of actix's text/plain defaults.
 
 use crate::error::ApiError;
-use crate::fields::FromJson;
+use crate::fields::{self, FromJson, Nesting, Read};
 use crate::state::AppState;
 use actix_web::HttpMessage as _;
 use actix_web::body::BoxBody;
@@ -15,12 +15,16 @@ use futures_util::StreamExt as _;
 use std::future::Future;
 use std::pin::Pin;
 
-/// Deepest JSON nesting accepted (the contract's limit).
-pub const MAX_JSON_DEPTH: usize = 32;
+/// A body's first read happens once this much of it arrived; each later
+/// one at twice the size of the last, and at its end. An unknown member
+/// near the start (a body padded with one) is refused after one small read;
+/// a body read whole costs at most twice one read.
+const FIRST_READ: usize = 8 * 1024;
 
 /// A JSON body read and checked in the contract's order: content type (415),
-/// size (413), syntax and depth (400), shape and values (422).
-pub struct JsonBody<T>(pub T);
+/// size (413), syntax and depth (400), shape and values (422); an unknown
+/// member is refused (422) as soon as it is read, before the rest arrives.
+pub struct JsonBody<T: FromJson>(pub T::Checked);
 
 impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
@@ -28,11 +32,7 @@ impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let json_type = is_json_content_type(req);
-        let declared_len = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let declared_len = declared_length(req);
         let mut payload = payload.take();
         Box::pin(async move {
             if !json_type {
@@ -43,32 +43,33 @@ impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
             let mut body = web::BytesMut::new();
+            let mut nesting = Nesting::default();
+            let mut next_read = FIRST_READ;
             while let Some(chunk) = payload.next().await {
                 let chunk =
                     chunk.map_err(|_| ApiError::MalformedRequest("the body could not be read"))?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::PayloadTooLarge { limit });
                 }
+                nesting.feed(&chunk)?;
                 body.extend_from_slice(&chunk);
+                if body.len() >= next_read {
+                    fields::read::<T>(&body, false)?;
+                    next_read = body.len() * 2;
+                }
             }
-            let value: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|_| ApiError::MalformedRequest("the body is not valid JSON"))?;
-            if depth(&value) > MAX_JSON_DEPTH {
-                return Err(ApiError::MalformedRequest(
-                    "the body nests deeper than 32 levels",
-                ));
+            match fields::read::<T>(&body, true)? {
+                Read::Done(checked) => Ok(JsonBody(checked)),
+                Read::NeedMore => Err(ApiError::MalformedRequest("the body is not valid JSON")),
             }
-            T::from_json(&value)
-                .map(JsonBody)
-                .map_err(ApiError::Validation)
         })
     }
 }
 
 /// A JSON body that may be left out: a request with neither a body nor a
-/// `Content-Type` reads as `{}` (every field at its default); anything else
+/// `Content-Type` reads as `{}` (every member at its default); anything else
 /// is read as [`JsonBody`] reads it.
-pub struct OptionalJsonBody<T>(pub T);
+pub struct OptionalJsonBody<T: FromJson>(pub T::Checked);
 
 impl<T: FromJson + 'static> FromRequest for OptionalJsonBody<T> {
     type Error = ApiError;
@@ -76,22 +77,27 @@ impl<T: FromJson + 'static> FromRequest for OptionalJsonBody<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let headers = req.headers();
-        let declared_len = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
         let bodyless = !headers.contains_key(header::CONTENT_TYPE)
             && !headers.contains_key(header::TRANSFER_ENCODING)
-            && matches!(declared_len, None | Some(0));
+            && matches!(declared_length(req), None | Some(0));
         if bodyless {
-            let read = T::from_json(&serde_json::Value::Object(Default::default()))
-                .map(OptionalJsonBody)
-                .map_err(ApiError::Validation);
+            let read = match fields::read::<T>(b"{}", true) {
+                Ok(Read::Done(checked)) => Ok(OptionalJsonBody(checked)),
+                Ok(Read::NeedMore) => Err(ApiError::Internal("`{}` read as incomplete".into())),
+                Err(e) => Err(e),
+            };
             return Box::pin(std::future::ready(read));
         }
         let body = JsonBody::<T>::from_request(req, payload);
         Box::pin(async move { body.await.map(|JsonBody(t)| OptionalJsonBody(t)) })
     }
+}
+
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 fn is_json_content_type(req: &HttpRequest) -> bool {
@@ -110,16 +116,6 @@ fn is_json_content_type(req: &HttpRequest) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-/// Nesting depth of a JSON value (a scalar is 0). serde_json already refuses
-/// anything past 128 levels, so this recursion is bounded.
-fn depth(value: &serde_json::Value) -> usize {
-    match value {
-        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
-    }
 }
 
 /// The raw bearer token of a request; missing or malformed is `invalid_token`.
@@ -216,16 +212,4 @@ pub async fn until_migrated(
         "the schema is not migrated yet".into(),
     ));
     Ok(req.error_response(not_yet))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::depth;
-    use serde_json::json;
-
-    #[test]
-    fn measures_nesting() {
-        assert_eq!(depth(&json!(1)), 0);
-        assert_eq!(depth(&json!({"a": [1, {"b": []}]})), 4);
-    }
 }

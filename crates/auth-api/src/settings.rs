@@ -53,6 +53,8 @@ settings! {
     "TESSERA_TRUSTED_PROXIES" => "Comma-separated proxy addresses or CIDR networks whose X-Forwarded-For names a login's IP", "(none)".into();
     "TESSERA_TASK_LEASE_SECS" => "How long a claim holds a task", secs(QueuePolicy::default().lease);
     "TESSERA_TASK_MAX_WAIT_MS" => "Longest a long-poll claim waits, whatever its wait_ms (at most 30000)", QueuePolicy::default().max_wait.as_millis().to_string();
+    "TESSERA_TASK_WAITERS_PER_CREDENTIAL" => "Long-poll claims one session may have waiting; one more gets 429", QueuePolicy::default().waiters.per_credential.to_string();
+    "TESSERA_TASK_WAITERS_PER_INSTANCE" => "Long-poll claims waiting in one instance; one more gets 429", QueuePolicy::default().waiters.per_instance.to_string();
     "TESSERA_DB_LISTEN_URL" => "Direct PostgreSQL URL for long-poll wake-ups (LISTEN); needed behind a transaction pooler", "DATABASE_URL, none behind a transaction pooler".into();
     "TESSERA_TASK_COUNTS_FOLD_SECS" => "How often the task-count deltas are folded", secs(QueuePolicy::default().counts_fold_interval);
     "TESSERA_CLEANUP_INTERVAL_SECS" => "How often the retention cleanup is tried", secs(RetentionPolicy::default().interval);

@@ -89,6 +89,10 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         config.queue.counts_fold_interval,
         std::sync::Arc::downgrade(&state.alive),
     );
+    state
+        .queue
+        .wakeups()
+        .spawn_recheck(std::sync::Arc::downgrade(&state.alive));
     match &config.listen_url {
         Some(url) => state
             .queue
@@ -121,6 +125,12 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
             .default_service(web::to(routes::not_found))
     })
     .shutdown_timeout(config.shutdown_grace_secs)
+    // A client that closes its side of the connection has hung up: actix
+    // then drops its request instead of answering into the void, so a
+    // long-poll claim stops waiting, and what a claim under way took for
+    // it is handed back (`TaskQueue::claim`). (A client that half-closes
+    // and still reads its answer is refused; HTTP/1.1 clients do not.)
+    .h1_allow_half_closed(hang_ups_ignored())
     // The binary handles the signals itself: long-poll claims must end
     // before actix waits for in-flight requests (`Application::stop`).
     .disable_signals()
@@ -133,6 +143,16 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         port,
         state,
     })
+}
+
+/// `false` (hang-ups end requests), except in the faulty build's
+/// `hang_ups_ignored`.
+fn hang_ups_ignored() -> bool {
+    #[cfg(feature = "faults")]
+    if auth_core::faults::active(auth_core::faults::Fault::HangUpsIgnored) {
+        return true;
+    }
+    false
 }
 
 /// Applies the migrations until they succeed, backing off from 250 ms to

@@ -7,7 +7,7 @@ use crate::db::Db;
 use crate::domain::{ClientInfo, Email, FieldError, Password, SessionToken, TokenHash};
 use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
-use crate::login_limit::{Admitted, LoginLimit};
+use crate::login_limit::{Admission, Admitted, LoginLimit};
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -76,8 +76,8 @@ impl SessionService {
     pub fn new(db: Db, hasher: PasswordHasher, policy: SessionPolicy) -> SessionService {
         SessionService {
             db,
+            limit: LoginLimit::new(&policy, hasher.wait_deadline()),
             hasher,
-            limit: LoginLimit::new(&policy),
             policy,
             reuse: Arc::default(),
         }
@@ -89,6 +89,11 @@ impl SessionService {
 
     pub fn hasher(&self) -> &PasswordHasher {
         &self.hasher
+    }
+
+    /// The login limit, with this instance's lines of logins.
+    pub fn login_limit(&self) -> &LoginLimit {
+        &self.limit
     }
 
     /// Creates a user. The unique email constraint decides races: of N
@@ -124,27 +129,64 @@ impl SessionService {
     /// Checks credentials and opens a session. Unknown emails, wrong and
     /// impossible passwords all cost one verification and fail alike. The
     /// attempt is admitted by the login limit before anything is verified.
+    ///
+    /// The login runs in a task of its own: once admitted, an attempt must
+    /// report its outcome, even if the caller stops waiting for it (its
+    /// client hung up). Everything it waits on is bounded by the deadline.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         client: &ClientInfo,
     ) -> Result<IssuedSession> {
+        let this = self.clone();
+        let (email, password, client) = (email.to_owned(), password.to_owned(), client.clone());
+        let login =
+            tokio::spawn(async move { this.login_to_end(&email, &password, &client).await });
+        match login.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels it.
+            Err(_) => Err(SessionError::Overloaded(
+                crate::hashing::HashError::DeadlineExceeded,
+            )),
+        }
+    }
+
+    async fn login_to_end(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession> {
+        let deadline = tokio::time::Instant::now() + self.hasher.wait_deadline();
         let Ok(email) = Email::parse(email) else {
-            self.hasher.verify_dummy(password).await?;
+            self.hasher
+                .reserve_until(deadline)?
+                .verify_dummy(password)
+                .await?;
             return Err(SessionError::InvalidCredentials);
         };
-        // A place in the hash queue first: a flood is refused before it
-        // reaches the pool, where it would crowd out validations.
-        let slot = self.hasher.reserve()?;
-        // The connection goes back to the pool before hashing: never hold one while hashing.
-        let (attempt, user) = self
-            .db
-            .run(async |conn| self.limit.admit(conn, email.as_str()).await)
+        // Its turn among this email's logins, then a place in the hash
+        // queue (a flood is refused before it reaches the pool), then the
+        // admission; no connection is held while waiting or hashing.
+        let Admission {
+            attempt,
+            user,
+            slot,
+        } = self
+            .limit
+            .admit(&self.db, &self.hasher, email.as_str(), deadline)
             .await?;
         let verified = match (&user, Password::parse(password)) {
-            (Some(user), Ok(_)) => slot.verify(password, &user.password_hash).await,
-            _ => slot.verify_dummy(password).await.map(|()| false),
+            (Some(user), Ok(_)) => {
+                slot.verify_for(email.as_str(), password, &user.password_hash)
+                    .await
+            }
+            _ => slot
+                .verify_dummy_for(email.as_str(), password)
+                .await
+                .map(|()| false),
         };
         let verified = match verified {
             Ok(verified) => verified,
@@ -160,7 +202,9 @@ impl SessionService {
             self.db.run(async |conn| attempt.failed(conn).await).await?;
             return Err(SessionError::InvalidCredentials);
         };
-        self.open_session(user.id, attempt, client).await
+        // The attempt is dropped (its line told) once the session's
+        // statement, which records it, has committed.
+        self.open_session(user.id, &attempt, client).await
     }
 
     /// Inserts a session within the per-user limit, evicting the oldest. The
@@ -171,7 +215,7 @@ impl SessionService {
     async fn open_session(
         &self,
         user_id: Uuid,
-        attempt: Admitted,
+        attempt: &Admitted,
         client: &ClientInfo,
     ) -> Result<IssuedSession> {
         let token = SessionToken::generate()?;

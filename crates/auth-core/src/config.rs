@@ -181,6 +181,8 @@ pub struct QueuePolicy {
     /// The longest a long-poll claim waits, whatever its `wait_ms` asks
     /// (at most the contract's 30 s; lower it below a proxy's read timeout).
     pub max_wait: Duration,
+    /// How many long-poll claims may wait, per credential and per instance.
+    pub waiters: crate::wakeups::WaiterLimits,
 }
 
 impl Default for QueuePolicy {
@@ -189,14 +191,17 @@ impl Default for QueuePolicy {
             lease: Duration::from_secs(300),
             counts_fold_interval: Duration::from_secs(2),
             max_wait: Duration::from_millis(30_000),
+            waiters: crate::wakeups::WaiterLimits::default(),
         }
     }
 }
 
 impl QueuePolicy {
     /// Reads `TESSERA_TASK_LEASE_SECS`, `TESSERA_TASK_COUNTS_FOLD_SECS`,
-    /// `TESSERA_TASK_MAX_WAIT_MS`.
+    /// `TESSERA_TASK_MAX_WAIT_MS`, `TESSERA_TASK_WAITERS_PER_CREDENTIAL`,
+    /// `TESSERA_TASK_WAITERS_PER_INSTANCE`.
     pub fn from_env() -> Result<QueuePolicy, ConfigError> {
+        let d = crate::wakeups::WaiterLimits::default();
         let max_wait_ms = env_or("TESSERA_TASK_MAX_WAIT_MS", 30_000u64)?;
         if max_wait_ms > 30_000 {
             return Err(ConfigError::Invalid {
@@ -208,6 +213,10 @@ impl QueuePolicy {
             lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)?,
             counts_fold_interval: env_secs("TESSERA_TASK_COUNTS_FOLD_SECS", 2)?,
             max_wait: Duration::from_millis(max_wait_ms),
+            waiters: crate::wakeups::WaiterLimits {
+                per_credential: env_or("TESSERA_TASK_WAITERS_PER_CREDENTIAL", d.per_credential)?,
+                per_instance: env_or("TESSERA_TASK_WAITERS_PER_INSTANCE", d.per_instance)?,
+            },
         })
     }
 }

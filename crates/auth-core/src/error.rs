@@ -50,6 +50,10 @@ pub enum QueueError {
     /// Cancel of a task already completed, failed or cancelled.
     #[error("task is finished")]
     NotCancellable,
+    /// A long-poll claim past the bound on waiters (per credential or per
+    /// instance): refused at once.
+    #[error(transparent)]
+    TooManyWaiters(#[from] crate::wakeups::Crowded),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

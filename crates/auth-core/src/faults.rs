@@ -37,6 +37,12 @@ pub enum Fault {
     PoolFailsFast,
     /// The login limit counts failures, verifies, and only then records one.
     LoginLimitCheckThenRecord,
+    /// The login limit counts checks in flight like failures (v1.1's
+    /// wording): correct logins that arrive together are refused.
+    LoginLimitRefusesInFlight,
+    /// An admission that finds the email limited refuses only its own
+    /// login: every login of a crowd for it queues for an admission of its own.
+    LoginLimitRefusalNotShared,
     /// The hash queue has neither a capacity nor a deadline.
     HashQueueUnbounded,
     /// Login locks the user row FOR UPDATE (blocks claims' key-share checks).
@@ -67,10 +73,20 @@ pub enum Fault {
     /// A long-poll claim sleeps out its wait after one empty try (no wake-ups,
     /// no re-check).
     LongPollNoRecheck,
+    /// Tasks claimed for a caller that hung up stay leased to it.
+    HungUpClaimsKept,
+    /// actix keeps serving a request whose client hung up (half-closed
+    /// connections allowed, its default).
+    HangUpsIgnored,
+    /// Each long-poll waiter re-checks the queue every second on its own
+    /// (the first design: database work grows with the number of waiters).
+    LongPollRecheckPerWaiter,
+    /// Long-poll claims wait without a bound per credential or instance.
+    WaitersUnbounded,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 27] = [
+    pub const ALL: [Fault; 33] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -85,6 +101,8 @@ impl Fault {
         Fault::RevocationBeforeCommit,
         Fault::PoolFailsFast,
         Fault::LoginLimitCheckThenRecord,
+        Fault::LoginLimitRefusesInFlight,
+        Fault::LoginLimitRefusalNotShared,
         Fault::HashQueueUnbounded,
         Fault::UserLockForUpdate,
         Fault::SessionCreatedAtTxStart,
@@ -98,6 +116,10 @@ impl Fault {
         Fault::HeartbeatWithoutFence,
         Fault::CancelAnyStatus,
         Fault::LongPollNoRecheck,
+        Fault::HungUpClaimsKept,
+        Fault::HangUpsIgnored,
+        Fault::LongPollRecheckPerWaiter,
+        Fault::WaitersUnbounded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -116,6 +138,8 @@ impl Fault {
             Fault::RevocationBeforeCommit => "revocation_before_commit",
             Fault::PoolFailsFast => "pool_fails_fast",
             Fault::LoginLimitCheckThenRecord => "login_limit_check_then_record",
+            Fault::LoginLimitRefusesInFlight => "login_limit_refuses_in_flight",
+            Fault::LoginLimitRefusalNotShared => "login_limit_refusal_not_shared",
             Fault::HashQueueUnbounded => "hash_queue_unbounded",
             Fault::UserLockForUpdate => "user_lock_for_update",
             Fault::SessionCreatedAtTxStart => "session_created_at_tx_start",
@@ -129,6 +153,10 @@ impl Fault {
             Fault::HeartbeatWithoutFence => "heartbeat_without_fence",
             Fault::CancelAnyStatus => "cancel_any_status",
             Fault::LongPollNoRecheck => "long_poll_no_recheck",
+            Fault::HungUpClaimsKept => "hung_up_claims_kept",
+            Fault::HangUpsIgnored => "hang_ups_ignored",
+            Fault::LongPollRecheckPerWaiter => "long_poll_recheck_per_waiter",
+            Fault::WaitersUnbounded => "waiters_unbounded",
         }
     }
 
@@ -244,6 +272,19 @@ pub(crate) async fn revoke_all_in_background(
 
 /// The broken statements behind the faults above, kept here so the real
 /// store reads as the real SQL (the store calls these under `active`).
+/// The `long_poll_recheck_per_waiter` fault's wait: at most a second, then
+/// a try of its own, whatever woke it.
+pub(crate) async fn wait_rechecking_alone(
+    woken: &mut crate::wakeups::Subscription,
+    left: std::time::Duration,
+) -> crate::wakeups::Woken {
+    use crate::wakeups::{RECHECK, Woken};
+    match woken.wait_at_most(left.min(RECHECK)).await {
+        Woken::Expired if left > RECHECK => Woken::TryAgain,
+        other => other,
+    }
+}
+
 pub(crate) mod sql {
     use crate::domain::TokenHash;
     use crate::store::login_attempts::AdmissionRow;
@@ -434,8 +475,9 @@ pub(crate) mod sql {
         Ok(inserted)
     }
 
-    /// The old check-then-record shape, kept only for the `faults` build: a
-    /// count that inserts nothing, so a burst all passes it.
+    /// The check-then-record login limit: counts failures only, admits
+    /// without recording anything (attempt 0); the outcome is inserted
+    /// after the check.
     pub async fn count_only(
         conn: &mut AsyncPgConnection,
         email: &str,
@@ -451,15 +493,62 @@ pub(crate) mod sql {
                              WHERE email = $1 AND outcome = 'succeeded')
                  ORDER BY id DESC LIMIT $2
              )
-             SELECT CASE WHEN (SELECT count(*) FROM counted) < $2 THEN 0::bigint END AS attempt_id,
-                    (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
+             SELECT CASE WHEN (SELECT count(*) FROM counted) < $2 THEN 'admitted' ELSE 'limited' END AS verdict,
+                    CASE WHEN (SELECT count(*) FROM counted) < $2 THEN 0::bigint END AS attempt_id,
+                    (SELECT EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now())::float8
                      FROM counted) AS retry_after_secs,
-                    NULL::uuid AS user_id, NULL::text AS password_hash",
+                    u.id AS user_id, u.password_hash
+             FROM (SELECT 1) AS one LEFT JOIN users AS u ON u.email = $1",
         )
         .bind::<Text, _>(email)
         .bind::<BigInt, _>(i64::from(limit.max(1)))
         .bind::<Double, _>(secs(window))
         .get_result(conn)
+        .await
+    }
+
+    /// The login limit as first written (contract v1.1): a check in flight
+    /// counts like a failure, so logins that merely arrive together while
+    /// ten are being checked are refused (429), correct passwords included.
+    /// The admission itself is still one statement under the email's lock.
+    pub async fn admit_counting_in_flight(
+        conn: &mut AsyncPgConnection,
+        email: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<AdmissionRow, crate::error::StoreError> {
+        let lock = crate::store::login_attempts::lock_email_sql(email);
+        crate::db::atomic_after(conn, Some(&lock), async |conn| {
+            diesel::sql_query(
+                "WITH counted AS (
+                     SELECT attempted_at FROM login_attempts
+                     WHERE email = $1
+                       AND attempted_at > now() - make_interval(secs => $3)
+                       AND outcome <> 'succeeded'
+                       AND id > (SELECT coalesce(max(id), 0) FROM login_attempts
+                                 WHERE email = $1 AND outcome = 'succeeded')
+                     ORDER BY id DESC
+                     LIMIT $2
+                 ),
+                 admitted AS (
+                     INSERT INTO login_attempts (email)
+                     SELECT $1 WHERE (SELECT count(*) FROM counted) < $2
+                     RETURNING id
+                 )
+                 SELECT CASE WHEN (SELECT id FROM admitted) IS NULL THEN 'limited' ELSE 'admitted' END AS verdict,
+                        (SELECT id FROM admitted) AS attempt_id,
+                        (SELECT EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now())::float8
+                         FROM counted) AS retry_after_secs,
+                        u.id AS user_id, u.password_hash
+                 FROM (SELECT 1) AS one LEFT JOIN users AS u ON u.email = $1",
+            )
+            .bind::<Text, _>(email)
+            .bind::<BigInt, _>(i64::from(limit.max(1)))
+            .bind::<Double, _>(secs(window))
+            .get_result(conn)
+            .await
+            .map_err(crate::error::StoreError::from)
+        })
         .await
     }
 

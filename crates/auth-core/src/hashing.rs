@@ -26,13 +26,14 @@ use tokio::sync::oneshot;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashing failed for a reason other than a wrong password.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HashError {
     /// The queue was at capacity: refused without waiting.
     #[error("the password-hash queue is full")]
     QueueFull,
-    /// No worker took the job within the deadline: refused, work skipped.
-    #[error("no password-hash worker was free within the deadline")]
+    /// The login could not be checked within its deadline (no worker took
+    /// the job, or the checks ahead of it did not end): refused, work skipped.
+    #[error("the password could not be checked within the deadline")]
     DeadlineExceeded,
     #[error("password hashing failed: {0}")]
     Failed(String),
@@ -74,6 +75,64 @@ pub struct PasswordHasher {
     /// A real hash of a random password with the same parameters: verifying
     /// against it makes an unknown email cost what a known one costs.
     dummy_hash: Arc<str>,
+    /// Checks in flight, by [`Checks::key`]: one argon2 run serves every
+    /// identical check that arrives while it runs.
+    checks: Arc<Checks>,
+}
+
+type SharedCheck =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<bool, HashError>>>;
+
+/// Verifications under way, keyed by what they compare. Many logins of one
+/// user with the same password at once (tabs, a script, the contract's
+/// session-cap scenario) cost one argon2 run per round, not one each, so
+/// they fit in the login deadline. The key includes the email, so logins
+/// of different emails never share (their timing says nothing of whether
+/// the emails exist), and a per-process secret, so no key is a password's
+/// plain digest.
+struct Checks {
+    secret: [u8; 32],
+    under_way: Mutex<std::collections::HashMap<[u8; 32], SharedCheck>>,
+}
+
+impl Checks {
+    fn new() -> Result<Checks, HashError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(failed)?;
+        Ok(Checks {
+            secret,
+            under_way: Mutex::default(),
+        })
+    }
+
+    fn key(&self, subject: &str, password: &str, stored: &str) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut digest = sha2::Sha256::new();
+        digest.update(self.secret);
+        for part in [subject, stored, password] {
+            digest.update((part.len() as u64).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+        digest.finalize().into()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], SharedCheck>> {
+        self.under_way
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Takes a finished check off the list, however its owner ended.
+struct CheckOwner<'a> {
+    checks: &'a Checks,
+    key: [u8; 32],
+}
+
+impl Drop for CheckOwner<'_> {
+    fn drop(&mut self) {
+        self.checks.lock().remove(&self.key);
+    }
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -111,7 +170,13 @@ impl PasswordHasher {
             wait_deadline: pool.wait_deadline,
             stats: Arc::default(),
             dummy_hash: dummy_hash.into(),
+            checks: Arc::new(Checks::new()?),
         })
+    }
+
+    /// The longest a login or registration waits to be checked.
+    pub fn wait_deadline(&self) -> Duration {
+        self.wait_deadline
     }
 
     pub fn workers(&self) -> usize {
@@ -127,10 +192,17 @@ impl PasswordHasher {
         &self.stats
     }
 
+    /// Takes a place in the queue now, or refuses at once when it is full;
+    /// the deadline runs from here.
+    pub fn reserve(&self) -> Result<HashSlot, HashError> {
+        self.reserve_until(tokio::time::Instant::now() + self.wait_deadline)
+    }
+
     /// Takes a place in the queue now, or refuses at once when it is full.
     /// A login reserves before it touches the database, so a flood is shed
-    /// before it can crowd the pool; the deadline runs from here.
-    pub fn reserve(&self) -> Result<HashSlot, HashError> {
+    /// before it can crowd the pool; its job must reach a worker before
+    /// `deadline` (the login's own, counted from its start).
+    pub fn reserve_until(&self, deadline: tokio::time::Instant) -> Result<HashSlot, HashError> {
         let stats = &self.stats;
         if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity
             && !fault_active!(HashQueueUnbounded)
@@ -141,7 +213,7 @@ impl PasswordHasher {
         }
         Ok(HashSlot {
             hasher: self.clone(),
-            reserved_at: Instant::now(),
+            deadline,
             queued: true,
         })
     }
@@ -165,10 +237,12 @@ impl PasswordHasher {
 
 /// A place in the hash queue, held from [`PasswordHasher::reserve`] until a
 /// worker takes the job (or the slot is dropped unused).
+#[derive(Debug)]
 #[must_use = "a reserved slot holds a place in the hash queue"]
 pub struct HashSlot {
     hasher: PasswordHasher,
-    reserved_at: Instant,
+    /// The job must reach a worker before this.
+    deadline: tokio::time::Instant,
     /// Still counted in the queue by this slot (not yet handed to a worker).
     queued: bool,
 }
@@ -187,20 +261,70 @@ impl HashSlot {
         .await?
     }
 
-    pub async fn verify(self, password: &str, stored: &str) -> Result<bool, HashError> {
+    pub fn verify(
+        self,
+        password: &str,
+        stored: &str,
+    ) -> impl Future<Output = Result<bool, HashError>> + Send + 'static {
         let argon2 = self.hasher.argon2.clone();
         let secret = password.to_owned();
         let stored = stored.to_owned();
-        self.run(move || {
-            let parsed = PasswordHash::new(&stored).map_err(failed)?;
-            Ok(argon2.verify_password(secret.as_bytes(), &parsed).is_ok())
-        })
-        .await?
+        // Owns what it needs: a shared check outlives the login that began it.
+        async move {
+            self.run(move || {
+                let parsed = PasswordHash::new(&stored).map_err(failed)?;
+                Ok(argon2.verify_password(secret.as_bytes(), &parsed).is_ok())
+            })
+            .await?
+        }
     }
 
     pub async fn verify_dummy(self, password: &str) -> Result<(), HashError> {
         let dummy = self.hasher.dummy_hash.clone();
         self.verify(password, &dummy).await.map(|_| ())
+    }
+
+    /// [`HashSlot::verify`] for a login of `subject` (its email): a check
+    /// of the same password against the same hash for the same subject
+    /// already under way is joined instead of run again (this slot's
+    /// place goes back), and answers both.
+    pub async fn verify_for(
+        self,
+        subject: &str,
+        password: &str,
+        stored: &str,
+    ) -> Result<bool, HashError> {
+        let checks = self.hasher.checks.clone();
+        let key = checks.key(subject, password, stored);
+        let (check, _owner) = {
+            let mut under_way = checks.lock();
+            match under_way.get(&key) {
+                Some(check) => {
+                    // Joined: this slot's place in the queue goes back now.
+                    drop(self);
+                    (check.clone(), None)
+                }
+                None => {
+                    let check =
+                        futures_util::FutureExt::shared(Box::pin(self.verify(password, stored))
+                            as futures_util::future::BoxFuture<'static, _>);
+                    under_way.insert(key, check.clone());
+                    let owner = CheckOwner {
+                        checks: &checks,
+                        key,
+                    };
+                    (check, Some(owner))
+                }
+            }
+        };
+        check.await
+    }
+
+    /// [`HashSlot::verify_dummy`] for a login of `subject`, shared as
+    /// [`HashSlot::verify_for`] shares.
+    pub async fn verify_dummy_for(self, subject: &str, password: &str) -> Result<(), HashError> {
+        let dummy = self.hasher.dummy_hash.clone();
+        self.verify_for(subject, password, &dummy).await.map(|_| ())
     }
 
     /// Hands `work` to a worker and waits for it, refusing once the
@@ -236,9 +360,8 @@ impl HashSlot {
         let deadline = if fault_active!(HashQueueUnbounded) {
             Duration::MAX
         } else {
-            self.hasher
-                .wait_deadline
-                .saturating_sub(self.reserved_at.elapsed())
+            self.deadline
+                .saturating_duration_since(tokio::time::Instant::now())
         };
         match tokio::time::timeout(deadline, started).await {
             Ok(Ok(())) => answer.await.map_err(|_| failed("a hashing worker failed")),
@@ -391,6 +514,51 @@ mod tests {
             "the refused job is counted once"
         );
         assert!(busy.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn identical_checks_under_way_share_one_verification_and_others_do_not() {
+        let h = hasher(1, None);
+        let password = crate::domain::Password::parse("correct horse battery").unwrap();
+        let stored = h.hash(&password).await.unwrap();
+        // The one worker is held busy until the test lets go, so every check
+        // below is under way at once.
+        let (let_go, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let busy = tokio::spawn(h.reserve().unwrap().run(move || {
+            let _ = started_tx.send(());
+            let _ = held.recv();
+        }));
+        started.await.unwrap();
+        let before = h.stats().completed.load(Ordering::SeqCst);
+        let check = |subject: &'static str, password: &'static str| {
+            let (slot, stored) = (h.reserve().unwrap(), stored.clone());
+            tokio::spawn(async move { slot.verify_for(subject, password, &stored).await })
+        };
+        let same = [
+            check("ada@example.com", "correct horse battery"),
+            check("ada@example.com", "correct horse battery"),
+            check("ada@example.com", "correct horse battery"),
+        ];
+        let other_password = check("ada@example.com", "wrong horse battery");
+        let other_subject = check("bob@example.com", "correct horse battery");
+        // Joined checks gave their places back at once.
+        while h.stats().queued.load(Ordering::SeqCst) != 3 {
+            tokio::task::yield_now().await;
+        }
+        let_go.send(()).unwrap();
+        for joined in same {
+            assert!(joined.await.unwrap().unwrap());
+        }
+        assert!(!other_password.await.unwrap().unwrap());
+        assert!(other_subject.await.unwrap().unwrap());
+        busy.await.unwrap().unwrap();
+        assert_eq!(
+            h.stats().completed.load(Ordering::SeqCst) - before,
+            1 + 3,
+            "the held job, and one verification per distinct check"
+        );
+        assert!(h.checks.lock().is_empty(), "finished checks are taken off");
     }
 
     #[tokio::test]

@@ -1,87 +1,221 @@
-//! The per-email login limit, as a reservation: an attempt is admitted
-//! before its password is checked and reports its outcome afterwards.
+//! The per-email login limit: at most `max_failed_logins` wrong passwords
+//! are checked per window since the email's last success, however the
+//! logins arrive, and a correct password is refused only once the failures
+//! alone reach the limit.
 //!
-//! Admission takes a per-email advisory lock, counts the attempts within the
-//! window since the last success, and inserts a pending attempt if there is
-//! room, all in one short transaction. So of any number of concurrent logins
-//! for one email, on any number of instances, at most `max_failed_logins`
-//! are ever checked against the password; the rest are refused without
-//! hashing. A pending attempt counts like a failure, so a crash between
-//! admission and report errs on the side of the limit. A success clears the
-//! count: attempts admitted before it stop counting.
+//! In the database ([`login_attempts::admit`]) an attempt is admitted before
+//! its password is checked and reports its outcome afterwards, under a
+//! per-email advisory lock: admitted while failures and checks in flight
+//! stay under the limit, `busy` when they reach it (the login waits for a
+//! check to end), `limited` when the failures alone do (429).
+//!
+//! In each instance the logins of one email form a line ([`Line`]): one
+//! admission at a time goes to the database, the rest wait in memory for
+//! their turn, holding no pooled connection and no hash worker, bounded by
+//! the login deadline (then 503). When an admission finds the email
+//! limited, every login waiting in its line is refused with it at once: a
+//! crowd for a limited email costs one admission per instance, not one
+//! each, and waits on nothing but the admission already under way. Nothing
+//! is remembered past that moment: whether an email is limited is the
+//! database's to say, by its clock.
 
 use crate::config::SessionPolicy;
+use crate::db::Db;
 use crate::error::SessionError;
-use crate::store::login_attempts;
+use crate::hashing::{HashError, HashSlot, PasswordHasher};
+use crate::store::login_attempts::{self, AdmissionRow};
 use crate::store::users::UserRow;
 use diesel_async::AsyncPgConnection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
 
-/// The limit's parameters (from [`SessionPolicy`]).
-#[derive(Debug, Clone, Copy)]
+/// How often a login that found its email busy asks again when no check of
+/// this instance ended meanwhile (the checks in flight are another
+/// instance's): one admission per email and instance per interval.
+const BUSY_RECHECK: Duration = Duration::from_millis(50);
+
+/// How long after its admission an attempt still pending is taken for
+/// abandoned (its process died before reporting): the login deadline plus
+/// this, since a live login reports within its deadline and one check.
+const ABANDONED_AFTER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The limit's parameters and this instance's lines.
+#[derive(Debug, Clone)]
 pub struct LoginLimit {
-    max_attempts: u32,
+    max_failures: u32,
     window: Duration,
+    /// Pending for longer than this: abandoned, counted as a failure.
+    stale: Duration,
+    lines: Arc<Lines>,
+}
+
+/// An admitted attempt, its user (if the email is registered) and its
+/// place in the hash queue.
+#[derive(Debug)]
+pub struct Admission {
+    pub attempt: Admitted,
+    pub user: Option<UserRow>,
+    pub slot: HashSlot,
 }
 
 /// An attempt that may check its password; it must report how that went.
+/// Dropping it (once its outcome is committed) tells the logins waiting in
+/// this email's line that a check ended.
 #[derive(Debug)]
 #[must_use = "an admitted attempt reports its outcome"]
 pub struct Admitted {
     attempt_id: i64,
+    line: LineRef,
     /// The faulty build records outcomes by email, not by attempt.
     #[cfg(feature = "faults")]
     email: String,
 }
 
+/// What the database said of one attempt.
+enum Verdict {
+    Admitted(i64, Option<UserRow>),
+    Busy,
+    Limited(Duration),
+}
+
 impl LoginLimit {
-    pub fn new(policy: &SessionPolicy) -> LoginLimit {
+    /// The limit of `policy`; `deadline` is the longest a login may wait
+    /// to be checked (the hash queue's deadline).
+    pub fn new(policy: &SessionPolicy, deadline: Duration) -> LoginLimit {
         LoginLimit {
-            max_attempts: policy.max_failed_logins,
+            max_failures: policy.max_failed_logins,
             window: policy.failure_window,
+            stale: deadline + ABANDONED_AFTER_DEADLINE,
+            lines: Arc::default(),
         }
     }
 
-    /// Admits one attempt for `email` (normalised), or refuses it with
-    /// `TooManyAttempts` and the seconds until a slot frees up; with the
-    /// admission, the user holding that email (if any). Three round trips:
-    /// `BEGIN` with the email's lock, the admission, `COMMIT`.
+    /// Admits one attempt for `email` (normalised) once it is this login's
+    /// turn and the email is not busy, with a place in the hash queue; or
+    /// refuses it: `TooManyAttempts` when the email is limited, `Overloaded`
+    /// when the hash queue is full or `deadline` passes first.
     pub async fn admit(
         &self,
-        conn: &mut AsyncPgConnection,
+        db: &Db,
+        hasher: &PasswordHasher,
         email: &str,
-    ) -> Result<(Admitted, Option<UserRow>)> {
-        or_fault!(LoginLimitCheckThenRecord => {
-            let row = crate::faults::sql::count_only(conn, email, self.max_attempts, self.window).await?;
-            let user = crate::store::users::find_by_email(conn, email).await?;
-            admitted_or_limited(&row, email).map(|admitted| (admitted, user))
-        });
-        let (limit, window) = (self.max_attempts, self.window);
+        deadline: Instant,
+    ) -> Result<Admission> {
+        let line = self.lines.line(email);
+        // Refusals published from here on apply to this login too.
+        let mut refused = line.refused.subscribe();
+        let _turn = {
+            let _waiting = self.lines.waiting();
+            tokio::select! {
+                turn = tokio::time::timeout_at(deadline, line.turn.lock()) => {
+                    turn.map_err(|_| past_deadline())?
+                }
+                Ok(()) = refused.changed() => return Err(too_many(*refused.borrow())),
+            }
+        };
+        // The admission ahead of it may have found the email limited as it
+        // took the turn.
+        if refused.has_changed().unwrap_or(false) {
+            return Err(too_many(*refused.borrow()));
+        }
+        loop {
+            let slot = hasher.reserve_until(deadline)?;
+            // Registered before the database decides: a check that ends
+            // while it decides still ends the wait that follows.
+            let settled = line.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.decide(db, email).await? {
+                Verdict::Admitted(attempt_id, user) => {
+                    return Ok(Admission {
+                        attempt: Admitted {
+                            attempt_id,
+                            line: line.clone(),
+                            #[cfg(feature = "faults")]
+                            email: email.to_owned(),
+                        },
+                        user,
+                        slot,
+                    });
+                }
+                Verdict::Limited(left) => {
+                    // Everyone waiting in the line now shares the verdict.
+                    or_fault!(LoginLimitRefusalNotShared => Err(too_many(left)));
+                    line.refused.send_replace(left);
+                    return Err(too_many(left));
+                }
+                Verdict::Busy => {
+                    // The place in the hash queue goes back while waiting.
+                    drop(slot);
+                    let _waiting = self.lines.waiting();
+                    tokio::select! {
+                        _ = settled => {}
+                        _ = tokio::time::sleep(BUSY_RECHECK) => {}
+                        _ = tokio::time::sleep_until(deadline) => return Err(past_deadline()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logins of this instance waiting in a line right now: for their turn,
+    /// or for a check in flight to end (`/metrics`, and tests that act once
+    /// every login they sent is either answered or waiting).
+    pub fn waiting(&self) -> usize {
+        self.lines.waiting.load(Ordering::SeqCst)
+    }
+
+    /// One admission in the database: `BEGIN` with the email's lock, the
+    /// statement, `COMMIT` (three round trips).
+    async fn decide(&self, db: &Db, email: &str) -> Result<Verdict> {
+        let (limit, window, stale) = (self.max_failures, self.window, self.stale);
         let owned = email.to_owned();
-        let lock = login_attempts::lock_email_sql(email);
-        let row = crate::db::atomic_after(conn, Some(&lock), async move |conn| {
-            Ok::<_, SessionError>(login_attempts::admit(conn, &owned, limit, window).await?)
-        })
-        .await?;
-        let admitted = admitted_or_limited(&row, email)?;
-        Ok((admitted, row.user(email)))
+        let row = db
+            .run(async |conn| {
+                or_fault!(LoginLimitCheckThenRecord => Ok::<_, SessionError>(
+                    crate::faults::sql::count_only(conn, &owned, limit, window).await?
+                ));
+                or_fault!(LoginLimitRefusesInFlight => Ok::<_, SessionError>(
+                    crate::faults::sql::admit_counting_in_flight(conn, &owned, limit, window).await?
+                ));
+                let lock = login_attempts::lock_email_sql(&owned);
+                crate::db::atomic_after(conn, Some(&lock), async |conn| {
+                    Ok::<_, SessionError>(
+                        login_attempts::admit(conn, &owned, limit, window, stale).await?,
+                    )
+                })
+                .await
+            })
+            .await?;
+        Ok(verdict(&row, email))
     }
 }
 
-#[cfg_attr(not(feature = "faults"), allow(unused_variables))]
-fn admitted_or_limited(row: &login_attempts::AdmissionRow, email: &str) -> Result<Admitted> {
-    match row.attempt_id {
-        Some(attempt_id) => Ok(Admitted {
-            attempt_id,
-            #[cfg(feature = "faults")]
-            email: email.to_owned(),
-        }),
-        None => Err(SessionError::TooManyAttempts {
-            retry_after_secs: row.retry_after_secs.unwrap_or(1).max(1) as u64,
-        }),
+fn verdict(row: &AdmissionRow, email: &str) -> Verdict {
+    match (row.verdict.as_str(), row.attempt_id) {
+        ("admitted", Some(id)) => Verdict::Admitted(id, row.user(email)),
+        ("limited", _) => Verdict::Limited(Duration::from_secs_f64(
+            row.retry_after_secs.unwrap_or(1.0).clamp(0.0, 1e9),
+        )),
+        _ => Verdict::Busy,
     }
+}
+
+/// `429` with the whole seconds until the limit lifts (at least 1).
+fn too_many(left: Duration) -> SessionError {
+    SessionError::TooManyAttempts {
+        retry_after_secs: left.as_secs_f64().ceil().max(1.0) as u64,
+    }
+}
+
+fn past_deadline() -> SessionError {
+    SessionError::Overloaded(HashError::DeadlineExceeded)
 }
 
 impl Admitted {
@@ -93,8 +227,9 @@ impl Admitted {
     /// The password was right: the attempt whose outcome the session's own
     /// statement records as `succeeded`, clearing the count, so both happen
     /// or neither ([`crate::store::sessions::open`]). The faulty build
-    /// records it by email here instead (`None` left to record).
-    pub async fn succeeded(self, conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
+    /// records it by email here instead (`None` left to record). The
+    /// attempt is dropped once that statement committed.
+    pub async fn succeeded(&self, conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
         or_fault!(LoginLimitCheckThenRecord => {
             crate::faults::sql::insert_outcome(conn, &self.email, "succeeded").await?;
             Ok(None)
@@ -115,5 +250,137 @@ impl Admitted {
             crate::faults::sql::insert_outcome(conn, &self.email, outcome).await?
         ));
         Ok(login_attempts::report(conn, self.attempt_id, outcome).await?)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        // Whatever happened to it, this check is over: the login waiting
+        // at the head of the line asks the database again.
+        self.line.settled.notify_waiters();
+    }
+}
+
+/// This instance's lines, one per email with logins under way.
+#[derive(Debug, Default)]
+struct Lines {
+    by_email: Mutex<HashMap<String, Arc<Line>>>,
+    waiting: AtomicUsize,
+}
+
+/// Counts a login as waiting for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The logins of one email in this instance.
+#[derive(Debug)]
+struct Line {
+    /// Held by the login whose admission is under way (or waiting while
+    /// the email is busy); the others queue for it, first come first served.
+    turn: tokio::sync::Mutex<()>,
+    /// Woken when one of this email's checks in this instance ended.
+    settled: Notify,
+    /// Each time an admission finds the email limited: how long until the
+    /// limit lifts. Logins that were waiting then are refused with it.
+    refused: watch::Sender<Duration>,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            turn: tokio::sync::Mutex::default(),
+            settled: Notify::new(),
+            refused: watch::Sender::new(Duration::ZERO),
+        }
+    }
+}
+
+/// A hold on an email's line; the line goes once nobody holds it.
+#[derive(Debug)]
+struct LineRef {
+    lines: Arc<Lines>,
+    email: String,
+    line: Option<Arc<Line>>,
+}
+
+impl std::ops::Deref for LineRef {
+    type Target = Line;
+    fn deref(&self) -> &Line {
+        // Taken only by `drop`.
+        self.line.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Clone for LineRef {
+    fn clone(&self) -> LineRef {
+        LineRef {
+            lines: self.lines.clone(),
+            email: self.email.clone(),
+            line: self.line.clone(),
+        }
+    }
+}
+
+impl Drop for LineRef {
+    fn drop(&mut self) {
+        let mut by_email = lock(&self.lines.by_email);
+        // Counted and let go under the map's lock, so two holders leaving
+        // at once cannot both see the other still there.
+        if let Some(line) = self.line.take()
+            && Arc::strong_count(&line) == 2
+        {
+            by_email.remove(&self.email);
+        }
+    }
+}
+
+impl Lines {
+    fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.waiting)
+    }
+
+    fn line(self: &Arc<Self>, email: &str) -> LineRef {
+        let line = lock(&self.by_email)
+            .entry(email.to_owned())
+            .or_default()
+            .clone();
+        LineRef {
+            lines: self.clone(),
+            email: email.to_owned(),
+            line: Some(line),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_line_lives_while_someone_holds_it() {
+        let lines = Arc::new(Lines::default());
+        let a = lines.line("ada@example.com");
+        let b = a.clone();
+        let c = lines.line("ada@example.com");
+        assert!(Arc::ptr_eq(
+            a.line.as_ref().unwrap(),
+            c.line.as_ref().unwrap()
+        ));
+        drop(a);
+        drop(c);
+        assert_eq!(super::lock(&lines.by_email).len(), 1, "b still holds it");
+        drop(b);
+        assert!(super::lock(&lines.by_email).is_empty());
     }
 }

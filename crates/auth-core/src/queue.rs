@@ -7,7 +7,7 @@ use crate::db::Db;
 use crate::domain::{FieldError, TaskStatus};
 use crate::error::{QueueError, StoreError};
 use crate::store::tasks::{self, ClaimRequest, NewTaskRow, TaskCounts, TaskRow};
-use crate::wakeups::{RECHECK, Wakeups, Woken};
+use crate::wakeups::{Wakeups, Woken};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -148,6 +148,14 @@ impl Wait {
     }
 }
 
+/// Who asks for a claim: the user, and the credential they sent (the
+/// bound on long polls is per credential).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimant {
+    pub user: Uuid,
+    pub credential: Uuid,
+}
+
 /// The queue's operations. Writes (create, claim, complete, release, the
 /// counts' folding) use `db`; listings and stats, whose cost the caller
 /// chooses, use `reads`, a bulkhead of their own.
@@ -157,6 +165,8 @@ pub struct TaskQueue {
     reads: Db,
     policy: QueuePolicy,
     wakeups: Wakeups,
+    /// Tasks claimed for a caller that was gone by then, handed back.
+    handed_back: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TaskQueue {
@@ -164,9 +174,15 @@ impl TaskQueue {
         TaskQueue {
             db,
             reads,
+            wakeups: Wakeups::new(policy.waiters),
             policy,
-            wakeups: Wakeups::default(),
+            handed_back: Default::default(),
         }
+    }
+
+    /// Tasks handed back since start because their claimant had hung up.
+    pub fn handed_back(&self) -> u64 {
+        self.handed_back.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The instance's wake-ups: its listener, waiter count and shutdown.
@@ -247,12 +263,18 @@ impl TaskQueue {
 
     /// Claims up to `count` (1..=30) tasks for `assignee` (default: the
     /// caller). When none is claimable it waits up to `wait` (capped by the
-    /// policy) for some to become so, trying again on every wake-up and at
-    /// least every second, and answers as soon as it claimed one or more,
-    /// or when the wait ends or the service stops (`claimed() == 0`).
+    /// policy) for some to become so, trying again on every wake-up (a
+    /// notification, or the instance's one re-check a second), and answers
+    /// as soon as it claimed one or more, or when the wait ends or the
+    /// service stops (`claimed() == 0`). A claim that would wait is
+    /// refused at once past the bounds on waiters (`TooManyWaiters`).
+    ///
+    /// A caller that hangs up is dropped from its wait: nothing is claimed
+    /// for it afterwards, and what a try under way claims for it is handed
+    /// back ([`TaskQueue::claim_once`]).
     pub async fn claim(
         &self,
-        caller: Uuid,
+        claimant: Claimant,
         count: i64,
         assignee: Option<Uuid>,
         wait: Wait,
@@ -260,26 +282,22 @@ impl TaskQueue {
         if !(1..=MAX_CLAIM).contains(&count) {
             return Err(QueueError::invalid("count", "must be between 1 and 30"));
         }
-        let deadline = Instant::now() + wait.0.min(self.policy.max_wait);
+        let wait = wait.0.min(self.policy.max_wait);
+        let _pass = match wait.is_zero() {
+            true => None,
+            false => Some(self.wakeups.admit(claimant.credential)?),
+        };
+        let deadline = Instant::now() + wait;
         // Subscribed before the first try: an arrival during it is not lost.
         let mut woken = self.wakeups.subscribe();
-        let (assignee, first) = self
-            .db
-            .run(async |conn| {
-                let assignee = match assignee {
-                    Some(id) if id != caller => {
-                        if !crate::store::users::exists(conn, id).await? {
-                            return Err(QueueError::invalid("assignee_id", "no such user"));
-                        }
-                        id
-                    }
-                    _ => caller,
-                };
-                let claimed = claim_due(conn, self.claim_request(count, assignee, caller)).await?;
-                Ok((assignee, claimed))
-            })
+        let caller = claimant.user;
+        let assignee = assignee.unwrap_or(caller);
+        let mut claimed = self
+            .claim_once(
+                self.claim_request(count, assignee, caller),
+                assignee != caller,
+            )
             .await?;
-        let mut claimed = first;
         while claimed.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -289,15 +307,11 @@ impl TaskQueue {
                 woken.sleep_out(left).await;
                 Ok(ClaimOutcome::new(count, Vec::new()))
             });
-            if woken.wait(left.min(RECHECK)).await == Woken::Stopping {
+            if woken.wait(left).await != Woken::TryAgain {
                 break;
             }
             let req = self.claim_request(count, assignee, caller);
-            let tried = self
-                .db
-                .run(async |conn| Ok::<_, QueueError>(claim_due(conn, req).await?))
-                .await;
-            claimed = match tried {
+            claimed = match self.claim_once(req, false).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     // This try may have used the wake-up: pass it on.
@@ -311,6 +325,75 @@ impl TaskQueue {
             }
         }
         Ok(ClaimOutcome::new(count, claimed))
+    }
+
+    /// One try, in a task of its own so that it runs to its end whatever
+    /// becomes of the caller: if the caller is gone once the tasks are
+    /// claimed (its client hung up, and actix dropped the request), they
+    /// are released at once, each under the fence of the claim that took
+    /// it, with its attempt handed back, instead of staying leased to
+    /// nobody. `check_assignee`: the assignee is another user, who must exist.
+    async fn claim_once(&self, req: ClaimRequest, check_assignee: bool) -> Result<Vec<TaskRow>> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let queue = self.clone();
+        tokio::spawn(async move {
+            let claimed = queue
+                .db
+                .run(async |conn| {
+                    if check_assignee && !crate::store::users::exists(conn, req.assignee).await? {
+                        return Err(QueueError::invalid("assignee_id", "no such user"));
+                    }
+                    Ok(claim_due(conn, req).await?)
+                })
+                .await;
+            if let Err(Ok(unanswered)) = answer.send(claimed)
+                && !unanswered.is_empty()
+            {
+                queue.hand_back(req.assignee, unanswered).await;
+            }
+        });
+        answered.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                crate::error::Unavailable::ConnectionLost,
+                "the claim ended without an answer".into(),
+            )
+            .into())
+        })
+    }
+
+    /// Releases tasks claimed for a caller that was gone, each fenced by
+    /// the claim that took it (so nothing its assignee did meanwhile is
+    /// undone), handing their attempts back; returns how many.
+    async fn hand_back(&self, assignee: Uuid, claimed: Vec<TaskRow>) -> u64 {
+        or_fault!(HungUpClaimsKept => 0);
+        let released = self
+            .db
+            .run(async |conn| {
+                let mut released = 0u64;
+                for task in &claimed {
+                    let back = tasks::release(conn, task.id, assignee, Some(task.attempt)).await?;
+                    released += u64::from(back.is_some());
+                }
+                Ok::<_, StoreError>(released)
+            })
+            .await;
+        match released {
+            Ok(n) => {
+                self.handed_back
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    tasks = n,
+                    "claimed tasks handed back: the client hung up before its answer"
+                );
+                n
+            }
+            // Their leases lapse instead; nothing else can be done here.
+            Err(e) => {
+                tracing::warn!(error = %e, tasks = claimed.len(),
+                    "claimed tasks of a client that hung up could not be handed back; their leases will lapse");
+                0
+            }
+        }
     }
 
     fn claim_request(&self, count: i64, assignee: Uuid, caller: Uuid) -> ClaimRequest {

@@ -3,22 +3,51 @@
 //! tasks' triggers send into a wake-up of ONE waiting claim (a baton: a
 //! woken claim that took all it asked for passes it on, as there may be
 //! more), so waiting holds no pooled connection and a burst is drained by a
-//! chain of claims instead of a herd of every waiter at once. Waiters also
-//! re-check on their own every [`RECHECK`], so a lost notification (listener
-//! down, delayed task coming due, lapsed lease) costs a waiter at most that.
+//! chain of claims instead of a herd of every waiter at once. What no
+//! notification announces (listener down, a delayed task coming due, a
+//! lapsed lease) is found by the instance's one re-check: every
+//! [`RECHECK`] while claims wait, it hands the baton to one of them. So the
+//! database work of waiting is one claim per instance per second plus one
+//! per arrival, however many wait; and how many may wait is bounded, per
+//! credential and per instance ([`Wakeups::admit`]).
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
+use uuid::Uuid;
 
 /// The channel the tasks' triggers notify.
 pub const CHANNEL: &str = "tessera_tasks";
 
-/// Longest a waiter goes without trying to claim again.
+/// How often the instance's re-check wakes one waiting claim.
 pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// How many long-poll claims may be under way at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaiterLimits {
+    /// Per credential (a session).
+    pub per_credential: usize,
+    /// In this instance.
+    pub per_instance: usize,
+}
+
+impl Default for WaiterLimits {
+    fn default() -> Self {
+        WaiterLimits {
+            per_credential: 100,
+            per_instance: 10_000,
+        }
+    }
+}
+
+/// A long-poll claim past a bound: answered at once (`429 too_many_waiters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many long-poll claims under way ({0})")]
+pub struct Crowded(pub &'static str);
 
 /// An instance's wake-ups, its waiter count, and its shutdown signal.
 #[derive(Clone, Debug)]
@@ -33,22 +62,91 @@ struct Inner {
     /// Parked claims: a watch, so a test can await a count instead of polling.
     waiting: watch::Sender<usize>,
     listening: AtomicBool,
+    limits: WaiterLimits,
+    /// Long-poll claims under way, in all and by credential.
+    admitted: Mutex<Admitted>,
+}
+
+#[derive(Debug, Default)]
+struct Admitted {
+    total: usize,
+    by_credential: HashMap<Uuid, usize>,
 }
 
 impl Default for Wakeups {
     fn default() -> Self {
+        Wakeups::new(WaiterLimits::default())
+    }
+}
+
+impl Wakeups {
+    pub fn new(limits: WaiterLimits) -> Wakeups {
         Wakeups {
             inner: Arc::new(Inner {
                 baton: Arc::new(Notify::new()),
                 stopping: watch::Sender::new(false),
                 waiting: watch::Sender::new(0),
                 listening: AtomicBool::new(false),
+                limits,
+                admitted: Mutex::default(),
             }),
         }
     }
-}
 
-impl Wakeups {
+    /// A place for one long-poll claim of `credential`, held until it
+    /// answers; `Crowded` when the credential or the instance has as many
+    /// under way as its bound allows.
+    pub fn admit(&self, credential: Uuid) -> Result<WaiterPass, Crowded> {
+        let limits = self.limits();
+        let mut admitted = self.lock_admitted();
+        if admitted.total >= limits.per_instance {
+            return Err(Crowded("per instance"));
+        }
+        let mine = admitted.by_credential.entry(credential).or_default();
+        if *mine >= limits.per_credential {
+            return Err(Crowded("per credential"));
+        }
+        *mine += 1;
+        admitted.total += 1;
+        Ok(WaiterPass {
+            wakeups: self.clone(),
+            credential,
+        })
+    }
+
+    fn limits(&self) -> WaiterLimits {
+        or_fault!(WaitersUnbounded => WaiterLimits { per_credential: usize::MAX, per_instance: usize::MAX });
+        self.inner.limits
+    }
+
+    /// Long-poll claims under way in this instance (`/metrics`).
+    pub fn under_way(&self) -> usize {
+        self.lock_admitted().total
+    }
+
+    fn lock_admitted(&self) -> std::sync::MutexGuard<'_, Admitted> {
+        self.inner
+            .admitted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The instance's one re-check: every [`RECHECK`] while claims wait, it
+    /// wakes one of them, until `alive` has no owner left.
+    pub fn spawn_recheck(&self, alive: std::sync::Weak<()>) {
+        let wakeups = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while alive.upgrade().is_some() && !wakeups.is_stopping() {
+                tick.tick().await;
+                if wakeups.waiting() > 0 {
+                    wakeups.wake();
+                }
+            }
+        });
+    }
+
     /// Wakes one waiting claim (or, when none waits, the next to wait).
     /// If that one is leaving instead, the wake-up passes to another.
     pub fn wake(&self) {
@@ -76,12 +174,13 @@ impl Wakeups {
         *self.inner.waiting.borrow()
     }
 
-    /// Returns once at least `n` claims are parked (each tried once and
-    /// found nothing): the hook tests use to act only after the waiters wait.
-    pub async fn until_waiting(&self, n: usize) {
+    /// Returns once the number of parked claims (each tried once and found
+    /// nothing) satisfies `enough`: the hook tests use to act only after
+    /// the waiters wait, or after they left.
+    pub async fn until_waiting(&self, enough: impl FnMut(&usize) -> bool) {
         let mut parked = self.inner.waiting.subscribe();
         // The sender lives as long as `self`: this cannot fail.
-        let _ = parked.wait_for(|w| *w >= n).await;
+        let _ = parked.wait_for(enough).await;
     }
 
     /// Whether the listener holds a live `LISTEN` connection.
@@ -120,7 +219,7 @@ impl Wakeups {
                     Err(e) => {
                         wakeups.inner.listening.store(false, Ordering::Relaxed);
                         tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
-                            "task wake-up listener lost its connection; waiters re-check every second meanwhile");
+                            "task wake-up listener lost its connection; the instance re-checks every second meanwhile");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
@@ -183,8 +282,10 @@ pub struct Subscription {
 /// Why a wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Woken {
-    /// A notification, or the re-check interval: try to claim again.
+    /// A notification, or the instance's re-check: try to claim again.
     TryAgain,
+    /// The wait's own limit passed: answer with what was claimed.
+    Expired,
     /// The service is shutting down: answer with what was claimed.
     Stopping,
 }
@@ -194,13 +295,18 @@ impl Subscription {
     /// subscription), at most `limit`, counted among the waiters meanwhile;
     /// re-armed before it returns, so the try that follows is covered too.
     pub async fn wait(&mut self, limit: Duration) -> Woken {
+        or_fault!(LongPollRecheckPerWaiter => crate::faults::wait_rechecking_alone(self, limit).await);
+        self.wait_at_most(limit).await
+    }
+
+    pub(crate) async fn wait_at_most(&mut self, limit: Duration) -> Woken {
         if *self.stopping.borrow() {
             return Woken::Stopping;
         }
         let _counted = Waiting::enter(&self.wakeups);
         let woken = tokio::select! {
             _ = &mut self.baton => Woken::TryAgain,
-            _ = tokio::time::sleep(limit) => Woken::TryAgain,
+            _ = tokio::time::sleep(limit) => Woken::Expired,
             // The sender lives as long as the Wakeups this holds: no error.
             _ = self.stopping.wait_for(|s| *s) => Woken::Stopping,
         };
@@ -223,6 +329,27 @@ impl Subscription {
     }
 }
 
+/// A long-poll claim's place under the bounds, given back when it answers
+/// (or is dropped: its client hung up).
+#[derive(Debug)]
+pub struct WaiterPass {
+    wakeups: Wakeups,
+    credential: Uuid,
+}
+
+impl Drop for WaiterPass {
+    fn drop(&mut self) {
+        let mut admitted = self.wakeups.lock_admitted();
+        admitted.total -= 1;
+        if let Some(mine) = admitted.by_credential.get_mut(&self.credential) {
+            *mine -= 1;
+            if *mine == 0 {
+                admitted.by_credential.remove(&self.credential);
+            }
+        }
+    }
+}
+
 /// Counts a parked waiter for as long as it lives.
 struct Waiting<'a>(&'a Wakeups);
 
@@ -241,7 +368,7 @@ impl Drop for Waiting<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Wakeups, Woken};
+    use super::{Crowded, WaiterLimits, Wakeups, Woken};
     use std::time::Duration;
 
     #[tokio::test]
@@ -284,7 +411,7 @@ mod tests {
         let wakeups = Wakeups::default();
         let mut sub = wakeups.subscribe();
         let waiter = tokio::spawn(async move { sub.wait(Duration::from_secs(60)).await });
-        wakeups.until_waiting(1).await;
+        wakeups.until_waiting(|w| *w >= 1).await;
         wakeups.stop();
         let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
@@ -303,7 +430,52 @@ mod tests {
         let wakeups = Wakeups::default();
         let mut sub = wakeups.subscribe();
         let started = tokio::time::Instant::now();
-        assert_eq!(sub.wait(Duration::from_millis(50)).await, Woken::TryAgain);
+        assert_eq!(sub.wait(Duration::from_millis(50)).await, Woken::Expired);
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn waiters_are_bounded_per_credential_and_per_instance_and_give_places_back() {
+        let wakeups = Wakeups::new(WaiterLimits {
+            per_credential: 2,
+            per_instance: 3,
+        });
+        let (ada, bob) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let a1 = wakeups.admit(ada).unwrap();
+        let a2 = wakeups.admit(ada).unwrap();
+        assert_eq!(wakeups.admit(ada).unwrap_err(), Crowded("per credential"));
+        let b1 = wakeups.admit(bob).unwrap();
+        assert_eq!(wakeups.under_way(), 3);
+        assert_eq!(wakeups.admit(bob).unwrap_err(), Crowded("per instance"));
+        drop(a1);
+        let b2 = wakeups.admit(bob).unwrap();
+        assert_eq!(wakeups.admit(ada).unwrap_err(), Crowded("per instance"));
+        drop((a2, b1, b2));
+        assert_eq!(wakeups.under_way(), 0);
+        assert!(wakeups.lock_admitted().by_credential.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_re_check_wakes_one_waiter_per_interval_and_only_while_some_wait() {
+        let wakeups = Wakeups::default();
+        let alive = std::sync::Arc::new(());
+        wakeups.spawn_recheck(std::sync::Arc::downgrade(&alive));
+        let (mut a, mut b) = (wakeups.subscribe(), wakeups.subscribe());
+        let limit = Duration::from_secs(60);
+        // No waiter yet: ticks pass without leaving a wake-up behind.
+        tokio::time::advance(super::RECHECK * 3).await;
+        let first = tokio::select! {
+            w = a.wait(limit) => ("a", w),
+            w = b.wait(limit) => ("b", w),
+        };
+        assert_eq!(first.1, Woken::TryAgain, "woken by the next tick");
+        let other = if first.0 == "a" { &mut b } else { &mut a };
+        let started = tokio::time::Instant::now();
+        assert_eq!(other.wait(limit).await, Woken::TryAgain);
+        let waited = started.elapsed();
+        assert!(
+            waited >= super::RECHECK / 2 && waited <= super::RECHECK * 2,
+            "one wake-up per interval: the other waited {waited:?}"
+        );
     }
 }

@@ -170,13 +170,29 @@ impl TestApp {
     /// queue's own waiter count; panics after 15 s.
     pub async fn wait_for_claim_waiters(&self, n: usize) {
         let wakeups = self.state.queue.wakeups();
-        let parked =
-            tokio::time::timeout(std::time::Duration::from_secs(15), wakeups.until_waiting(n));
+        let parked = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            wakeups.until_waiting(|w| *w >= n),
+        );
         if parked.await.is_err() {
             panic!(
                 "fewer than {n} claims were waiting within 15 s ({} were)",
                 wakeups.waiting()
             );
+        }
+    }
+
+    /// Returns once no long-poll claim is parked in this instance (their
+    /// clients hung up, say), awaited on the queue's own waiter count;
+    /// panics after 15 s.
+    pub async fn wait_for_no_claim_waiters(&self) {
+        let wakeups = self.state.queue.wakeups();
+        let left = tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            wakeups.until_waiting(|w| *w == 0),
+        );
+        if left.await.is_err() {
+            panic!("{} claims were still waiting after 15 s", wakeups.waiting());
         }
     }
 

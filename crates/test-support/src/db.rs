@@ -316,6 +316,26 @@ impl TestDb {
                 .await;
         }
     }
+
+    /// Waits, by observing the server and `elsewhere` (no sleeps), until
+    /// the sessions of this database waiting on a lock plus `elsewhere()`
+    /// (participants parked or done outside PostgreSQL: answered, or
+    /// waiting in the service's memory) reach `n`. Panics after 15 s.
+    pub async fn wait_until_parked(&self, n: i64, elsewhere: impl Fn() -> i64) {
+        let mut observer = LockObserver::new(self).await;
+        loop {
+            let in_db = observer.waiting().await;
+            let outside = elsewhere();
+            if in_db + outside >= n {
+                return;
+            }
+            observer
+                .tick(&format!(
+                    "within 15 s only {in_db} waited on a lock and {outside} elsewhere, of {n}"
+                ))
+                .await;
+        }
+    }
 }
 
 impl Drop for TestDb {

@@ -2,8 +2,8 @@
 //! JSON out; no SQL and no rules here.
 
 pub(crate) mod health;
-pub(crate) mod sessions;
-pub(crate) mod tasks;
+pub mod sessions;
+pub mod tasks;
 pub(crate) mod users;
 
 use crate::error::ApiError;

@@ -3,30 +3,34 @@
 use crate::error::ApiError;
 use crate::error::Problem;
 use crate::extract::{Authenticated, BearerToken, JsonBody, path_id};
-use crate::fields::FromJson;
+use crate::fields::{FromJson, Member};
+use crate::routes::users::Credentials;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::auth::IssuedSession;
 use auth_core::domain::FieldError;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// `POST /v1/sessions`. Any strings are accepted: a value that could never
 /// be valid is `401 invalid_credentials`, like a wrong one.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(example = "ada@example.com")]
-    pub email: String,
-    #[schema(example = "correct horse battery")]
-    pub password: String,
+    #[schema(value_type = String, required = true, example = "ada@example.com")]
+    #[serde(default)]
+    pub email: Member<String>,
+    #[schema(value_type = String, required = true, example = "correct horse battery")]
+    #[serde(default)]
+    pub password: Member<String>,
 }
 
 impl FromJson for LoginRequest {
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        super::users::credentials(value).map(|(email, password)| LoginRequest { email, password })
+    type Checked = Credentials;
+    fn check(self) -> Result<Credentials, Vec<FieldError>> {
+        Credentials::check(self.email, self.password)
     }
 }
 

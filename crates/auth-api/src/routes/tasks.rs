@@ -3,15 +3,14 @@
 use crate::error::ApiError;
 use crate::error::Problem;
 use crate::extract::{Authenticated, JsonBody, OptionalJsonBody, path_id};
-use crate::fields::{Fields, FromJson};
+use crate::fields::{Fields, FromJson, Items, Member, Object};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::domain::{self, FieldError};
-use auth_core::queue::{MAX_BATCH, NewTask, TaskFilter, Wait};
+use auth_core::queue::{Claimant, DEFAULT_MAX_ATTEMPTS, MAX_BATCH, NewTask, TaskFilter, Wait};
 use auth_core::store::tasks::TaskRow;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -206,99 +205,142 @@ impl From<ListQuery> for TaskFilter {
 }
 
 /// One task of a batch.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewTaskRequest {
     /// 1 to 500 characters, no NUL.
-    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
-    title: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500, pattern = r"^[^\x00]*$")]
+    #[serde(default)]
+    title: Member<String>,
     /// Only schedulable tasks are claimed.
     #[schema(value_type = Option<bool>, default = true)]
-    schedulable: bool,
+    #[serde(default)]
+    schedulable: Member<bool>,
     /// Higher is claimed first.
     #[schema(value_type = Option<i32>, default = 0, minimum = -1000, maximum = 1000)]
-    priority: i64,
+    #[serde(default)]
+    priority: Member<i64>,
     /// Not claimable before this moment (RFC 3339).
     #[schema(value_type = Option<String>, format = DateTime)]
-    not_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    not_before: Member<DateTime<Utc>>,
     /// Claims allowed before it fails for good.
     #[schema(value_type = Option<i32>, default = 5, minimum = 1, maximum = 100)]
-    max_attempts: i64,
+    #[serde(default)]
+    max_attempts: Member<i64>,
     /// An idempotency key: when a task with it exists, that task is returned
     /// in place of a new one.
-    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00]*$")]
-    key: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 200, pattern = r"^[^\x00]*$")]
+    #[serde(default)]
+    key: Member<String>,
+}
+
+impl NewTaskRequest {
+    /// The task, with the contract's defaults; `None` when a member failed
+    /// (listed in `f`). Ranges are the queue's to check.
+    fn check(self, f: &mut Fields) -> Option<NewTask> {
+        let title = f.required("title", self.title);
+        let schedulable = f.optional("schedulable", self.schedulable);
+        let priority = f.optional("priority", self.priority);
+        let not_before = f.optional("not_before", self.not_before);
+        let max_attempts = f.optional("max_attempts", self.max_attempts);
+        let key = f.optional("key", self.key);
+        Some(NewTask {
+            title: title?,
+            schedulable: schedulable.unwrap_or(true),
+            // Out of i32 is out of range too: the queue says so.
+            priority: priority.map_or(0, |p| i32::try_from(p).unwrap_or(i32::MAX)),
+            not_before,
+            max_attempts: max_attempts.map_or(DEFAULT_MAX_ATTEMPTS, |m| {
+                i32::try_from(m).unwrap_or(i32::MAX)
+            }),
+            key,
+        })
+    }
 }
 
 /// `POST /v1/tasks`: 1 to 1000 tasks, at most 1 MiB.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTasksRequest {
-    #[schema(min_items = 1, max_items = 1000)]
-    tasks: Vec<NewTaskRequest>,
+    #[schema(value_type = Vec<NewTaskRequest>, required = true, min_items = 1, max_items = 1000)]
+    #[serde(default)]
+    tasks: Member<Items<Object<NewTaskRequest>, MAX_BATCH>>,
 }
 
 impl FromJson for CreateTasksRequest {
     const MAX_BODY: usize = 1024 * 1024;
+    type Checked = Vec<NewTask>;
 
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        let mut f = Fields::of(value, "");
-        let items = f.array("tasks");
+    fn check(self) -> Result<Vec<NewTask>, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let items = f.required("tasks", self.tasks);
         // The count first: an oversized batch is refused without reading its items.
-        if items.is_some_and(|items| items.is_empty() || items.len() > MAX_BATCH) {
-            f.push(FieldError::new("tasks", "must list 1 to 1000 tasks"));
+        if items
+            .as_ref()
+            .is_some_and(|items| !(1..=MAX_BATCH).contains(&items.count()))
+        {
+            f.fail("tasks", "must list 1 to 1000 tasks");
             return Err(f.errors);
         }
         let mut tasks = Vec::new();
-        for (i, item) in items.into_iter().flatten().enumerate() {
+        for (i, item) in items
+            .map(|items| items.items)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             if f.is_full() {
                 break;
             }
-            let mut t = Fields::of(item, &format!("tasks[{i}]"));
-            let title = t.string("title").map(str::to_owned);
-            let schedulable = t.optional_bool("schedulable", true);
-            let priority = t.optional_integer("priority").unwrap_or(0);
-            let not_before = t.optional_time("not_before");
-            let max_attempts = t
-                .optional_integer("max_attempts")
-                .unwrap_or(i64::from(auth_core::queue::DEFAULT_MAX_ATTEMPTS));
-            let key = t.optional_string("key").map(str::to_owned);
+            let mut t = Fields::under(&format!("tasks[{i}]"));
+            match item {
+                Member::Given(Object(item)) => tasks.extend(item.check(&mut t)),
+                Member::Absent | Member::Wrong => t.fail("", "must be a JSON object"),
+            }
             f.absorb(t);
-            tasks.extend(title.map(|title| NewTaskRequest {
-                title,
-                schedulable,
-                priority,
-                not_before,
-                max_attempts,
-                key,
-            }));
         }
-        f.finish(items.map(|_| CreateTasksRequest { tasks }))
+        f.finish(Some(tasks))
     }
 }
 
 /// `POST /v1/tasks/claim`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
-    #[schema(minimum = 1, maximum = 30)]
-    count: i64,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 30)]
+    #[serde(default)]
+    count: Member<i64>,
     /// Defaults to the caller; must be an existing user (else 422).
     #[schema(
         value_type = Option<String>,
         format = Uuid,
         pattern = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
     )]
-    assignee_id: Option<Uuid>,
+    #[serde(default)]
+    assignee_id: Member<Uuid>,
     /// When nothing is claimable, wait up to this long for tasks to arrive.
     #[schema(value_type = Option<i64>, default = 0, minimum = 0, maximum = 30000)]
+    #[serde(default)]
+    wait_ms: Member<i64>,
+}
+
+/// A claim as the route reads it.
+pub struct Claim {
+    count: i64,
+    assignee_id: Option<Uuid>,
     wait_ms: i64,
 }
 
 impl FromJson for ClaimRequest {
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        let mut f = Fields::of(value, "");
-        let count = f.integer("count");
-        let assignee_id = f.optional_uuid("assignee_id");
-        let wait_ms = f.optional_integer("wait_ms").unwrap_or(0);
-        f.finish(count.map(|count| ClaimRequest {
+    type Checked = Claim;
+
+    fn check(self) -> Result<Claim, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let count = f.required("count", self.count);
+        let assignee_id = f.optional("assignee_id", self.assignee_id);
+        let wait_ms = f.optional("wait_ms", self.wait_ms).unwrap_or(0);
+        f.finish(count.map(|count| Claim {
             count,
             assignee_id,
             wait_ms,
@@ -307,38 +349,54 @@ impl FromJson for ClaimRequest {
 }
 
 /// `POST /v1/tasks/{id}/heartbeat`; the body may be left out.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The new lease, from now (default: the service's lease).
     #[schema(value_type = Option<i64>, minimum = 1, maximum = 3600)]
-    lease_secs: Option<i64>,
+    #[serde(default)]
+    lease_secs: Member<i64>,
 }
 
 impl FromJson for HeartbeatRequest {
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        let mut f = Fields::of(value, "");
-        let lease_secs = f.optional_integer("lease_secs");
-        f.finish(Some(HeartbeatRequest { lease_secs }))
+    /// `lease_secs`, if given.
+    type Checked = Option<i64>;
+
+    fn check(self) -> Result<Option<i64>, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let lease_secs = f.optional("lease_secs", self.lease_secs);
+        f.finish(Some(lease_secs))
     }
 }
 
 /// `POST /v1/tasks/{id}/fail`.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FailRequest {
     /// What went wrong (kept as `last_error`).
-    #[schema(min_length = 1, max_length = 2000, pattern = r"^[^\x00]*$")]
-    error: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 2000, pattern = r"^[^\x00]*$")]
+    #[serde(default)]
+    error: Member<String>,
     /// Retry after a backoff while attempts are left (default true).
     #[schema(value_type = Option<bool>, default = true)]
+    #[serde(default)]
+    retry: Member<bool>,
+}
+
+/// A failure as the route reads it.
+pub struct Failure {
+    error: String,
     retry: bool,
 }
 
 impl FromJson for FailRequest {
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        let mut f = Fields::of(value, "");
-        let error = f.string("error").map(str::to_owned);
-        let retry = f.optional_bool("retry", true);
-        f.finish(error.map(|error| FailRequest { error, retry }))
+    type Checked = Failure;
+
+    fn check(self) -> Result<Failure, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let error = f.required("error", self.error);
+        let retry = f.optional("retry", self.retry).unwrap_or(true);
+        f.finish(error.map(|error| Failure { error, retry }))
     }
 }
 
@@ -354,21 +412,8 @@ impl FromJson for FailRequest {
 pub async fn create(
     state: web::Data<AppState>,
     _caller: Authenticated,
-    JsonBody(body): JsonBody<CreateTasksRequest>,
+    JsonBody(batch): JsonBody<CreateTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let batch = body
-        .tasks
-        .into_iter()
-        .map(|t| NewTask {
-            title: t.title,
-            schedulable: t.schedulable,
-            // Out of i32 is out of range too: the queue says so.
-            priority: i32::try_from(t.priority).unwrap_or(i32::MAX),
-            not_before: t.not_before,
-            max_attempts: i32::try_from(t.max_attempts).unwrap_or(i32::MAX),
-            key: t.key,
-        })
-        .collect();
     let created = state.queue.create(batch).await?;
     Ok(HttpResponse::Created().json(CreateTasksResponse {
         tasks: created.tasks.into_iter().map(TaskResponse::from).collect(),
@@ -384,7 +429,11 @@ pub async fn create(
     description = "Claimable: schedulable, unassigned (or whose lease expired), past `not_before`, with attempts left; highest priority first, then oldest. Concurrent claimers never get the same task and never wait on each other's rows. With `wait_ms`, a claim that finds none waits for tasks to arrive and answers once it claimed at least one or the wait ends (`claimed: 0`).",
     security(("bearer" = [])),
     request_body = ClaimRequest,
-    responses((status = 200, description = "What this call assigned", body = ClaimResponse))
+    responses(
+        (status = 200, description = "What this call assigned", body = ClaimResponse),
+        (status = 429, description = "`too_many_waiters`: a long poll past the bound per session or per instance, answered at once", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before trying again"))),
+    )
 )]
 pub async fn claim(
     state: web::Data<AppState>,
@@ -392,9 +441,13 @@ pub async fn claim(
     JsonBody(body): JsonBody<ClaimRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = Wait::from_millis(body.wait_ms)?;
+    let claimant = Claimant {
+        user: p.user_id,
+        credential: p.session_id,
+    };
     let outcome = state
         .queue
-        .claim(p.user_id, body.count, body.assignee_id, wait)
+        .claim(claimant, body.count, body.assignee_id, wait)
         .await?;
     Ok(HttpResponse::Ok().json(ClaimResponse {
         requested: outcome.requested,
@@ -462,11 +515,11 @@ pub async fn heartbeat(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
     id: web::Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<HeartbeatRequest>,
+    OptionalJsonBody(lease_secs): OptionalJsonBody<HeartbeatRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     // A negative value is out of range as well: the queue says so.
-    let lease_secs = body.lease_secs.map(|s| u64::try_from(s).unwrap_or(0));
+    let lease_secs = lease_secs.map(|s| u64::try_from(s).unwrap_or(0));
     let task = state.queue.heartbeat(p.user_id, id, lease_secs).await?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }

@@ -3,45 +3,67 @@
 use crate::error::ApiError;
 use crate::error::Problem;
 use crate::extract::JsonBody;
-use crate::fields::{Fields, FromJson};
+use crate::fields::{Fields, FromJson, Member};
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use auth_core::domain::FieldError;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// `POST /v1/users`.
 // Read as two strings; `Email` and `Password` apply the rules below and
 // answer `422` per field.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Stored trimmed and lower-cased; at most 254 characters. The pattern is
     /// what the service accepts: one `@`, 1-64 characters before it,
     /// dot-separated non-empty labels after it, no spaces or control characters.
     #[schema(
+        value_type = String,
+        required = true,
         max_length = 254,
         pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)*$",
         example = "ada@example.com"
     )]
-    pub email: String,
+    #[serde(default)]
+    pub email: Member<String>,
     /// 8 to 128 characters (Unicode scalar values).
-    #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
-    pub password: String,
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 8,
+        max_length = 128,
+        example = "correct horse battery"
+    )]
+    #[serde(default)]
+    pub password: Member<String>,
 }
 
 impl FromJson for RegisterRequest {
-    fn from_json(value: &Value) -> Result<Self, Vec<FieldError>> {
-        credentials(value).map(|(email, password)| RegisterRequest { email, password })
+    type Checked = Credentials;
+    fn check(self) -> Result<Credentials, Vec<FieldError>> {
+        Credentials::check(self.email, self.password)
     }
 }
 
-/// `{"email", "password"}` as two strings: the shape of register and login.
-pub(super) fn credentials(value: &Value) -> Result<(String, String), Vec<FieldError>> {
-    let mut f = Fields::of(value, "");
-    let email = f.string("email").map(str::to_owned);
-    let password = f.string("password").map(str::to_owned);
-    f.finish(email.zip(password))
+/// `{"email", "password"}` as two strings: what register and login read.
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+impl Credentials {
+    pub(super) fn check(
+        email: Member<String>,
+        password: Member<String>,
+    ) -> Result<Credentials, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let email = f.required("email", email);
+        let password = f.required("password", password);
+        f.finish(email.zip(password))
+            .map(|(email, password)| Credentials { email, password })
+    }
 }
 
 /// A registered user.

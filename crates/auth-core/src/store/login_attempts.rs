@@ -10,15 +10,20 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// What an admission decided: the new attempt's id, or how long until a
-/// slot frees up; and the user with that email, if any (looked up by the
-/// same statement, one round trip for both).
-#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+/// What an admission decided ([`admit`]), and the user holding the email,
+/// if any (looked up by the same statement: one round trip for both).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct AdmissionRow {
+    /// `admitted`, `busy` or `limited` (see [`admit`]).
+    #[diesel(sql_type = Text)]
+    pub verdict: String,
+    /// The new attempt's id, when admitted.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub attempt_id: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub retry_after_secs: Option<i64>,
+    /// When limited: seconds until the oldest counted failure leaves the
+    /// window (and the email may be tried again).
+    #[diesel(sql_type = Nullable<Double>)]
+    pub retry_after_secs: Option<f64>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub user_id: Option<Uuid>,
     #[diesel(sql_type = Nullable<Text>)]
@@ -49,46 +54,74 @@ pub fn lock_email_sql(email: &str) -> String {
     format!("SELECT pg_advisory_xact_lock({})", i64::from_be_bytes(key))
 }
 
-/// Counts this email's attempts within `window` since its last success and,
-/// below `limit`, inserts a new pending one. Must run after [`lock_email_sql`] in
-/// the same transaction, as its own statement: only then does its snapshot
-/// include every admission committed before this one. Also drops this
-/// email's attempts that left the window.
+/// Decides one login attempt for `email` and, when admitted, inserts it as
+/// pending. Must run after [`lock_email_sql`] in the same transaction, as
+/// its own statement: only then does its snapshot include every admission
+/// committed before this one.
+///
+/// Failures count from the email's last success, within `window`; an
+/// attempt still pending after `stale` was abandoned (its process died
+/// between admission and report) and counts as a failure too. Attempts
+/// pending for less are checks in flight. With `limit` failures the email
+/// is `limited`; with fewer, but failures and checks in flight together at
+/// `limit`, it is `busy` (the caller waits for a check to end: any of them
+/// may be the last guess allowed); else the attempt is `admitted`. So at
+/// most `limit` wrong passwords are checked since the last success, and a
+/// correct one is refused only once the failures alone reach the limit.
+/// Also drops this email's attempts that left the window.
 pub async fn admit(
     conn: &mut AsyncPgConnection,
     email: &str,
     limit: u32,
     window: Duration,
+    stale: Duration,
 ) -> Result<AdmissionRow, DbError> {
     diesel::sql_query(
         "WITH purged AS (
              DELETE FROM login_attempts
              WHERE email = $1 AND attempted_at <= now() - make_interval(secs => $3)
          ),
-         counted AS (
+         failures AS (
              SELECT attempted_at FROM login_attempts
              WHERE email = $1
                AND attempted_at > now() - make_interval(secs => $3)
-               AND outcome <> 'succeeded'
+               AND (outcome = 'failed'
+                    OR (outcome = 'pending' AND attempted_at <= now() - make_interval(secs => $4)))
                AND id > (SELECT coalesce(max(id), 0) FROM login_attempts
                          WHERE email = $1 AND outcome = 'succeeded')
              ORDER BY id DESC
              LIMIT $2
          ),
+         in_flight AS (
+             SELECT count(*) AS n FROM login_attempts
+             WHERE email = $1 AND outcome = 'pending'
+               AND attempted_at > now() - make_interval(secs => $4)
+         ),
+         decided AS (
+             SELECT CASE
+                      WHEN (SELECT count(*) FROM failures) >= $2 THEN 'limited'
+                      WHEN (SELECT count(*) FROM failures) + (SELECT n FROM in_flight) >= $2 THEN 'busy'
+                      ELSE 'admitted'
+                    END AS verdict
+         ),
          admitted AS (
              INSERT INTO login_attempts (email)
-             SELECT $1 WHERE (SELECT count(*) FROM counted) < $2
+             SELECT $1 FROM decided WHERE verdict = 'admitted'
              RETURNING id
          )
-         SELECT (SELECT id FROM admitted) AS attempt_id,
-                (SELECT CEIL(EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now()))::bigint
-                 FROM counted) AS retry_after_secs,
+         SELECT decided.verdict,
+                (SELECT id FROM admitted) AS attempt_id,
+                CASE WHEN decided.verdict = 'limited' THEN
+                    (SELECT EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now())::float8
+                     FROM failures)
+                END AS retry_after_secs,
                 u.id AS user_id, u.password_hash
-         FROM (SELECT 1) AS one LEFT JOIN users AS u ON u.email = $1",
+         FROM decided LEFT JOIN users AS u ON u.email = $1",
     )
     .bind::<Text, _>(email)
     .bind::<BigInt, _>(i64::from(limit.max(1)))
     .bind::<Double, _>(secs(window))
+    .bind::<Double, _>(secs(stale))
     .prepared()
     .get_result(conn)
     .await

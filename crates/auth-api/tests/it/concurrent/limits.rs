@@ -1,74 +1,118 @@
-//! Limits raced: the login limit under a burst for one email, and the
-//! bounded hashing pool under a flood of logins.
+//! Limits raced: the login limit under bursts for one email (correct
+//! passwords, wrong ones, both, and a crowd for an email already limited),
+//! on two instances and at sizes on both sides of the login limit, the
+//! session cap and the hash queue's capacity; and the bounded hashing pool
+//! under a flood of logins.
 
-use super::{TestApp2, behind_lock, participant};
-use auth_core::config::{HashParams, HashPoolConfig, PoolConfig};
+use super::{TestApp2, participant};
+use auth_core::config::{
+    HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionLimit, SessionPolicy,
+};
 use serde_json::json;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use test_support::TestApp;
 use test_support::app::{PASSWORD, TestAppConfig};
 use test_support::concurrency::run_together;
+use test_support::db::Held;
+use test_support::round_trips::CountingProxy;
 
-const BURST: usize = 40;
-const LIMIT: usize = 10;
+/// Wrong passwords per window before an email is limited: distinct from
+/// the session cap, so a test can tell the two rules apart.
+const LOGIN_LIMIT: u32 = 6;
+/// Active sessions per user.
+const SESSION_CAP: u32 = 4;
+/// Places in each instance's hash queue.
+const HASH_QUEUE: usize = 8;
+/// Burst sizes: below, at and just above the session cap and the login
+/// limit, above the hash queue's capacity, and three times the limit.
+const SIZES: [usize; 6] = [3, 4, 5, 6, 7, 18];
 
-/// An app whose pool lets every participant of a burst reach PostgreSQL at
-/// once, so the test's lock holds them all back in the database itself.
-async fn burst_app() -> TestApp {
-    TestApp::spawn_with(TestAppConfig {
+/// Two instances on one database, with the limits above.
+async fn two_instances() -> (TestApp, TestApp) {
+    let config = limits_config();
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = a.spawn_beside(config).await;
+    (a, b)
+}
+
+/// The limits above; pools that let every admitted login of a burst wait
+/// in PostgreSQL at once.
+fn limits_config() -> TestAppConfig {
+    TestAppConfig {
         pool: PoolConfig {
-            max_size: BURST as u32 + 4,
+            max_size: 8,
             connection_timeout_ms: 15_000,
             ..PoolConfig::default()
         },
+        sessions: SessionPolicy {
+            max_failed_logins: LOGIN_LIMIT,
+            max_sessions_per_user: SessionLimit::try_from(SESSION_CAP).unwrap(),
+            ..SessionPolicy::default()
+        },
+        hash_pool: HashPoolConfig {
+            workers: Some(2),
+            queue_capacity: Some(HASH_QUEUE),
+            ..HashPoolConfig::default()
+        },
         ..TestAppConfig::default()
-    })
-    .await
+    }
 }
 
-/// `BURST` logins for ada released together, password `right_at` (if any)
-/// correct and the rest wrong, while the test holds every write to
-/// `login_attempts` back until all of them are waiting in PostgreSQL. Returns
-/// (status, code, has Retry-After) per participant and the hashes performed.
-async fn forced_burst(app: &TestApp, right_at: Option<usize>) -> (Vec<(u16, String, bool)>, u64) {
-    app.register("ada@example.com", PASSWORD).await;
-    let hashes_before = app
-        .state
-        .sessions
-        .hasher()
-        .stats()
-        .completed
-        .load(Ordering::SeqCst);
-    let held = app
-        .db
-        .hold("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
-        .await;
-    // Every participant waits in PostgreSQL: on the advisory lock, or on the
-    // table lock with its write (admission or, if broken, a late record).
-    let answers = behind_lock(app, held, BURST, |i| {
-        let p = participant(app);
-        let password = if Some(i) == right_at {
-            PASSWORD
-        } else {
-            "wrong password"
-        };
-        let body = json!({"email": "ada@example.com", "password": password});
-        async move {
-            let (status, code, retry, _) = login(&p, &body).await;
-            (status, code, retry)
+/// What one login was told: status, problem code, whether it carried
+/// `Retry-After`.
+type Answer = (u16, String, bool);
+
+/// One login per password, released together and sent to the two
+/// instances in turn, while the test holds `held`; it lets go once every
+/// login is answered, waiting in an instance's line, or waiting on a lock
+/// in PostgreSQL. Returns each answer and the verifications performed.
+async fn burst(
+    apps: (&TestApp, &TestApp),
+    email: &str,
+    passwords: &[String],
+    held: Held,
+) -> (Vec<Answer>, u64) {
+    let verified = || {
+        [apps.0, apps.1]
+            .iter()
+            .map(|app| {
+                app.state
+                    .sessions
+                    .hasher()
+                    .stats()
+                    .completed
+                    .load(Ordering::SeqCst)
+            })
+            .sum::<u64>()
+    };
+    let before = verified();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let n = passwords.len();
+    let (answers, ()) = tokio::join!(
+        run_together(n, |i| {
+            let app = if i % 2 == 0 { apps.0 } else { apps.1 };
+            let p = participant(app);
+            let body = json!({"email": email, "password": passwords[i]});
+            let answered = answered.clone();
+            async move {
+                let (status, code, retry, _) = login(&p, &body).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                (status, code, retry)
+            }
+        }),
+        async {
+            let waiting = || {
+                (apps.0.state.sessions.login_limit().waiting()
+                    + apps.1.state.sessions.login_limit().waiting()
+                    + answered.load(Ordering::SeqCst)) as i64
+            };
+            apps.0.db.wait_until_parked(n as i64, waiting).await;
+            held.release().await;
         }
-    })
-    .await;
-    let hashes = app
-        .state
-        .sessions
-        .hasher()
-        .stats()
-        .completed
-        .load(Ordering::SeqCst)
-        - hashes_before;
-    (answers, hashes)
+    );
+    (answers, verified() - before)
 }
 
 /// One login: (status, problem code, has Retry-After, time to the answer).
@@ -88,112 +132,249 @@ async fn login(p: &TestApp2, body: &serde_json::Value) -> (u16, String, bool, Du
     (status, code, retry, started.elapsed())
 }
 
-fn count(answers: &[(u16, String, bool)], status: u16, code: &str) -> usize {
+fn count(answers: &[Answer], status: u16, code: &str) -> usize {
     answers
         .iter()
         .filter(|(s, c, _)| *s == status && c == code)
         .count()
 }
 
-#[tokio::test]
-async fn a_burst_of_wrong_passwords_is_checked_at_most_limit_times() {
-    let app = burst_app().await;
-    let (answers, hashes) = forced_burst(&app, None).await;
-    assert_eq!(
-        count(&answers, 401, "invalid_credentials"),
-        LIMIT,
-        "{answers:?}"
-    );
-    assert_eq!(
-        count(&answers, 429, "too_many_attempts"),
-        BURST - LIMIT,
-        "{answers:?}"
-    );
-    assert!(
-        answers.iter().filter(|a| a.0 == 429).all(|a| a.2),
-        "every 429 carries Retry-After"
-    );
-    assert_eq!(hashes, LIMIT as u64, "verifications performed");
-    // Fresh read: exactly the admitted attempts, each reported as failed.
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) AS n FROM login_attempts WHERE outcome = 'failed'")
-            .await,
-        LIMIT as i64
-    );
-    assert_eq!(
-        app.db
-            .count("SELECT count(*) AS n FROM login_attempts")
-            .await,
-        LIMIT as i64
-    );
+/// This email's login attempts with the given outcome, read afresh.
+async fn attempts(app: &TestApp, email: &str, outcome: &str) -> i64 {
+    app.db
+        .count(&format!(
+            "SELECT count(*) AS n FROM login_attempts WHERE email = '{email}' AND outcome = '{outcome}'"
+        ))
+        .await
+}
+
+/// `n` distinct wrong passwords (a guesser does not repeat itself, and
+/// identical checks would share one verification).
+fn wrong(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("wrong password {i}")).collect()
 }
 
 #[tokio::test]
-async fn a_correct_password_inside_a_burst_succeeds_only_if_admitted_among_the_first_ten() {
-    let app = burst_app().await;
-    let right = 17;
-    let (answers, hashes) = forced_burst(&app, Some(right)).await;
-    let (status, code, _) = &answers[right];
-    assert!(
-        *status == 201 || (*status == 429 && code == "too_many_attempts"),
-        "the right password is never 401: {:?}",
-        answers[right]
-    );
-    let failed = count(&answers, 401, "invalid_credentials") as i64;
-    let succeeded = answers.iter().filter(|a| a.0 == 201).count() as i64;
-    let limited = count(&answers, 429, "too_many_attempts") as i64;
-    assert_eq!(
-        failed + succeeded + limited,
-        BURST as i64,
-        "nothing else: {answers:?}"
-    );
-    assert_eq!(
-        hashes as i64,
-        failed + succeeded,
-        "checked = answered as checked"
-    );
-    // Fresh read of the admissions, in admission order.
-    let db = &app.db;
-    assert_eq!(
-        db.count("SELECT count(*) AS n FROM login_attempts WHERE outcome = 'failed'")
-            .await,
-        failed
-    );
-    assert_eq!(
-        db.count("SELECT count(*) AS n FROM login_attempts WHERE outcome = 'succeeded'")
-            .await,
-        succeeded
-    );
-    assert_eq!(
-        db.count("SELECT count(*) AS n FROM login_attempts WHERE outcome = 'pending'")
-            .await,
-        0
-    );
-    let before_success = db
-        .count(
-            "SELECT count(*) AS n FROM login_attempts
-             WHERE id < (SELECT min(id) FROM login_attempts WHERE outcome = 'succeeded')",
-        )
-        .await;
-    let after_success = db
-        .count(
-            "SELECT count(*) AS n FROM login_attempts
-             WHERE id > (SELECT coalesce(min(id), 0) FROM login_attempts WHERE outcome = 'succeeded')",
-        )
-        .await;
-    if succeeded == 1 {
-        assert!(
-            before_success < LIMIT as i64,
-            "the success was admitted after {before_success} others"
+async fn correct_logins_arriving_together_all_succeed_and_the_cap_keeps_the_newest() {
+    let (a, b) = two_instances().await;
+    for n in SIZES {
+        let email = format!("ada{n}@example.com");
+        let ada = a.signup(&email).await;
+        a.logout(&ada.token).await;
+        // Every admitted login waits on ada's row lock, so checks in flight
+        // pile up to the login limit; the rest must wait, not be refused.
+        let held =
+            a.db.hold(&format!(
+                "SELECT 1 FROM users WHERE id = '{}' FOR NO KEY UPDATE",
+                ada.user_id
+            ))
+            .await;
+        let (answers, _) = burst((&a, &b), &email, &vec![PASSWORD.to_string(); n], held).await;
+        assert_eq!(count(&answers, 201, ""), n, "size {n}: {answers:?}");
+        let active =
+            a.db.count(&format!(
+                "SELECT count(*) AS n FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL",
+                ada.user_id
+            ))
+            .await;
+        assert_eq!(active, n.min(SESSION_CAP as usize) as i64, "size {n}");
+        assert_eq!(
+            attempts(&a, &email, "succeeded").await,
+            n as i64 + 1,
+            "size {n}"
         );
-        assert!(
-            after_success <= LIMIT as i64,
-            "after the success, {after_success} more were checked"
-        );
-    } else {
-        assert!(failed <= LIMIT as i64, "{failed} wrong passwords checked");
+        assert_eq!(attempts(&a, &email, "failed").await, 0, "size {n}");
+        assert_eq!(attempts(&a, &email, "pending").await, 0, "size {n}");
     }
+}
+
+#[tokio::test]
+async fn wrong_passwords_arriving_together_are_checked_at_most_limit_times() {
+    let (a, b) = two_instances().await;
+    let limit = LOGIN_LIMIT as usize;
+    for n in SIZES {
+        let email = format!("eve{n}@example.com");
+        a.register(&email, PASSWORD).await;
+        // Every write to the attempts waits until all logins are in place.
+        let held =
+            a.db.hold("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
+                .await;
+        let (answers, verified) = burst((&a, &b), &email, &wrong(n), held).await;
+        let checked = n.min(limit);
+        assert_eq!(
+            count(&answers, 401, "invalid_credentials"),
+            checked,
+            "size {n}: {answers:?}"
+        );
+        assert_eq!(
+            count(&answers, 429, "too_many_attempts"),
+            n - checked,
+            "size {n}: {answers:?}"
+        );
+        assert!(
+            answers.iter().filter(|a| a.0 == 429).all(|a| a.2),
+            "every 429 carries Retry-After: {answers:?}"
+        );
+        assert_eq!(
+            verified, checked as u64,
+            "size {n}: verifications performed"
+        );
+        assert_eq!(
+            attempts(&a, &email, "failed").await,
+            checked as i64,
+            "size {n}"
+        );
+        assert_eq!(attempts(&a, &email, "pending").await, 0, "size {n}");
+    }
+}
+
+#[tokio::test]
+async fn correct_passwords_among_wrong_ones_succeed_exactly_when_checked_before_the_limit() {
+    let (a, b) = two_instances().await;
+    let limit = LOGIN_LIMIT as i64;
+    // Three times the limit, a correct password at every third place.
+    let n = 3 * LOGIN_LIMIT as usize;
+    let email = "mia@example.com";
+    a.register(email, PASSWORD).await;
+    let passwords: Vec<String> = wrong(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| if i % 3 == 2 { PASSWORD.to_string() } else { w })
+        .collect();
+    let held =
+        a.db.hold("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
+            .await;
+    let (answers, _) = burst((&a, &b), email, &passwords, held).await;
+    for (i, answer) in answers.iter().enumerate() {
+        let allowed: &[u16] = if passwords[i] == PASSWORD {
+            &[201, 429]
+        } else {
+            &[401, 429]
+        };
+        assert!(
+            allowed.contains(&answer.0),
+            "login {i} ({}): {answer:?}",
+            passwords[i]
+        );
+    }
+    // A fresh read of the attempts, in admission order.
+    let outcomes: Vec<String> = {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            outcome: String,
+        }
+        let mut conn = a.db.connect().await;
+        diesel::sql_query(format!(
+            "SELECT outcome FROM login_attempts WHERE email = '{email}' ORDER BY id"
+        ))
+        .get_results::<Row>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.outcome)
+        .collect()
+    };
+    let of = |o: &str| outcomes.iter().filter(|x| *x == o).count();
+    assert_eq!(of("succeeded"), count(&answers, 201, ""), "{outcomes:?}");
+    assert_eq!(
+        of("failed"),
+        count(&answers, 401, "invalid_credentials"),
+        "{outcomes:?}"
+    );
+    assert_eq!(of("pending"), 0, "{outcomes:?}");
+    // Never more than `limit` wrong passwords checked since a success.
+    let runs: Vec<i64> = outcomes
+        .split(|o| o == "succeeded")
+        .map(|run| run.len() as i64)
+        .collect();
+    assert!(
+        runs.iter().all(|r| *r <= limit),
+        "failures between successes: {runs:?}"
+    );
+    // A refusal only once the failures alone reached the limit: the email
+    // is limited now, by the failures after its last success.
+    if count(&answers, 429, "too_many_attempts") > 0 {
+        assert_eq!(
+            runs.last().copied(),
+            Some(limit),
+            "refused early: {outcomes:?} {answers:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_crowd_for_a_limited_email_costs_one_admission_per_instance() {
+    // Both instances reach PostgreSQL through one counting proxy, with no
+    // upkeep of their own meanwhile: every round trip is a login's.
+    let db = test_support::TestDb::new().await;
+    let proxy = CountingProxy::start(db.host_port()).await;
+    let config = TestAppConfig {
+        service_url: Some(db.url_at("127.0.0.1", proxy.port)),
+        queue: QueuePolicy {
+            counts_fold_interval: Duration::from_secs(3600),
+            ..QueuePolicy::default()
+        },
+        ..limits_config()
+    };
+    let a = TestApp::spawn_on(db, config.clone()).await;
+    let mut migrated = a.state.migrated.clone();
+    migrated.wait_for(|done| *done).await.unwrap();
+    let b = a.spawn_beside(config).await;
+    let email = "zed@example.com";
+    a.register(email, PASSWORD).await;
+    for i in 0..LOGIN_LIMIT as usize {
+        let body = json!({"email": email, "password": format!("guess {i}")});
+        assert_eq!(login(&participant(&a), &body).await.0, 401);
+    }
+    // The test holds the email's admission lock: one login per instance
+    // waits on it in PostgreSQL, the rest of a crowd three times the limit
+    // (correct passwords) wait in the lines; then it lets go.
+    let held =
+        a.db.hold(&auth_core::store::login_attempts::lock_email_sql(email))
+            .await;
+    let n = 3 * LOGIN_LIMIT as usize;
+    let mark = Arc::new(std::sync::Mutex::new(None));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (answers, ()) = tokio::join!(
+        run_together(n, |i| {
+            let p = participant(if i % 2 == 0 { &a } else { &b });
+            let body = json!({"email": email, "password": PASSWORD});
+            let answered = answered.clone();
+            async move {
+                let answer = login(&p, &body).await;
+                answered.fetch_add(1, Ordering::SeqCst);
+                answer
+            }
+        }),
+        async {
+            let parked = || {
+                (a.state.sessions.login_limit().waiting()
+                    + b.state.sessions.login_limit().waiting()
+                    + answered.load(Ordering::SeqCst)) as i64
+            };
+            a.db.wait_until_parked(n as i64, parked).await;
+            *mark.lock().unwrap() = Some(proxy.sent());
+            held.release().await;
+        }
+    );
+    let spent = proxy.sent() - mark.lock().unwrap().expect("marked");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, c, retry, _)| *s == 429 && c == "too_many_attempts" && *retry),
+        "{answers:?}"
+    );
+    // Each instance's one admission: its statement (prepared first, if
+    // that connection never ran it) and COMMIT; its BEGIN with the lock
+    // was sent before the mark.
+    assert!(
+        spent.round_trips <= 2 * 3,
+        "the crowd of {n} cost {} round trips",
+        spent.round_trips
+    );
+    assert_eq!(attempts(&a, email, "failed").await, LOGIN_LIMIT as i64);
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 
 mod interleavings;
 mod limits;
+mod long_polls;
 mod queue;
 mod queue_v1_1;
 mod retention;

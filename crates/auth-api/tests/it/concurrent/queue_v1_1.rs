@@ -201,11 +201,16 @@ async fn a_workers_writes_race_a_reclaim_and_a_cancel_with_one_outcome_per_attem
             let (late, next) = (late.token.clone(), next.token.clone());
             async move {
                 let req = match writes.get(i) {
+                    Some(&"fail") => p
+                        .client
+                        .post(p.url(&format!("/v1/tasks/{id}/fail")))
+                        .bearer_auth(late)
+                        .json(&json!({"error": "late", "retry": false})),
                     Some(action) => p
                         .client
                         .post(p.url(&format!("/v1/tasks/{id}/{action}")))
                         .bearer_auth(late)
-                        .json(&json!({"error": "late", "retry": false})),
+                        .json(&json!({})),
                     None => p
                         .client
                         .post(p.url("/v1/tasks/claim"))
@@ -233,12 +238,17 @@ async fn a_workers_writes_race_a_reclaim_and_a_cancel_with_one_outcome_per_attem
             } else {
                 next.token.clone()
             };
+            // Each write its own body (a member it lacks is a 422).
+            let body = match outcomes[i] {
+                "fail" => json!({"error": "gave up", "retry": false}),
+                _ => json!({}),
+            };
             async move {
                 let req = p
                     .client
                     .post(p.url(&format!("/v1/tasks/{id}/{}", outcomes[i])))
                     .bearer_auth(token)
-                    .json(&json!({"error": "gave up", "retry": false}));
+                    .json(&body);
                 p.send(req).await
             }
         })
