@@ -46,6 +46,7 @@ pub const FAULTS: &[&str] = &[
     "hang_ups_ignored",
     "long_poll_recheck_per_waiter",
     "waiters_unbounded",
+    "body_read_whole",
 ];
 
 const TIER2: &[&str] = &[

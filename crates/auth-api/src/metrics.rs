@@ -8,8 +8,8 @@
 use auth_core::auth::SessionService;
 use auth_core::db::{DbPool, Pools};
 use auth_core::hashing::PasswordHasher;
+use auth_core::queue::TaskQueue;
 use auth_core::retention::Cleanup;
-use auth_core::wakeups::Wakeups;
 use prometheus::core::{Atomic, GenericCounter};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -40,7 +40,7 @@ impl Metrics {
         hasher: PasswordHasher,
         cleanup: Cleanup,
         sessions: SessionService,
-        wakeups: Wakeups,
+        queue: TaskQueue,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new_custom(Some("tessera".into()), None)?;
         let labels = &["method", "route", "status"];
@@ -67,8 +67,8 @@ impl Metrics {
         }
         registry.register(AtScrape::boxed(HashCollector::new(hasher)?))?;
         registry.register(AtScrape::boxed(CleanupCollector::new(cleanup)?))?;
-        registry.register(AtScrape::boxed(ReuseCollector::new(sessions)?))?;
-        registry.register(AtScrape::boxed(WaitCollector::new(wakeups)?))?;
+        registry.register(AtScrape::boxed(SessionCollector::new(sessions)?))?;
+        registry.register(AtScrape::boxed(WaitCollector::new(queue)?))?;
         let build = IntGaugeVec::new(
             Opts::new(
                 "build_info",
@@ -396,22 +396,32 @@ impl Sampled for CleanupCollector {
 
 /// Long-poll claims, read at scrape time.
 struct WaitCollector {
-    wakeups: Wakeups,
+    queue: TaskQueue,
     waiting: IntGauge,
+    under_way: IntGauge,
     listening: IntGauge,
+    handed_back: IntCounter,
 }
 
 impl WaitCollector {
-    fn new(wakeups: Wakeups) -> prometheus::Result<Self> {
+    fn new(queue: TaskQueue) -> prometheus::Result<Self> {
         Ok(WaitCollector {
-            wakeups,
+            queue,
             waiting: IntGauge::new(
                 "task_claims_waiting",
                 "Long-poll claims parked right now (they hold no pooled connection)",
             )?,
+            under_way: IntGauge::new(
+                "task_long_polls",
+                "Long-poll claims under way (waiting or trying), the number the bounds on waiters count",
+            )?,
             listening: IntGauge::new(
                 "task_wakeups_listening",
                 "1 while the LISTEN connection for long-poll wake-ups is up",
+            )?,
+            handed_back: IntCounter::new(
+                "task_claims_handed_back_total",
+                "Tasks claimed for a client that hung up before its answer, released at once",
             )?,
         })
     }
@@ -419,25 +429,39 @@ impl WaitCollector {
 
 impl Sampled for WaitCollector {
     fn refresh(&self) {
-        self.waiting.set(self.wakeups.waiting() as i64);
-        self.listening.set(i64::from(self.wakeups.listening()));
+        let wakeups = self.queue.wakeups();
+        self.waiting.set(wakeups.waiting() as i64);
+        self.under_way.set(wakeups.under_way() as i64);
+        self.listening.set(i64::from(wakeups.listening()));
+        mirror(&self.handed_back, self.queue.handed_back());
     }
 
     fn parts(&self) -> Vec<&dyn Collector> {
-        vec![&self.waiting, &self.listening]
+        vec![
+            &self.waiting,
+            &self.under_way,
+            &self.listening,
+            &self.handed_back,
+        ]
     }
 }
 
-/// Rotated-away tokens presented again, read at scrape time.
-struct ReuseCollector {
+/// Rotated-away tokens presented again, and logins waiting in their
+/// email's line, read at scrape time.
+struct SessionCollector {
     sessions: SessionService,
     reused: IntCounterVec,
+    logins_waiting: IntGauge,
 }
 
-impl ReuseCollector {
+impl SessionCollector {
     fn new(sessions: SessionService) -> prometheus::Result<Self> {
-        Ok(ReuseCollector {
+        Ok(SessionCollector {
             sessions,
+            logins_waiting: IntGauge::new(
+                "logins_waiting",
+                "Logins waiting in their email's line: for their turn, or for a check in flight to end",
+            )?,
             reused: IntCounterVec::new(
                 Opts::new(
                     "token_reuse_total",
@@ -450,8 +474,10 @@ impl ReuseCollector {
     }
 }
 
-impl Sampled for ReuseCollector {
+impl Sampled for SessionCollector {
     fn refresh(&self) {
+        self.logins_waiting
+            .set(self.sessions.login_limit().waiting() as i64);
         let stats = self.sessions.reuse_stats();
         for (window, total) in [
             ("within_grace", &stats.within_grace),
@@ -465,6 +491,6 @@ impl Sampled for ReuseCollector {
     }
 
     fn parts(&self) -> Vec<&dyn Collector> {
-        vec![&self.reused]
+        vec![&self.reused, &self.logins_waiting]
     }
 }

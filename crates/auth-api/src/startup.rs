@@ -71,7 +71,7 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         hasher,
         cleanup.clone(),
         sessions.clone(),
-        queue.wakeups().clone(),
+        queue.clone(),
     )
     .context("registering metrics")?;
     let state = AppState {

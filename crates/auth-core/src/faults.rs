@@ -83,10 +83,13 @@ pub enum Fault {
     LongPollRecheckPerWaiter,
     /// Long-poll claims wait without a bound per credential or instance.
     WaitersUnbounded,
+    /// A JSON body is read whole and parsed into a `serde_json::Value`
+    /// before its members are judged (memory follows what it holds).
+    BodyReadWhole,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 33] = [
+    pub const ALL: [Fault; 34] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -120,6 +123,7 @@ impl Fault {
         Fault::HangUpsIgnored,
         Fault::LongPollRecheckPerWaiter,
         Fault::WaitersUnbounded,
+        Fault::BodyReadWhole,
     ];
 
     pub fn name(self) -> &'static str {
@@ -157,6 +161,7 @@ impl Fault {
             Fault::HangUpsIgnored => "hang_ups_ignored",
             Fault::LongPollRecheckPerWaiter => "long_poll_recheck_per_waiter",
             Fault::WaitersUnbounded => "waiters_unbounded",
+            Fault::BodyReadWhole => "body_read_whole",
         }
     }
 

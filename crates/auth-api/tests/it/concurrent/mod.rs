@@ -4,6 +4,7 @@
 //! outcomes are checked by reading the database afresh and tallying per id.
 //! `interleavings` forces specific orders with locks the test holds.
 
+mod bodies;
 mod interleavings;
 mod limits;
 mod long_polls;
