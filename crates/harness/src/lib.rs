@@ -12,6 +12,7 @@ pub mod drift;
 pub mod goose_report;
 pub mod latency;
 pub mod record;
+pub mod round_trips;
 pub mod thresholds;
 pub mod timeline;
 pub mod traffic;

@@ -6,6 +6,7 @@
 
 mod cases;
 mod chart;
+mod crowds;
 mod hostile;
 mod long_poll;
 mod pgbouncer;
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// Only these cases (repeatable): kill-connections, postgres-restart,
     /// pool-exhaustion, sigterm, startup, pgbouncer, bounds, hash-flood, bulkhead,
-    /// long-poll, schemathesis.
+    /// long-poll, login-crowd, locked-crowd, waiters, hang-ups, padded-bodies,
+    /// schemathesis.
     #[arg(long = "case")]
     cases: Vec<String>,
     /// Traffic threads per case.
@@ -84,6 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|c| c.slug())
         .chain(hostile::CASES)
+        .chain(crowds::CASES)
         .chain([long_poll::NAME, "schemathesis"])
         .collect();
     if let Some(unknown) = args.cases.iter().find(|c| !known.contains(&c.as_str())) {
@@ -96,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         after: Duration::from_secs(args.seconds),
         long_poll_wait: Duration::from_secs(10),
     };
-    let reports = run_cases(&pace, args.examples, &wanted)?;
+    let reports = run_cases(&pace, &crowds::Sizes::full(), args.examples, &wanted)?;
     anyhow::ensure!(
         reports.iter().all(CaseReport::ok),
         "fault cases failed: {}",
@@ -119,7 +122,7 @@ pub fn short() -> Row {
         after: Duration::from_secs(2),
         long_poll_wait: Duration::from_secs(3),
     };
-    let outcome = run_cases(&pace, 25, &|_| true);
+    let outcome = run_cases(&pace, &crowds::Sizes::short(), 25, &|_| true);
     let (tests, ok) = match &outcome {
         Ok(reports) => {
             let checks = reports.iter().flat_map(|r| &r.checks);
@@ -149,10 +152,15 @@ pub fn short() -> Row {
 
 fn run_cases(
     pace: &Pace,
+    crowd_sizes: &crowds::Sizes,
     examples: u32,
     wanted: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<Vec<CaseReport>> {
     crate::load::service::build_release(false)?;
+    if crowds::CASES.iter().any(|c| wanted(c)) {
+        // The crowd cases' counter-proofs run the faulty build.
+        crate::load::service::build_faulty()?;
+    }
     let mut server = Server::throwaway()?;
     let dir = PathBuf::from("target/fault-reports")
         .join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string());
@@ -169,6 +177,13 @@ fn run_cases(
     for name in hostile::CASES.into_iter().filter(|c| wanted(c)) {
         let bar = spinner(name);
         let report = hostile::run(name, &admin, &dir)?;
+        bar.finish_and_clear();
+        announce(&report);
+        reports.push(report);
+    }
+    for name in crowds::CASES.into_iter().filter(|c| wanted(c)) {
+        let bar = spinner(name);
+        let report = crowds::run(name, &server, &admin, &dir, crowd_sizes)?;
         bar.finish_and_clear();
         announce(&report);
         reports.push(report);

@@ -14,6 +14,10 @@ pub const GOOSE_BIN: &str = "target/release/tessera-load";
 pub const ARGON2_RATE_BIN: &str = "target/release/tessera-argon2-rate";
 pub const VALIDATE_SQL_BIN: &str = "target/release/tessera-validate-sql";
 pub const QUEUE_SQL_BIN: &str = "target/release/tessera-queue-sql";
+pub const CROWD_BIN: &str = "target/release/tessera-crowd";
+/// The service with the test-only deliberate faults (a debug build, kept
+/// apart: a plain `cargo test` would overwrite `target/debug/auth-api`).
+pub const FAULTY_SERVER_BIN: &str = "target/faults/auth-api";
 
 /// Environment for a service whose test is about the database, not argon2:
 /// the cheapest hashing the service accepts.
@@ -41,6 +45,30 @@ pub fn build_release(faults: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds the service with the deliberate faults (debug: only counter-proofs
+/// run it) and keeps it at [`FAULTY_SERVER_BIN`].
+pub fn build_faulty() -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "auth-api",
+            "--features",
+            "auth-api/faults",
+        ])
+        .status()
+        .context("running cargo build --features auth-api/faults")?;
+    anyhow::ensure!(
+        status.success(),
+        "cargo build --features auth-api/faults failed"
+    );
+    std::fs::create_dir_all("target/faults")?;
+    std::fs::copy("target/debug/auth-api", FAULTY_SERVER_BIN)
+        .context("keeping the faulty build")?;
+    Ok(())
+}
+
 /// A running auth-api we started.
 pub struct Service {
     child: Child,
@@ -57,12 +85,36 @@ impl Service {
         Ok(service)
     }
 
+    /// [`Service::start`] of the faulty build under deliberate fault
+    /// `fault` (`TESSERA_FAULT`): a counter-proof's service.
+    pub fn start_faulty(
+        fault: &str,
+        database_url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut env = env.to_vec();
+        env.push(("TESSERA_FAULT", fault.to_owned()));
+        let mut service = Service::spawn_bin(FAULTY_SERVER_BIN, database_url, &env, log)?;
+        service.wait_ready(Duration::from_secs(60), log)?;
+        Ok(service)
+    }
+
     /// [`Service::start`] without the wait: the process runs, perhaps not
     /// ready yet.
     pub fn spawn(database_url: &str, env: &[(&str, String)], log: &Path) -> anyhow::Result<Self> {
+        Service::spawn_bin(SERVER_BIN, database_url, env, log)
+    }
+
+    fn spawn_bin(
+        bin: &str,
+        database_url: &str,
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(SERVER_BIN);
+        let mut cmd = Command::new(bin);
         cmd.env("DATABASE_URL", database_url)
             .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
@@ -161,15 +213,8 @@ impl Service {
         self.memory_mib("VmRSS")
     }
 
-    /// A `kB` line of `/proc/<pid>/status`, in MiB.
     fn memory_mib(&self, field: &str) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| {
-            l.strip_prefix(field)
-                .is_some_and(|rest| rest.starts_with(':'))
-        })?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        memory_mib(self.pid(), field)
     }
 
     /// CPU seconds (user + system) the service has used so far.
@@ -182,6 +227,17 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
+pub fn memory_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| {
+        l.strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with(':'))
+    })?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn free_port() -> anyhow::Result<u16> {

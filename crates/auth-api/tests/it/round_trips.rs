@@ -91,7 +91,7 @@ async fn act(app: &TestApp, token: &str, id: Uuid, action: &str, body: Value) ->
 #[tokio::test]
 async fn every_endpoint_stays_within_its_round_trip_budget() {
     let db = TestDb::new().await;
-    let proxy = CountingProxy::start(db.host_port()).await;
+    let proxy = CountingProxy::start(db.host_port()).expect("starting the counting proxy");
     let url = db.url_at("127.0.0.1", proxy.port);
     let app = TestApp::spawn_on(db, one_connection_each(url)).await;
     let mut migrated = app.state.migrated.clone();

@@ -309,7 +309,7 @@ async fn a_crowd_for_a_limited_email_costs_one_admission_per_instance() {
     // Both instances reach PostgreSQL through one counting proxy, with no
     // upkeep of their own meanwhile: every round trip is a login's.
     let db = test_support::TestDb::new().await;
-    let proxy = CountingProxy::start(db.host_port()).await;
+    let proxy = CountingProxy::start(db.host_port()).expect("starting the counting proxy");
     let config = TestAppConfig {
         service_url: Some(db.url_at("127.0.0.1", proxy.port)),
         queue: QueuePolicy {

@@ -143,7 +143,7 @@ async fn waiters_beyond_the_bounds_are_refused_at_once() {
 #[tokio::test]
 async fn waiting_costs_one_re_check_per_instance_whatever_the_number_of_waiters() {
     let db = test_support::TestDb::new().await;
-    let proxy = CountingProxy::start(db.host_port()).await;
+    let proxy = CountingProxy::start(db.host_port()).expect("starting the counting proxy");
     let config = TestAppConfig {
         service_url: Some(db.url_at("127.0.0.1", proxy.port)),
         queue: QueuePolicy {
