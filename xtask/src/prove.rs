@@ -59,6 +59,10 @@ const TIER2: &[&str] = &[
     "it",
     "--",
     "concurrent::",
+    // The tests mostly wait (on each other, on PostgreSQL): four at a time
+    // on two cores take 9 s where two take 15, and prove runs them per fault.
+    "--test-threads",
+    "4",
 ];
 
 pub fn run() -> anyhow::Result<()> {

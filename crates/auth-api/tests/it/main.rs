@@ -9,6 +9,7 @@
 mod bounds;
 mod cli;
 mod concurrent;
+mod edges;
 mod hostile;
 mod input;
 mod openapi;

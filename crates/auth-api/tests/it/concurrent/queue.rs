@@ -28,34 +28,49 @@ async fn assigned_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
     .collect()
 }
 
+/// Claimers racing in rounds.
+const CLAIMERS: usize = 10;
+
 #[tokio::test]
 async fn racing_claimers_never_share_or_lose_a_task() {
+    // Supply just below, at, just above and well above what one round of
+    // claims asks for (claimers x count), with a middling count and the
+    // largest a claim may ask (30).
+    for (count, supply) in [(7, 69), (7, 70), (7, 71), (7, 150), (30, 300), (30, 301)] {
+        claimers_race(count, supply).await;
+    }
+}
+
+/// `CLAIMERS` workers claim `count` at a time until none is left of
+/// `supply` tasks; every task ends claimed exactly once.
+async fn claimers_race(count: usize, supply: usize) {
     let app = TestApp::spawn().await;
     let producer = app.signup("producer@example.com").await;
-    let ids = app.create_n_tasks(&producer.token, "race", 100).await;
+    let ids = app.create_n_tasks(&producer.token, "race", supply).await;
     assert_eq!(
         app.db
             .count("SELECT count(*) AS n FROM tasks WHERE status = 'unassigned' AND schedulable")
             .await,
-        100
+        supply as i64
     );
     let mut workers = Vec::new();
-    for i in 0..10 {
+    for i in 0..CLAIMERS {
         workers.push(app.signup(&format!("worker{i}@example.com")).await);
     }
-    let reports = run_together(10, |i| {
+    let reports = run_together(CLAIMERS, |i| {
         let p = participant(&app);
         let me = workers[i].clone();
         async move {
             let mut claims = Vec::new();
             // Bounded even against a server that lies about `claimed`: stop
-            // when a claim lists no task; 100 tasks need at most 15 rounds.
-            for _ in 0..30 {
+            // when a claim lists no task, and after more rounds than the
+            // supply could ever need.
+            for _ in 0..supply.div_ceil(count) + 2 {
                 let req = p
                     .client
                     .post(p.url("/v1/tasks/claim"))
                     .bearer_auth(&me.token)
-                    .json(&json!({"count": 7}));
+                    .json(&json!({"count": count}));
                 let (status, body) = p.send(req).await;
                 assert_eq!(status, 200, "{body}");
                 let tasks: Vec<Uuid> = body["tasks"]
@@ -82,18 +97,18 @@ async fn racing_claimers_never_share_or_lose_a_task() {
     .await;
     let claims: Vec<ReportedClaim<Uuid>> = reports.into_iter().flatten().collect();
     let in_db = assigned_in_db(&app).await;
-    check_claims(&claims, &in_db).unwrap();
+    check_claims(&claims, &in_db).unwrap_or_else(|e| panic!("count {count}, supply {supply}: {e}"));
     assert_eq!(
         in_db.len(),
         ids.len(),
-        "every task claimed exactly once, none lost"
+        "count {count}, supply {supply}: every task claimed exactly once, none lost"
     );
     assert_eq!(
         app.db
             .count("SELECT count(*) AS n FROM tasks WHERE attempt <> 1")
             .await,
         0,
-        "each task claimed once"
+        "count {count}, supply {supply}: each task claimed once"
     );
 }
 
