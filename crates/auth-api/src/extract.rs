@@ -18,8 +18,8 @@ use std::pin::Pin;
 /// A body's first read happens once this much of it arrived (its first
 /// chunk, as a rule); each later one at twice the size of the last, and at
 /// its end. An unknown member near the start (a body padded with one) is
-/// refused after one small read; a body read whole costs at most twice one
-/// read.
+/// refused after one small read; a body read whole costs at most three
+/// times one read.
 const FIRST_READ: usize = 1024;
 
 /// A JSON body read and checked in the contract's order: content type (415),

@@ -218,10 +218,11 @@ pub enum Read<T> {
 }
 
 /// Reads `bytes` as the body of `F`; `complete` when they are all of it.
-/// A prefix is decisive when what it holds is already wrong: broken JSON
-/// (400), or an unknown or repeated member (422, found as it is read, so a
-/// body padded with an unknown member is refused before the rest of it
-/// arrives); it ends early only for want of bytes (`NeedMore`).
+/// A prefix decides only when it holds an unknown or repeated member (422,
+/// found as it is read, so a body padded with an unknown member is refused
+/// before the rest of it arrives); anything else, broken JSON included,
+/// waits for the whole body (a number cut at a prefix's end can read as out
+/// of range when the whole one is fine).
 pub fn read<F: FromJson>(bytes: &[u8], complete: bool) -> Result<Read<F::Checked>, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let form = match serde_path_to_error::deserialize::<_, Member<Object<F>>>(&mut de) {
@@ -230,8 +231,8 @@ pub fn read<F: FromJson>(bytes: &[u8], complete: bool) -> Result<Read<F::Checked
             let path = e.path().to_string();
             let e = e.into_inner();
             return match e.classify() {
-                serde_json::error::Category::Eof if !complete => Ok(Read::NeedMore),
                 serde_json::error::Category::Data => Err(not_a_member(&path, &e)),
+                _ if !complete => Ok(Read::NeedMore),
                 _ => Err(ApiError::MalformedRequest("the body is not valid JSON")),
             };
         }
@@ -267,8 +268,21 @@ fn not_a_member(path: &str, e: &serde_json::Error) -> ApiError {
         },
         None => (path.to_owned(), "is not a member of this request"),
     };
-    ApiError::Validation(vec![FieldError::new(field, detail)])
+    ApiError::Validation(vec![FieldError::new(shortened(field), detail)])
 }
+
+/// A member's path as a 422 names it: a name the client sent is echoed, so
+/// at most [`NAMED_CHARS`] characters of it.
+fn shortened(mut path: String) -> String {
+    if let Some((at, _)) = path.char_indices().nth(NAMED_CHARS) {
+        path.truncate(at);
+        path.push('…');
+    }
+    path
+}
+
+/// The longest path of an offending member a 422 echoes.
+const NAMED_CHARS: usize = 200;
 
 /// Counts how deep a body nests as its bytes arrive, without parsing it:
 /// a body past [`MAX_JSON_DEPTH`] is refused at the byte that goes past.
@@ -509,6 +523,16 @@ mod tests {
                 "is not a member of this request".into()
             )]
         );
+        let key = "k".repeat(5000);
+        let e = read::<Form>(format!(r#"{{"{key}": 1}}"#).as_bytes(), false)
+            .err()
+            .unwrap();
+        let named = &fields(e)[0].0;
+        assert_eq!(
+            named.chars().count(),
+            super::NAMED_CHARS + 1,
+            "shortened: {named}"
+        );
         let e = read::<Form>(br#"{"n": 1, "n": 2}"#, true).err().unwrap();
         assert_eq!(fields(e), [("n".into(), "is given more than once".into())]);
         let e = read::<Form>(br#"{"items": [{"name": "a", "name": "b"}]}"#, true)
@@ -543,9 +567,21 @@ mod tests {
                 "{broken:?}"
             );
         }
+        // A prefix never decides on syntax: a number cut at its end may read
+        // as out of range, and the whole body decides.
         assert!(matches!(
             read::<Form>(b"{\"n\" 1", false),
-            Err(ApiError::MalformedRequest(_))
+            Ok(Read::NeedMore)
+        ));
+        let long = format!("{{\"n\": 1{}", "0".repeat(400));
+        assert!(matches!(
+            read::<Form>(long.as_bytes(), false),
+            Ok(Read::NeedMore)
+        ));
+        let whole = format!("{{\"n\": 1{}e-400}}", "0".repeat(400));
+        assert!(matches!(
+            read::<Form>(whole.as_bytes(), true),
+            Ok(Read::Done((1, _)))
         ));
         for not_object in [&b"[]"[..], b"null", b"\"n\"", b"1"] {
             let e = read::<Form>(not_object, true).err().unwrap();

@@ -7,7 +7,7 @@ use crate::db::Db;
 use crate::domain::{ClientInfo, Email, FieldError, Password, SessionToken, TokenHash};
 use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
-use crate::login_limit::{Admission, Admitted, LoginLimit};
+use crate::login_limit::{Admission, Admitted, Ending, LoginLimit, Settle};
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -130,30 +130,11 @@ impl SessionService {
     /// impossible passwords all cost one verification and fail alike. The
     /// attempt is admitted by the login limit before anything is verified.
     ///
-    /// The login runs in a task of its own: once admitted, an attempt must
-    /// report its outcome, even if the caller stops waiting for it (its
-    /// client hung up). Everything it waits on is bounded by the deadline.
+    /// Waiting for its turn happens in the caller's task: a caller that
+    /// stops waiting (its client hung up) leaves its place. From its
+    /// admission on, the login runs in a task of its own, so an admitted
+    /// attempt always settles: checked and reported, or withdrawn.
     pub async fn login(
-        &self,
-        email: &str,
-        password: &str,
-        client: &ClientInfo,
-    ) -> Result<IssuedSession> {
-        let this = self.clone();
-        let (email, password, client) = (email.to_owned(), password.to_owned(), client.clone());
-        let login =
-            tokio::spawn(async move { this.login_to_end(&email, &password, &client).await });
-        match login.await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only a runtime shutting down cancels it.
-            Err(_) => Err(SessionError::Overloaded(
-                crate::hashing::HashError::DeadlineExceeded,
-            )),
-        }
-    }
-
-    async fn login_to_end(
         &self,
         email: &str,
         password: &str,
@@ -170,14 +151,43 @@ impl SessionService {
         // Its turn among this email's logins, then a place in the hash
         // queue (a flood is refused before it reaches the pool), then the
         // admission; no connection is held while waiting or hashing.
-        let Admission {
-            attempt,
-            user,
-            slot,
-        } = self
+        let admission = self
             .limit
             .admit(&self.db, &self.hasher, email.as_str(), deadline)
             .await?;
+        let this = self.clone();
+        let (password, client) = (password.to_owned(), client.clone());
+        let settled = crate::detached::to_end(
+            async move {
+                this.check_and_open(email, admission, &password, &client)
+                    .await
+            },
+            |_unanswered| async {},
+        )
+        .await;
+        // Only a runtime shutting down ends the task without an answer.
+        settled.unwrap_or(Err(SessionError::Overloaded(
+            crate::hashing::HashError::DeadlineExceeded,
+        )))
+    }
+
+    /// An admitted attempt's check and, for the right password, its
+    /// session. Every way out settles the attempt: a wrong password is
+    /// reported (the attempt dropped only once that committed), and an
+    /// attempt whose check or session could not be had is withdrawn (it was
+    /// no guess); a write that fails is tried once more, and an attempt
+    /// left pending counts as a failure once it is stale.
+    async fn check_and_open(
+        &self,
+        email: Email,
+        Admission {
+            attempt,
+            user,
+            slot,
+        }: Admission,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession> {
         let verified = match (&user, Password::parse(password)) {
             (Some(user), Ok(_)) => {
                 slot.verify_for(email.as_str(), password, &user.password_hash)
@@ -191,20 +201,39 @@ impl SessionService {
         let verified = match verified {
             Ok(verified) => verified,
             Err(e) => {
-                // Never checked: the attempt gives its slot back.
-                self.db
-                    .run(async |conn| attempt.withdraw(conn).await)
-                    .await?;
+                self.settle(attempt.settle(Ending::Withdrawn)).await;
                 return Err(e.into());
             }
         };
         let Some(user) = user.filter(|_| verified) else {
-            self.db.run(async |conn| attempt.failed(conn).await).await?;
+            self.settle(attempt.settle(Ending::Failed)).await;
             return Err(SessionError::InvalidCredentials);
         };
         // The attempt is dropped (its line told) once the session's
         // statement, which records it, has committed.
-        self.open_session(user.id, &attempt, client).await
+        let opened = self.open_session(user.id, &attempt, client).await;
+        if opened.is_err() {
+            self.settle(attempt.settle(Ending::Withdrawn)).await;
+        }
+        opened
+    }
+
+    /// Records how an attempt ended, trying twice; if both fail, the
+    /// attempt stays pending and is counted as a failure once stale.
+    async fn settle(&self, ending: Settle) {
+        for _ in 0..2 {
+            let ending = ending.clone();
+            match self
+                .db
+                .run(async move |conn| ending.write(conn).await)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a login attempt's outcome could not be recorded")
+                }
+            }
+        }
     }
 
     /// Inserts a session within the per-user limit, evicting the oldest. The

@@ -275,8 +275,6 @@ pub(crate) async fn revoke_all_in_background(
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// The broken statements behind the faults above, kept here so the real
-/// store reads as the real SQL (the store calls these under `active`).
 /// The `long_poll_recheck_per_waiter` fault's wait: at most a second, then
 /// a try of its own, whatever woke it.
 pub(crate) async fn wait_rechecking_alone(
@@ -290,6 +288,8 @@ pub(crate) async fn wait_rechecking_alone(
     }
 }
 
+/// The broken statements behind the faults above, kept here so the real
+/// store reads as the real SQL (the store calls these under `active`).
 pub(crate) mod sql {
     use crate::domain::TokenHash;
     use crate::store::login_attempts::AdmissionRow;
@@ -563,7 +563,9 @@ pub(crate) mod sql {
         email: &str,
         outcome: &'static str,
     ) -> QueryResult<()> {
-        diesel::sql_query("INSERT INTO login_attempts (email, outcome) VALUES ($1, $2)")
+        diesel::sql_query(
+            "INSERT INTO login_attempts (email, outcome, settled_at) VALUES ($1, $2, clock_timestamp())",
+        )
             .bind::<Text, _>(email)
             .bind::<Text, _>(outcome)
             .execute(conn)

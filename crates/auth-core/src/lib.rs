@@ -31,6 +31,7 @@ macro_rules! or_fault {
 pub mod auth;
 pub mod config;
 pub mod db;
+mod detached;
 pub mod domain;
 pub mod error;
 #[cfg(feature = "faults")]

@@ -40,6 +40,11 @@ type Result<T, E = SessionError> = std::result::Result<T, E>;
 /// instance's): one admission per email and instance per interval.
 const BUSY_RECHECK: Duration = Duration::from_millis(50);
 
+/// Logins that may wait in this instance's lines at once; one more is
+/// refused at once (503). Each holds its request (a few KiB) and nothing
+/// else; a client that hangs up gives its place back at once.
+const WAITING_LOGINS: usize = 4096;
+
 /// How long after its admission an attempt still pending is taken for
 /// abandoned (its process died before reporting): the login deadline plus
 /// this, since a live login reports within its deadline and one check.
@@ -57,7 +62,6 @@ pub struct LoginLimit {
 
 /// An admitted attempt, its user (if the email is registered) and its
 /// place in the hash queue.
-#[derive(Debug)]
 pub struct Admission {
     pub attempt: Admitted,
     pub user: Option<UserRow>,
@@ -75,6 +79,16 @@ pub struct Admitted {
     /// The faulty build records outcomes by email, not by attempt.
     #[cfg(feature = "faults")]
     email: String,
+}
+
+impl std::fmt::Debug for Admission {
+    // The user's row holds its password hash: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("attempt", &self.attempt)
+            .field("registered", &self.user.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the database said of one attempt.
@@ -99,7 +113,9 @@ impl LoginLimit {
     /// Admits one attempt for `email` (normalised) once it is this login's
     /// turn and the email is not busy, with a place in the hash queue; or
     /// refuses it: `TooManyAttempts` when the email is limited, `Overloaded`
-    /// when the hash queue is full or `deadline` passes first.
+    /// when too many logins wait already, the hash queue is full or
+    /// `deadline` passes first. Waiting happens in the caller's task: a
+    /// caller that stops waiting (its client hung up) gives its place back.
     pub async fn admit(
         &self,
         db: &Db,
@@ -107,6 +123,9 @@ impl LoginLimit {
         email: &str,
         deadline: Instant,
     ) -> Result<Admission> {
+        if self.waiting() >= WAITING_LOGINS {
+            return Err(SessionError::Overloaded(HashError::QueueFull));
+        }
         let line = self.lines.line(email);
         // Refusals published from here on apply to this login too.
         let mut refused = line.refused.subscribe();
@@ -125,13 +144,16 @@ impl LoginLimit {
             return Err(too_many(*refused.borrow()));
         }
         loop {
+            if Instant::now() >= deadline {
+                return Err(past_deadline());
+            }
             let slot = hasher.reserve_until(deadline)?;
             // Registered before the database decides: a check that ends
             // while it decides still ends the wait that follows.
             let settled = line.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            match self.decide(db, email).await? {
+            match self.decide_to_end(db, email, &line).await? {
                 Verdict::Admitted(attempt_id, user) => {
                     return Ok(Admission {
                         attempt: Admitted {
@@ -169,6 +191,31 @@ impl LoginLimit {
     /// every login they sent is either answered or waiting).
     pub fn waiting(&self) -> usize {
         self.lines.waiting.load(Ordering::SeqCst)
+    }
+
+    /// [`LoginLimit::decide`] run to its end in a task of its own: an
+    /// attempt admitted for a caller that stopped waiting is withdrawn
+    /// there (it was never checked), and the line told.
+    async fn decide_to_end(&self, db: &Db, email: &str, line: &LineRef) -> Result<Verdict> {
+        let (this, db, owned) = (self.clone(), db.clone(), email.to_owned());
+        let (undo_db, undo_line) = (db.clone(), line.clone());
+        let decided = crate::detached::to_end(
+            async move { this.decide(&db, &owned).await },
+            move |unanswered: Result<Verdict>| async move {
+                if let Ok(Verdict::Admitted(attempt_id, _)) = unanswered {
+                    let _ = undo_db
+                        .run(async |conn| {
+                            Ok::<_, crate::error::StoreError>(
+                                login_attempts::withdraw(conn, attempt_id).await?,
+                            )
+                        })
+                        .await;
+                    undo_line.settled.notify_waiters();
+                }
+            },
+        )
+        .await;
+        decided.unwrap_or(Err(past_deadline()))
     }
 
     /// One admission in the database: `BEGIN` with the email's lock, the
@@ -219,11 +266,6 @@ fn past_deadline() -> SessionError {
 }
 
 impl Admitted {
-    /// The password was wrong (or the email unknown).
-    pub async fn failed(self, conn: &mut AsyncPgConnection) -> Result<()> {
-        self.report(conn, "failed").await
-    }
-
     /// The password was right: the attempt whose outcome the session's own
     /// statement records as `succeeded`, clearing the count, so both happen
     /// or neither ([`crate::store::sessions::open`]). The faulty build
@@ -238,18 +280,51 @@ impl Admitted {
         Ok(Some(self.attempt_id))
     }
 
-    /// The password was never checked (hashing refused the job): the
-    /// attempt gives its slot back.
-    pub async fn withdraw(self, conn: &mut AsyncPgConnection) -> Result<()> {
-        or_fault!(LoginLimitCheckThenRecord => Ok(()));
-        Ok(login_attempts::withdraw(conn, self.attempt_id).await?)
+    /// How this attempt ends, as a value a unit of work can own: written
+    /// with [`Settle::write`] (the attempt itself stays with the caller and
+    /// is dropped, telling its line, once the write committed).
+    pub fn settle(&self, how: Ending) -> Settle {
+        Settle {
+            attempt_id: self.attempt_id,
+            how,
+            #[cfg(feature = "faults")]
+            email: self.email.clone(),
+        }
     }
+}
 
-    async fn report(self, conn: &mut AsyncPgConnection, outcome: &'static str) -> Result<()> {
-        or_fault!(LoginLimitCheckThenRecord => Ok(
-            crate::faults::sql::insert_outcome(conn, &self.email, outcome).await?
-        ));
-        Ok(login_attempts::report(conn, self.attempt_id, outcome).await?)
+/// How an admitted attempt ended without a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Checked, and the password was wrong (or the email unknown).
+    Failed,
+    /// Never checked, or its session never opened: no guess, no count.
+    Withdrawn,
+}
+
+/// An attempt's ending, to be written.
+#[derive(Debug, Clone)]
+pub struct Settle {
+    attempt_id: i64,
+    how: Ending,
+    #[cfg(feature = "faults")]
+    email: String,
+}
+
+impl Settle {
+    pub async fn write(&self, conn: &mut AsyncPgConnection) -> Result<()> {
+        match self.how {
+            Ending::Failed => {
+                or_fault!(LoginLimitCheckThenRecord => Ok(
+                    crate::faults::sql::insert_outcome(conn, &self.email, "failed").await?
+                ));
+                Ok(login_attempts::report(conn, self.attempt_id, "failed").await?)
+            }
+            Ending::Withdrawn => {
+                or_fault!(LoginLimitCheckThenRecord => Ok(()));
+                Ok(login_attempts::withdraw(conn, self.attempt_id).await?)
+            }
+        }
     }
 }
 
@@ -262,10 +337,20 @@ impl Drop for Admitted {
 }
 
 /// This instance's lines, one per email with logins under way.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Lines {
     by_email: Mutex<HashMap<String, Arc<Line>>>,
     waiting: AtomicUsize,
+}
+
+impl std::fmt::Debug for Lines {
+    // Counts only: the emails in line are nobody's business in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lines")
+            .field("emails", &lock(&self.by_email).len())
+            .field("waiting", &self.waiting.load(Ordering::SeqCst))
+            .finish()
+    }
 }
 
 /// Counts a login as waiting for as long as it lives.
@@ -301,11 +386,16 @@ impl Default for Line {
 }
 
 /// A hold on an email's line; the line goes once nobody holds it.
-#[derive(Debug)]
 struct LineRef {
     lines: Arc<Lines>,
     email: String,
     line: Option<Arc<Line>>,
+}
+
+impl std::fmt::Debug for LineRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineRef")
+    }
 }
 
 impl std::ops::Deref for LineRef {

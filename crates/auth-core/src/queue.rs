@@ -283,13 +283,15 @@ impl TaskQueue {
             return Err(QueueError::invalid("count", "must be between 1 and 30"));
         }
         let wait = wait.0.min(self.policy.max_wait);
-        let _pass = match wait.is_zero() {
+        let pass = match wait.is_zero() {
             true => None,
             false => Some(self.wakeups.admit(claimant.credential)?),
         };
         let deadline = Instant::now() + wait;
-        // Subscribed before the first try: an arrival during it is not lost.
-        let mut woken = self.wakeups.subscribe();
+        // Subscribed before the first try, so an arrival during it is not
+        // lost; only a claim that may wait (a wake-up to one that will not
+        // would wait for its try to end before it passes on).
+        let mut woken = pass.as_ref().map(|_| self.wakeups.subscribe());
         let caller = claimant.user;
         let assignee = assignee.unwrap_or(caller);
         let mut claimed = self
@@ -298,7 +300,7 @@ impl TaskQueue {
                 assignee != caller,
             )
             .await?;
-        while claimed.is_empty() {
+        while let Some(woken) = woken.as_mut().filter(|_| claimed.is_empty()) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -334,25 +336,31 @@ impl TaskQueue {
     /// it, with its attempt handed back, instead of staying leased to
     /// nobody. `check_assignee`: the assignee is another user, who must exist.
     async fn claim_once(&self, req: ClaimRequest, check_assignee: bool) -> Result<Vec<TaskRow>> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let queue = self.clone();
-        tokio::spawn(async move {
-            let claimed = queue
-                .db
-                .run(async |conn| {
-                    if check_assignee && !crate::store::users::exists(conn, req.assignee).await? {
-                        return Err(QueueError::invalid("assignee_id", "no such user"));
-                    }
-                    Ok(claim_due(conn, req).await?)
-                })
-                .await;
-            if let Err(Ok(unanswered)) = answer.send(claimed)
-                && !unanswered.is_empty()
-            {
-                queue.hand_back(req.assignee, unanswered).await;
-            }
-        });
-        answered.await.unwrap_or_else(|_| {
+        let (queue, undo) = (self.clone(), self.clone());
+        let claimed = crate::detached::to_end(
+            async move {
+                queue
+                    .db
+                    .run(async |conn| {
+                        if check_assignee
+                            && !crate::store::users::exists(conn, req.assignee).await?
+                        {
+                            return Err(QueueError::invalid("assignee_id", "no such user"));
+                        }
+                        Ok(claim_due(conn, req).await?)
+                    })
+                    .await
+            },
+            move |unanswered: Result<Vec<TaskRow>>| async move {
+                if let Ok(tasks) = unanswered
+                    && !tasks.is_empty()
+                {
+                    undo.hand_back(req.assignee, tasks).await;
+                }
+            },
+        )
+        .await;
+        claimed.unwrap_or_else(|| {
             Err(StoreError::Unavailable(
                 crate::error::Unavailable::ConnectionLost,
                 "the claim ended without an answer".into(),

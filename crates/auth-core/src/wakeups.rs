@@ -153,12 +153,6 @@ impl Wakeups {
         self.inner.baton.notify_one();
     }
 
-    /// Wakes every claim waiting now (the listener reconnected: what was
-    /// notified meanwhile is unknown).
-    pub fn wake_all(&self) {
-        self.inner.baton.notify_waiters();
-    }
-
     /// Ends every wait at once, for good (the service is shutting down).
     pub fn stop(&self) {
         self.inner.stopping.send_replace(true);
@@ -207,8 +201,10 @@ impl Wakeups {
 
     /// Listens on `url` until `alive` has no owner left, reconnecting with
     /// backoff (250 ms to 5 s) when the connection fails. After each
-    /// (re)connect it wakes everyone: what was notified while it was down
-    /// is found by the claims that follow.
+    /// (re)connect it hands the baton to one waiter: what was notified
+    /// while it was down is found by that claim and the chain it starts (a
+    /// wake-up of every waiter would be a herd of claims as the database
+    /// comes back).
     pub fn spawn_listener(&self, url: String, alive: std::sync::Weak<()>) {
         let wakeups = self.clone();
         tokio::spawn(async move {
@@ -253,7 +249,7 @@ impl Wakeups {
         });
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         self.inner.listening.store(true, Ordering::Relaxed);
-        self.wake_all();
+        self.wake();
         let mut stopping = self.inner.stopping.subscribe();
         let mut check = tokio::time::interval(Duration::from_secs(1));
         tokio::pin!(driver);

@@ -625,6 +625,96 @@ async fn the_session_cap_counts_only_active_sessions_and_evicts_the_oldest() {
     assert_invalid_token(app.current(&fourth.token).await).await;
 }
 
+/// An attempt still pending is a check in flight for as long as its login
+/// could still report (its deadline + 30 s): the email is busy, and a login
+/// waits for it, then gets 503 when its own deadline passes. Pending longer,
+/// its login died before reporting: it counts as a failure.
+#[tokio::test]
+async fn a_pending_attempt_is_in_flight_until_its_login_could_no_longer_report() {
+    // A 300 ms login deadline: an attempt pending 30.3 s is abandoned.
+    let app = TestApp::spawn_with(TestAppConfig {
+        hash_pool: auth_core::config::HashPoolConfig {
+            wait_deadline: Duration::from_millis(300),
+            ..config().hash_pool
+        },
+        ..config()
+    })
+    .await;
+    let email = "pending@example.com";
+    expect_status(app.register(email, PASSWORD).await, StatusCode::CREATED).await;
+    let attempt = |outcome: &str, ago: &str| {
+        format!(
+            "INSERT INTO login_attempts (email, attempted_at, outcome)
+             VALUES ('{email}', now() - interval '{ago}', '{outcome}')"
+        )
+    };
+    for _ in 0..LOGIN_LIMIT - 1 {
+        app.db.execute(&attempt("failed", "1 minute")).await;
+    }
+    // Pending 29.8 s: still in flight. The right password waits, then 503.
+    app.db.execute(&attempt("pending", "29.8 seconds")).await;
+    expect_problem(
+        app.login(email, PASSWORD).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+    )
+    .await;
+    // Pending 30.5 s: abandoned, a failure; with it the limit is reached.
+    app.db
+        .execute("UPDATE login_attempts SET attempted_at = now() - interval '30.5 seconds' WHERE outcome = 'pending'")
+        .await;
+    expect_problem(
+        app.login(email, PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+    )
+    .await;
+    // One failure fewer: the abandoned attempt makes limit-1, and the right
+    // password is checked and clears the count.
+    app.db
+        .execute(&format!(
+            "DELETE FROM login_attempts WHERE id = (SELECT min(id) FROM login_attempts WHERE email = '{email}')"
+        ))
+        .await;
+    expect_status(app.login(email, PASSWORD).await, StatusCode::CREATED).await;
+}
+
+/// A success clears the failures reported before it, not those admitted
+/// before it and reported after it (a guess checked while its owner logged
+/// in still counts): the order is the reports', not the admissions'.
+#[tokio::test]
+async fn a_success_clears_the_failures_reported_before_it_not_those_reported_after() {
+    let app = spawn().await;
+    let email = "order@example.com";
+    expect_status(app.register(email, PASSWORD).await, StatusCode::CREATED).await;
+    // Admitted first, reported after the success; one reported before it.
+    let row = |outcome: &str, settled: &str| {
+        format!(
+            "INSERT INTO login_attempts (email, attempted_at, outcome, settled_at)
+             VALUES ('{email}', now() - interval '1 minute', '{outcome}', now() - interval '{settled}')"
+        )
+    };
+    app.db.execute(&row("failed", "50 seconds")).await;
+    for _ in 0..LOGIN_LIMIT - 1 {
+        app.db.execute(&row("failed", "10 seconds")).await;
+    }
+    app.db.execute(&row("succeeded", "30 seconds")).await;
+    // limit-1 failures since the success: one more guess is checked...
+    expect_problem(
+        app.login(email, "wrong password").await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    )
+    .await;
+    // ...and then the email is limited, the right password too.
+    expect_problem(
+        app.login(email, PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+    )
+    .await;
+}
+
 /// The login limit (4 in 420 s): limit-1 failures, then the right password
 /// works; limit failures, then even the right one gets 429 with the
 /// seconds until the oldest counted failure leaves the window.
@@ -1071,14 +1161,16 @@ async fn a_long_poll_is_woken_by_a_release_before_any_re_check() {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !wakeups.listening() {
         assert!(Instant::now() < deadline, "the listener never connected");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::task::yield_now().await;
     }
     for round in 0..5 {
         // A probe waiter, alone in the instance: two wake-ups a second
         // apart are two re-checks; the next comes a second after the last.
+        // At most ten wake-ups a round.
         let mut probe = wakeups.subscribe();
         let mut last: Option<Instant> = None;
-        let recheck = loop {
+        let mut recheck = None;
+        for _ in 0..10 {
             let woken = probe.wait(Duration::from_secs(3)).await;
             assert_eq!(woken, Woken::TryAgain, "the re-check wakes a lone waiter");
             let now = Instant::now();
@@ -1086,11 +1178,15 @@ async fn a_long_poll_is_woken_by_a_release_before_any_re_check() {
                 && gap >= Duration::from_millis(950)
                 && gap <= Duration::from_millis(1050)
             {
-                break now;
+                recheck = Some(now);
+                break;
             }
             last = Some(now);
-        };
+        }
         drop(probe);
+        let Some(recheck) = recheck else {
+            continue;
+        };
         let waiter = app.spawn_claim(&ada.token, json!({"count": 1, "wait_ms": WAIT_MS}));
         app.wait_for_claim_waiters(1).await;
         let parked = recheck.elapsed();

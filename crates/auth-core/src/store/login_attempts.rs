@@ -59,10 +59,13 @@ pub fn lock_email_sql(email: &str) -> String {
 /// its own statement: only then does its snapshot include every admission
 /// committed before this one.
 ///
-/// Failures count from the email's last success, within `window`; an
-/// attempt still pending after `stale` was abandoned (its process died
-/// between admission and report) and counts as a failure too. Attempts
-/// pending for less are checks in flight. With `limit` failures the email
+/// Failures count from the email's last success, within `window`, in the
+/// order outcomes were reported (`settled_at`; an outcome written without
+/// one, by an instance older than the column, by its admission time): a
+/// guess admitted before a success but checked after it still counts. An attempt still pending
+/// after `stale` was abandoned (its process died between admission and
+/// report) and counts as a failure too, if admitted after the last
+/// success. Attempts pending for less are checks in flight. With `limit` failures the email
 /// is `limited`; with fewer, but failures and checks in flight together at
 /// `limit`, it is `busy` (the caller waits for a check to end: any of them
 /// may be the last guess allowed); else the attempt is `admitted`. So at
@@ -81,15 +84,19 @@ pub async fn admit(
              DELETE FROM login_attempts
              WHERE email = $1 AND attempted_at <= now() - make_interval(secs => $3)
          ),
+         last_success AS (
+             SELECT coalesce(max(coalesce(settled_at, attempted_at)), '-infinity') AS at
+             FROM login_attempts
+             WHERE email = $1 AND outcome = 'succeeded'
+         ),
          failures AS (
-             SELECT attempted_at FROM login_attempts
+             SELECT attempted_at FROM login_attempts, last_success
              WHERE email = $1
                AND attempted_at > now() - make_interval(secs => $3)
-               AND (outcome = 'failed'
-                    OR (outcome = 'pending' AND attempted_at <= now() - make_interval(secs => $4)))
-               AND id > (SELECT coalesce(max(id), 0) FROM login_attempts
-                         WHERE email = $1 AND outcome = 'succeeded')
-             ORDER BY id DESC
+               AND ((outcome = 'failed' AND coalesce(settled_at, attempted_at) > last_success.at)
+                    OR (outcome = 'pending' AND attempted_at <= now() - make_interval(secs => $4)
+                        AND attempted_at > last_success.at))
+             ORDER BY attempted_at DESC
              LIMIT $2
          ),
          in_flight AS (
@@ -133,13 +140,15 @@ pub async fn report(
     attempt_id: i64,
     outcome: &'static str,
 ) -> Result<(), DbError> {
-    diesel::sql_query("UPDATE login_attempts SET outcome = $2 WHERE id = $1")
-        .bind::<BigInt, _>(attempt_id)
-        .bind::<Text, _>(outcome)
-        .prepared()
-        .execute(conn)
-        .await
-        .map(|_| ())
+    diesel::sql_query(
+        "UPDATE login_attempts SET outcome = $2, settled_at = clock_timestamp() WHERE id = $1",
+    )
+    .bind::<BigInt, _>(attempt_id)
+    .bind::<Text, _>(outcome)
+    .prepared()
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Gives back an admitted attempt whose password was never checked (the

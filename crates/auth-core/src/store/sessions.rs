@@ -129,7 +129,8 @@ pub async fn open(
     let clock = creation_clock();
     diesel::sql_query(format!(
         "WITH reported AS (
-             UPDATE login_attempts SET outcome = 'succeeded' WHERE id = $8
+             UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
+             WHERE id = $8
          ), expired AS (
              DELETE FROM sessions WHERE user_id = $2 AND revoked_at IS NULL
                AND (idle_expires_at <= now() OR absolute_expires_at <= now())
