@@ -89,10 +89,10 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         config.queue.counts_fold_interval,
         std::sync::Arc::downgrade(&state.alive),
     );
-    state
-        .queue
-        .wakeups()
-        .spawn_recheck(std::sync::Arc::downgrade(&state.alive));
+    state.queue.wakeups().spawn_recheck(
+        config.queue.recheck,
+        std::sync::Arc::downgrade(&state.alive),
+    );
     match &config.listen_url {
         Some(url) => state
             .queue

@@ -183,6 +183,10 @@ pub struct QueuePolicy {
     pub max_wait: Duration,
     /// How many long-poll claims may wait, per credential and per instance.
     pub waiters: crate::wakeups::WaiterLimits,
+    /// How often each instance wakes one waiting claim to look again, the
+    /// net under a lost notification. Fixed in service (one second); a test
+    /// lengthens it so that only a notification can wake a waiter.
+    pub recheck: Duration,
 }
 
 impl Default for QueuePolicy {
@@ -192,6 +196,7 @@ impl Default for QueuePolicy {
             counts_fold_interval: Duration::from_secs(2),
             max_wait: Duration::from_millis(30_000),
             waiters: crate::wakeups::WaiterLimits::default(),
+            recheck: crate::wakeups::RECHECK,
         }
     }
 }
@@ -217,6 +222,7 @@ impl QueuePolicy {
                 per_credential: env_or("TESSERA_TASK_WAITERS_PER_CREDENTIAL", d.per_credential)?,
                 per_instance: env_or("TESSERA_TASK_WAITERS_PER_INSTANCE", d.per_instance)?,
             },
+            recheck: crate::wakeups::RECHECK,
         })
     }
 }

@@ -473,4 +473,40 @@ mod tests {
         drop(b);
         assert!(super::lock(&lines.by_email).is_empty());
     }
+
+    #[tokio::test]
+    async fn an_admission_prints_neither_its_users_hash_nor_its_email() {
+        let hasher = crate::hashing::PasswordHasher::new(
+            crate::config::HashParams::FAST_INSECURE_FOR_TESTS,
+            crate::config::HashPoolConfig::default(),
+        )
+        .unwrap();
+        let lines = Arc::new(Lines::default());
+        let admission = super::Admission {
+            attempt: super::Admitted {
+                attempt_id: 7,
+                line: lines.line("ada@example.com"),
+                #[cfg(feature = "faults")]
+                email: "ada@example.com".into(),
+            },
+            user: Some(crate::store::users::UserRow {
+                id: uuid::Uuid::nil(),
+                email: "ada@example.com".into(),
+                password_hash: "$argon2id$v=19$m=8,t=1,p=1$secret".into(),
+            }),
+            slot: hasher.reserve().unwrap(),
+        };
+        let printed = format!("{admission:?}");
+        assert!(
+            printed.contains("registered: true")
+                && printed.contains("attempt_id: 7")
+                && printed.contains("line: LineRef"),
+            "{printed}"
+        );
+        // The faulty build's attempt carries its email; the real one does not.
+        #[cfg(not(feature = "faults"))]
+        assert!(!printed.contains("ada@example.com"), "{printed}");
+        assert!(!printed.contains("argon2id"), "{printed}");
+        assert_eq!(format!("{lines:?}"), "Lines { emails: 1, waiting: 0 }");
+    }
 }

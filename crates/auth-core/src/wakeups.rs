@@ -23,7 +23,8 @@ use uuid::Uuid;
 /// The channel the tasks' triggers notify.
 pub const CHANNEL: &str = "tessera_tasks";
 
-/// How often the instance's re-check wakes one waiting claim.
+/// How often the instance's re-check wakes one waiting claim (the
+/// default of `QueuePolicy::recheck`).
 pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// How many long-poll claims may be under way at once.
@@ -131,12 +132,12 @@ impl Wakeups {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The instance's one re-check: every [`RECHECK`] while claims wait, it
+    /// The instance's one re-check: `every` interval while claims wait, it
     /// wakes one of them, until `alive` has no owner left.
-    pub fn spawn_recheck(&self, alive: std::sync::Weak<()>) {
+    pub fn spawn_recheck(&self, every: Duration, alive: std::sync::Weak<()>) {
         let wakeups = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RECHECK);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while alive.upgrade().is_some() && !wakeups.is_stopping() {
                 tick.tick().await;
@@ -455,7 +456,7 @@ mod tests {
     async fn the_re_check_wakes_one_waiter_per_interval_and_only_while_some_wait() {
         let wakeups = Wakeups::default();
         let alive = std::sync::Arc::new(());
-        wakeups.spawn_recheck(std::sync::Arc::downgrade(&alive));
+        wakeups.spawn_recheck(super::RECHECK, std::sync::Arc::downgrade(&alive));
         let (mut a, mut b) = (wakeups.subscribe(), wakeups.subscribe());
         let limit = Duration::from_secs(60);
         // No waiter yet: ticks pass without leaving a wake-up behind.

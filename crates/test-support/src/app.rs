@@ -99,6 +99,29 @@ impl TestApp {
             .await
     }
 
+    /// An app on a new database whose pools reach PostgreSQL through a
+    /// counting proxy (what it asks of the database, counted on the wire),
+    /// with no upkeep of its own meanwhile (the task counts are never
+    /// folded), migrated. A second instance `spawn_beside` it with the same
+    /// `config` goes through the same proxy.
+    pub async fn spawn_counted(
+        config: TestAppConfig,
+    ) -> (TestApp, TestAppConfig, crate::round_trips::CountingProxy) {
+        let db = TestDb::new().await;
+        let proxy = crate::round_trips::CountingProxy::start(db.host_port())
+            .expect("starting the counting proxy");
+        let config = TestAppConfig {
+            service_url: Some(db.url_at("127.0.0.1", proxy.port)),
+            queue: QueuePolicy {
+                counts_fold_interval: std::time::Duration::from_secs(3600),
+                ..config.queue
+            },
+            ..config
+        };
+        let app = TestApp::spawn_on(db, config.clone()).await.migrated().await;
+        (app, config, proxy)
+    }
+
     /// A second instance of the service on this app's database (another
     /// process's view of the same data: its own pools, hasher and memory).
     pub async fn spawn_beside(&self, config: TestAppConfig) -> TestApp {

@@ -393,10 +393,7 @@ impl Crowd<'_> {
 
     fn waiters(&self, sizes: &Sizes) -> anyhow::Result<Found> {
         let mut found = Found::default();
-        let env: Vec<(&str, String)> = CHEAP_HASHING
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect();
+        let env = cheap_hashing();
         let wait_ms = sizes.wait_ms.to_string();
         let run = |build: Build<'_>, n: usize, suffix: &str| -> anyhow::Result<(Value, f64)> {
             let (service, proxy) = self.counted_service(suffix, build, &env)?;
@@ -478,10 +475,7 @@ impl Crowd<'_> {
         const N: usize = 5;
         let mut found = Found::default();
         let direct = |db: &Psql| db.url().to_string();
-        let env: Vec<(&str, String)> = CHEAP_HASHING
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect();
+        let env = cheap_hashing();
         let run = |build: Build<'_>, suffix: &str| -> anyhow::Result<Value> {
             let (service, _) = self.service(suffix, build, &env, &direct)?;
             crowd(&[
@@ -521,10 +515,7 @@ impl Crowd<'_> {
     fn padded(&self) -> anyhow::Result<Found> {
         let mut found = Found::default();
         let direct = |db: &Psql| db.url().to_string();
-        let env: Vec<(&str, String)> = CHEAP_HASHING
-            .iter()
-            .map(|(k, v)| (*k, (*v).to_owned()))
-            .collect();
+        let env = cheap_hashing();
         // The crowd sent to `path`: what it was told, and RSS before it and
         // at its peak (sampled every 5 ms while it ran).
         let run =
@@ -601,6 +592,14 @@ impl Crowd<'_> {
         ));
         Ok(found)
     }
+}
+
+/// The environment of a service whose crowd is not about argon2.
+fn cheap_hashing() -> Vec<(&'static str, String)> {
+    CHEAP_HASHING
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect()
 }
 
 /// Runs one `tessera-crowd` scenario; its figures. For each event line it

@@ -8,7 +8,6 @@
 //! so a bug that reads one setting for another changes an answer here.
 
 use auth_core::config::{QueuePolicy, RetentionPolicy, SessionLimit, SessionPolicy};
-use auth_core::wakeups::Woken;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -17,6 +16,9 @@ use test_support::app::{
 };
 use test_support::{LoggedIn, TestApp};
 use uuid::Uuid;
+
+use crate::queue_rules::{act, create};
+use crate::retention::{session, task};
 
 /// Sliding idle timeout of a session.
 const IDLE_SECS: i64 = 600;
@@ -31,11 +33,9 @@ const LOGIN_LIMIT: u32 = 4;
 /// The login limit's window.
 const WINDOW_SECS: i64 = 420;
 /// Refresh-token reuse grace.
-const GRACE_SECS: i64 = 7;
+const GRACE_SECS: i64 = 5;
 /// A claim's lease.
 const LEASE_SECS: i64 = 120;
-/// The service's cap on a long poll's wait.
-const MAX_WAIT_MS: u64 = 700;
 /// Retention of ended sessions, and of finished tasks.
 const SESSION_RETENTION_DAYS: i64 = 2;
 const TASK_RETENTION_DAYS: i64 = 5;
@@ -61,7 +61,6 @@ fn config() -> TestAppConfig {
         },
         queue: QueuePolicy {
             lease: secs(LEASE_SECS),
-            max_wait: Duration::from_millis(MAX_WAIT_MS),
             ..QueuePolicy::default()
         },
         retention: RetentionPolicy {
@@ -173,24 +172,6 @@ async fn limited_login(app: &TestApp, email: &str) -> u64 {
     retry_after.unwrap_or_else(|| panic!("a 429 carries Retry-After"))
 }
 
-async fn create(app: &TestApp, who: &LoggedIn, tasks: Value) -> Value {
-    let res = app
-        .create_tasks(&who.token, &json!({ "tasks": tasks }))
-        .await;
-    expect_status(res, StatusCode::CREATED).await
-}
-
-async fn act(
-    app: &TestApp,
-    who: &LoggedIn,
-    id: Uuid,
-    action: &str,
-    body: Value,
-) -> reqwest::Response {
-    app.post_json(&format!("/v1/tasks/{id}/{action}"), Some(&who.token), &body)
-        .await
-}
-
 /// Fails task `id` (held by `who`) with a retry; the task as answered.
 async fn fail_retry(app: &TestApp, who: &LoggedIn, id: Uuid, error: &str) -> Value {
     expect_status(
@@ -270,7 +251,7 @@ async fn login_sets_the_idle_and_the_absolute_expiry_each_from_its_own_setting()
     assert_eq!(json_micros(&current["expires_at"]), idle, "not touched yet");
 }
 
-/// A session validates while its idle expiry is ahead (2 s) and not once
+/// A session validates while its idle expiry is ahead (5 s) and not once
 /// it passed (10 ms ago); the last use before it slid it by the idle timeout.
 #[tokio::test]
 async fn a_session_lives_until_its_idle_expiry_and_not_a_moment_after() {
@@ -279,7 +260,7 @@ async fn a_session_lives_until_its_idle_expiry_and_not_a_moment_after() {
     age_session(
         &app,
         ada.session_id,
-        "last_seen_at = now() - interval '598 seconds', idle_expires_at = now() + interval '2 seconds'",
+        "last_seen_at = now() - interval '595 seconds', idle_expires_at = now() + interval '5 seconds'",
     )
     .await;
     let body = expect_status(app.current(&ada.token).await, StatusCode::OK).await;
@@ -313,7 +294,7 @@ async fn a_session_lives_until_its_idle_expiry_and_not_a_moment_after() {
     );
 }
 
-/// Within the touch interval (43 s since the last write) a use writes
+/// Within the touch interval (40 s since the last write) a use writes
 /// nothing; past it (47 s) it writes `last_seen_at` and slides the idle
 /// expiry to exactly the idle timeout from then.
 #[tokio::test]
@@ -324,7 +305,7 @@ async fn a_use_slides_the_idle_expiry_only_once_the_touch_interval_passed() {
     age_session(
         &app,
         id,
-        "last_seen_at = now() - interval '43 seconds', idle_expires_at = now() + interval '557 seconds'",
+        "last_seen_at = now() - interval '40 seconds', idle_expires_at = now() + interval '560 seconds'",
     )
     .await;
     let (seen, idle) = (
@@ -631,10 +612,13 @@ async fn the_session_cap_counts_only_active_sessions_and_evicts_the_oldest() {
 /// its login died before reporting: it counts as a failure.
 #[tokio::test]
 async fn a_pending_attempt_is_in_flight_until_its_login_could_no_longer_report() {
-    // A 300 ms login deadline: an attempt pending 30.3 s is abandoned.
+    // A 3 s login deadline: an attempt pending 33 s is abandoned. A login
+    // waiting on one pending 28.5 s sees it in flight until its own deadline
+    // with 1.5 s to spare; a rule of 30 s without the deadline would see it
+    // abandoned half-way through the wait.
     let app = TestApp::spawn_with(TestAppConfig {
         hash_pool: auth_core::config::HashPoolConfig {
-            wait_deadline: Duration::from_millis(300),
+            wait_deadline: Duration::from_secs(3),
             ..config().hash_pool
         },
         ..config()
@@ -651,17 +635,17 @@ async fn a_pending_attempt_is_in_flight_until_its_login_could_no_longer_report()
     for _ in 0..LOGIN_LIMIT - 1 {
         app.db.execute(&attempt("failed", "1 minute")).await;
     }
-    // Pending 29.8 s: still in flight. The right password waits, then 503.
-    app.db.execute(&attempt("pending", "29.8 seconds")).await;
+    // Pending 28.5 s: still in flight. The right password waits, then 503.
+    app.db.execute(&attempt("pending", "28.5 seconds")).await;
     expect_problem(
         app.login(email, PASSWORD).await,
         StatusCode::SERVICE_UNAVAILABLE,
         "service_unavailable",
     )
     .await;
-    // Pending 30.5 s: abandoned, a failure; with it the limit is reached.
+    // Pending 33.5 s: abandoned, a failure; with it the limit is reached.
     app.db
-        .execute("UPDATE login_attempts SET attempted_at = now() - interval '30.5 seconds' WHERE outcome = 'pending'")
+        .execute("UPDATE login_attempts SET attempted_at = now() - interval '33.5 seconds' WHERE outcome = 'pending'")
         .await;
     expect_problem(
         app.login(email, PASSWORD).await,
@@ -811,9 +795,10 @@ async fn failures_count_from_the_latest_success() {
     limited_login(&app, email).await;
 }
 
-/// Refresh-token reuse: a rotated-away token presented 6 s after its
-/// rotation (inside the 7 s grace) is a plain 401 and the session lives;
-/// presented 8 s after it, the session is revoked.
+/// Refresh-token reuse: a rotated-away token presented 2 s after its
+/// rotation (inside the 5 s grace, with 3 s to spare for a slow machine) is
+/// a plain 401 and the session lives; presented 6 s after it, the session
+/// is revoked (the default grace, 10 s, would keep it).
 #[tokio::test]
 async fn a_rotated_token_inside_the_grace_is_refused_and_just_past_it_revokes() {
     let app = spawn().await;
@@ -821,7 +806,7 @@ async fn a_rotated_token_inside_the_grace_is_refused_and_just_past_it_revokes() 
     let body = expect_status(app.refresh(&ada.token).await, StatusCode::CREATED).await;
     let new = body["token"].as_str().unwrap().to_owned();
     app.db
-        .execute("UPDATE rotated_tokens SET rotated_at = now() - interval '6 seconds'")
+        .execute("UPDATE rotated_tokens SET rotated_at = now() - interval '2 seconds'")
         .await;
     assert_invalid_token(app.current(&ada.token).await).await;
     expect_status(app.current(&new).await, StatusCode::OK).await;
@@ -831,7 +816,7 @@ async fn a_rotated_token_inside_the_grace_is_refused_and_just_past_it_revokes() 
         "inside the grace the session is untouched"
     );
     app.db
-        .execute("UPDATE rotated_tokens SET rotated_at = now() - interval '8 seconds'")
+        .execute("UPDATE rotated_tokens SET rotated_at = now() - interval '6 seconds'")
         .await;
     assert_invalid_token(app.current(&ada.token).await).await;
     assert_eq!(
@@ -980,7 +965,7 @@ async fn a_task_is_claimable_once_its_not_before_passed_and_not_before() {
     assert_eq!(ids(&app.claim_ok(&ada.token, 2).await), vec![later]);
 }
 
-/// A claim's lease is the configured lease; 2 s before it ends the task is
+/// A claim's lease is the configured lease; 5 s before it ends the task is
 /// held (not claimable, listed and counted assigned), 1 ms after it the
 /// task shows unassigned and another worker claims it.
 #[tokio::test]
@@ -1000,7 +985,7 @@ async fn a_lease_holds_until_it_ends_and_frees_the_task_just_after() {
     );
     let lease_ends =
         |when: &str| format!("UPDATE tasks SET lease_expires_at = now() {when} WHERE id = '{id}'");
-    app.db.execute(&lease_ends("+ interval '2 seconds'")).await;
+    app.db.execute(&lease_ends("+ interval '5 seconds'")).await;
     assert_eq!(
         app.claim_ok(&bob.token, 1).await["claimed"],
         0,
@@ -1110,18 +1095,20 @@ async fn the_backoff_stays_within_its_jitter_and_stops_at_an_hour() {
     }
 }
 
-/// A long poll waits at most the service's cap (700 ms) whatever its
-/// `wait_ms` (30000, the most allowed); a wait under the cap (300 ms) is
-/// its own; `wait_ms` 0 does not wait.
+/// A long poll waits at most the service's cap whatever its `wait_ms`
+/// (30000, the most allowed); a wait under the cap (300 ms) is its own;
+/// `wait_ms` 0 does not wait (answers within a second). The cap here (3 s) leaves seconds between the
+/// answers, so a slow machine cannot blur them.
 #[tokio::test]
 async fn a_long_poll_waits_its_own_wait_at_most_the_services_cap() {
-    let app = spawn().await;
+    const CAP_MS: u64 = 3_000;
+    let mut config = config();
+    config.queue.max_wait = Duration::from_millis(CAP_MS);
+    let app = TestApp::spawn_with(config).await;
     let ada = app.signup("ada@example.com").await;
-    for (wait_ms, at_least, less_than) in [
-        (30_000, MAX_WAIT_MS, 10_000),
-        (300, 300, MAX_WAIT_MS),
-        (0, 0, 300),
-    ] {
+    for (wait_ms, at_least, less_than) in
+        [(30_000, CAP_MS, 20_000), (300, 300, CAP_MS), (0, 0, 1_000)]
+    {
         let started = Instant::now();
         let body = expect_status(
             app.claim(&ada.token, &json!({"count": 1, "wait_ms": wait_ms}))
@@ -1146,13 +1133,14 @@ async fn a_long_poll_waits_its_own_wait_at_most_the_services_cap() {
 }
 
 /// Rule 9: a long poll parked on an empty queue gets a task another worker
-/// releases, woken by the release itself. The waiter is sent right after
-/// the instance's once-a-second re-check and waits 500 ms, so only the
-/// release's wake-up can reach it in time: the next re-check comes later.
+/// releases, woken by the release itself: the instance's re-check is an
+/// hour away, so nothing else can wake the waiter before its wait ends.
 #[tokio::test]
-async fn a_long_poll_is_woken_by_a_release_before_any_re_check() {
-    const WAIT_MS: u64 = 500;
-    let app = spawn().await;
+async fn a_long_poll_is_woken_by_a_release_without_any_re_check() {
+    let mut config = config();
+    config.queue.max_wait = Duration::from_secs(30);
+    config.queue.recheck = Duration::from_secs(3600);
+    let app = TestApp::spawn_with(config).await;
     let ada = app.signup("ada@example.com").await;
     let bob = app.signup("bob@example.com").await;
     let id = ids(&create(&app, &bob, json!([{"title": "held"}])).await)[0];
@@ -1163,53 +1151,15 @@ async fn a_long_poll_is_woken_by_a_release_before_any_re_check() {
         assert!(Instant::now() < deadline, "the listener never connected");
         tokio::task::yield_now().await;
     }
-    for round in 0..5 {
-        // A probe waiter, alone in the instance: two wake-ups a second
-        // apart are two re-checks; the next comes a second after the last.
-        // At most ten wake-ups a round.
-        let mut probe = wakeups.subscribe();
-        let mut last: Option<Instant> = None;
-        let mut recheck = None;
-        for _ in 0..10 {
-            let woken = probe.wait(Duration::from_secs(3)).await;
-            assert_eq!(woken, Woken::TryAgain, "the re-check wakes a lone waiter");
-            let now = Instant::now();
-            if let Some(gap) = last.map(|l| now - l)
-                && gap >= Duration::from_millis(950)
-                && gap <= Duration::from_millis(1050)
-            {
-                recheck = Some(now);
-                break;
-            }
-            last = Some(now);
-        }
-        drop(probe);
-        let Some(recheck) = recheck else {
-            continue;
-        };
-        let waiter = app.spawn_claim(&ada.token, json!({"count": 1, "wait_ms": WAIT_MS}));
-        app.wait_for_claim_waiters(1).await;
-        let parked = recheck.elapsed();
-        if parked > Duration::from_millis(300) {
-            // Too slow to tell the two apart: let it end, and try again.
-            let (_, body) = waiter.await.unwrap();
-            assert_eq!(body["claimed"], 0, "round {round}: nothing was released");
-            continue;
-        }
-        app.finish_ok(&bob.token, "release", id).await;
-        let (status, body) = tokio::time::timeout(Duration::from_secs(10), waiter)
-            .await
-            .expect("a long poll answers by its wait")
-            .unwrap();
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            ids(&body),
-            vec![id],
-            "parked {parked:?} after a re-check, the waiter of {WAIT_MS} ms missed the release"
-        );
-        return;
-    }
-    panic!("the waiter never parked within 300 ms of a re-check");
+    let waiter = app.spawn_claim(&ada.token, json!({"count": 1, "wait_ms": 20_000}));
+    app.wait_for_claim_waiters(1).await;
+    app.finish_ok(&bob.token, "release", id).await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("a long poll answers by its wait")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body), vec![id], "the release did not wake the waiter");
 }
 
 /// Task listings: 100 by default, `limit` 1 and 1000 (the most) are
@@ -1236,54 +1186,6 @@ async fn the_task_list_shows_a_hundred_by_default_and_at_most_a_thousand() {
 
 // --- retention ----------------------------------------------------------------
 
-/// Inserts an ended session of `user`: revoked or idle-expired `ago` (an
-/// SQL interval expression).
-async fn ended_session(app: &TestApp, user: Uuid, how: &str, ago: &str) -> Uuid {
-    let id = Uuid::new_v4();
-    let (revoked, idle) = match how {
-        "revoked" => (
-            format!("now() - ({ago})"),
-            "now() + interval '5 minutes'".to_owned(),
-        ),
-        _ => ("NULL".to_owned(), format!("now() - ({ago})")),
-    };
-    app.db
-        .execute(&format!(
-            "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at,
-                                   idle_expires_at, absolute_expires_at, revoked_at)
-             VALUES ('{id}', '{user}', sha256('{id}'::text::bytea), now() - interval '30 days',
-                     now() - interval '30 days', {idle}, {idle} + interval '1 hour', {revoked})"
-        ))
-        .await;
-    id
-}
-
-/// A task in `status`, finished `ago` (an SQL interval expression;
-/// unfinished: `None`).
-async fn aged_task(app: &TestApp, status: &str, ago: Option<&str>) -> Uuid {
-    let id = Uuid::new_v4();
-    let finished = ago.map_or("NULL".to_owned(), |ago| format!("now() - ({ago})"));
-    let completed = if status == "completed" {
-        finished.as_str()
-    } else {
-        "NULL"
-    };
-    let (lease, assigned_at) = if status == "assigned" {
-        ("now() - interval '30 days'", "now() - interval '30 days'")
-    } else {
-        ("NULL", "NULL")
-    };
-    app.db
-        .execute(&format!(
-            "INSERT INTO tasks (id, title, status, created_at, completed_at, finished_at,
-                                lease_expires_at, assigned_at)
-             VALUES ('{id}', 'kept?', '{status}', now() - interval '40 days', {completed}, {finished},
-                     {lease}, {assigned_at})"
-        ))
-        .await;
-    id
-}
-
 /// Rule 7: sessions (2 days) and finished tasks (5 days) are each kept or
 /// deleted by their own period, a minute on either side of it; a row 3
 /// days old is past one period and inside the other. Unfinished tasks are
@@ -1301,24 +1203,24 @@ async fn each_table_is_purged_by_its_own_retention_period() {
         "interval '2 days' + interval '1 minute'",
     );
     let between = "interval '3 days'";
-    kept.push(ended_session(&app, uid, "revoked", just_inside).await);
-    kept.push(ended_session(&app, uid, "idle", just_inside).await);
-    gone.push(ended_session(&app, uid, "revoked", just_past).await);
-    gone.push(ended_session(&app, uid, "idle", just_past).await);
-    gone.push(ended_session(&app, uid, "revoked", between).await);
-    gone.push(ended_session(&app, uid, "idle", between).await);
+    kept.push(session(&app, uid, Some(just_inside), None).await);
+    kept.push(session(&app, uid, None, Some(just_inside)).await);
+    gone.push(session(&app, uid, Some(just_past), None).await);
+    gone.push(session(&app, uid, None, Some(just_past)).await);
+    gone.push(session(&app, uid, Some(between), None).await);
+    gone.push(session(&app, uid, None, Some(between)).await);
     // Tasks: 5 days.
     let (just_inside, just_past) = (
         "interval '5 days' - interval '1 minute'",
         "interval '5 days' + interval '1 minute'",
     );
     for status in ["completed", "failed", "cancelled"] {
-        kept.push(aged_task(&app, status, Some(between)).await);
-        kept.push(aged_task(&app, status, Some(just_inside)).await);
-        gone.push(aged_task(&app, status, Some(just_past)).await);
+        kept.push(task(&app, status, Some(between)).await);
+        kept.push(task(&app, status, Some(just_inside)).await);
+        gone.push(task(&app, status, Some(just_past)).await);
     }
-    kept.push(aged_task(&app, "unassigned", None).await);
-    kept.push(aged_task(&app, "assigned", None).await);
+    kept.push(task(&app, "unassigned", None).await);
+    kept.push(task(&app, "assigned", None).await);
     app.db
         .execute(
             "INSERT INTO login_attempts (email, attempted_at, outcome) VALUES

@@ -9,14 +9,14 @@ use test_support::app::{expect_problem, expect_status, json_uuid, task_ids as id
 use test_support::{LoggedIn, TestApp};
 use uuid::Uuid;
 
-async fn create(app: &TestApp, who: &LoggedIn, tasks: Value) -> Value {
+pub(crate) async fn create(app: &TestApp, who: &LoggedIn, tasks: Value) -> Value {
     let res = app
         .create_tasks(&who.token, &json!({ "tasks": tasks }))
         .await;
     expect_status(res, StatusCode::CREATED).await
 }
 
-async fn act(
+pub(crate) async fn act(
     app: &TestApp,
     who: &LoggedIn,
     id: Uuid,

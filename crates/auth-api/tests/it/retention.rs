@@ -18,8 +18,9 @@ async fn app() -> TestApp {
 }
 
 /// Inserts a session of `user` whose end (revocation or idle expiry) is
-/// `ended` ago, as SQL interval text; `None`: active.
-async fn session(
+/// `ended` ago, as an SQL interval expression; `None`: active. (Shared
+/// with the edge tests.)
+pub(crate) async fn session(
     app: &TestApp,
     user: Uuid,
     revoked: Option<&str>,
@@ -27,9 +28,9 @@ async fn session(
 ) -> Uuid {
     let id = Uuid::new_v4();
     let idle = idle_ended.map_or("now() + interval '30 minutes'".to_owned(), |ago| {
-        format!("now() - interval '{ago}'")
+        format!("now() - ({ago})")
     });
-    let revoked = revoked.map_or("NULL".to_owned(), |ago| format!("now() - interval '{ago}'"));
+    let revoked = revoked.map_or("NULL".to_owned(), |ago| format!("now() - ({ago})"));
     app.db
         .execute(&format!(
             "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at,
@@ -41,21 +42,29 @@ async fn session(
     id
 }
 
-/// A task in `status`, finished `finished_ago` ago (completed ones also
-/// show it as `completed_at`).
-async fn task(app: &TestApp, status: &str, finished_ago: Option<&str>) -> Uuid {
+/// A task created 40 days ago in `status`, finished `finished_ago` ago (an
+/// SQL interval expression; completed ones also show it as
+/// `completed_at`); an assigned one's lease lapsed long ago. (Shared with
+/// the edge tests.)
+pub(crate) async fn task(app: &TestApp, status: &str, finished_ago: Option<&str>) -> Uuid {
     let id = Uuid::new_v4();
-    let finished =
-        finished_ago.map_or("NULL".to_owned(), |ago| format!("now() - interval '{ago}'"));
+    let finished = finished_ago.map_or("NULL".to_owned(), |ago| format!("now() - ({ago})"));
     let completed = if status == "completed" {
         finished.as_str()
     } else {
         "NULL"
     };
+    let (lease, assigned_at) = if status == "assigned" {
+        ("now() - interval '30 days'", "now() - interval '30 days'")
+    } else {
+        ("NULL", "NULL")
+    };
     app.db
         .execute(&format!(
-            "INSERT INTO tasks (id, title, status, completed_at, finished_at)
-             VALUES ('{id}', 'kept?', '{status}', {completed}, {finished})"
+            "INSERT INTO tasks (id, title, status, created_at, completed_at, finished_at,
+                                lease_expires_at, assigned_at)
+             VALUES ('{id}', 'kept?', '{status}', now() - interval '40 days', {completed}, {finished},
+                     {lease}, {assigned_at})"
         ))
         .await;
     id
@@ -67,15 +76,23 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
     let user = app.signup("keeper@example.com").await;
     let mut kept = vec![user.session_id];
     let mut gone = Vec::new();
-    gone.push(session(&app, user.user_id, Some("8 days"), None).await);
-    gone.push(session(&app, user.user_id, Some("9 days"), Some("10 days")).await);
-    gone.push(session(&app, user.user_id, None, Some("8 days")).await);
-    kept.push(session(&app, user.user_id, Some("6 days"), None).await);
-    kept.push(session(&app, user.user_id, None, Some("1 day")).await);
+    gone.push(session(&app, user.user_id, Some("interval '8 days'"), None).await);
+    gone.push(
+        session(
+            &app,
+            user.user_id,
+            Some("interval '9 days'"),
+            Some("interval '10 days'"),
+        )
+        .await,
+    );
+    gone.push(session(&app, user.user_id, None, Some("interval '8 days'")).await);
+    kept.push(session(&app, user.user_id, Some("interval '6 days'"), None).await);
+    kept.push(session(&app, user.user_id, None, Some("interval '1 day'")).await);
     kept.push(session(&app, user.user_id, None, None).await);
     for finished in ["completed", "failed", "cancelled"] {
-        gone.push(task(&app, finished, Some("8 days")).await);
-        kept.push(task(&app, finished, Some("6 days")).await);
+        gone.push(task(&app, finished, Some("interval '8 days'")).await);
+        kept.push(task(&app, finished, Some("interval '6 days'")).await);
     }
     kept.push(task(&app, "unassigned", None).await);
     app.db
@@ -172,7 +189,7 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
 async fn a_run_yields_while_another_instance_holds_the_cleanup_lock() {
     let app = app().await;
     let user = app.signup("yield@example.com").await;
-    let old = session(&app, user.user_id, Some("8 days"), None).await;
+    let old = session(&app, user.user_id, Some("interval '8 days'"), None).await;
     let other_instance = app
         .db
         .hold(&format!("SELECT pg_advisory_xact_lock({CLEANUP_LOCK})"))

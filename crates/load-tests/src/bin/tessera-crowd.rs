@@ -143,6 +143,14 @@ async fn post(c: &reqwest::Client, url: String, token: Option<&str>, body: Value
     }
 }
 
+/// One login: its status, its problem code (if any), how long it took.
+async fn log_in(c: &reqwest::Client, url: String, body: Value) -> (u16, String, Duration) {
+    let sent = Instant::now();
+    let (status, body) = post(c, url, None, body).await;
+    let code = body["code"].as_str().unwrap_or("").to_owned();
+    (status, code, sent.elapsed())
+}
+
 /// Registers `email` (if new) and logs in; the session's token.
 async fn sign_up(base: &str, email: &str) -> anyhow::Result<String> {
     let c = client();
@@ -208,15 +216,7 @@ async fn logins(base: &str, email: &str, n: usize, wrong: bool) -> anyhow::Resul
             PASSWORD.to_owned()
         };
         let body = json!({"email": email, "password": password});
-        async move {
-            let sent = Instant::now();
-            let (status, body) = post(&c, url, None, body).await;
-            (
-                status,
-                body["code"].as_str().unwrap_or("").to_owned(),
-                sent.elapsed(),
-            )
-        }
+        async move { log_in(&c, url, body).await }
     })
     .await;
     Ok(json!({
@@ -310,15 +310,7 @@ async fn locked(base: &str, n: usize, limit: usize) -> anyhow::Result<Value> {
     let answers = together(n, |_| {
         let (c, url) = (c.clone(), url.clone());
         let body = json!({"email": email, "password": PASSWORD});
-        async move {
-            let sent = Instant::now();
-            let (status, body) = post(&c, url, None, body).await;
-            (
-                status,
-                body["code"].as_str().unwrap_or("").to_owned(),
-                sent.elapsed(),
-            )
-        }
+        async move { log_in(&c, url, body).await }
     })
     .await;
     let wall = crowd_started.elapsed();

@@ -5,9 +5,7 @@
 //! under a flood of logins.
 
 use super::{TestApp2, participant};
-use auth_core::config::{
-    HashParams, HashPoolConfig, PoolConfig, QueuePolicy, SessionLimit, SessionPolicy,
-};
+use auth_core::config::{HashParams, HashPoolConfig, PoolConfig, SessionLimit, SessionPolicy};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +14,6 @@ use test_support::TestApp;
 use test_support::app::{PASSWORD, TestAppConfig};
 use test_support::concurrency::run_together;
 use test_support::db::Held;
-use test_support::round_trips::CountingProxy;
 
 /// Wrong passwords per window before an email is limited: distinct from
 /// the session cap, so a test can tell the two rules apart.
@@ -112,6 +109,10 @@ async fn burst(
             held.release().await;
         }
     );
+    // Nobody is left waiting in a line: every place was given back.
+    for app in [apps.0, apps.1] {
+        assert_eq!(app.state.sessions.login_limit().waiting(), 0, "{email}");
+    }
     (answers, verified() - before)
 }
 
@@ -325,19 +326,7 @@ async fn correct_passwords_among_wrong_ones_succeed_exactly_when_checked_before_
 async fn a_crowd_for_a_limited_email_costs_one_admission_per_instance() {
     // Both instances reach PostgreSQL through one counting proxy, with no
     // upkeep of their own meanwhile: every round trip is a login's.
-    let db = test_support::TestDb::new().await;
-    let proxy = CountingProxy::start(db.host_port()).expect("starting the counting proxy");
-    let config = TestAppConfig {
-        service_url: Some(db.url_at("127.0.0.1", proxy.port)),
-        queue: QueuePolicy {
-            counts_fold_interval: Duration::from_secs(3600),
-            ..QueuePolicy::default()
-        },
-        ..limits_config()
-    };
-    let a = TestApp::spawn_on(db, config.clone()).await;
-    let mut migrated = a.state.migrated.clone();
-    migrated.wait_for(|done| *done).await.unwrap();
+    let (a, config, proxy) = TestApp::spawn_counted(limits_config()).await;
     let b = a.spawn_beside(config).await;
     let email = "zed@example.com";
     a.register(email, PASSWORD).await;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use test_support::TestApp;
 use test_support::app::{TestAppConfig, task_ids};
 use test_support::concurrency::run_together;
-use test_support::round_trips::CountingProxy;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
@@ -142,19 +141,7 @@ async fn waiters_beyond_the_bounds_are_refused_at_once() {
 
 #[tokio::test]
 async fn waiting_costs_one_re_check_per_instance_whatever_the_number_of_waiters() {
-    let db = test_support::TestDb::new().await;
-    let proxy = CountingProxy::start(db.host_port()).expect("starting the counting proxy");
-    let config = TestAppConfig {
-        service_url: Some(db.url_at("127.0.0.1", proxy.port)),
-        queue: QueuePolicy {
-            counts_fold_interval: Duration::from_secs(3600),
-            ..QueuePolicy::default()
-        },
-        ..TestAppConfig::default()
-    };
-    let app = TestApp::spawn_on(db, config).await;
-    let mut migrated = app.state.migrated.clone();
-    migrated.wait_for(|done| *done).await.unwrap();
+    let (app, _, proxy) = TestApp::spawn_counted(TestAppConfig::default()).await;
     let ada = app.signup("ada@example.com").await;
     // What one try costs here (directly or behind a pooler): a claim that
     // finds nothing, less the validation of its token.
