@@ -7,6 +7,7 @@ mod db;
 mod deploy;
 mod faults;
 mod load;
+mod model;
 mod mutants;
 mod pgbouncer;
 mod prove;
@@ -44,6 +45,8 @@ enum Command {
     Faults(faults::Args),
     /// Mutation testing (cargo-mutants) of the rule-bearing code, judged by tiers 1 and 2.
     Mutants(mutants::Args),
+    /// The randomized run: seeded histories over two instances, judged by a model of the rules.
+    Model(model::Args),
     /// Checks deploy/: promtool over the alert rules and their tests, and the metrics they and the dashboard query.
     CheckDeploy,
     /// Manages the persistent developer database (.tessera/pg).
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Faults(args) => faults::run(args),
         Command::Mutants(args) => mutants::run(args),
+        Command::Model(args) => model::run(args),
         Command::Db { action } => db::run(action),
         Command::CheckDeploy => {
             let row = deploy::step();

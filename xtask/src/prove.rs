@@ -25,6 +25,7 @@ pub const FAULTS: &[&str] = &[
     "refresh_select_then_update",
     "revoke_all_count_then_update",
     "revocation_before_commit",
+    "revocation_ignores_rotation",
     "pool_fails_fast",
     "login_limit_check_then_record",
     "login_limit_refuses_in_flight",

@@ -8,6 +8,7 @@ use crate::domain::{ClientInfo, Email, FieldError, Password, SessionToken, Token
 use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admission, Admitted, Ending, LoginLimit, Settle};
+use crate::store::sessions::{Caller, Revocation};
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -34,12 +35,28 @@ pub struct IssuedSession {
 }
 
 /// The caller behind a valid token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
     pub session_id: Uuid,
     pub user_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The token's hash, as validated: a revocation the caller asks for
+    /// takes effect only while this is still the session's token (a refresh
+    /// between the validation and the revocation makes the call a 401).
+    pub token: TokenHash,
+}
+
+impl std::fmt::Debug for Principal {
+    // Without the token's hash: it is what the database looks tokens up by.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One row of the caller's session list.
@@ -287,10 +304,10 @@ impl SessionService {
         let token = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
         // `None` is an answer, not an error: behind a transaction pooler an
         // error would roll back the revocation a reused token caused.
+        let hash = token.hash();
         let session = self
             .db
             .run(async |conn| {
-                let hash = token.hash();
                 let policy = &self.policy;
                 let found =
                     sessions::validate(conn, &hash, policy.touch_interval, policy.idle_timeout)
@@ -307,6 +324,7 @@ impl SessionService {
             user_id: session.user_id,
             created_at: session.created_at,
             expires_at: session.expires_at(),
+            token: hash,
         })
     }
 
@@ -356,17 +374,12 @@ impl SessionService {
         Ok(())
     }
 
-    /// Ends the caller's own session (idempotent: already gone is fine).
+    /// Ends the caller's own session while its token is still the
+    /// session's; a session already revoked, or a token a refresh replaced
+    /// meanwhile, is `InvalidToken`: the call came after that.
     pub async fn logout(&self, principal: &Principal) -> Result<()> {
         or_fault!(RevocationBeforeCommit => crate::faults::revoke_in_background(&self.db, principal.session_id, principal.user_id));
-        self.db
-            .run(async |conn| {
-                Ok::<_, SessionError>(
-                    sessions::revoke(conn, principal.session_id, principal.user_id).await?,
-                )
-            })
-            .await?;
-        Ok(())
+        self.revoke(principal, principal.session_id).await
     }
 
     pub async fn list(&self, principal: &Principal) -> Result<Vec<SessionSummary>> {
@@ -376,6 +389,12 @@ impl SessionService {
                 Ok::<_, SessionError>(sessions::list_active(conn, principal.user_id).await?)
             })
             .await?;
+        // The list is read after the validation: a revocation that
+        // committed in between took the caller's session out of it, and
+        // the call comes after that revocation (401), not before it.
+        if !rows.iter().any(|r| r.session.id == principal.session_id) {
+            return Err(SessionError::InvalidToken);
+        }
         Ok(rows
             .into_iter()
             .map(|listed| SessionSummary {
@@ -392,16 +411,24 @@ impl SessionService {
 
     /// Revokes one of the caller's active sessions; `NotFound` otherwise.
     pub async fn revoke(&self, principal: &Principal, session_id: Uuid) -> Result<()> {
-        let revoked = self
+        let revocation = self
             .db
             .run(async |conn| {
-                Ok::<_, SessionError>(sessions::revoke(conn, session_id, principal.user_id).await?)
+                Ok::<_, SessionError>(
+                    sessions::revoke(
+                        conn,
+                        caller(principal).as_ref(),
+                        session_id,
+                        principal.user_id,
+                    )
+                    .await?,
+                )
             })
             .await?;
-        if revoked {
-            Ok(())
-        } else {
-            Err(SessionError::NotFound)
+        match revocation {
+            Revocation { caller: false, .. } => Err(SessionError::InvalidToken),
+            Revocation { revoked: 0, .. } => Err(SessionError::NotFound),
+            Revocation { .. } => Ok(()),
         }
     }
 
@@ -411,7 +438,10 @@ impl SessionService {
             .run(async |conn| {
                 or_fault!(RevocationBeforeCommit => crate::faults::revoke_all_in_background(&self.db, conn, principal.user_id).await);
                 or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(conn, principal.user_id).await?));
-                Ok(sessions::revoke_all(conn, principal.user_id).await?)
+                match sessions::revoke_all(conn, caller(principal).as_ref(), principal.user_id).await? {
+                    Revocation { caller: false, .. } => Err(SessionError::InvalidToken),
+                    Revocation { revoked, .. } => Ok(revoked as usize),
+                }
             })
             .await
     }
@@ -426,8 +456,17 @@ impl SessionService {
                 let user = users::find_by_email(conn, email.as_str())
                     .await?
                     .ok_or(SessionError::NotFound)?;
-                Ok(sessions::revoke_all(conn, user.id).await?)
+                Ok(sessions::revoke_all(conn, None, user.id).await?.revoked as usize)
             })
             .await
     }
+}
+
+/// The session a revocation is asked through, and the token it was asked with.
+fn caller(principal: &Principal) -> Option<Caller<'_>> {
+    or_fault!(RevocationIgnoresRotation => None);
+    Some(Caller {
+        session_id: principal.session_id,
+        token: &principal.token,
+    })
 }

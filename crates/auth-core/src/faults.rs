@@ -33,6 +33,9 @@ pub enum Fault {
     RevokeAllCountThenUpdate,
     /// Logout and revoke-all answer before their revocation has committed.
     RevocationBeforeCommit,
+    /// Logout and revocations act on the session their token opened when
+    /// it was validated, whatever a refresh did to the token since.
+    RevocationIgnoresRotation,
     /// A checkout that finds no free connection fails at once.
     PoolFailsFast,
     /// The login limit counts failures, verifies, and only then records one.
@@ -89,7 +92,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 34] = [
+    pub const ALL: [Fault; 35] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
@@ -101,6 +104,7 @@ impl Fault {
         Fault::RegistrationCheckThenInsert,
         Fault::RefreshSelectThenUpdate,
         Fault::RevokeAllCountThenUpdate,
+        Fault::RevocationIgnoresRotation,
         Fault::RevocationBeforeCommit,
         Fault::PoolFailsFast,
         Fault::LoginLimitCheckThenRecord,
@@ -139,6 +143,7 @@ impl Fault {
             Fault::RegistrationCheckThenInsert => "registration_check_then_insert",
             Fault::RefreshSelectThenUpdate => "refresh_select_then_update",
             Fault::RevokeAllCountThenUpdate => "revoke_all_count_then_update",
+            Fault::RevocationIgnoresRotation => "revocation_ignores_rotation",
             Fault::RevocationBeforeCommit => "revocation_before_commit",
             Fault::PoolFailsFast => "pool_fails_fast",
             Fault::LoginLimitCheckThenRecord => "login_limit_check_then_record",
@@ -249,7 +254,7 @@ pub(crate) fn revoke_in_background(
         let _ = db
             .run(async |conn| {
                 Ok::<_, crate::StoreError>(
-                    crate::store::sessions::revoke(conn, session_id, user_id).await?,
+                    crate::store::sessions::revoke(conn, None, session_id, user_id).await?,
                 )
             })
             .await;
@@ -268,7 +273,9 @@ pub(crate) async fn revoke_all_in_background(
     tokio::spawn(async move {
         let _ = db
             .run(async |conn| {
-                Ok::<_, crate::StoreError>(crate::store::sessions::revoke_all(conn, user_id).await?)
+                Ok::<_, crate::StoreError>(
+                    crate::store::sessions::revoke_all(conn, None, user_id).await?,
+                )
             })
             .await;
     });

@@ -422,6 +422,38 @@ mod tests {
         );
     }
 
+    /// The re-check ends with its instance: once the service is gone, and
+    /// once it is stopping (its task then holds no `Wakeups` any more).
+    #[tokio::test(start_paused = true)]
+    async fn the_re_check_ends_when_its_instance_is_gone_or_stopping() {
+        for end in ["gone", "stopping"] {
+            let wakeups = Wakeups::default();
+            let alive = std::sync::Arc::new(());
+            wakeups.spawn_recheck(super::RECHECK, std::sync::Arc::downgrade(&alive));
+            tokio::time::advance(super::RECHECK).await;
+            assert_eq!(std::sync::Arc::strong_count(&wakeups.inner), 2, "running");
+            let _kept = match end {
+                "gone" => {
+                    drop(alive);
+                    None
+                }
+                _ => {
+                    wakeups.stop();
+                    Some(alive)
+                }
+            };
+            for _ in 0..3 {
+                tokio::time::advance(super::RECHECK).await;
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                std::sync::Arc::strong_count(&wakeups.inner),
+                1,
+                "the re-check still runs once its instance is {end}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn without_a_wake_up_the_wait_lasts_its_limit() {
         let wakeups = Wakeups::default();
@@ -429,6 +461,24 @@ mod tests {
         let started = tokio::time::Instant::now();
         assert_eq!(sub.wait(Duration::from_millis(50)).await, Woken::Expired);
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    /// A credential's count goes down by one per place given back, not to
+    /// nothing: its other waiters still count against its bound.
+    #[test]
+    fn a_place_given_back_frees_one_place_of_its_credential() {
+        let wakeups = Wakeups::new(WaiterLimits {
+            per_credential: 2,
+            per_instance: 100,
+        });
+        let ada = uuid::Uuid::new_v4();
+        let first = wakeups.admit(ada).unwrap();
+        let second = wakeups.admit(ada).unwrap();
+        drop(first);
+        let third = wakeups.admit(ada).unwrap();
+        assert_eq!(wakeups.admit(ada).unwrap_err(), Crowded("per credential"));
+        drop((second, third));
+        assert!(wakeups.lock_admitted().by_credential.is_empty());
     }
 
     #[test]
@@ -459,13 +509,23 @@ mod tests {
         wakeups.spawn_recheck(super::RECHECK, std::sync::Arc::downgrade(&alive));
         let (mut a, mut b) = (wakeups.subscribe(), wakeups.subscribe());
         let limit = Duration::from_secs(60);
-        // No waiter yet: ticks pass without leaving a wake-up behind.
-        tokio::time::advance(super::RECHECK * 3).await;
+        // No waiter yet: ticks pass without leaving a wake-up behind, so
+        // the first waiter, half an interval past a tick, waits for the next.
+        tokio::time::advance(super::RECHECK * 3 + super::RECHECK / 2).await;
+        for _ in 0..3 {
+            tokio::task::yield_now().await; // the re-check runs its ticks
+        }
+        let started = tokio::time::Instant::now();
         let first = tokio::select! {
             w = a.wait(limit) => ("a", w),
             w = b.wait(limit) => ("b", w),
         };
         assert_eq!(first.1, Woken::TryAgain, "woken by the next tick");
+        assert!(
+            started.elapsed() >= super::RECHECK / 4,
+            "woken at once ({:?}): a tick with nobody waiting left a wake-up behind",
+            started.elapsed()
+        );
         let other = if first.0 == "a" { &mut b } else { &mut a };
         let started = tokio::time::Instant::now();
         assert_eq!(other.wait(limit).await, Woken::TryAgain);

@@ -221,32 +221,90 @@ pub async fn rotate(
     .map(|mut rows: Vec<SessionRow>| rows.pop())
 }
 
-/// Revokes one active session of `user_id`; false when there is none.
+/// The session a revocation is asked through, with the token it was asked
+/// with. `None` for the operator's command line, which asks through none.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub session_id: Uuid,
+    pub token: &'a TokenHash,
+}
+
+/// What a revocation did: whether its caller still held the session with
+/// that token when it ran (a refresh or a revocation in between makes the
+/// call one that came after it: a 401), and how many sessions it revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Revocation {
+    #[diesel(sql_type = Bool)]
+    pub caller: bool,
+    #[diesel(sql_type = BigInt)]
+    pub revoked: i64,
+}
+
+/// Revokes session `session_id` of `user_id` if active, as long as the
+/// caller's session still has the caller's token. One statement: it locks
+/// the caller's and the target's rows (in id order, so revocations never
+/// deadlock each other) and reads the caller's token as it is now: a
+/// refresh or a revocation that committed in between makes this call one
+/// that came after it, refused (`caller: false`) as it would have been.
 pub async fn revoke(
     conn: &mut AsyncPgConnection,
+    caller: Option<&Caller<'_>>,
     session_id: Uuid,
     user_id: Uuid,
-) -> Result<bool, DbError> {
+) -> Result<Revocation, DbError> {
     diesel::sql_query(format!(
-        "UPDATE sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND {ACTIVE}"
+        "WITH locked AS (
+             SELECT id, token_hash FROM sessions
+             WHERE id IN ($1, $3) AND user_id = $4 AND {ACTIVE}
+             ORDER BY id FOR UPDATE
+         ), allowed AS (
+             SELECT $1::uuid IS NULL
+                    OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
+         ), revoked AS (
+             UPDATE sessions SET revoked_at = now()
+             WHERE id = $3 AND id IN (SELECT id FROM locked) AND (SELECT caller FROM allowed)
+             RETURNING 1
+         )
+         SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked"
     ))
+    .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
+    .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
     .bind::<SqlUuid, _>(session_id)
     .bind::<SqlUuid, _>(user_id)
     .prepared()
-    .execute(conn)
+    .get_result(conn)
     .await
-    .map(|n| n == 1)
 }
 
-/// Revokes every active session of the user; the count is what this
-/// statement changed, so concurrent calls never count a session twice.
-pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<usize, DbError> {
+/// Revokes every active session of the user, under the same condition on
+/// the caller as [`revoke`], its rows locked in id order; the count is what
+/// this statement changed, so concurrent calls never count a session twice
+/// (and after one of them, the others' tokens are revoked: 401).
+pub async fn revoke_all(
+    conn: &mut AsyncPgConnection,
+    caller: Option<&Caller<'_>>,
+    user_id: Uuid,
+) -> Result<Revocation, DbError> {
     diesel::sql_query(format!(
-        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND {ACTIVE}"
+        "WITH locked AS (
+             SELECT id, token_hash FROM sessions
+             WHERE user_id = $3 AND {ACTIVE}
+             ORDER BY id FOR UPDATE
+         ), allowed AS (
+             SELECT $1::uuid IS NULL
+                    OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
+         ), revoked AS (
+             UPDATE sessions SET revoked_at = now()
+             WHERE id IN (SELECT id FROM locked) AND (SELECT caller FROM allowed)
+             RETURNING 1
+         )
+         SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked"
     ))
+    .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
+    .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
     .bind::<SqlUuid, _>(user_id)
     .prepared()
-    .execute(conn)
+    .get_result(conn)
     .await
 }
 

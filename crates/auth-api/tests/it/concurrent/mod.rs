@@ -8,6 +8,7 @@ mod bodies;
 mod interleavings;
 mod limits;
 mod long_polls;
+mod model_run;
 mod queue;
 mod queue_v1_1;
 mod retention;

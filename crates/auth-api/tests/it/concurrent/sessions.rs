@@ -378,15 +378,23 @@ async fn concurrent_revoke_all_counts_each_session_once() {
         }
     })
     .await;
-    let revoked: i64 = results
+    // The first to lock the rows revokes all six; every other call comes
+    // after it, its own token revoked by then: 401, and it counts nothing.
+    let mut statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401, 401, 401, 401, 401], "{results:?}");
+    let revoked: Vec<i64> = results
         .iter()
         .filter(|(s, _)| *s == 200)
-        .map(|(_, b)| b["revoked"].as_i64().unwrap_or(0))
-        .sum();
-    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
-    assert_eq!(
-        revoked, 6,
-        "the revoked counts add up to the six sessions: {results:?}"
+        .map(|(_, b)| b["revoked"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(revoked, [6], "one call revoked the six: {results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s == 401)
+            .all(|(_, b)| b["code"] == "invalid_token"),
+        "{results:?}"
     );
     assert_eq!(
         app.db
@@ -394,6 +402,70 @@ async fn concurrent_revoke_all_counts_each_session_once() {
             .await,
         0
     );
+}
+
+/// A logout or a log-out-everywhere whose token a refresh rotated between
+/// the call's validation and its revocation comes after the refresh: 401,
+/// and the session lives on with the refreshed token. The test holds the
+/// session's row; the refresh queues for it first, the revocation second
+/// (it validated the old token before the refresh committed).
+#[tokio::test]
+async fn a_revocation_that_lost_its_token_to_a_refresh_is_refused() {
+    for path in ["/v1/sessions/current", "/v1/sessions"] {
+        let app = TestApp::spawn_with(wide_pool()).await;
+        let ada = app.signup("ada@example.com").await;
+        let held = app
+            .db
+            .hold(&format!(
+                "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
+                ada.session_id
+            ))
+            .await;
+        let refresh = {
+            let p = participant(&app);
+            let token = ada.token.clone();
+            tokio::spawn(async move {
+                p.send(
+                    p.client
+                        .post(p.url("/v1/sessions/current/refresh"))
+                        .bearer_auth(&token),
+                )
+                .await
+            })
+        };
+        app.db.wait_for_lock_waiters(1).await;
+        let revocation = {
+            let p = participant(&app);
+            let token = ada.token.clone();
+            tokio::spawn(async move {
+                p.send(p.client.delete(p.url(path)).bearer_auth(&token))
+                    .await
+            })
+        };
+        app.db.wait_for_lock_waiters(2).await;
+        held.release().await;
+        let (refreshed, body) = refresh.await.unwrap();
+        let (revoked, problem) = revocation.await.unwrap();
+        assert_eq!(refreshed, 201, "{path}: the refresh: {body}");
+        assert_eq!(
+            (revoked, problem["code"].as_str()),
+            (401, Some("invalid_token")),
+            "{path}: a revocation that came after the refresh, with the token it rotated away"
+        );
+        let new = body["token"].as_str().unwrap();
+        assert_eq!(
+            app.current(new).await.status(),
+            200,
+            "{path}: the session lives on"
+        );
+        assert_eq!(
+            app.db
+                .count("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL")
+                .await,
+            1,
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]

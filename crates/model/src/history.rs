@@ -1,0 +1,298 @@
+//! A history: rounds of steps, each step an operation of the interface sent
+//! to one of two instances, with what it answered and when.
+//!
+//! Steps name what earlier steps produced (a token, a session, a task) by
+//! the step that produced it, so a history replays as written and still
+//! means something once the shrinker has taken steps out: a name whose
+//! producer is gone becomes a token or id nobody holds.
+
+use crate::rules::Ms;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use uuid::Uuid;
+
+/// A step's number, unique in its history.
+pub type StepId = u32;
+
+/// A task as an earlier `Create` step answered it: its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    pub create: StepId,
+    pub item: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Item {
+    pub priority: i32,
+    pub max_attempts: i32,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Act {
+    Heartbeat { lease_secs: Option<u32> },
+    Complete,
+    Release,
+    Fail { retry: bool, error: String },
+    Cancel,
+}
+
+/// An operation as generated: tokens named by the step that received them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// `email` indexes the run's users; one past them is an unknown email.
+    Login {
+        email: usize,
+        right: bool,
+    },
+    Validate {
+        token: StepId,
+    },
+    Refresh {
+        token: StepId,
+    },
+    Logout {
+        token: StepId,
+    },
+    /// `session`: the login step that opened it.
+    RevokeOne {
+        token: StepId,
+        session: StepId,
+    },
+    RevokeAll {
+        token: StepId,
+    },
+    ListSessions {
+        token: StepId,
+    },
+    Create {
+        token: StepId,
+        items: Vec<Item>,
+    },
+    Claim {
+        token: StepId,
+        count: u8,
+        wait_ms: u16,
+    },
+    Act {
+        token: StepId,
+        task: TaskRef,
+        act: Act,
+    },
+    Stats {
+        token: StepId,
+    },
+}
+
+impl Op {
+    /// The token it presents, if any.
+    pub fn token(&self) -> Option<StepId> {
+        match self {
+            Op::Login { .. } => None,
+            Op::Validate { token }
+            | Op::Refresh { token }
+            | Op::Logout { token }
+            | Op::RevokeOne { token, .. }
+            | Op::RevokeAll { token }
+            | Op::ListSessions { token }
+            | Op::Create { token, .. }
+            | Op::Claim { token, .. }
+            | Op::Act { token, .. }
+            | Op::Stats { token } => Some(*token),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub id: StepId,
+    /// Which of the two instances it is sent to.
+    pub instance: u8,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Round {
+    /// The service's clock moves this far forward before the round.
+    pub advance_ms: Ms,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub seed: u64,
+    pub rounds: Vec<Round>,
+}
+
+impl History {
+    pub fn steps(&self) -> usize {
+        self.rounds.iter().map(|r| r.steps.len()).sum()
+    }
+}
+
+/// An operation as the model applies it: sessions and tasks by their ids
+/// (a name whose producer is gone: an id nobody has).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Call {
+    Login {
+        email: usize,
+        right: bool,
+    },
+    Validate {
+        token: StepId,
+    },
+    Refresh {
+        token: StepId,
+    },
+    Logout {
+        token: StepId,
+    },
+    RevokeOne {
+        token: StepId,
+        session: Uuid,
+    },
+    RevokeAll {
+        token: StepId,
+    },
+    ListSessions {
+        token: StepId,
+    },
+    Create {
+        token: StepId,
+        items: Vec<Item>,
+    },
+    Claim {
+        token: StepId,
+        count: u8,
+        wait_ms: u16,
+    },
+    Act {
+        token: StepId,
+        task: Uuid,
+        act: Act,
+    },
+    Stats {
+        token: StepId,
+    },
+}
+
+impl Call {
+    /// The task it acts on, if one.
+    pub fn task(&self) -> Option<Uuid> {
+        match self {
+            Call::Act { task, .. } => Some(*task),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Unassigned,
+    Assigned,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "unassigned" => Status::Unassigned,
+            "assigned" => Status::Assigned,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "cancelled" => Status::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Counts {
+    pub unassigned: i64,
+    pub assigned: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub delayed: i64,
+}
+
+/// An answer, reduced to what the rules speak of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `201` from a login or a refresh.
+    Session {
+        session: Uuid,
+        user: Uuid,
+    },
+    /// `200` from validate.
+    Valid {
+        session: Uuid,
+    },
+    /// `204`.
+    Done,
+    /// `200` from log out everywhere.
+    Revoked(u32),
+    Sessions(BTreeSet<Uuid>),
+    Created {
+        ids: Vec<Uuid>,
+        created: u32,
+    },
+    Claimed(Vec<Uuid>),
+    /// `200` with the task acted on.
+    Task {
+        status: Status,
+    },
+    Counts(Counts),
+    Problem {
+        status: u16,
+        code: String,
+    },
+    /// Anything else (a status or a body the interface does not have).
+    Unexpected(String),
+}
+
+impl Answer {
+    pub fn problem(status: u16, code: &str) -> Answer {
+        Answer::Problem {
+            status,
+            code: code.to_owned(),
+        }
+    }
+
+    pub fn invalid_token() -> Answer {
+        Answer::problem(401, "invalid_token")
+    }
+}
+
+impl fmt::Display for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Answer::Session { session, .. } => write!(f, "201 session {session}"),
+            Answer::Valid { session } => write!(f, "200 session {session}"),
+            Answer::Done => write!(f, "204"),
+            Answer::Revoked(n) => write!(f, "200 revoked {n}"),
+            Answer::Sessions(ids) => write!(f, "200 sessions {ids:?}"),
+            Answer::Created { ids, created } => write!(f, "201 created {created} of {ids:?}"),
+            Answer::Claimed(ids) => write!(f, "200 claimed {ids:?}"),
+            Answer::Task { status } => write!(f, "200 task {status:?}"),
+            Answer::Counts(c) => write!(f, "200 {c:?}"),
+            Answer::Problem { status, code } => write!(f, "{status} {code}"),
+            Answer::Unexpected(what) => write!(f, "unexpected: {what}"),
+        }
+    }
+}
+
+/// One step as it ran: the call as resolved, its answer, and when it was
+/// sent and answered (microseconds since the run began, real time).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub step: StepId,
+    pub call: Call,
+    pub answer: Answer,
+    pub sent: i64,
+    pub answered: i64,
+}
