@@ -16,7 +16,7 @@ use uuid::Uuid;
 pub type StepId = u32;
 
 /// A task as an earlier `Create` step answered it: its item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskRef {
     pub create: StepId,
     pub item: u8,
@@ -38,9 +38,11 @@ pub enum Act {
     Cancel,
 }
 
-/// An operation as generated: tokens named by the step that received them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Op {
+/// An operation of the interface, tokens named by the step that received
+/// them. `S` names a session and `T` a task: as generated, by the step that
+/// produced them ([`Op`]); as the model applies it, by their ids ([`Call`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Request<S, T> {
     /// `email` indexes the run's users; one past them is an unknown email.
     Login {
         email: usize,
@@ -55,10 +57,9 @@ pub enum Op {
     Logout {
         token: StepId,
     },
-    /// `session`: the login step that opened it.
     RevokeOne {
         token: StepId,
-        session: StepId,
+        session: S,
     },
     RevokeAll {
         token: StepId,
@@ -77,7 +78,7 @@ pub enum Op {
     },
     Act {
         token: StepId,
-        task: TaskRef,
+        task: T,
         act: Act,
     },
     Stats {
@@ -85,21 +86,37 @@ pub enum Op {
     },
 }
 
-impl Op {
+/// As generated: a session by the login step that opened it, a task by the
+/// create step and item that made it.
+pub type Op = Request<StepId, TaskRef>;
+
+/// As applied: sessions and tasks by their ids (a name whose producer is
+/// gone: an id nobody has).
+pub type Call = Request<Uuid, Uuid>;
+
+impl<S, T: Copy> Request<S, T> {
     /// The token it presents, if any.
     pub fn token(&self) -> Option<StepId> {
         match self {
-            Op::Login { .. } => None,
-            Op::Validate { token }
-            | Op::Refresh { token }
-            | Op::Logout { token }
-            | Op::RevokeOne { token, .. }
-            | Op::RevokeAll { token }
-            | Op::ListSessions { token }
-            | Op::Create { token, .. }
-            | Op::Claim { token, .. }
-            | Op::Act { token, .. }
-            | Op::Stats { token } => Some(*token),
+            Request::Login { .. } => None,
+            Request::Validate { token }
+            | Request::Refresh { token }
+            | Request::Logout { token }
+            | Request::RevokeOne { token, .. }
+            | Request::RevokeAll { token }
+            | Request::ListSessions { token }
+            | Request::Create { token, .. }
+            | Request::Claim { token, .. }
+            | Request::Act { token, .. }
+            | Request::Stats { token } => Some(*token),
+        }
+    }
+
+    /// The task it acts on, if one.
+    pub fn task(&self) -> Option<T> {
+        match self {
+            Request::Act { task, .. } => Some(*task),
+            _ => None,
         }
     }
 }
@@ -128,62 +145,6 @@ pub struct History {
 impl History {
     pub fn steps(&self) -> usize {
         self.rounds.iter().map(|r| r.steps.len()).sum()
-    }
-}
-
-/// An operation as the model applies it: sessions and tasks by their ids
-/// (a name whose producer is gone: an id nobody has).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Call {
-    Login {
-        email: usize,
-        right: bool,
-    },
-    Validate {
-        token: StepId,
-    },
-    Refresh {
-        token: StepId,
-    },
-    Logout {
-        token: StepId,
-    },
-    RevokeOne {
-        token: StepId,
-        session: Uuid,
-    },
-    RevokeAll {
-        token: StepId,
-    },
-    ListSessions {
-        token: StepId,
-    },
-    Create {
-        token: StepId,
-        items: Vec<Item>,
-    },
-    Claim {
-        token: StepId,
-        count: u8,
-        wait_ms: u16,
-    },
-    Act {
-        token: StepId,
-        task: Uuid,
-        act: Act,
-    },
-    Stats {
-        token: StepId,
-    },
-}
-
-impl Call {
-    /// The task it acts on, if one.
-    pub fn task(&self) -> Option<Uuid> {
-        match self {
-            Call::Act { task, .. } => Some(*task),
-            _ => None,
-        }
     }
 }
 

@@ -222,21 +222,9 @@ impl Model {
     /// What the model holds about the token and the task a call names.
     fn explain(&self, call: &Call, cx: &Context<'_>) -> String {
         let mut out = format!("model time {} ms", cx.now);
-        let token = match call {
-            Call::Login { .. } => None,
-            Call::Validate { token }
-            | Call::Refresh { token }
-            | Call::Logout { token }
-            | Call::RevokeOne { token, .. }
-            | Call::RevokeAll { token }
-            | Call::ListSessions { token }
-            | Call::Create { token, .. }
-            | Call::Claim { token, .. }
-            | Call::Act { token, .. }
-            | Call::Stats { token } => Some(token),
-        };
+        let token = call.token();
         if let Some(token) = token {
-            match self.tokens.get(token) {
+            match self.tokens.get(&token) {
                 None => out.push_str(&format!("; token of #{token}: never issued")),
                 Some(t) => {
                     out.push_str(&format!("; token of #{token}: {t:?}"));

@@ -303,6 +303,15 @@ impl TestDb {
         Held { conn }
     }
 
+    /// Holds the row of `table` with this `id` locked FOR UPDATE (see
+    /// [`TestDb::hold`]): writers of that row queue behind the test.
+    pub async fn hold_row(&self, table: &str, id: uuid::Uuid) -> Held {
+        self.hold(&format!(
+            "SELECT id FROM {table} WHERE id = '{id}' FOR UPDATE"
+        ))
+        .await
+    }
+
     /// Waits, by observing the server (no sleeps), until at least `n` other
     /// sessions of this database wait on a lock: the participants a test
     /// holds back are all in place. Panics after 15 s.

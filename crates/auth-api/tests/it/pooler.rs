@@ -69,13 +69,7 @@ async fn behind_a_transaction_pooler_each_transaction_sets_its_own_statement_tim
     // The logout's UPDATE waits on this row lock until its statement times
     // out; a session-level `SET statement_timeout` would not reach it
     // behind a pooler, and it would wait as long as the lock is held.
-    let held = app
-        .db
-        .hold(&format!(
-            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            ada.session_id
-        ))
-        .await;
+    let held = app.db.hold_row("sessions", ada.session_id).await;
     let logout = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         app.delete("/v1/sessions/current", Some(&ada.token)),

@@ -35,6 +35,22 @@ pub fn participant(app: &TestApp) -> TestApp2 {
     }
 }
 
+/// One request with `token`, from a participant and a task of its own (a
+/// call the test lets wait on a lock while it acts): its status and body.
+pub fn spawn_request(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let p = participant(app);
+    let (url, token) = (p.url(path), token.to_owned());
+    tokio::spawn(async move {
+        p.send(p.client.request(method, url).bearer_auth(token))
+            .await
+    })
+}
+
 /// A participant's view of the app: base URL and its own client.
 pub struct TestApp2 {
     pub base: String,

@@ -1,4 +1,4 @@
-use super::{behind_lock, participant};
+use super::{behind_lock, participant, spawn_request};
 use auth_core::config::SessionLimit;
 use auth_core::config::{PoolConfig, SessionPolicy};
 use serde_json::json;
@@ -240,13 +240,7 @@ async fn of_concurrent_refreshes_with_one_token_exactly_one_wins() {
     let ada = app.signup("ada@example.com").await;
     // The test locks the session row: every refresh reads what it reads and
     // then waits, so all eight race for the row when the test lets go.
-    let held = app
-        .db
-        .hold(&format!(
-            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            ada.session_id
-        ))
-        .await;
+    let held = app.db.hold_row("sessions", ada.session_id).await;
     let results = behind_lock(&app, held, 8, |_| {
         let p = participant(&app);
         let token = ada.token.clone();
@@ -362,13 +356,7 @@ async fn concurrent_revoke_all_counts_each_session_once() {
     }
     // The test locks one of the six rows: every call has authenticated and
     // is inside its revocation when the test lets go.
-    let held = app
-        .db
-        .hold(&format!(
-            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            sessions[5].session_id
-        ))
-        .await;
+    let held = app.db.hold_row("sessions", sessions[5].session_id).await;
     let results = behind_lock(&app, held, 6, |i| {
         let p = participant(&app);
         let token = sessions[i].token.clone();
@@ -414,34 +402,15 @@ async fn a_revocation_that_lost_its_token_to_a_refresh_is_refused() {
     for path in ["/v1/sessions/current", "/v1/sessions"] {
         let app = TestApp::spawn_with(wide_pool()).await;
         let ada = app.signup("ada@example.com").await;
-        let held = app
-            .db
-            .hold(&format!(
-                "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-                ada.session_id
-            ))
-            .await;
-        let refresh = {
-            let p = participant(&app);
-            let token = ada.token.clone();
-            tokio::spawn(async move {
-                p.send(
-                    p.client
-                        .post(p.url("/v1/sessions/current/refresh"))
-                        .bearer_auth(&token),
-                )
-                .await
-            })
-        };
+        let held = app.db.hold_row("sessions", ada.session_id).await;
+        let refresh = spawn_request(
+            &app,
+            reqwest::Method::POST,
+            "/v1/sessions/current/refresh",
+            &ada.token,
+        );
         app.db.wait_for_lock_waiters(1).await;
-        let revocation = {
-            let p = participant(&app);
-            let token = ada.token.clone();
-            tokio::spawn(async move {
-                p.send(p.client.delete(p.url(path)).bearer_auth(&token))
-                    .await
-            })
-        };
+        let revocation = spawn_request(&app, reqwest::Method::DELETE, path, &ada.token);
         app.db.wait_for_lock_waiters(2).await;
         held.release().await;
         let (refreshed, body) = refresh.await.unwrap();
@@ -572,32 +541,19 @@ async fn after_a_revocation_returned_no_racing_refresh_or_validation_succeeds() 
 /// seen waiting and a validation has made its round trip.
 async fn logout_returns_only_after_its_revocation_committed(app: &TestApp) {
     let bob = app.signup("bob@example.com").await;
-    let held = app
-        .db
-        .hold(&format!(
-            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            bob.session_id
-        ))
-        .await;
-    let logout = {
-        let p = participant(app);
-        let token = bob.token.clone();
-        tokio::spawn(async move {
-            p.send(
-                p.client
-                    .delete(p.url("/v1/sessions/current"))
-                    .bearer_auth(&token),
-            )
-            .await
-            .0
-        })
-    };
+    let held = app.db.hold_row("sessions", bob.session_id).await;
+    let logout = spawn_request(
+        app,
+        reqwest::Method::DELETE,
+        "/v1/sessions/current",
+        &bob.token,
+    );
     app.db.wait_for_lock_waiters(1).await;
     // Read-only (the touch is not due): the revocation has not committed.
     let meanwhile = app.current(&bob.token).await.status().as_u16();
     let answered_early = logout.is_finished();
     held.release().await;
-    assert_eq!(logout.await.unwrap_or(0), 204);
+    assert_eq!(logout.await.map_or(0, |(status, _)| status), 204);
     assert!(
         !answered_early,
         "logout answered while its revocation was still waiting; a validation meanwhile got {meanwhile}"
@@ -674,13 +630,7 @@ async fn revoke_all_racing_logins_revokes_every_earlier_session_and_counts_it_on
     assert_eq!(app.logout(&before[2].token).await.status().as_u16(), 204);
     // The test locks one earlier session: the call stays inside its
     // revocation while the logins race it, and cannot answer before it ends.
-    let held = app
-        .db
-        .hold(&format!(
-            "SELECT id FROM sessions WHERE id = '{}' FOR UPDATE",
-            before[1].session_id
-        ))
-        .await;
+    let held = app.db.hold_row("sessions", before[1].session_id).await;
     let answered = Arc::new(AtomicBool::new(false));
     let race = {
         let participants: Vec<_> = (0..6).map(|_| participant(&app)).collect();
