@@ -418,8 +418,8 @@ impl SessionService {
                     sessions::revoke(
                         conn,
                         caller(principal).as_ref(),
-                        session_id,
                         principal.user_id,
+                        Some(session_id),
                     )
                     .await?,
                 )
@@ -438,7 +438,7 @@ impl SessionService {
             .run(async |conn| {
                 or_fault!(RevocationBeforeCommit => crate::faults::revoke_all_in_background(&self.db, conn, principal.user_id).await);
                 or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(conn, principal.user_id).await?));
-                match sessions::revoke_all(conn, caller(principal).as_ref(), principal.user_id).await? {
+                match sessions::revoke(conn, caller(principal).as_ref(), principal.user_id, None).await? {
                     Revocation { caller: false, .. } => Err(SessionError::InvalidToken),
                     Revocation { revoked, .. } => Ok(revoked as usize),
                 }
@@ -456,7 +456,7 @@ impl SessionService {
                 let user = users::find_by_email(conn, email.as_str())
                     .await?
                     .ok_or(SessionError::NotFound)?;
-                Ok(sessions::revoke_all(conn, None, user.id).await?.revoked as usize)
+                Ok(sessions::revoke(conn, None, user.id, None).await?.revoked as usize)
             })
             .await
     }

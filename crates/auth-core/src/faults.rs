@@ -254,7 +254,7 @@ pub(crate) fn revoke_in_background(
         let _ = db
             .run(async |conn| {
                 Ok::<_, crate::StoreError>(
-                    crate::store::sessions::revoke(conn, None, session_id, user_id).await?,
+                    crate::store::sessions::revoke(conn, None, user_id, Some(session_id)).await?,
                 )
             })
             .await;
@@ -274,7 +274,7 @@ pub(crate) async fn revoke_all_in_background(
         let _ = db
             .run(async |conn| {
                 Ok::<_, crate::StoreError>(
-                    crate::store::sessions::revoke_all(conn, None, user_id).await?,
+                    crate::store::sessions::revoke(conn, None, user_id, None).await?,
                 )
             })
             .await;

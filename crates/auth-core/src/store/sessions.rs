@@ -240,62 +240,32 @@ pub struct Revocation {
     pub revoked: i64,
 }
 
-/// Revokes session `session_id` of `user_id` if active, as long as the
-/// caller's session still has the caller's token. One statement: it locks
-/// the caller's and the target's rows (in id order, so revocations never
-/// deadlock each other) and reads the caller's token as it is now: a
-/// refresh or a revocation that committed in between makes this call one
-/// that came after it, refused (`caller: false`) as it would have been.
+/// Revokes the user's active session `target`, or every one of them
+/// (`None`), as long as the caller's session still has the caller's token.
+/// One statement: it locks the caller's row and the rows it revokes (in id
+/// order, so revocations never deadlock each other) and reads the caller's
+/// token as it is now: a refresh or a revocation that committed in between
+/// makes this call one that came after it, refused (`caller: false`) as it
+/// would have been. The count is what this statement changed, so
+/// concurrent calls never count a session twice.
 pub async fn revoke(
     conn: &mut AsyncPgConnection,
     caller: Option<&Caller<'_>>,
-    session_id: Uuid,
     user_id: Uuid,
+    target: Option<Uuid>,
 ) -> Result<Revocation, DbError> {
     diesel::sql_query(format!(
         "WITH locked AS (
              SELECT id, token_hash FROM sessions
-             WHERE id IN ($1, $3) AND user_id = $4 AND {ACTIVE}
+             WHERE user_id = $3 AND {ACTIVE} AND ($4::uuid IS NULL OR id IN ($1, $4))
              ORDER BY id FOR UPDATE
          ), allowed AS (
              SELECT $1::uuid IS NULL
                     OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
          ), revoked AS (
              UPDATE sessions SET revoked_at = now()
-             WHERE id = $3 AND id IN (SELECT id FROM locked) AND (SELECT caller FROM allowed)
-             RETURNING 1
-         )
-         SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked"
-    ))
-    .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
-    .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
-    .bind::<SqlUuid, _>(session_id)
-    .bind::<SqlUuid, _>(user_id)
-    .prepared()
-    .get_result(conn)
-    .await
-}
-
-/// Revokes every active session of the user, under the same condition on
-/// the caller as [`revoke`], its rows locked in id order; the count is what
-/// this statement changed, so concurrent calls never count a session twice
-/// (and after one of them, the others' tokens are revoked: 401).
-pub async fn revoke_all(
-    conn: &mut AsyncPgConnection,
-    caller: Option<&Caller<'_>>,
-    user_id: Uuid,
-) -> Result<Revocation, DbError> {
-    diesel::sql_query(format!(
-        "WITH locked AS (
-             SELECT id, token_hash FROM sessions
-             WHERE user_id = $3 AND {ACTIVE}
-             ORDER BY id FOR UPDATE
-         ), allowed AS (
-             SELECT $1::uuid IS NULL
-                    OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
-         ), revoked AS (
-             UPDATE sessions SET revoked_at = now()
-             WHERE id IN (SELECT id FROM locked) AND (SELECT caller FROM allowed)
+             WHERE id IN (SELECT id FROM locked) AND ($4::uuid IS NULL OR id = $4)
+               AND (SELECT caller FROM allowed)
              RETURNING 1
          )
          SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked"
@@ -303,6 +273,7 @@ pub async fn revoke_all(
     .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
     .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
     .bind::<SqlUuid, _>(user_id)
+    .bind::<Nullable<SqlUuid>, _>(target)
     .prepared()
     .get_result(conn)
     .await
