@@ -17,6 +17,9 @@ pub struct Args {
     /// Rounds per seed.
     #[arg(long, default_value_t = 100)]
     rounds: usize,
+    /// Reports a failing seed as it failed, unshrunk (sweeps under faults).
+    #[arg(long)]
+    no_shrink: bool,
     /// Replays a history a failed run wrote.
     #[arg(long)]
     replay: Option<String>,
@@ -45,6 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .args(["--rounds", &args.rounds.to_string()]);
             if let Some(seed) = args.seed {
                 cmd.args(["--seed", &seed.to_string()]);
+            }
+            if args.no_shrink {
+                cmd.arg("--no-shrink");
             }
         }
     }

@@ -414,15 +414,13 @@ impl SessionService {
         let revocation = self
             .db
             .run(async |conn| {
-                Ok::<_, SessionError>(
-                    sessions::revoke(
-                        conn,
-                        caller(principal).as_ref(),
-                        principal.user_id,
-                        Some(session_id),
-                    )
-                    .await?,
+                revoke_sessions(
+                    conn,
+                    caller(principal).as_ref(),
+                    principal.user_id,
+                    Some(session_id),
                 )
+                .await
             })
             .await?;
         match revocation {
@@ -438,7 +436,7 @@ impl SessionService {
             .run(async |conn| {
                 or_fault!(RevocationBeforeCommit => crate::faults::revoke_all_in_background(&self.db, conn, principal.user_id).await);
                 or_fault!(RevokeAllCountThenUpdate => Ok(crate::faults::sql::revoke_all_count_then_update(conn, principal.user_id).await?));
-                match sessions::revoke(conn, caller(principal).as_ref(), principal.user_id, None).await? {
+                match revoke_sessions(conn, caller(principal).as_ref(), principal.user_id, None).await? {
                     Revocation { caller: false, .. } => Err(SessionError::InvalidToken),
                     Revocation { revoked, .. } => Ok(revoked as usize),
                 }
@@ -456,10 +454,31 @@ impl SessionService {
                 let user = users::find_by_email(conn, email.as_str())
                     .await?
                     .ok_or(SessionError::NotFound)?;
-                Ok(sessions::revoke(conn, None, user.id, None).await?.revoked as usize)
+                Ok(revoke_sessions(conn, None, user.id, None).await?.revoked as usize)
             })
             .await
     }
+}
+
+/// A revocation ([`sessions::revoke`]): one statement, and only when a
+/// writer raced it, once more under the user's lock (three round trips):
+/// then every login that will commit before it has, and none can start.
+async fn revoke_sessions(
+    conn: &mut AsyncPgConnection,
+    caller: Option<&Caller<'_>>,
+    user_id: Uuid,
+    target: Option<Uuid>,
+) -> Result<Revocation> {
+    or_fault!(RevocationMissesRacingLogin => Ok(sessions::revoke(conn, caller, user_id, target, true).await?));
+    let first = sessions::revoke(conn, caller, user_id, target, false).await?;
+    if !first.raced {
+        return Ok(first);
+    }
+    let lock = users::lock_sql(user_id);
+    crate::db::atomic_after(conn, lock.as_deref(), async |conn| {
+        Ok(sessions::revoke(conn, caller, user_id, target, true).await?)
+    })
+    .await
 }
 
 /// The session a revocation is asked through, and the token it was asked with.

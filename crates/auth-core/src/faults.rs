@@ -17,6 +17,10 @@ pub enum Fault {
     ClaimReportsRequested,
     /// Login counts and evicts sessions without locking the user row.
     SessionLimitWithoutLock,
+    /// Login counts its user's active sessions from its snapshot without
+    /// locking them: a revocation committing meanwhile is still counted,
+    /// and the login evicts one session too many.
+    LoginCountsUnlockedRows,
     /// Refresh does not check that the session is still unrevoked.
     RefreshWithoutRevokedGuard,
     /// The last-seen touch writes back the revoked_at it read.
@@ -36,6 +40,10 @@ pub enum Fault {
     /// Logout and revocations act on the session their token opened when
     /// it was validated, whatever a refresh did to the token since.
     RevocationIgnoresRotation,
+    /// A revocation that a login's eviction raced (a row it saw active was
+    /// ended before it locked it) acts on what it locked, without the
+    /// login's new session, instead of running again under the user's lock.
+    RevocationMissesRacingLogin,
     /// A checkout that finds no free connection fails at once.
     PoolFailsFast,
     /// The login limit counts failures, verifies, and only then records one.
@@ -92,11 +100,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 35] = [
+    pub const ALL: [Fault; 37] = [
         Fault::ClaimTwoStatements,
         Fault::ClaimWithoutSkipLocked,
         Fault::ClaimReportsRequested,
         Fault::SessionLimitWithoutLock,
+        Fault::LoginCountsUnlockedRows,
         Fault::RefreshWithoutRevokedGuard,
         Fault::TouchCanUnrevoke,
         Fault::LowEntropyToken,
@@ -105,6 +114,7 @@ impl Fault {
         Fault::RefreshSelectThenUpdate,
         Fault::RevokeAllCountThenUpdate,
         Fault::RevocationIgnoresRotation,
+        Fault::RevocationMissesRacingLogin,
         Fault::RevocationBeforeCommit,
         Fault::PoolFailsFast,
         Fault::LoginLimitCheckThenRecord,
@@ -136,6 +146,7 @@ impl Fault {
             Fault::ClaimWithoutSkipLocked => "claim_without_skip_locked",
             Fault::ClaimReportsRequested => "claim_reports_requested",
             Fault::SessionLimitWithoutLock => "session_limit_without_lock",
+            Fault::LoginCountsUnlockedRows => "login_counts_unlocked_rows",
             Fault::RefreshWithoutRevokedGuard => "refresh_without_revoked_guard",
             Fault::TouchCanUnrevoke => "touch_can_unrevoke",
             Fault::LowEntropyToken => "low_entropy_token",
@@ -144,6 +155,7 @@ impl Fault {
             Fault::RefreshSelectThenUpdate => "refresh_select_then_update",
             Fault::RevokeAllCountThenUpdate => "revoke_all_count_then_update",
             Fault::RevocationIgnoresRotation => "revocation_ignores_rotation",
+            Fault::RevocationMissesRacingLogin => "revocation_misses_racing_login",
             Fault::RevocationBeforeCommit => "revocation_before_commit",
             Fault::PoolFailsFast => "pool_fails_fast",
             Fault::LoginLimitCheckThenRecord => "login_limit_check_then_record",
@@ -254,7 +266,8 @@ pub(crate) fn revoke_in_background(
         let _ = db
             .run(async |conn| {
                 Ok::<_, crate::StoreError>(
-                    crate::store::sessions::revoke(conn, None, user_id, Some(session_id)).await?,
+                    crate::store::sessions::revoke(conn, None, user_id, Some(session_id), true)
+                        .await?,
                 )
             })
             .await;
@@ -274,7 +287,7 @@ pub(crate) async fn revoke_all_in_background(
         let _ = db
             .run(async |conn| {
                 Ok::<_, crate::StoreError>(
-                    crate::store::sessions::revoke(conn, None, user_id, None).await?,
+                    crate::store::sessions::revoke(conn, None, user_id, None, true).await?,
                 )
             })
             .await;

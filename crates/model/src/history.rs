@@ -127,6 +127,11 @@ pub struct Step {
     /// Which of the two instances it is sent to.
     pub instance: u8,
     pub op: Op,
+    /// Sent once this step of its round has answered, not at the barrier:
+    /// a call that comes right after another (a validation the moment a
+    /// log out returned). A step no longer in the round is not waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<StepId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

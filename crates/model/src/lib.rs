@@ -81,9 +81,13 @@ pub fn listing(history: &History) -> String {
         };
         let _ = writeln!(out, "round {i}{moved}:");
         for step in &round.steps {
+            let after = match step.after {
+                Some(id) => format!(", once #{id} answered"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "  #{:<4} instance {}  {}",
+                "  #{:<4} instance {}  {}{after}",
                 step.id,
                 step.instance,
                 op_line(&step.op)

@@ -74,6 +74,9 @@ pub struct Session {
     pub idle_expires: Ms,
     pub absolute_expires: Ms,
     pub revoked: bool,
+    /// Revoked by the cap: older than every session of its user still
+    /// active (the database's order of creation must agree).
+    pub evicted: bool,
 }
 
 impl Session {
@@ -446,6 +449,7 @@ impl Model {
                 idle_expires: cx.now + cx.settings.idle_ms,
                 absolute_expires: cx.now + cx.settings.absolute_ms,
                 revoked: false,
+                evicted: false,
             },
         );
         self.tokens.insert(
@@ -477,6 +481,9 @@ impl Model {
             .map(|id| {
                 let mut branch = self.clone();
                 branch.revoke(id);
+                if let Some(s) = branch.sessions.get_mut(&id) {
+                    s.evicted = true;
+                }
                 branch
             })
             .collect())

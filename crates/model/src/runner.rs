@@ -215,17 +215,34 @@ impl Run {
             })
             .collect();
         let barrier = Arc::new(tokio::sync::Barrier::new(calls.len()));
+        // Each step says when it has answered; a step `after` another waits
+        // for that before it is sent.
+        let answered: HashMap<StepId, Arc<tokio::sync::watch::Sender<bool>>> = calls
+            .iter()
+            .map(|(step, ..)| (step.id, Arc::new(tokio::sync::watch::channel(false).0)))
+            .collect();
         let handles: Vec<_> = calls
             .iter()
             .map(|(step, _, request)| {
                 let app = self.apps[usize::from(step.instance % 2)].clone();
                 let (barrier, request) = (barrier.clone(), request.clone());
+                let done = answered[&step.id].clone();
+                let first = step
+                    .after
+                    .and_then(|id| answered.get(&id))
+                    .map(|s| s.subscribe());
                 let start_us = self.start_us;
                 tokio::spawn(async move {
                     barrier.wait().await;
+                    if let Some(mut first) = first {
+                        // The senders outlive every step of the round.
+                        let _ = first.wait_for(|done| *done).await;
+                    }
                     let sent = epoch_us() - start_us;
-                    let answered = send(&app, &request).await;
-                    (sent, epoch_us() - start_us, answered)
+                    let answer = send(&app, &request).await;
+                    let answered = epoch_us() - start_us;
+                    done.send_replace(true);
+                    (sent, answered, answer)
                 })
             })
             .collect();
@@ -270,10 +287,11 @@ impl Run {
             users: &self.users,
             events: &events,
         };
-        let ends = judge::linearize(&self.models, &judged).map_err(|why| Kind::Answer.says(why))?;
+        let ends = judge::linearize(&self.models, &judged)
+            .map_err(|why| Kind::Answer.says(format!("{why}\n{}", timeline(&events))))?;
         let stored = self.read_stored().await;
         self.models = settle::settle(&ends, &stored, now, &self.users)
-            .map_err(|why| Kind::State.says(why))?;
+            .map_err(|why| Kind::State.says(format!("{why}\n{}", timeline(&events))))?;
         Ok(())
     }
 
@@ -643,6 +661,26 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .await
         .unwrap_or_else(|e| panic!("reading the stored state: {e}"));
     serde_json::from_str(&doc.doc).unwrap_or_else(|e| panic!("reading {}: {e}", doc.doc))
+}
+
+/// The round as it ran: each step's answer and when it was sent and
+/// answered, from the first send (what the judge's orders must respect).
+fn timeline(events: &[Event]) -> String {
+    let first = events.iter().map(|e| e.sent).min().unwrap_or(0);
+    let ms = |us: i64| (us - first) as f64 / 1000.0;
+    let lines: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "  #{:<4} sent +{:.1} ms, answered +{:.1} ms: {}",
+                e.step,
+                ms(e.sent),
+                ms(e.answered),
+                e.answer
+            )
+        })
+        .collect();
+    format!("the round as it ran:\n{}", lines.join("\n"))
 }
 
 fn answer_kind(answer: &Answer) -> String {

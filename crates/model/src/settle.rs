@@ -95,10 +95,20 @@ fn differences(model: &Model, stored: &Stored, now: Ms, users: &[Uuid]) -> Vec<S
         };
         let active = !db.revoked && db.idle > now && db.absolute > now;
         if active != s.active(now) {
+            let theirs: Vec<String> = model
+                .sessions
+                .iter()
+                .filter(|(_, other)| other.user == s.user)
+                .map(|(id, other)| {
+                    let stored = sessions.get(id).map(|db| (db.created, db.revoked));
+                    format!("{id}: model {other:?}, stored (created, revoked) {stored:?}")
+                })
+                .collect();
             out.push(format!(
-                "session {id}: stored {}, the model has it {}",
+                "session {id}: stored {}, the model has it {}; the user's sessions:\n    {}",
                 if active { "active" } else { "ended" },
-                if s.active(now) { "active" } else { "ended" }
+                if s.active(now) { "active" } else { "ended" },
+                theirs.join("\n    ")
             ));
         }
         if users.get(s.user) != Some(&db.user_id) {
@@ -117,6 +127,7 @@ fn differences(model: &Model, stored: &Stored, now: Ms, users: &[Uuid]) -> Vec<S
             ));
         }
     }
+    out.extend(evictions_out_of_order(model, &sessions, now));
     for id in sessions
         .keys()
         .filter(|id| !model.sessions.contains_key(id))
@@ -188,6 +199,37 @@ fn differences(model: &Model, stored: &Stored, now: Ms, users: &[Uuid]) -> Vec<S
     out
 }
 
+/// The cap takes the oldest: a session it evicted (in this state) must
+/// not have been created after one of its user's sessions still active.
+/// The database's order of creation is the service's: a login stamped
+/// with its transaction's start, not its insert, breaks this.
+fn evictions_out_of_order(
+    model: &Model,
+    stored: &BTreeMap<Uuid, &StoredSession>,
+    now: Ms,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let created = |id: &Uuid| stored.get(id).map(|s| s.created);
+    for (evicted, e) in model.sessions.iter().filter(|(_, s)| s.evicted) {
+        let Some(evicted_at) = created(evicted) else {
+            continue;
+        };
+        for (active, _) in model
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.user == e.user && s.active(now))
+        {
+            if created(active).is_some_and(|at| at < evicted_at) {
+                out.push(format!(
+                    "session {evicted} was evicted by the cap, yet session {active}, still active, was created {} ms before it",
+                    evicted_at - created(active).unwrap_or(evicted_at)
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The model with the database's instants and orders put in.
 fn adopt(mut model: Model, stored: &Stored) -> Model {
     let kept: std::collections::BTreeSet<Uuid> = stored.sessions.iter().map(|s| s.id).collect();
@@ -210,4 +252,59 @@ fn adopt(mut model: Model, stored: &Stored) -> Model {
         }
     }
     model
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Age, Session};
+
+    fn session(user: usize, round: u32, revoked: bool, evicted: bool) -> Session {
+        Session {
+            user,
+            age: Age {
+                round,
+                within: None,
+            },
+            last_seen: 0,
+            idle_expires: 60_000,
+            absolute_expires: 150_000,
+            revoked,
+            evicted,
+        }
+    }
+
+    fn stored(id: Uuid, created: Ms, revoked: bool) -> StoredSession {
+        StoredSession {
+            id,
+            user_id: Uuid::from_u128(1),
+            revoked,
+            created,
+            last_seen: 0,
+            idle: 60_000,
+            absolute: 150_000,
+        }
+    }
+
+    /// The cap takes the oldest: an evicted session created after one still
+    /// active is a difference, one created before it is not.
+    #[test]
+    fn an_eviction_of_a_session_newer_than_one_still_active_is_a_difference() {
+        let (evicted, kept) = (Uuid::from_u128(10), Uuid::from_u128(11));
+        let mut model = Model::default();
+        model.sessions.insert(evicted, session(0, 1, true, true));
+        model.sessions.insert(kept, session(0, 1, false, false));
+        let users = [Uuid::from_u128(1)];
+        for (evicted_at, kept_at, differs) in [(100, 200, false), (200, 100, true)] {
+            let db = Stored {
+                sessions: vec![
+                    stored(evicted, evicted_at, true),
+                    stored(kept, kept_at, false),
+                ],
+                tasks: Vec::new(),
+            };
+            let found = differences(&model, &db, 1_000, &users);
+            assert_eq!(!found.is_empty(), differs, "{found:?}");
+        }
+    }
 }

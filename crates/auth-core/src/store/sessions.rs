@@ -114,8 +114,9 @@ pub struct NewSession<'a> {
 /// Opens a session within the user's limit, in one statement: records the
 /// login attempt that admitted it as `succeeded` (clearing the email's
 /// count), drops the user's expired sessions (they never validate again, so
-/// the count and the eviction read only live rows), revokes the oldest
-/// active ones beyond `limit - 1`, and inserts the new one. Must run after
+/// the count and the eviction read only live rows), locks and counts the
+/// active ones, revokes the oldest beyond `limit - 1`, and inserts the new
+/// one. Must run after
 /// the user's row lock ([`super::users::lock_sql`]) in the same transaction,
 /// as a statement of its own: only then does its snapshot hold every
 /// session that logins before it committed. `None`: no such user.
@@ -127,6 +128,7 @@ pub async fn open(
     succeeded_attempt: Option<i64>,
 ) -> Result<Option<SessionRow>, DbError> {
     let clock = creation_clock();
+    let counted_rows_lock = counted_rows_lock();
     diesel::sql_query(format!(
         "WITH reported AS (
              UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
@@ -136,6 +138,7 @@ pub async fn open(
                AND (idle_expires_at <= now() OR absolute_expires_at <= now())
          ), active AS (
              SELECT id, created_at FROM sessions WHERE user_id = $2 AND {ACTIVE}
+             {counted_rows_lock}
          ), evicted AS (
              UPDATE sessions SET revoked_at = now()
              WHERE revoked_at IS NULL AND id IN (
@@ -179,6 +182,17 @@ pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result
     .get_result::<Count>(conn)
     .await
     .map(|c| c.n)
+}
+
+/// The user's lock keeps other logins out, not revocations: a log out
+/// that commits after the login's snapshot would still be counted, and the
+/// login would evict one session too many (the log out's own caller, say,
+/// which no order of the two calls explains). Locking the counted rows
+/// waits for such a revocation and re-reads its rows, so the count is of
+/// what is active when the login acts. In id order, as revocations lock.
+fn counted_rows_lock() -> &'static str {
+    or_fault!(LoginCountsUnlockedRows => "");
+    "ORDER BY id FOR UPDATE"
 }
 
 /// The creation time of a session: the moment of the insert
@@ -231,13 +245,16 @@ pub struct Caller<'a> {
 
 /// What a revocation did: whether its caller still held the session with
 /// that token when it ran (a refresh or a revocation in between makes the
-/// call one that came after it: a 401), and how many sessions it revoked.
+/// call one that came after it: a 401), how many sessions it revoked, and
+/// whether a writer raced it (see [`revoke`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
 pub struct Revocation {
     #[diesel(sql_type = Bool)]
     pub caller: bool,
     #[diesel(sql_type = BigInt)]
     pub revoked: i64,
+    #[diesel(sql_type = Bool)]
+    pub raced: bool,
 }
 
 /// Revokes the user's active session `target`, or every one of them
@@ -248,32 +265,48 @@ pub struct Revocation {
 /// makes this call one that came after it, refused (`caller: false`) as it
 /// would have been. The count is what this statement changed, so
 /// concurrent calls never count a session twice.
+///
+/// A row the statement saw active but found ended once it held the lock
+/// was ended by a writer that committed in between: if that was a login's
+/// eviction, the login's new session is missing from this statement's
+/// snapshot, and no order of the two calls explains revoking the rest
+/// without it. Such a statement changes nothing and says `raced`; the
+/// caller runs it again under the user's lock, which logins take
+/// (`under_user_lock`), where it acts whatever ended meanwhile.
 pub async fn revoke(
     conn: &mut AsyncPgConnection,
     caller: Option<&Caller<'_>>,
     user_id: Uuid,
     target: Option<Uuid>,
+    under_user_lock: bool,
 ) -> Result<Revocation, DbError> {
     diesel::sql_query(format!(
-        "WITH locked AS (
+        "WITH seen AS (
+             SELECT id FROM sessions
+             WHERE user_id = $3 AND {ACTIVE} AND ($4::uuid IS NULL OR id IN ($1, $4))
+         ), locked AS (
              SELECT id, token_hash FROM sessions
              WHERE user_id = $3 AND {ACTIVE} AND ($4::uuid IS NULL OR id IN ($1, $4))
              ORDER BY id FOR UPDATE
+         ), raced AS (
+             SELECT (SELECT count(*) FROM seen) > (SELECT count(*) FROM locked) AS raced
          ), allowed AS (
              SELECT $1::uuid IS NULL
                     OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
          ), revoked AS (
              UPDATE sessions SET revoked_at = now()
              WHERE id IN (SELECT id FROM locked) AND ($4::uuid IS NULL OR id = $4)
-               AND (SELECT caller FROM allowed)
+               AND (SELECT caller FROM allowed) AND ($5 OR NOT (SELECT raced FROM raced))
              RETURNING 1
          )
-         SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked"
+         SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked,
+                (SELECT raced FROM raced) AS raced"
     ))
     .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
     .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
     .bind::<SqlUuid, _>(user_id)
     .bind::<Nullable<SqlUuid>, _>(target)
+    .bind::<Bool, _>(under_user_lock)
     .prepared()
     .get_result(conn)
     .await

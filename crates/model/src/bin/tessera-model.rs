@@ -21,6 +21,10 @@ struct Args {
     /// Rounds per seed.
     #[arg(long, default_value_t = 60)]
     rounds: usize,
+    /// Reports a failing seed as it failed, without shrinking it (a sweep
+    /// under many faults).
+    #[arg(long)]
+    no_shrink: bool,
     /// Replays a history written by a failed run instead.
     #[arg(long)]
     replay: Option<std::path::PathBuf>,
@@ -52,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for seed in first..first + args.seeds {
         let started = Instant::now();
-        match model::check(seed, args.rounds, model::Shrink::Yes).await {
+        let shrink = match args.no_shrink {
+            true => model::Shrink::No,
+            false => model::Shrink::Yes,
+        };
+        match model::check(seed, args.rounds, shrink).await {
             Ok(outcome) => {
                 let took = started.elapsed().as_secs_f64();
                 println!(

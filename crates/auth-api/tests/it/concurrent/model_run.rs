@@ -4,9 +4,10 @@
 //! and by a fresh read of the database. `cargo xtask model --seeds N` runs
 //! many seeds; `prove` runs this one under every deliberate fault.
 
-/// Seeds and rounds: a few seconds on two cores, every kind of step.
-const SEEDS: [u64; 2] = [20261207, 7];
-const ROUNDS: usize = 60;
+/// Seeds and rounds: about ten seconds on two cores, every kind of step
+/// and every kind of crowd.
+const SEEDS: [u64; 4] = [20261207, 7, 1, 2];
+const ROUNDS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fixed_seed_histories_are_explained_by_the_model_of_the_rules() {

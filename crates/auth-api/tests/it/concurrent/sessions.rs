@@ -437,6 +437,118 @@ async fn a_revocation_that_lost_its_token_to_a_refresh_is_refused() {
     }
 }
 
+/// A wide pool and a cap of `cap` sessions per user.
+fn capped(cap: u32) -> TestAppConfig {
+    TestAppConfig {
+        sessions: SessionPolicy {
+            max_sessions_per_user: SessionLimit::try_from(cap).unwrap(),
+            ..SessionPolicy::default()
+        },
+        ..wide_pool()
+    }
+}
+
+/// A login with the right password, from a participant and a task of its
+/// own (a call the test lets wait on a lock while it acts).
+fn spawn_login(app: &TestApp, email: &str) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let p = participant(app);
+    let (url, body) = (
+        p.url("/v1/sessions"),
+        json!({"email": email, "password": PASSWORD}),
+    );
+    tokio::spawn(async move { p.send(p.client.post(url).json(&body)).await })
+}
+
+/// Log out everywhere racing a login that evicts (found by the randomized
+/// run): the login ends the oldest session after the revocation saw it
+/// active, and commits its new session after the revocation's snapshot.
+/// Revoking the rest without the new one is explained by no order of the
+/// two calls; the revocation must come after the login, new session and
+/// all. Forced: the oldest session's row is held, the login waits on it to
+/// evict it, the revocation waits behind the login. At the cap of 2 and 3.
+#[tokio::test]
+async fn a_log_out_everywhere_racing_an_evicting_login_revokes_its_new_session_too() {
+    for cap in [2u32, 3] {
+        let app = TestApp::spawn_with(capped(cap)).await;
+        let oldest = app.signup("ada@example.com").await;
+        let mut newest = oldest.clone();
+        for _ in 1..cap {
+            newest = app.login_ok("ada@example.com").await;
+        }
+        let held = app.db.hold_row("sessions", oldest.session_id).await;
+        let login = spawn_login(&app, "ada@example.com");
+        app.db.wait_for_lock_waiters(1).await;
+        let everywhere =
+            spawn_request(&app, reqwest::Method::DELETE, "/v1/sessions", &newest.token);
+        app.db.wait_for_lock_waiters(2).await;
+        held.release().await;
+        let (logged_in, session) = login.await.unwrap();
+        let (revoked, answer) = everywhere.await.unwrap();
+        assert_eq!(logged_in, 201, "cap {cap}: the login: {session}");
+        assert_eq!(
+            (revoked, answer["revoked"].as_u64()),
+            (200, Some(u64::from(cap))),
+            "cap {cap}: the others of the cap and the login's new session: {answer}"
+        );
+        let active = app
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL
+                   AND idle_expires_at > now() AND absolute_expires_at > now()",
+                oldest.user_id
+            ))
+            .await;
+        assert_eq!(active, 0, "cap {cap}: nothing of ada's is left active");
+    }
+}
+
+/// A login at the cap racing a revocation of one of its user's sessions
+/// (found by the randomized run): the login's snapshot still counts the
+/// session being revoked, so it would evict one more, here the revoking
+/// call's own session, which no order of the two calls explains (before
+/// the login, the revocation leaves room; after it, its caller is gone).
+/// Forced: the oldest session's row is held, the revocation (through the
+/// oldest) waits on it, the login behind it. Cap 3, the user holding 2
+/// sessions (nothing to evict either way), 3, and 3 after an eviction.
+#[tokio::test]
+async fn a_login_racing_a_revocation_counts_what_is_active_when_it_acts() {
+    for others in [1usize, 2, 3] {
+        let cap = 3u32;
+        let app = TestApp::spawn_with(capped(cap)).await;
+        let oldest = app.signup("ada@example.com").await;
+        let mut rest = Vec::new();
+        for _ in 0..others {
+            rest.push(app.login_ok("ada@example.com").await);
+        }
+        // With three others, the oldest was evicted by the last of them.
+        let caller = if others + 1 > cap as usize {
+            rest[0].clone()
+        } else {
+            oldest.clone()
+        };
+        let target = rest.last().unwrap().clone();
+        let held = app.db.hold_row("sessions", caller.session_id).await;
+        let path = format!("/v1/sessions/{}", target.session_id);
+        let revocation = spawn_request(&app, reqwest::Method::DELETE, &path, &caller.token);
+        app.db.wait_for_lock_waiters(1).await;
+        let login = spawn_login(&app, "ada@example.com");
+        // Below the cap a login that locks nothing has nothing to wait on.
+        app.db
+            .wait_until_parked(2, || i64::from(login.is_finished()))
+            .await;
+        held.release().await;
+        let (revoked, problem) = revocation.await.unwrap();
+        let (logged_in, session) = login.await.unwrap();
+        assert_eq!(revoked, 204, "{others} others: the revocation: {problem}");
+        assert_eq!(logged_in, 201, "{others} others: the login: {session}");
+        assert_eq!(
+            app.current(&caller.token).await.status(),
+            200,
+            "{others} others: the revocation left room; the login evicts nothing"
+        );
+    }
+}
+
 #[tokio::test]
 async fn more_participants_than_connections_all_succeed_by_waiting() {
     const POOL: u32 = 2;
