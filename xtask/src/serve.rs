@@ -21,7 +21,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("xtask: database {}", url.redacted());
     eprintln!("xtask: building auth-api (release)...");
     let built = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "auth-api"])
+        // Not --quiet: a first build takes minutes; cargo's progress shows
+        // that something is moving.
+        .args(["build", "--release", "-p", "auth-api"])
         .status()
         .context("running cargo build")?;
     anyhow::ensure!(built.success(), "cargo build failed");

@@ -132,7 +132,7 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     // and still reads its answer is refused; HTTP/1.1 clients do not.)
     .h1_allow_half_closed(hang_ups_ignored())
     // The binary handles the signals itself: long-poll claims must end
-    // before actix waits for in-flight requests (`Application::stop`).
+    // before actix waits for in-flight requests (`Application::stopper`).
     .disable_signals()
     .listen(listener)?;
     if let Some(workers) = config.workers {

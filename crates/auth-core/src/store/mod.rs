@@ -1,12 +1,12 @@
-//! All of tessera's SQL. Every function takes `&mut AsyncPgConnection`, so a
-//! caller can compose several inside one transaction, and tests can run them
-//! step by step on connections they control to force an interleaving.
+//! Every statement of the rules. Every function takes
+//! `&mut AsyncPgConnection`, so a caller can compose several inside one
+//! transaction, and tests can run them step by step on connections they
+//! control to force an interleaving.
 //!
 //! Time is always the database's `now()`: one clock for every instance.
 
 pub mod login_attempts;
 pub mod retention;
-mod schema;
 pub mod sessions;
 pub mod tasks;
 pub mod users;
