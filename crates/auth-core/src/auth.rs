@@ -463,6 +463,9 @@ impl SessionService {
 /// A revocation ([`sessions::revoke`]): one statement, and only when a
 /// writer raced it, once more under the user's lock (three round trips):
 /// then every login that will commit before it has, and none can start.
+/// Inside a transaction already (behind a transaction pooler) a first
+/// try's row locks would be held while it waits for the user's lock, the
+/// other way round from a login: there the user's lock comes first.
 async fn revoke_sessions(
     conn: &mut AsyncPgConnection,
     caller: Option<&Caller<'_>>,
@@ -470,9 +473,11 @@ async fn revoke_sessions(
     target: Option<Uuid>,
 ) -> Result<Revocation> {
     or_fault!(RevocationMissesRacingLogin => Ok(sessions::revoke(conn, caller, user_id, target, true).await?));
-    let first = sessions::revoke(conn, caller, user_id, target, false).await?;
-    if !first.raced {
-        return Ok(first);
+    if !crate::db::within_transaction(conn)? {
+        let first = sessions::revoke(conn, caller, user_id, target, false).await?;
+        if !first.raced {
+            return Ok(first);
+        }
     }
     let lock = users::lock_sql(user_id);
     crate::db::atomic_after(conn, lock.as_deref(), async |conn| {

@@ -77,6 +77,15 @@ where
     atomic_after(conn, None, work).await
 }
 
+/// Whether `conn` is in a transaction already (behind a transaction
+/// pooler, every [`Db::run`] is one).
+pub fn within_transaction(conn: &mut AsyncPgConnection) -> Result<bool, StoreError> {
+    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(StoreError::from)?;
+    Ok(depth.is_some())
+}
+
 /// Runs `work` in a transaction that first runs `prelude`: simple-protocol
 /// SQL whose text carries no outside input (a lock by a numeric key or an
 /// id the service generated). Directly, the prelude rides on the `BEGIN`,
@@ -91,19 +100,16 @@ where
     F: AsyncFnOnce(&mut AsyncPgConnection) -> Result<R, E>,
     E: From<StoreError>,
 {
-    let depth = AnsiTransactionManager::transaction_manager_status_mut(conn)
-        .transaction_depth()
-        .map_err(StoreError::from)?;
-    match (depth, prelude) {
-        (Some(_), None) => work(conn).await,
-        (Some(_), Some(prelude)) => {
+    match (within_transaction(conn)?, prelude) {
+        (true, None) => work(conn).await,
+        (true, Some(prelude)) => {
             conn.batch_execute(prelude)
                 .await
                 .map_err(StoreError::from)?;
             work(conn).await
         }
-        (None, None) => in_transaction(conn, "BEGIN", work).await,
-        (None, Some(prelude)) => in_transaction(conn, &format!("BEGIN; {prelude}"), work).await,
+        (false, None) => in_transaction(conn, "BEGIN", work).await,
+        (false, Some(prelude)) => in_transaction(conn, &format!("BEGIN; {prelude}"), work).await,
     }
 }
 

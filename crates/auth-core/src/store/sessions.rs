@@ -113,10 +113,10 @@ pub struct NewSession<'a> {
 
 /// Opens a session within the user's limit, in one statement: records the
 /// login attempt that admitted it as `succeeded` (clearing the email's
-/// count), drops the user's expired sessions (they never validate again, so
-/// the count and the eviction read only live rows), locks and counts the
-/// active ones, revokes the oldest beyond `limit - 1`, and inserts the new
-/// one. Must run after
+/// count), locks the user's unrevoked sessions, drops the expired ones
+/// (they never validate again, so the count and the eviction read only
+/// live rows), counts the active ones, revokes the oldest beyond
+/// `limit - 1`, and inserts the new one. Must run after
 /// the user's row lock ([`super::users::lock_sql`]) in the same transaction,
 /// as a statement of its own: only then does its snapshot hold every
 /// session that logins before it committed. `None`: no such user.
@@ -133,12 +133,14 @@ pub async fn open(
         "WITH reported AS (
              UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
              WHERE id = $8
-         ), expired AS (
-             DELETE FROM sessions WHERE user_id = $2 AND revoked_at IS NULL
-               AND (idle_expires_at <= now() OR absolute_expires_at <= now())
-         ), active AS (
-             SELECT id, created_at FROM sessions WHERE user_id = $2 AND {ACTIVE}
+         ), unrevoked AS (
+             SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
+             FROM sessions WHERE user_id = $2 AND revoked_at IS NULL
              {counted_rows_lock}
+         ), expired AS (
+             DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
+         ), active AS (
+             SELECT id, created_at FROM unrevoked WHERE live
          ), evicted AS (
              UPDATE sessions SET revoked_at = now()
              WHERE revoked_at IS NULL AND id IN (
@@ -187,9 +189,11 @@ pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result
 /// The user's lock keeps other logins out, not revocations: a log out
 /// that commits after the login's snapshot would still be counted, and the
 /// login would evict one session too many (the log out's own caller, say,
-/// which no order of the two calls explains). Locking the counted rows
-/// waits for such a revocation and re-reads its rows, so the count is of
-/// what is active when the login acts. In id order, as revocations lock.
+/// which no order of the two calls explains). Locking the user's unrevoked
+/// rows waits for such a revocation and re-reads its rows, so the count is
+/// of what is active when the login acts. Every row the statement then
+/// deletes (expired) or revokes (evicted) is among those it holds, taken
+/// in id order as revocations take theirs, so the two never deadlock.
 fn counted_rows_lock() -> &'static str {
     or_fault!(LoginCountsUnlockedRows => "");
     "ORDER BY id FOR UPDATE"
