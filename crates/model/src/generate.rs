@@ -149,17 +149,14 @@ impl Generator {
     /// Tokens worth presenting: mostly those of live sessions, newest
     /// first, sometimes one rotated away or ended.
     fn token(&mut self, view: &View<'_>) -> Option<(StepId, Option<usize>)> {
-        let mut live = Vec::new();
-        let mut dead = Vec::new();
-        for (step, token) in &view.model.tokens {
-            let session = view.model.sessions.get(&token.session);
-            let user = session.map(|s| s.user);
-            if token.rotated_at.is_none() && session.is_some_and(|s| s.active(view.now)) {
-                live.push((*step, user));
-            } else {
-                dead.push((*step, user));
-            }
-        }
+        let live = live_tokens(view);
+        let dead: Vec<(StepId, Option<usize>)> = view
+            .model
+            .tokens
+            .iter()
+            .filter(|(step, _)| !live.iter().any(|(l, _)| l == *step))
+            .map(|(step, t)| (*step, view.model.sessions.get(&t.session).map(|s| s.user)))
+            .collect();
         if !dead.is_empty() && (live.is_empty() || self.rng.random_bool(0.12)) {
             return Some(dead[self.rng.random_range(0..dead.len())]);
         }
@@ -168,7 +165,8 @@ impl Generator {
         }
         // Newer tokens more often: races on one token are the point.
         let from = live.len().saturating_sub(6);
-        Some(live[self.rng.random_range(from..live.len())])
+        let (step, user) = live[self.rng.random_range(from..live.len())];
+        Some((step, Some(user)))
     }
 
     /// A crowd on one hot thing, with how far the clock must move first,

@@ -219,10 +219,10 @@ fn evictions_out_of_order(
             .iter()
             .filter(|(_, s)| s.user == e.user && s.active(now))
         {
-            if created(active).is_some_and(|at| at < evicted_at) {
+            if let Some(at) = created(active).filter(|at| *at < evicted_at) {
                 out.push(format!(
                     "session {evicted} was evicted by the cap, yet session {active}, still active, was created {} ms before it",
-                    evicted_at - created(active).unwrap_or(evicted_at)
+                    evicted_at - at
                 ));
             }
         }
