@@ -11,46 +11,15 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Every fault in auth-core's `faults` module (kept in step by a test there).
-pub const FAULTS: &[&str] = &[
-    "claim_two_statements",
-    "claim_without_skip_locked",
-    "claim_reports_requested",
-    "session_limit_without_lock",
-    "login_counts_unlocked_rows",
-    "refresh_without_revoked_guard",
-    "touch_can_unrevoke",
-    "low_entropy_token",
-    "complete_without_fence",
-    "registration_check_then_insert",
-    "refresh_select_then_update",
-    "revoke_all_count_then_update",
-    "revocation_before_commit",
-    "revocation_ignores_rotation",
-    "revocation_misses_racing_login",
-    "pool_fails_fast",
-    "login_limit_check_then_record",
-    "login_limit_refuses_in_flight",
-    "login_limit_refusal_not_shared",
-    "hash_queue_unbounded",
-    "user_lock_for_update",
-    "session_created_at_tx_start",
-    "counts_folded_in_two_statements",
-    "one_pool_for_every_class",
-    "cleanup_waits_on_locks",
-    "reuse_without_grace",
-    "reuse_not_remembered",
-    "key_check_then_insert",
-    "claim_ignores_max_attempts",
-    "heartbeat_without_fence",
-    "cancel_any_status",
-    "long_poll_no_recheck",
-    "hung_up_claims_kept",
-    "hang_ups_ignored",
-    "long_poll_recheck_per_waiter",
-    "waiters_unbounded",
-    "body_read_whole",
-];
+/// Reads auth-core's one table of faults as the list of their names.
+macro_rules! faults {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Every fault auth-core defines, by the name `TESSERA_FAULT` takes.
+        pub const FAULTS: &[&str] = &[$($name),*];
+    };
+}
+
+include!("../../crates/auth-core/src/faults/table.rs");
 
 const TIER2: &[&str] = &[
     "test",

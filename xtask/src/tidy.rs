@@ -44,30 +44,31 @@ fn dependencies(manifest: &str) -> String {
         .to_owned()
 }
 
+/// rust-analyzer's rule: a reader opening any module first reads what it is.
 #[test]
-fn every_crate_root_says_what_it_is() {
-    let mut missing = Vec::new();
-    for krate in std::fs::read_dir(root().join("crates"))
+fn every_module_says_what_it_is() {
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
         .into_iter()
         .flatten()
         .flatten()
-    {
-        let src = krate.path().join("src");
-        let mut roots: Vec<PathBuf> = ["lib.rs", "main.rs"]
-            .iter()
-            .map(|f| src.join(f))
-            .filter(|p| p.exists())
-            .collect();
-        roots.extend(rust_files(&src.join("bin")));
-        for file in roots {
-            if !read(&file).trim_start().starts_with("//!") {
-                missing.push(file.display().to_string());
-            }
-        }
-    }
+        .map(|krate| krate.path().join("src"))
+        .collect();
+    sources.push(root().join("xtask/src"));
+    let modules: Vec<PathBuf> = sources
+        .iter()
+        .flat_map(|src| rust_files(src))
+        // Included into an item list (by `include!`), not a module.
+        .filter(|file| !file.ends_with("faults/table.rs"))
+        .collect();
+    assert!(modules.len() > 100, "found only {} modules", modules.len());
+    let missing: Vec<String> = modules
+        .iter()
+        .filter(|file| !read(file).trim_start().starts_with("//!"))
+        .map(|file| file.display().to_string())
+        .collect();
     assert!(
         missing.is_empty(),
-        "crate roots without a `//!` doc: {missing:?}"
+        "modules without a `//!` doc: {missing:?}"
     );
 }
 
@@ -172,7 +173,7 @@ fn every_setting_the_service_reads_is_documented() {
     for krate in ["auth-core", "auth-api"] {
         for file in rust_files(&root().join("crates").join(krate).join("src")) {
             // The deliberate faults are test machinery, not a setting.
-            if file.ends_with("faults.rs") {
+            if file.components().any(|c| c.as_os_str() == "faults") {
                 continue;
             }
             read_by_code.extend(variables(&read(&file)));
@@ -190,17 +191,107 @@ fn every_setting_the_service_reads_is_documented() {
     }
 }
 
-#[test]
-fn prove_knows_exactly_the_faults_the_code_defines() {
-    let faults = read(&root().join("crates/auth-core/src/faults.rs"));
-    let defined: std::collections::BTreeSet<&str> = faults
+/// The spans of `cell` written as code (between backticks).
+fn quoted(cell: &str) -> Vec<&str> {
+    cell.split('`').skip(1).step_by(2).collect()
+}
+
+/// Whether `text` defines an item named `name` (a fn, const, static, type).
+fn defines(text: &str, name: &str) -> bool {
+    [
+        format!("fn {name}("),
+        format!("fn {name}<"),
+        format!("const {name}:"),
+        format!("static {name}:"),
+        format!("struct {name} "),
+        format!("enum {name} "),
+    ]
+    .iter()
+    .any(|needle| text.contains(needle.as_str()))
+}
+
+/// ARCHITECTURE.md's "Rules" table, one `Vec` of cells per rule.
+fn rule_rows() -> Vec<Vec<String>> {
+    let doc = read(&root().join("ARCHITECTURE.md"));
+    let section = doc
+        .split("\n## Rules\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a Rules section");
+    section
         .lines()
-        .filter_map(|line| {
-            let (_, name) = line.trim().strip_prefix("Fault::")?.split_once(" => \"")?;
-            name.strip_suffix("\",")
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| rule") && !l.starts_with("| ---"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_owned())
+                .collect()
         })
+        .collect()
+}
+
+#[test]
+fn rule_table_names_what_exists() {
+    let rows = rule_rows();
+    assert!(rows.len() >= 30, "found only {} rules", rows.len());
+    let concurrent: String = rust_files(&root().join("crates/auth-api/tests/it/concurrent"))
+        .iter()
+        .map(|f| read(f))
         .collect();
-    let proved: std::collections::BTreeSet<&str> = crate::prove::FAULTS.iter().copied().collect();
-    assert!(defined.len() >= 19, "found only {defined:?}");
-    assert_eq!(defined, proved, "faults.rs and prove::FAULTS differ");
+    let mut homes: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for row in &rows {
+        let rule = row[0].as_str();
+        assert_eq!(row.len(), 6, "{rule}: not six cells");
+        let lives = quoted(&row[1]);
+        assert!(!lives.is_empty(), "{rule}: lives nowhere");
+        for place in lives {
+            let (path, symbol) = place
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{rule}: `{place}` is not path:symbol"));
+            let text = read(&root().join("crates").join(path));
+            let mut names = symbol.split("::");
+            let (owner, item) = match (names.next(), names.next()) {
+                (Some(owner), Some(item)) => (Some(owner), item),
+                (Some(item), None) => (None, item),
+                _ => panic!("{rule}: `{place}` names nothing"),
+            };
+            assert!(defines(&text, item), "{rule}: {path} defines no `{item}`");
+            if let Some(owner) = owner {
+                assert!(
+                    text.contains(&format!("impl {owner} ")),
+                    "{rule}: {path} has no `impl {owner}`"
+                );
+            }
+        }
+        let faults = quoted(&row[2]);
+        assert!(!faults.is_empty(), "{rule}: no fault breaks it");
+        for fault in faults {
+            assert!(
+                crate::prove::FAULTS.contains(&fault),
+                "{rule}: `{fault}` is no fault of faults/table.rs"
+            );
+            homes.entry(fault).or_default().push(rule);
+        }
+        let tests = quoted(&row[3]);
+        assert!(!tests.is_empty(), "{rule}: no test races it");
+        for test in tests {
+            assert!(
+                concurrent.contains(&format!("async fn {test}()")),
+                "{rule}: no tier-2 test `{test}`"
+            );
+        }
+        assert!(
+            !row[4].is_empty() && !row[5].is_empty(),
+            "{rule}: no sizes or no way forced"
+        );
+    }
+    for fault in crate::prove::FAULTS {
+        let rows = homes.get(fault).map_or(0, Vec::len);
+        assert_eq!(
+            rows,
+            1,
+            "`{fault}` is in {rows} rows of the rule table: {:?}",
+            homes.get(fault)
+        );
+    }
 }

@@ -272,8 +272,8 @@ impl SessionService {
         let row = self
             .db
             .run(async |conn| {
-                crate::db::atomic_after(conn, lock.as_deref(), async move |conn| {
-                    let reported = attempt.succeeded(conn).await?;
+                crate::db::atomic_after(conn, Some(&lock), async move |conn| {
+                    let reported = Some(attempt.succeeded());
                     let new = sessions::NewSession {
                         id: session_id,
                         user_id,
@@ -480,7 +480,7 @@ async fn revoke_sessions(
         }
     }
     let lock = users::lock_sql(user_id);
-    crate::db::atomic_after(conn, lock.as_deref(), async |conn| {
+    crate::db::atomic_after(conn, Some(&lock), async |conn| {
         Ok(sessions::revoke(conn, caller, user_id, target, true).await?)
     })
     .await

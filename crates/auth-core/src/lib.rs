@@ -16,6 +16,28 @@ macro_rules! fault_active {
     }};
 }
 
+/// The statement `$real`, or, when the deliberate fault `$fault` was
+/// chosen, the whole statement `faults::sql::$broken` that breaks it (with
+/// the same binds; a function of `$arg`s when it depends on them). Expands to `$real` in a normal build, so the store
+/// reads as the real SQL.
+macro_rules! statement {
+    ($real:expr, $($fault:ident => $broken:ident $(($($arg:expr),*))?),+ $(,)?) => {{
+        #[cfg(feature = "faults")]
+        let sql: &'static str = {
+            let mut sql: &'static str = $real;
+            $(
+                if crate::faults::active(crate::faults::Fault::$fault) {
+                    sql = crate::faults::sql::$broken $(($($arg),*))?;
+                }
+            )+
+            sql
+        };
+        #[cfg(not(feature = "faults"))]
+        let sql: &'static str = $real;
+        sql
+    }};
+}
+
 /// Returns `$broken` (a call into `faults`) instead of running the rest of
 /// the function, when the deliberate fault `$fault` was chosen. Expands to
 /// nothing in a normal build, so the real code reads as the real code.

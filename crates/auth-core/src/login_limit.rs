@@ -76,9 +76,6 @@ pub struct Admission {
 pub struct Admitted {
     attempt_id: i64,
     line: LineRef,
-    /// The faulty build records outcomes by email, not by attempt.
-    #[cfg(feature = "faults")]
-    email: String,
 }
 
 impl std::fmt::Debug for Admission {
@@ -159,8 +156,6 @@ impl LoginLimit {
                         attempt: Admitted {
                             attempt_id,
                             line: line.clone(),
-                            #[cfg(feature = "faults")]
-                            email: email.to_owned(),
                         },
                         user,
                         slot,
@@ -225,12 +220,6 @@ impl LoginLimit {
         let owned = email.to_owned();
         let row = db
             .run(async |conn| {
-                or_fault!(LoginLimitCheckThenRecord => Ok::<_, SessionError>(
-                    crate::faults::sql::count_only(conn, &owned, limit, window).await?
-                ));
-                or_fault!(LoginLimitRefusesInFlight => Ok::<_, SessionError>(
-                    crate::faults::sql::admit_counting_in_flight(conn, &owned, limit, window).await?
-                ));
                 let lock = login_attempts::lock_email_sql(&owned);
                 crate::db::atomic_after(conn, Some(&lock), async |conn| {
                     Ok::<_, SessionError>(
@@ -268,16 +257,10 @@ fn past_deadline() -> SessionError {
 impl Admitted {
     /// The password was right: the attempt whose outcome the session's own
     /// statement records as `succeeded`, clearing the count, so both happen
-    /// or neither ([`crate::store::sessions::open`]). The faulty build
-    /// records it by email here instead (`None` left to record). The
-    /// attempt is dropped once that statement committed.
-    pub async fn succeeded(&self, conn: &mut AsyncPgConnection) -> Result<Option<i64>> {
-        or_fault!(LoginLimitCheckThenRecord => {
-            crate::faults::sql::insert_outcome(conn, &self.email, "succeeded").await?;
-            Ok(None)
-        });
-        let _ = conn;
-        Ok(Some(self.attempt_id))
+    /// or neither ([`crate::store::sessions::open`]). The attempt is
+    /// dropped once that statement committed.
+    pub fn succeeded(&self) -> i64 {
+        self.attempt_id
     }
 
     /// How this attempt ends, as a value a unit of work can own: written
@@ -287,8 +270,6 @@ impl Admitted {
         Settle {
             attempt_id: self.attempt_id,
             how,
-            #[cfg(feature = "faults")]
-            email: self.email.clone(),
         }
     }
 }
@@ -307,23 +288,13 @@ pub enum Ending {
 pub struct Settle {
     attempt_id: i64,
     how: Ending,
-    #[cfg(feature = "faults")]
-    email: String,
 }
 
 impl Settle {
     pub async fn write(&self, conn: &mut AsyncPgConnection) -> Result<()> {
         match self.how {
-            Ending::Failed => {
-                or_fault!(LoginLimitCheckThenRecord => Ok(
-                    crate::faults::sql::insert_outcome(conn, &self.email, "failed").await?
-                ));
-                Ok(login_attempts::report(conn, self.attempt_id, "failed").await?)
-            }
-            Ending::Withdrawn => {
-                or_fault!(LoginLimitCheckThenRecord => Ok(()));
-                Ok(login_attempts::withdraw(conn, self.attempt_id).await?)
-            }
+            Ending::Failed => Ok(login_attempts::report(conn, self.attempt_id, "failed").await?),
+            Ending::Withdrawn => Ok(login_attempts::withdraw(conn, self.attempt_id).await?),
         }
     }
 }
@@ -486,8 +457,6 @@ mod tests {
             attempt: super::Admitted {
                 attempt_id: 7,
                 line: lines.line("ada@example.com"),
-                #[cfg(feature = "faults")]
-                email: "ada@example.com".into(),
             },
             user: Some(crate::store::users::UserRow {
                 id: uuid::Uuid::nil(),

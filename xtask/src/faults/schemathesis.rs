@@ -105,7 +105,10 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
         check(
             "no 5xx served (the service's own /metrics)",
             server_errors == 0,
-            format!("{server_errors} answers with a 5xx status"),
+            format!(
+                "{server_errors} answers with a 5xx status{}",
+                server_error_causes(&served, &dir.join("schemathesis.server.log"))
+            ),
         ),
     ];
     Ok(CaseReport {
@@ -163,11 +166,17 @@ fn summary_number(output: &str, word: &str) -> Option<u64> {
         .ok()
 }
 
+/// Whether a series counts requests of the run: not the scrapes of
+/// /metrics, nor the start's polls of /readyz (503 until migrated).
+fn counted(series: &str) -> bool {
+    !series.contains("route=\"/metrics\"") && !series.contains("route=\"/readyz\"")
+}
+
 /// Requests the service answered, by status, excluding its own scrapes.
 fn served_statuses(samples: &service::Samples) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (series, value) in samples.series("tessera_http_requests_total{") {
-        if series.contains("route=\"/metrics\"") || series.contains("route=\"/readyz\"") {
+        if !counted(series) {
             continue;
         }
         if let Some(status) = series
@@ -179,6 +188,30 @@ fn served_statuses(samples: &service::Samples) -> BTreeMap<String, usize> {
         }
     }
     out
+}
+
+/// Where the 5xx answers went and why, when there were any: the routes
+/// (from /metrics) and the service's own warnings (its log).
+fn server_error_causes(samples: &service::Samples, log: &Path) -> String {
+    let routes: Vec<String> = samples
+        .series("tessera_http_requests_total{")
+        .filter(|(series, _)| series.contains("status=\"5") && counted(series))
+        .map(|(series, n)| format!("{n} x {series}"))
+        .collect();
+    if routes.is_empty() {
+        return String::new();
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(5)
+        .collect();
+    format!(
+        ": {}; the service said: {}",
+        routes.join(", "),
+        warnings.join(" | ")
+    )
 }
 
 #[cfg(test)]

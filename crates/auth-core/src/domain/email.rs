@@ -1,3 +1,5 @@
+//! The email address as the service keeps it: normalised once, on the way in.
+
 use std::fmt;
 
 /// A normalised email address: trimmed, lower-cased, at most 254 characters,

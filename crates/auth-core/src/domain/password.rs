@@ -1,3 +1,5 @@
+//! The password a user sends: bounded, and never printed.
+
 use std::fmt;
 
 /// A candidate password of 8..=128 Unicode scalar values. Deliberately has no

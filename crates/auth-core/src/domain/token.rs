@@ -1,3 +1,6 @@
+//! Session tokens: 32 random bytes shown to the client once, stored only as
+//! their SHA-256.
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};

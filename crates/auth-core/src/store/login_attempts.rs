@@ -54,6 +54,62 @@ pub fn lock_email_sql(email: &str) -> String {
     format!("SELECT pg_advisory_xact_lock({})", i64::from_be_bytes(key))
 }
 
+/// The admission, as sent: `$1` the email, `$2` the limit, `$3` the
+/// window and `$4` the staleness, in seconds (see [`admit`]).
+pub const ADMIT: &str = "\
+WITH purged AS (
+    DELETE FROM login_attempts
+    WHERE email = $1 AND attempted_at <= now() - make_interval(secs => $3)
+),
+last_success AS (
+    SELECT coalesce(max(coalesce(settled_at, attempted_at)), '-infinity') AS at
+    FROM login_attempts
+    WHERE email = $1 AND outcome = 'succeeded'
+),
+failures AS (
+    SELECT attempted_at FROM login_attempts, last_success
+    WHERE email = $1
+      AND attempted_at > now() - make_interval(secs => $3)
+      AND ((outcome = 'failed' AND coalesce(settled_at, attempted_at) > last_success.at)
+           OR (outcome = 'pending' AND attempted_at <= now() - make_interval(secs => $4)
+               AND attempted_at > last_success.at))
+    ORDER BY attempted_at DESC
+    LIMIT $2
+),
+in_flight AS (
+    SELECT count(*) AS n FROM login_attempts
+    WHERE email = $1 AND outcome = 'pending'
+      AND attempted_at > now() - make_interval(secs => $4)
+),
+decided AS (
+    SELECT CASE
+             WHEN (SELECT count(*) FROM failures) >= $2 THEN 'limited'
+             WHEN (SELECT count(*) FROM failures) + (SELECT n FROM in_flight) >= $2 THEN 'busy'
+             ELSE 'admitted'
+           END AS verdict
+),
+admitted AS (
+    INSERT INTO login_attempts (email)
+    SELECT $1 FROM decided WHERE verdict = 'admitted'
+    RETURNING id
+)
+SELECT decided.verdict,
+       (SELECT id FROM admitted) AS attempt_id,
+       CASE WHEN decided.verdict = 'limited' THEN
+           (SELECT EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now())::float8
+            FROM failures)
+       END AS retry_after_secs,
+       u.id AS user_id, u.password_hash
+FROM decided LEFT JOIN users AS u ON u.email = $1";
+
+/// [`ADMIT`] as this build sends it: under a chosen fault, the statement
+/// that breaks it.
+pub fn admit_sql() -> &'static str {
+    statement!(ADMIT,
+        LoginLimitCheckThenRecord => ADMIT_COUNTING_FAILURES_ONLY,
+        LoginLimitRefusesInFlight => ADMIT_COUNTING_IN_FLIGHT)
+}
+
 /// Decides one login attempt for `email` and, when admitted, inserts it as
 /// pending. Must run after [`lock_email_sql`] in the same transaction, as
 /// its own statement: only then does its snapshot include every admission
@@ -79,59 +135,14 @@ pub async fn admit(
     window: Duration,
     stale: Duration,
 ) -> Result<AdmissionRow, DbError> {
-    diesel::sql_query(
-        "WITH purged AS (
-             DELETE FROM login_attempts
-             WHERE email = $1 AND attempted_at <= now() - make_interval(secs => $3)
-         ),
-         last_success AS (
-             SELECT coalesce(max(coalesce(settled_at, attempted_at)), '-infinity') AS at
-             FROM login_attempts
-             WHERE email = $1 AND outcome = 'succeeded'
-         ),
-         failures AS (
-             SELECT attempted_at FROM login_attempts, last_success
-             WHERE email = $1
-               AND attempted_at > now() - make_interval(secs => $3)
-               AND ((outcome = 'failed' AND coalesce(settled_at, attempted_at) > last_success.at)
-                    OR (outcome = 'pending' AND attempted_at <= now() - make_interval(secs => $4)
-                        AND attempted_at > last_success.at))
-             ORDER BY attempted_at DESC
-             LIMIT $2
-         ),
-         in_flight AS (
-             SELECT count(*) AS n FROM login_attempts
-             WHERE email = $1 AND outcome = 'pending'
-               AND attempted_at > now() - make_interval(secs => $4)
-         ),
-         decided AS (
-             SELECT CASE
-                      WHEN (SELECT count(*) FROM failures) >= $2 THEN 'limited'
-                      WHEN (SELECT count(*) FROM failures) + (SELECT n FROM in_flight) >= $2 THEN 'busy'
-                      ELSE 'admitted'
-                    END AS verdict
-         ),
-         admitted AS (
-             INSERT INTO login_attempts (email)
-             SELECT $1 FROM decided WHERE verdict = 'admitted'
-             RETURNING id
-         )
-         SELECT decided.verdict,
-                (SELECT id FROM admitted) AS attempt_id,
-                CASE WHEN decided.verdict = 'limited' THEN
-                    (SELECT EXTRACT(EPOCH FROM min(attempted_at) + make_interval(secs => $3) - now())::float8
-                     FROM failures)
-                END AS retry_after_secs,
-                u.id AS user_id, u.password_hash
-         FROM decided LEFT JOIN users AS u ON u.email = $1",
-    )
-    .bind::<Text, _>(email)
-    .bind::<BigInt, _>(i64::from(limit.max(1)))
-    .bind::<Double, _>(secs(window))
-    .bind::<Double, _>(secs(stale))
-    .prepared()
-    .get_result(conn)
-    .await
+    diesel::sql_query(admit_sql())
+        .bind::<Text, _>(email)
+        .bind::<BigInt, _>(i64::from(limit.max(1)))
+        .bind::<Double, _>(secs(window))
+        .bind::<Double, _>(secs(stale))
+        .prepared()
+        .get_result(conn)
+        .await
 }
 
 /// Records how an admitted attempt ended (`failed` or `succeeded`).

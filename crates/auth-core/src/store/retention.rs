@@ -39,79 +39,89 @@ pub async fn try_lock_cleanup(conn: &mut AsyncPgConnection) -> Result<bool, DbEr
     )
 }
 
-/// What the cleanup deletes from one table: the rows matching `filter`
-/// whose `aged` moment is older than the cutoff. An index on `aged` (with
-/// `filter` as its predicate) serves both the search and the order, so a
-/// batch costs the same whatever the backlog.
+/// What the cleanup deletes from one table, as two statements over the
+/// same rows: those ended or finished longer ago than `$1` seconds. An
+/// index on the moment each is aged by (with the filter as its predicate)
+/// serves both the search and the order, so a batch costs the same whatever
+/// the backlog. `delete` takes at most `$2` of them, skipping rows anyone
+/// else has locked (`SKIP LOCKED`: it never waits on a login, a validation
+/// or a claim), and counts what it deleted; `count` counts them all
+/// (`cleanup --dry-run`).
 #[derive(Debug, Clone, Copy)]
 pub struct Purge {
-    table: &'static str,
-    filter: &'static str,
-    aged: &'static str,
+    pub table: &'static str,
+    delete: &'static str,
+    count: &'static str,
 }
 
 /// Sessions revoked or expired (`sessions_ended`).
 pub const SESSIONS: Purge = Purge {
     table: "sessions",
-    filter: "true",
-    aged: "LEAST(revoked_at, idle_expires_at)",
+    delete: "\
+WITH gone AS (
+    DELETE FROM sessions WHERE id IN (
+        SELECT id FROM sessions
+        WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)
+        ORDER BY LEAST(revoked_at, idle_expires_at) LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) AS n FROM gone",
+    count: "\
+SELECT count(*) AS n FROM sessions
+WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)",
 };
 
 /// Login attempts (`login_attempts_attempted`).
 pub const LOGIN_ATTEMPTS: Purge = Purge {
     table: "login_attempts",
-    filter: "true",
-    aged: "attempted_at",
+    delete: "\
+WITH gone AS (
+    DELETE FROM login_attempts WHERE id IN (
+        SELECT id FROM login_attempts
+        WHERE attempted_at < now() - make_interval(secs => $1)
+        ORDER BY attempted_at LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) AS n FROM gone",
+    count: "\
+SELECT count(*) AS n FROM login_attempts
+WHERE attempted_at < now() - make_interval(secs => $1)",
 };
 
 /// Completed, failed and cancelled tasks (`tasks_finished`).
 pub const FINISHED_TASKS: Purge = Purge {
     table: "tasks",
-    filter: "status IN ('completed', 'failed', 'cancelled')",
-    aged: "finished_at",
+    delete: "\
+WITH gone AS (
+    DELETE FROM tasks WHERE id IN (
+        SELECT id FROM tasks
+        WHERE status IN ('completed', 'failed', 'cancelled')
+          AND finished_at < now() - make_interval(secs => $1)
+        ORDER BY finished_at LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) AS n FROM gone",
+    count: "\
+SELECT count(*) AS n FROM tasks
+WHERE status IN ('completed', 'failed', 'cancelled')
+  AND finished_at < now() - make_interval(secs => $1)",
 };
 
-impl Purge {
-    /// `<table> WHERE <the rows due>`, the cutoff's age as `$1` in seconds.
-    fn due_rows(&self) -> String {
-        let Purge {
-            table,
-            filter,
-            aged,
-        } = self;
-        format!("{table} WHERE {filter} AND {aged} < now() - make_interval(secs => $1)")
-    }
-}
-
-/// How a batch locks its rows: never waiting for anyone else's.
-fn lock_clause() -> &'static str {
-    or_fault!(CleanupWaitsOnLocks => crate::faults::sql::LOCK_WAITING);
-    "FOR UPDATE SKIP LOCKED"
-}
-
-/// Deletes at most `batch` rows of `what` older than `age`; returns how many.
+/// Deletes at most `batch` rows of `what` older than `age` by its `delete`;
+/// returns how many.
 pub async fn purge(
     conn: &mut AsyncPgConnection,
     what: Purge,
     age: Duration,
     batch: i64,
 ) -> Result<u64, DbError> {
-    let row = diesel::sql_query(format!(
-        "WITH gone AS (
-           DELETE FROM {table} WHERE id IN (
-             SELECT id FROM {due} ORDER BY {aged} LIMIT $2 {lock})
-           RETURNING 1)
-         SELECT count(*) AS n FROM gone",
-        table = what.table,
-        due = what.due_rows(),
-        aged = what.aged,
-        lock = lock_clause(),
-    ))
-    .bind::<Double, _>(secs(age))
-    .bind::<BigInt, _>(batch)
-    .prepared()
-    .get_result::<Deleted>(conn)
-    .await?;
+    let sql = statement!(what.delete, CleanupWaitsOnLocks => purge_waiting(what.table));
+    let row = diesel::sql_query(sql)
+        .bind::<Double, _>(secs(age))
+        .bind::<BigInt, _>(batch)
+        .prepared()
+        .get_result::<Deleted>(conn)
+        .await?;
     Ok(row.n.max(0) as u64)
 }
 
@@ -121,7 +131,7 @@ pub async fn count_due(
     what: Purge,
     age: Duration,
 ) -> Result<u64, DbError> {
-    let row = diesel::sql_query(format!("SELECT count(*) AS n FROM {}", what.due_rows()))
+    let row = diesel::sql_query(what.count)
         .bind::<Double, _>(secs(age))
         .prepared()
         .get_result::<Deleted>(conn)

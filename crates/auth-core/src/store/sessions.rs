@@ -13,14 +13,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The SQL condition for "active", against table alias-free `sessions`.
-pub(crate) const ACTIVE: &str =
-    "revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
-
-/// Columns every query returns; `$touch` is the touch interval in seconds.
-pub(crate) const COLUMNS: &str =
-    "id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
-
 #[derive(Debug, Clone, PartialEq, QueryableByName, Queryable)]
 pub struct SessionRow {
     #[diesel(sql_type = SqlUuid)]
@@ -55,37 +47,33 @@ impl SessionRow {
 /// PostgreSQL re-reads a row it waited for: a touch that queued behind a
 /// revocation answers nothing rather than reviving the session. Public so
 /// the load tier's `--ceiling` run times exactly this statement.
+pub const VALIDATE: &str = "\
+WITH found AS (
+    SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at,
+           now() - last_seen_at >= make_interval(secs => $2) AS due
+    FROM sessions
+    WHERE token_hash = $1
+      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+), touched AS (
+    UPDATE sessions
+    SET last_seen_at = now(),
+        idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+    WHERE id = (SELECT id FROM found WHERE due)
+      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+    RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
+)
+SELECT * FROM touched
+UNION ALL
+SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
+FROM found WHERE NOT due";
+
+/// [`VALIDATE`] as this build sends it: under a chosen fault, the statement
+/// that breaks it (the isolation specs run what is sent).
 pub fn validate_sql() -> &'static str {
-    // Built once: the text is fixed per process (faults included), and
-    // formatting it on every validation showed in its profile.
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let touch = touch_clause();
-        format!(
-            "WITH found AS (
-             SELECT {COLUMNS}, now() - last_seen_at >= make_interval(secs => $2) AS due
-             FROM sessions WHERE token_hash = $1 AND {ACTIVE}
-         ), touched AS (
-             UPDATE sessions SET last_seen_at = now(),
-                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
-                 {touch}
-             RETURNING {COLUMNS}
-         )
-         SELECT {COLUMNS} FROM touched
-         UNION ALL
-         SELECT {COLUMNS} FROM found WHERE NOT due"
-        )
-    });
-    &SQL
+    statement!(VALIDATE, TouchCanUnrevoke => VALIDATE_REVIVING)
 }
 
-/// The touch's guard: only the row found, and only while still active.
-fn touch_clause() -> &'static str {
-    or_fault!(TouchCanUnrevoke => crate::faults::sql::TOUCH_WRITING_BACK_REVOKED_AT);
-    "WHERE id = (SELECT id FROM found WHERE due) AND revoked_at IS NULL
-       AND idle_expires_at > now() AND absolute_expires_at > now()"
-}
-
-/// The active session holding `hash`, touched if due (see [`validate_sql`]).
+/// The active session holding `hash`, touched if due (see [`VALIDATE`]).
 pub async fn validate(
     conn: &mut AsyncPgConnection,
     hash: &TokenHash,
@@ -116,10 +104,60 @@ pub struct NewSession<'a> {
 /// count), locks the user's unrevoked sessions, drops the expired ones
 /// (they never validate again, so the count and the eviction read only
 /// live rows), counts the active ones, revokes the oldest beyond
-/// `limit - 1`, and inserts the new one. Must run after
-/// the user's row lock ([`super::users::lock_sql`]) in the same transaction,
-/// as a statement of its own: only then does its snapshot hold every
-/// session that logins before it committed. `None`: no such user.
+/// `limit - 1` (`$9`), and inserts the new one. Must run after the user's
+/// row lock ([`super::users::lock_sql`]) in the same transaction, as a
+/// statement of its own: only then does its snapshot hold every session
+/// that logins before it committed.
+///
+/// The user's lock keeps other logins out, not revocations: a log out that
+/// commits after the login's snapshot would still be counted, and the
+/// login would evict one session too many (the log out's own caller, say,
+/// which no order of the two calls explains). Locking the user's unrevoked
+/// rows (`FOR UPDATE`) waits for such a revocation and re-reads its rows,
+/// so the count is of what is active when the login acts. Every row the
+/// statement then deletes (expired) or revokes (evicted) is among those it
+/// holds, taken in id order as revocations take theirs, so the two never
+/// deadlock.
+///
+/// A session is dated by the moment of its insert (`clock_timestamp()`),
+/// not by its transaction's start (`now()`): a login that waited on the
+/// user lock must not look older than a session issued while it waited,
+/// or eviction would pick the wrong "oldest".
+pub const OPEN: &str = "\
+WITH reported AS (
+    UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
+    WHERE id = $8
+), unrevoked AS (
+    SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
+    FROM sessions
+    WHERE user_id = $2 AND revoked_at IS NULL
+    ORDER BY id FOR UPDATE
+), expired AS (
+    DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
+), active AS (
+    SELECT id, created_at FROM unrevoked WHERE live
+), evicted AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE revoked_at IS NULL
+      AND id IN (SELECT id FROM active ORDER BY created_at, id
+                 LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
+)
+INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                      absolute_expires_at, user_agent, ip)
+SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+       t + make_interval(secs => $5), $6, $7::inet
+FROM (SELECT clock_timestamp() AS t) AS issued
+WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
+
+/// [`OPEN`] as this build sends it.
+pub fn open_sql() -> &'static str {
+    statement!(OPEN,
+        LoginCountsUnlockedRows => OPEN_COUNTING_UNLOCKED,
+        SessionCreatedAtTxStart => OPEN_DATED_AT_TX_START)
+}
+
+/// Opens a session by [`OPEN`]. `None`: no such user.
 pub async fn open(
     conn: &mut AsyncPgConnection,
     new: NewSession<'_>,
@@ -127,116 +165,62 @@ pub async fn open(
     (idle, absolute): (Duration, Duration),
     succeeded_attempt: Option<i64>,
 ) -> Result<Option<SessionRow>, DbError> {
-    let clock = creation_clock();
-    let counted_rows_lock = counted_rows_lock();
-    diesel::sql_query(format!(
-        "WITH reported AS (
-             UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
-             WHERE id = $8
-         ), unrevoked AS (
-             SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
-             FROM sessions WHERE user_id = $2 AND revoked_at IS NULL
-             {counted_rows_lock}
-         ), expired AS (
-             DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
-         ), active AS (
-             SELECT id, created_at FROM unrevoked WHERE live
-         ), evicted AS (
-             UPDATE sessions SET revoked_at = now()
-             WHERE revoked_at IS NULL AND id IN (
-                 SELECT id FROM active ORDER BY created_at, id
-                 LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
-         )
-         INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
-                               absolute_expires_at, user_agent, ip)
-         SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
-                t + make_interval(secs => $5), $6, $7::inet
-         FROM (SELECT {clock} AS t) AS issued
-         WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
-         RETURNING {COLUMNS}"
-    ))
-    .bind::<SqlUuid, _>(new.id)
-    .bind::<SqlUuid, _>(new.user_id)
-    .bind::<Bytea, _>(new.hash.0.as_slice())
-    .bind::<Double, _>(secs(idle))
-    .bind::<Double, _>(secs(absolute))
-    .bind::<Nullable<Text>, _>(new.client.user_agent())
-    .bind::<Nullable<Text>, _>(new.client.ip().map(|ip| ip.to_string()))
-    .bind::<Nullable<BigInt>, _>(succeeded_attempt)
-    .bind::<BigInt, _>(limit)
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<SessionRow>| rows.pop())
+    diesel::sql_query(open_sql())
+        .bind::<SqlUuid, _>(new.id)
+        .bind::<SqlUuid, _>(new.user_id)
+        .bind::<Bytea, _>(new.hash.0.as_slice())
+        .bind::<Double, _>(secs(idle))
+        .bind::<Double, _>(secs(absolute))
+        .bind::<Nullable<Text>, _>(new.client.user_agent())
+        .bind::<Nullable<Text>, _>(new.client.ip().map(|ip| ip.to_string()))
+        .bind::<Nullable<BigInt>, _>(succeeded_attempt)
+        .bind::<BigInt, _>(limit)
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop())
 }
 
-pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<i64, DbError> {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(format!(
-        "SELECT count(*) AS n FROM sessions WHERE user_id = $1 AND {ACTIVE}"
-    ))
-    .bind::<SqlUuid, _>(user_id)
-    .prepared()
-    .get_result::<Count>(conn)
-    .await
-    .map(|c| c.n)
+/// Swaps the token of the active session holding `$1` for `$2` (sliding
+/// its idle expiry by `$3` seconds) in one statement, which also remembers
+/// `$1` as rotated away (see [`reused`]). Concurrent rotations of one token
+/// queue on the row lock and re-check `token_hash = $1` after the winner
+/// commits, so exactly one wins.
+pub const ROTATE: &str = "\
+WITH rotated AS (
+    UPDATE sessions
+    SET token_hash = $2, last_seen_at = now(),
+        idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
+    WHERE token_hash = $1
+      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+    RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
+), remembered AS (
+    INSERT INTO rotated_tokens (token_hash, session_id) SELECT $1, id FROM rotated
+)
+SELECT * FROM rotated";
+
+/// [`ROTATE`] as this build sends it.
+pub fn rotate_sql() -> &'static str {
+    statement!(ROTATE,
+        RefreshWithoutRevokedGuard => ROTATE_UNGUARDED,
+        ReuseNotRemembered => ROTATE_FORGETTING)
 }
 
-/// The user's lock keeps other logins out, not revocations: a log out
-/// that commits after the login's snapshot would still be counted, and the
-/// login would evict one session too many (the log out's own caller, say,
-/// which no order of the two calls explains). Locking the user's unrevoked
-/// rows waits for such a revocation and re-reads its rows, so the count is
-/// of what is active when the login acts. Every row the statement then
-/// deletes (expired) or revokes (evicted) is among those it holds, taken
-/// in id order as revocations take theirs, so the two never deadlock.
-fn counted_rows_lock() -> &'static str {
-    or_fault!(LoginCountsUnlockedRows => "");
-    "ORDER BY id FOR UPDATE"
-}
-
-/// The creation time of a session: the moment of the insert
-/// (`clock_timestamp()`), not of the transaction's start (`now()`): a login
-/// that waited on the user lock must not look older than a session issued
-/// while it waited, or eviction would pick the wrong "oldest".
-fn creation_clock() -> &'static str {
-    or_fault!(SessionCreatedAtTxStart => crate::faults::sql::TRANSACTION_START);
-    "clock_timestamp()"
-}
-
-/// Swaps the token of the active session holding `old` for `new` in one
-/// statement, which also remembers `old` as rotated away (see [`reused`]).
-/// Concurrent rotations of one token queue on the row lock and re-check
-/// `token_hash = old` after the winner commits, so exactly one wins.
+/// Rotates `old` to `new` by [`ROTATE`]; the session as it now is.
 pub async fn rotate(
     conn: &mut AsyncPgConnection,
     old: &TokenHash,
     new: &TokenHash,
     idle: Duration,
 ) -> Result<Option<SessionRow>, DbError> {
-    or_fault!(RefreshWithoutRevokedGuard => crate::faults::sql::rotate_without_revoked_guard(conn, old, new, idle).await);
-    let remember = remember_rotated();
-    diesel::sql_query(format!(
-        "WITH rotated AS (
-             UPDATE sessions SET token_hash = $2, last_seen_at = now(),
-                 idle_expires_at = LEAST(now() + make_interval(secs => $3), absolute_expires_at)
-             WHERE token_hash = $1 AND {ACTIVE} RETURNING {COLUMNS}
-         ), remembered AS (
-             {remember}
-         )
-         SELECT {COLUMNS} FROM rotated"
-    ))
-    .bind::<Bytea, _>(old.0.as_slice())
-    .bind::<Bytea, _>(new.0.as_slice())
-    .bind::<Double, _>(secs(idle))
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<SessionRow>| rows.pop())
+    diesel::sql_query(rotate_sql())
+        .bind::<Bytea, _>(old.0.as_slice())
+        .bind::<Bytea, _>(new.0.as_slice())
+        .bind::<Double, _>(secs(idle))
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<SessionRow>| rows.pop())
 }
 
 /// The session a revocation is asked through, with the token it was asked
@@ -261,6 +245,35 @@ pub struct Revocation {
     pub raced: bool,
 }
 
+/// The revocation, as sent: `$1` the caller's session and `$2` its token
+/// (both NULL for the operator), `$3` the user, `$4` the target session or
+/// NULL for all, `$5` whether it runs under the user's lock (see [`revoke`]).
+pub const REVOKE: &str = "\
+WITH seen AS (
+    SELECT id FROM sessions
+    WHERE user_id = $3
+      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+      AND ($4::uuid IS NULL OR id IN ($1, $4))
+), locked AS (
+    SELECT id, token_hash FROM sessions
+    WHERE id IN (SELECT id FROM seen)
+      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+    ORDER BY id FOR UPDATE
+), raced AS (
+    SELECT (SELECT count(*) FROM seen) > (SELECT count(*) FROM locked) AS raced
+), allowed AS (
+    SELECT $1::uuid IS NULL
+           OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
+), revoked AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE id IN (SELECT id FROM locked) AND ($4::uuid IS NULL OR id = $4)
+      AND (SELECT caller FROM allowed) AND ($5 OR NOT (SELECT raced FROM raced))
+    RETURNING 1
+)
+SELECT (SELECT caller FROM allowed) AS caller,
+       (SELECT count(*) FROM revoked) AS revoked,
+       (SELECT raced FROM raced) AS raced";
+
 /// Revokes the user's active session `target`, or every one of them
 /// (`None`), as long as the caller's session still has the caller's token.
 /// One statement: it locks the caller's row and the rows it revokes (in id
@@ -284,42 +297,15 @@ pub async fn revoke(
     target: Option<Uuid>,
     under_user_lock: bool,
 ) -> Result<Revocation, DbError> {
-    diesel::sql_query(format!(
-        "WITH seen AS (
-             SELECT id FROM sessions
-             WHERE user_id = $3 AND {ACTIVE} AND ($4::uuid IS NULL OR id IN ($1, $4))
-         ), locked AS (
-             SELECT id, token_hash FROM sessions
-             WHERE user_id = $3 AND {ACTIVE} AND ($4::uuid IS NULL OR id IN ($1, $4))
-             ORDER BY id FOR UPDATE
-         ), raced AS (
-             SELECT (SELECT count(*) FROM seen) > (SELECT count(*) FROM locked) AS raced
-         ), allowed AS (
-             SELECT $1::uuid IS NULL
-                    OR EXISTS (SELECT 1 FROM locked WHERE id = $1 AND token_hash = $2) AS caller
-         ), revoked AS (
-             UPDATE sessions SET revoked_at = now()
-             WHERE id IN (SELECT id FROM locked) AND ($4::uuid IS NULL OR id = $4)
-               AND (SELECT caller FROM allowed) AND ($5 OR NOT (SELECT raced FROM raced))
-             RETURNING 1
-         )
-         SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked,
-                (SELECT raced FROM raced) AS raced"
-    ))
-    .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
-    .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
-    .bind::<SqlUuid, _>(user_id)
-    .bind::<Nullable<SqlUuid>, _>(target)
-    .bind::<Bool, _>(under_user_lock)
-    .prepared()
-    .get_result(conn)
-    .await
-}
-
-/// The rotation's memory of the old token, inside [`rotate`]'s statement.
-fn remember_rotated() -> &'static str {
-    or_fault!(ReuseNotRemembered => "SELECT 1");
-    "INSERT INTO rotated_tokens (token_hash, session_id) SELECT $1, id FROM rotated"
+    diesel::sql_query(REVOKE)
+        .bind::<Nullable<SqlUuid>, _>(caller.map(|c| c.session_id))
+        .bind::<Nullable<Bytea>, _>(caller.map(|c| c.token.0.to_vec()))
+        .bind::<SqlUuid, _>(user_id)
+        .bind::<Nullable<SqlUuid>, _>(target)
+        .bind::<Bool, _>(under_user_lock)
+        .prepared()
+        .get_result(conn)
+        .await
 }
 
 /// What a token that was rotated away says when presented again.
@@ -333,39 +319,35 @@ pub struct Reuse {
     pub revoked: bool,
 }
 
-/// Looks `hash` up among rotated-away tokens, by the database's clock (the
-/// same for every instance); past the grace window, revokes its session in
-/// the same statement, so the token that replaced it stops working too.
-/// `None`: not a token that was ever rotated away.
+/// Looks `$1` up among rotated-away tokens, by the database's clock (the
+/// same for every instance); rotated away more than the grace (`$2`
+/// seconds) ago, revokes its session in the same statement, so the token
+/// that replaced it stops working too.
+const REUSED: &str = "\
+WITH reuse AS (
+    SELECT session_id, now() - rotated_at > make_interval(secs => $2) AS past_grace
+    FROM rotated_tokens WHERE token_hash = $1
+), revoked AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE id = (SELECT session_id FROM reuse WHERE past_grace) AND revoked_at IS NULL
+    RETURNING id
+)
+SELECT past_grace, EXISTS (SELECT 1 FROM revoked) AS revoked FROM reuse";
+
+/// What `hash` says as a rotated-away token, by [`REUSED`]. `None`: not a
+/// token that was ever rotated away.
 pub async fn reused(
     conn: &mut AsyncPgConnection,
     hash: &TokenHash,
     grace: Duration,
 ) -> Result<Option<Reuse>, DbError> {
-    let grace_rule = reuse_grace_rule();
-    diesel::sql_query(format!(
-        "WITH reuse AS (
-             SELECT session_id, {grace_rule} AS past_grace
-             FROM rotated_tokens WHERE token_hash = $1
-         ), revoked AS (
-             UPDATE sessions SET revoked_at = now()
-             WHERE id = (SELECT session_id FROM reuse WHERE past_grace) AND revoked_at IS NULL
-             RETURNING id
-         )
-         SELECT past_grace, EXISTS (SELECT 1 FROM revoked) AS revoked FROM reuse"
-    ))
-    .bind::<Bytea, _>(hash.0.as_slice())
-    .bind::<Double, _>(secs(grace))
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<Reuse>| rows.pop())
-}
-
-/// When a rotated-away token counts as stolen.
-fn reuse_grace_rule() -> &'static str {
-    or_fault!(ReuseWithoutGrace => "true");
-    "now() - rotated_at > make_interval(secs => $2)"
+    diesel::sql_query(statement!(REUSED, ReuseWithoutGrace => REUSED_AT_ONCE))
+        .bind::<Bytea, _>(hash.0.as_slice())
+        .bind::<Double, _>(secs(grace))
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<Reuse>| rows.pop())
 }
 
 /// One row of the session list: the session and where its login came from.
@@ -384,30 +366,16 @@ pub async fn list_active(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
 ) -> Result<Vec<ListedSession>, DbError> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS}, user_agent, host(ip) AS ip FROM sessions
-         WHERE user_id = $1 AND {ACTIVE} ORDER BY created_at, id"
-    ))
+    diesel::sql_query(
+        "SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at,
+                revoked_at, user_agent, host(ip) AS ip
+         FROM sessions
+         WHERE user_id = $1
+           AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+         ORDER BY created_at, id",
+    )
     .bind::<SqlUuid, _>(user_id)
     .prepared()
     .get_results(conn)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    /// The statement the ceiling run times with pgbench is the one the
-    /// validations send: by token hash, active only, touching when due.
-    #[test]
-    fn the_validate_sql_finds_by_hash_and_touches_only_when_due() {
-        let sql = super::validate_sql();
-        for part in [
-            "FROM sessions WHERE token_hash = $1 AND revoked_at IS NULL",
-            "make_interval(secs => $2) AS due",
-            "WHERE id = (SELECT id FROM found WHERE due) AND revoked_at IS NULL",
-            "FROM found WHERE NOT due",
-        ] {
-            assert!(sql.contains(part), "{part} missing from {sql}");
-        }
-    }
 }

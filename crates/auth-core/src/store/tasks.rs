@@ -12,23 +12,6 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
 use uuid::Uuid;
 
-pub(crate) const COLUMNS: &str = "id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at, \
-                       lease_expires_at, completed_at, attempt, created_at, priority, not_before, \
-                       max_attempts, key, last_error";
-
-/// Claimable, as the contract says: schedulable, unassigned or with a lapsed
-/// lease, past its `not_before`, attempts left. Its first two lines are the
-/// predicate of `tasks_claim_order`, so the planner can use that index
-/// (`NOT delayed`: [`promote_due`] has run first).
-pub(crate) const CLAIMABLE: &str =
-    "schedulable AND status IN ('unassigned', 'assigned') AND attempt - released < max_attempts
-               AND NOT delayed
-               AND (lease_expires_at IS NULL OR lease_expires_at <= now())
-               AND (not_before IS NULL OR not_before <= now())";
-
-/// The claim order, which is `tasks_claim_order`'s.
-pub(crate) const CLAIM_ORDER: &str = "priority DESC, seq";
-
 /// A task as the API shows it (from `task_view`, or fresh from a write).
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct TaskRow {
@@ -90,7 +73,7 @@ pub async fn insert_batch(
     tasks: &[NewTaskRow],
 ) -> Result<Vec<TaskRow>, DbError> {
     or_fault!(KeyCheckThenInsert => crate::faults::sql::insert_after_key_check(conn, tasks).await);
-    let mut rows: Vec<TaskRow> = diesel::sql_query(format!(
+    let mut rows: Vec<TaskRow> = diesel::sql_query(
         "INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
          SELECT id, title, schedulable, priority, not_before, max_attempts, key,
                 coalesce(not_before > now(), false)
@@ -98,8 +81,10 @@ pub async fn insert_batch(
               WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
          ORDER BY n
          ON CONFLICT (key) DO NOTHING
-         RETURNING {COLUMNS}"
-    ))
+         RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+                   lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+                   max_attempts, key, last_error",
+    )
     .bind::<Array<SqlUuid>, _>(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>())
     .bind::<Array<Bool>, _>(tasks.iter().map(|t| t.schedulable).collect::<Vec<_>>())
@@ -119,9 +104,12 @@ pub async fn find_by_keys(
     conn: &mut AsyncPgConnection,
     keys: &[&str],
 ) -> Result<Vec<TaskRow>, DbError> {
-    diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM task_view WHERE key = ANY($1)"
-    ))
+    diesel::sql_query(
+        "SELECT id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+                lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+                max_attempts, key, last_error
+         FROM task_view WHERE key = ANY($1)",
+    )
     .bind::<Array<Text>, _>(keys)
     .prepared()
     .get_results(conn)
@@ -137,8 +125,17 @@ pub struct ClaimRequest {
     pub lease: Duration,
 }
 
-/// Assigns up to `count` claimable tasks, highest priority first, then
-/// oldest, and returns exactly the rows this statement assigned.
+/// The claim, as sent: assigns up to `$1` claimable tasks to `$2` for `$3`
+/// (who assigns), leased for `$4` seconds, highest priority first, then
+/// oldest, and returns exactly the rows this statement assigned. Public so
+/// the load tier's `--queue` run times exactly this statement with pgbench.
+///
+/// Claimable, as the contract says: schedulable, unassigned or with a
+/// lapsed lease, past its `not_before`, attempts left. Its first two lines
+/// are the predicate of the partial index `tasks_claim_order` (a test holds
+/// them to the migration's), whose order is the ORDER BY, so the planner
+/// walks that index and filters out held tasks as it goes (`NOT delayed`:
+/// [`promote_due`] has run first; docs/queue.md has the plan).
 ///
 /// Why ONE statement: the CTE's `FOR UPDATE` locks are held until the UPDATE
 /// that consumes them commits. As two statements (SELECT, then UPDATE) the
@@ -149,9 +146,34 @@ pub struct ClaimRequest {
 /// concurrent claimers pass over each other's rows instead of queueing on
 /// them. After locking, PostgreSQL re-checks the WHERE clause against the
 /// latest row version, so a row claimed and committed meanwhile is dropped.
-/// The WHERE clause repeats the partial index's predicate so the planner can
-/// use `tasks_claim_order`, whose order is the ORDER BY; the scan filters
-/// out held and delayed tasks as it walks (docs/queue.md has the plan).
+pub const CLAIM: &str = "\
+WITH picked AS (
+    SELECT id FROM tasks
+    WHERE schedulable AND status IN ('unassigned', 'assigned') AND attempt - released < max_attempts
+      AND NOT delayed
+      AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+      AND (not_before IS NULL OR not_before <= now())
+    ORDER BY priority DESC, seq
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks AS t
+SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now(),
+    lease_expires_at = now() + make_interval(secs => $4), attempt = t.attempt + 1
+FROM picked WHERE t.id = picked.id
+RETURNING t.id, t.seq, t.title, t.schedulable, t.status, t.assigned_to, t.assigned_by,
+          t.assigned_at, t.lease_expires_at, t.completed_at, t.attempt, t.created_at,
+          t.priority, t.not_before, t.max_attempts, t.key, t.last_error";
+
+/// [`CLAIM`] as this build sends it: under a chosen fault, the statement
+/// that breaks it (the isolation specs run what is sent).
+pub fn claim_sql() -> &'static str {
+    statement!(CLAIM,
+        ClaimIgnoresMaxAttempts => CLAIM_ANY_ATTEMPT,
+        ClaimWithoutSkipLocked => CLAIM_WAITING)
+}
+
+/// Claims by [`CLAIM`], in claim order.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     req: ClaimRequest,
@@ -167,32 +189,6 @@ pub async fn claim(
         .await?;
     sort_in_claim_order(&mut rows);
     Ok(rows)
-}
-
-/// The claim statement, as sent: `$1` how many, `$2` the assignee, `$3` who
-/// assigns, `$4` the lease in seconds. Public so the load tier's `--queue`
-/// run times exactly this statement with pgbench.
-pub fn claim_sql() -> &'static str {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let lock_clause = lock_clause();
-        format!(
-            "WITH picked AS (
-             SELECT id FROM tasks
-             WHERE {}
-             ORDER BY {CLAIM_ORDER}
-             LIMIT $1
-             {lock_clause}
-         )
-         UPDATE tasks AS t
-         SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now(),
-             lease_expires_at = now() + make_interval(secs => $4), attempt = t.attempt + 1
-         FROM picked WHERE t.id = picked.id
-         RETURNING {}",
-            claimable(),
-            qualified_columns("t")
-        )
-    });
-    &SQL
 }
 
 /// Highest priority first, then oldest: the order a claim takes them in.
@@ -218,51 +214,33 @@ pub async fn promote_due(conn: &mut AsyncPgConnection) -> Result<usize, DbError>
     .await
 }
 
-fn claimable() -> &'static str {
-    or_fault!(ClaimIgnoresMaxAttempts => crate::faults::sql::CLAIMABLE_ANY_ATTEMPT);
-    CLAIMABLE
-}
-
-fn lock_clause() -> &'static str {
-    or_fault!(ClaimWithoutSkipLocked => crate::faults::sql::LOCK_WAITING);
-    "FOR UPDATE SKIP LOCKED"
-}
-
-fn qualified_columns(alias: &str) -> String {
-    COLUMNS
-        .split(", ")
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The fence every write by a worker passes: the task is assigned to this
-/// worker, its lease is live, and (when given) it is still the same claim.
+/// The completion, as sent: `$1` the task, `$2` its assignee, `$3` the
+/// claim's attempt or NULL. Public so the load tier's `--queue` run times
+/// exactly this statement.
 ///
-/// The row is found by its primary key and only then checked: the other
-/// conditions are written so that no index can serve them (`IS TRUE`, `IS
-/// NOT DISTINCT FROM`; same meaning in a WHERE clause). Written plainly,
-/// the planner took `tasks_assignee_status` (assignee, 'assigned') when the
-/// statistics showed few held tasks, and walked every index entry the
-/// worker's finished tasks left behind until vacuum: 24,000 pages, 25 ms
-/// per completion after 70k completions by one worker (`--queue` EXPLAIN).
-fn fence() -> &'static str {
-    or_fault!(CompleteWithoutFence => crate::faults::sql::NO_FENCE);
-    "id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT FROM $2::uuid
-     AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)"
-}
+/// Its WHERE clause is the fence every write by a worker passes (complete,
+/// release, heartbeat, fail; a test holds the four to one text): the task
+/// is assigned to this worker, its lease is live, and (when given) it is
+/// still the same claim. The row is found by its primary key and only then
+/// checked: the other conditions are written so that no index can serve
+/// them (`IS TRUE`, `IS NOT DISTINCT FROM`; same meaning in a WHERE clause).
+/// Written plainly, the planner took `tasks_assignee_status` (assignee,
+/// 'assigned') when the statistics showed few held tasks, and walked every
+/// index entry the worker's finished tasks left behind until vacuum: 24,000
+/// pages, 25 ms per completion after 70k completions by one worker
+/// (`--queue` EXPLAIN).
+pub const COMPLETE: &str = "\
+UPDATE tasks
+SET status = 'completed', completed_at = now(), finished_at = now(), lease_expires_at = NULL
+WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT FROM $2::uuid
+  AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
 
-/// The complete statement, as sent: `$1` the task, `$2` its assignee, `$3`
-/// the claim's attempt or NULL (see [`complete`]). Public for `--queue`.
+/// [`COMPLETE`] as this build sends it.
 pub fn complete_sql() -> &'static str {
-    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "UPDATE tasks SET status = 'completed', completed_at = now(), finished_at = now(), lease_expires_at = NULL
-             WHERE {} RETURNING {COLUMNS}",
-            fence()
-        )
-    });
-    &SQL
+    statement!(COMPLETE, CompleteWithoutFence => COMPLETE_UNFENCED)
 }
 
 /// Marks a task completed, if `assignee` holds it under a live lease (and,
@@ -276,11 +254,12 @@ pub async fn complete(
     fenced(conn, complete_sql(), id, assignee, attempt).await
 }
 
-/// Runs a write that passes the [`fence`] (`$1` the task, `$2` its
-/// assignee, `$3` the claim's attempt or NULL); the row as written, if any.
+/// Runs a write that passes the fence (see [`COMPLETE`]; `$1` the task,
+/// `$2` its assignee, `$3` the claim's attempt or NULL); the row as
+/// written, if any.
 async fn fenced(
     conn: &mut AsyncPgConnection,
-    sql: &str,
+    sql: &'static str,
     id: Uuid,
     assignee: Uuid,
     attempt: Option<i32>,
@@ -295,56 +274,92 @@ async fn fenced(
         .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
-/// Hands a task back to the queue, under the same fence as [`complete`]. A
-/// release is not a failure: its claim does not count toward `max_attempts`.
+/// The release: hands the task back to the queue, under the fence (see
+/// [`COMPLETE`]). A release is not a failure: its claim does not count
+/// toward `max_attempts`.
+const RELEASE: &str = "\
+UPDATE tasks
+SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at = NULL,
+    lease_expires_at = NULL, released = released + 1
+WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT FROM $2::uuid
+  AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
+
+/// Hands a task back to the queue by [`RELEASE`].
 pub async fn release(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     assignee: Uuid,
     attempt: Option<i32>,
 ) -> Result<Option<TaskRow>, DbError> {
-    let sql = format!(
-        "UPDATE tasks SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at = NULL,
-             lease_expires_at = NULL, released = released + 1
-         WHERE {} RETURNING {COLUMNS}",
-        fence()
-    );
-    fenced(conn, &sql, id, assignee, attempt).await
+    let sql = statement!(RELEASE, CompleteWithoutFence => RELEASE_UNFENCED);
+    fenced(conn, sql, id, assignee, attempt).await
 }
 
-/// Extends the lease of a task `assignee` holds to `lease` from now, under
-/// the same fence as [`complete`].
+/// The heartbeat: extends the lease to `$4` seconds from now, under the
+/// fence (see [`COMPLETE`]; `$3` is NULL: any claim of the assignee's).
+pub const HEARTBEAT: &str = "\
+UPDATE tasks
+SET lease_expires_at = now() + make_interval(secs => $4)
+WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT FROM $2::uuid
+  AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
+
+/// [`HEARTBEAT`] as this build sends it.
+pub fn heartbeat_sql() -> &'static str {
+    statement!(HEARTBEAT,
+        CompleteWithoutFence => HEARTBEAT_UNFENCED,
+        HeartbeatWithoutFence => HEARTBEAT_UNFENCED)
+}
+
+/// Extends the lease of a task `assignee` holds by [`HEARTBEAT`].
 pub async fn heartbeat(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     assignee: Uuid,
     lease: Duration,
 ) -> Result<Option<TaskRow>, DbError> {
-    diesel::sql_query(format!(
-        "UPDATE tasks SET lease_expires_at = now() + make_interval(secs => $4)
-         WHERE {} RETURNING {COLUMNS}",
-        heartbeat_fence()
-    ))
-    .bind::<SqlUuid, _>(id)
-    .bind::<SqlUuid, _>(assignee)
-    .bind::<Nullable<Integer>, _>(None::<i32>)
-    .bind::<Double, _>(secs(lease))
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<TaskRow>| rows.pop())
+    diesel::sql_query(heartbeat_sql())
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(assignee)
+        .bind::<Nullable<Integer>, _>(None::<i32>)
+        .bind::<Double, _>(secs(lease))
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
-fn heartbeat_fence() -> &'static str {
-    or_fault!(HeartbeatWithoutFence => crate::faults::sql::NO_FENCE);
-    fence()
-}
+/// The failure of an attempt, under the fence (see [`COMPLETE`]; `$3` is
+/// NULL): `$4` the error, `$5` whether to retry. With `$5` and attempts
+/// left the task goes back to the queue, claimable after the backoff: 1 s
+/// doubling per counted attempt, capped at 1 h, less up to 20% (jitter, so
+/// failures of one cause spread out instead of retrying together);
+/// otherwise it is `failed`.
+const FAIL: &str = "\
+UPDATE tasks
+SET status = CASE WHEN $5 AND attempt - released < max_attempts THEN 'unassigned' ELSE 'failed' END,
+    not_before = CASE WHEN $5 AND attempt - released < max_attempts
+        THEN now() + make_interval(secs => least(power(2, attempt - released - 1), 3600) * (1 - 0.2 * random()))
+        ELSE not_before END,
+    delayed = $5 AND attempt - released < max_attempts,
+    finished_at = CASE WHEN $5 AND attempt - released < max_attempts THEN NULL ELSE now() END,
+    assigned_to = CASE WHEN $5 AND attempt - released < max_attempts THEN NULL ELSE assigned_to END,
+    assigned_by = CASE WHEN $5 AND attempt - released < max_attempts THEN NULL ELSE assigned_by END,
+    assigned_at = CASE WHEN $5 AND attempt - released < max_attempts THEN NULL ELSE assigned_at END,
+    lease_expires_at = NULL,
+    last_error = $4
+WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT FROM $2::uuid
+  AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
 
-/// Records a failed attempt of a task `assignee` holds, under the same fence
-/// as [`complete`]. With `retry` and attempts left the task goes back to the
-/// queue, claimable after the backoff: 1 s doubling per counted attempt,
-/// capped at 1 h, less up to 20% (jitter, so failures of one cause spread
-/// out instead of retrying together); otherwise it is `failed`.
+/// Records a failed attempt of a task `assignee` holds by [`FAIL`].
 pub async fn fail(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -352,56 +367,42 @@ pub async fn fail(
     error: &str,
     retry: bool,
 ) -> Result<Option<TaskRow>, DbError> {
-    const RETRYING: &str = "($5 AND attempt - released < max_attempts)";
-    diesel::sql_query(format!(
-        "UPDATE tasks SET
-             status = CASE WHEN {RETRYING} THEN 'unassigned' ELSE 'failed' END,
-             not_before = CASE WHEN {RETRYING}
-                 THEN now() + make_interval(secs => least(power(2, attempt - released - 1), 3600) * (1 - 0.2 * random()))
-                 ELSE not_before END,
-             delayed = {RETRYING},
-             finished_at = CASE WHEN {RETRYING} THEN NULL ELSE now() END,
-             assigned_to = CASE WHEN {RETRYING} THEN NULL ELSE assigned_to END,
-             assigned_by = CASE WHEN {RETRYING} THEN NULL ELSE assigned_by END,
-             assigned_at = CASE WHEN {RETRYING} THEN NULL ELSE assigned_at END,
-             lease_expires_at = NULL,
-             last_error = $4
-         WHERE {} RETURNING {COLUMNS}",
-        fence()
-    ))
-    .bind::<SqlUuid, _>(id)
-    .bind::<SqlUuid, _>(assignee)
-    .bind::<Nullable<Integer>, _>(None::<i32>)
-    .bind::<Text, _>(error)
-    .bind::<Bool, _>(retry)
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<TaskRow>| rows.pop())
+    diesel::sql_query(statement!(FAIL, CompleteWithoutFence => FAIL_UNFENCED))
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(assignee)
+        .bind::<Nullable<Integer>, _>(None::<i32>)
+        .bind::<Text, _>(error)
+        .bind::<Bool, _>(retry)
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
-/// Cancels a task that shows as unassigned or assigned; `None` when it shows
-/// as finished (or does not exist). Its assignee, if any, loses it: every
-/// later write of theirs fails the fence.
+/// The cancel: a task that shows as unassigned or assigned (not a lease
+/// that lapsed on the last attempt, which shows as failed) is cancelled;
+/// its assignee, if any, loses it, as every later write of theirs fails
+/// the fence.
+const CANCEL: &str = "\
+UPDATE tasks
+SET status = 'cancelled', finished_at = now(), delayed = false, assigned_to = NULL,
+    assigned_by = NULL, assigned_at = NULL, lease_expires_at = NULL
+WHERE id = $1
+  AND (status = 'unassigned'
+       OR (status = 'assigned' AND NOT (lease_expires_at <= now() AND attempt - released >= max_attempts)))
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
+
+/// Cancels a task by [`CANCEL`]; `None` when it shows as finished (or does
+/// not exist).
 pub async fn cancel(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
-    diesel::sql_query(format!(
-        "UPDATE tasks SET status = 'cancelled', finished_at = now(), delayed = false, assigned_to = NULL,
-             assigned_by = NULL, assigned_at = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND {} RETURNING {COLUMNS}",
-        cancellable()
-    ))
-    .bind::<SqlUuid, _>(id)
-    .prepared()
-    .get_results(conn)
-    .await
-    .map(|mut rows: Vec<TaskRow>| rows.pop())
-}
-
-/// Shown as unassigned or assigned: not a lease that lapsed on the last attempt.
-fn cancellable() -> &'static str {
-    or_fault!(CancelAnyStatus => "TRUE");
-    "(status = 'unassigned' OR (status = 'assigned'
-          AND NOT (lease_expires_at <= now() AND attempt - released >= max_attempts)))"
+    diesel::sql_query(statement!(CANCEL, CancelAnyStatus => CANCEL_ANY_STATUS))
+        .bind::<SqlUuid, _>(id)
+        .prepared()
+        .get_results(conn)
+        .await
+        .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
 /// Stores as `failed` ("lease expired") up to `batch` tasks whose lease
@@ -429,12 +430,17 @@ pub async fn fail_spent_leases(conn: &mut AsyncPgConnection, batch: i64) -> Resu
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
-    diesel::sql_query(format!("SELECT {COLUMNS} FROM task_view WHERE id = $1"))
-        .bind::<SqlUuid, _>(id)
-        .prepared()
-        .get_results(conn)
-        .await
-        .map(|mut rows: Vec<TaskRow>| rows.pop())
+    diesel::sql_query(
+        "SELECT id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+                lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+                max_attempts, key, last_error
+         FROM task_view WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .prepared()
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
 /// Tasks as shown (expired leases read as unassigned), oldest first.
@@ -461,9 +467,11 @@ pub async fn list(
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     diesel::sql_query(format!(
-        "SELECT {} FROM (SELECT id, seq FROM ({picked}) AS parts ORDER BY seq LIMIT $2) AS picked
-         JOIN task_view v ON v.id = picked.id ORDER BY v.seq",
-        qualified_columns("v")
+        "SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by,
+                v.assigned_at, v.lease_expires_at, v.completed_at, v.attempt, v.created_at,
+                v.priority, v.not_before, v.max_attempts, v.key, v.last_error
+         FROM (SELECT id, seq FROM ({picked}) AS parts ORDER BY seq LIMIT $2) AS picked
+         JOIN task_view v ON v.id = picked.id ORDER BY v.seq"
     ))
     .bind::<Nullable<SqlUuid>, _>(assignee)
     .bind::<BigInt, _>(limit)
@@ -591,4 +599,47 @@ pub async fn compact_counts(conn: &mut AsyncPgConnection) -> Result<usize, DbErr
     .get_result::<Folded>(conn)
     .await
     .map(|f| usize::try_from(f.n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Whitespace-insensitive: statements and the migration indent apart.
+    fn words(sql: &str) -> String {
+        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// The claim can walk `tasks_claim_order` only while its WHERE clause
+    /// implies the index's predicate: written out in both, held together here.
+    #[test]
+    fn the_claim_repeats_the_predicate_of_its_index() {
+        let migration = include_str!("../../../../migrations/2026-12-02-000007_queue_v1_1/up.sql");
+        let index = migration
+            .split("CREATE INDEX tasks_claim_order ON tasks (priority DESC, seq)")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|rest| rest.trim().strip_prefix("WHERE "))
+            .expect("the migration defines tasks_claim_order");
+        let claim = words(super::CLAIM);
+        assert!(
+            claim.contains(&format!("WHERE {}", words(index))),
+            "the claim's WHERE does not start with `{}`",
+            words(index)
+        );
+        assert!(claim.contains("ORDER BY priority DESC, seq"));
+    }
+
+    /// Every worker write passes the same fence, written out in each.
+    #[test]
+    fn every_worker_write_passes_one_fence() {
+        let fence = "WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT FROM $2::uuid \
+                     AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)";
+        for sql in [
+            super::COMPLETE,
+            super::RELEASE,
+            super::HEARTBEAT,
+            super::FAIL,
+        ] {
+            assert!(words(sql).contains(&words(fence)), "no fence in {sql}");
+        }
+    }
 }

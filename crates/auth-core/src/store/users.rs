@@ -65,18 +65,15 @@ pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbEr
 /// limit exact. `NO KEY UPDATE` because nothing changes the key: it still
 /// serialises logins but does not block the `KEY SHARE` locks that
 /// foreign-key checks take (a claim assigning tasks to this user, a session
-/// insert). Its text carries only the id the service itself holds, so it
-/// rides on the transaction's `BEGIN` ([`crate::db::atomic_after`]). `None`
-/// in the faulty build that takes no lock.
-pub fn lock_sql(id: Uuid) -> Option<String> {
-    or_fault!(SessionLimitWithoutLock => None);
-    Some(format!(
-        "SELECT 1 FROM users WHERE id = '{id}' {}",
-        lock_strength()
-    ))
-}
+/// insert).
+const LOCK: &str = "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
-fn lock_strength() -> &'static str {
-    or_fault!(UserLockForUpdate => "FOR UPDATE");
-    "FOR NO KEY UPDATE"
+/// [`LOCK`] for user `id`, as simple-protocol text: it carries only the id
+/// the service itself holds, so it rides on the transaction's `BEGIN`
+/// ([`crate::db::atomic_after`]).
+pub fn lock_sql(id: Uuid) -> String {
+    let sql = statement!(LOCK,
+        SessionLimitWithoutLock => LOCK_NOTHING,
+        UserLockForUpdate => LOCK_FOR_UPDATE);
+    sql.replace("$1", &format!("'{id}'"))
 }

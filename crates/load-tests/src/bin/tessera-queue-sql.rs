@@ -4,8 +4,8 @@
 
 fn main() {
     let statements = serde_json::json!({
-        "claim": auth_core::store::tasks::claim_sql(),
-        "complete": auth_core::store::tasks::complete_sql(),
+        "claim": auth_core::store::tasks::CLAIM,
+        "complete": auth_core::store::tasks::COMPLETE,
     });
     println!("{statements}");
 }

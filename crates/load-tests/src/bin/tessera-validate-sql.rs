@@ -5,7 +5,7 @@
 
 fn main() {
     let policy = auth_core::config::SessionPolicy::default();
-    let sql = auth_core::store::sessions::validate_sql()
+    let sql = auth_core::store::sessions::VALIDATE
         .replace("$1", "sha256(int4send(:n))")
         .replace("$2", ":touch_secs")
         .replace("$3", ":idle_secs");

@@ -1,3 +1,6 @@
+//! The model's own tests: each rule at its edges, and the differences the
+//! judge must report.
+
 use super::*;
 use crate::history::Item;
 

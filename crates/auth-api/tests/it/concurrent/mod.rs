@@ -2,10 +2,12 @@
 //! HTTP connection (and so its own pooled database connection), released
 //! together by a barrier, against committed data in a per-test database;
 //! outcomes are checked by reading the database afresh and tallying per id.
-//! `interleavings` forces specific orders with locks the test holds.
+//! `interleavings` forces specific orders with locks the test holds;
+//! `isolation` runs the hot statements through PostgreSQL's isolation tester.
 
 mod bodies;
 mod interleavings;
+mod isolation;
 mod limits;
 mod long_polls;
 mod model_run;

@@ -1,0 +1,161 @@
+//! Deliberately broken variants of the concurrency-critical code, compiled
+//! only with the test-only `faults` feature and chosen at run time by
+//! `TESSERA_FAULT=<name>`. They exist to prove that the concurrency tests can
+//! fail (`cargo xtask prove`); a normal build does not contain this module.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Builds [`Fault`], its `ALL` and its names from `table.rs`.
+macro_rules! faults {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Every deliberate fault, by the name `TESSERA_FAULT` takes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Fault {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Fault {
+            pub const ALL: &[Fault] = &[$(Fault::$variant),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Fault::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+include!("table.rs");
+
+impl Fault {
+    pub fn from_name(name: &str) -> Option<Fault> {
+        Fault::ALL.iter().copied().find(|f| f.name() == name)
+    }
+}
+
+/// Whether `fault` was chosen for this process.
+pub fn active(fault: Fault) -> bool {
+    static CHOSEN: OnceLock<Option<Fault>> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        std::env::var("TESSERA_FAULT")
+            .ok()
+            .and_then(|n| Fault::from_name(n.trim()))
+    }) == Some(fault)
+}
+
+/// A "token" that is unique but predictable: a counter in the last 8 bytes.
+pub(crate) fn counter_token() -> crate::domain::SessionToken {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let mut bytes = [0u8; 32];
+    bytes[24..].copy_from_slice(&NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    crate::domain::SessionToken::from_bytes(bytes)
+}
+
+/// Registration that checks for the email first and then inserts ignoring a
+/// conflict: concurrent registrations all pass the check and all "succeed".
+pub(crate) async fn register_check_then_insert(
+    db: &crate::db::Db,
+    hasher: &crate::hashing::PasswordHasher,
+    email: crate::domain::Email,
+    password: crate::domain::Password,
+) -> Result<crate::auth::RegisteredUser, crate::SessionError> {
+    let found = db
+        .run(async |conn| {
+            Ok::<_, crate::SessionError>(
+                crate::store::users::find_by_email(conn, email.as_str()).await?,
+            )
+        })
+        .await?;
+    if found.is_some() {
+        return Err(crate::SessionError::EmailTaken);
+    }
+    let hash = hasher.hash(&password).await?;
+    let id = uuid::Uuid::new_v4();
+    db.run(async |conn| {
+        Ok::<_, crate::SessionError>(
+            sql::insert_user_ignoring_conflict(conn, id, email.as_str(), &hash).await?,
+        )
+    })
+    .await?;
+    Ok(crate::auth::RegisteredUser {
+        id,
+        email: email.to_string(),
+    })
+}
+
+/// Refresh as read-then-update-by-id: every reader of the old token rotates.
+pub(crate) async fn refresh_select_then_update(
+    conn: &mut diesel_async::AsyncPgConnection,
+    old: &crate::domain::SessionToken,
+    new: crate::domain::SessionToken,
+    idle: std::time::Duration,
+) -> Result<crate::auth::IssuedSession, crate::SessionError> {
+    let row = sql::rotate_select_then_update(conn, &old.hash(), &new.hash(), idle)
+        .await?
+        .ok_or(crate::SessionError::InvalidToken)?;
+    Ok(crate::auth::IssuedSession {
+        token: new,
+        session_id: row.id,
+        user_id: row.user_id,
+        expires_at: row.expires_at(),
+    })
+}
+
+/// Logout that answers before its revocation has run.
+pub(crate) fn revoke_in_background(
+    db: &crate::db::Db,
+    session_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+) -> Result<(), crate::SessionError> {
+    let db = db.clone();
+    tokio::spawn(async move {
+        let _ = db
+            .run(async |conn| {
+                Ok::<_, crate::StoreError>(
+                    crate::store::sessions::revoke(conn, None, user_id, Some(session_id), true)
+                        .await?,
+                )
+            })
+            .await;
+    });
+    Ok(())
+}
+
+/// Revoke-all that counts, answers, and revokes later.
+pub(crate) async fn revoke_all_in_background(
+    db: &crate::db::Db,
+    conn: &mut diesel_async::AsyncPgConnection,
+    user_id: uuid::Uuid,
+) -> Result<usize, crate::SessionError> {
+    let n = sql::count_active(conn, user_id).await?;
+    let db = db.clone();
+    tokio::spawn(async move {
+        let _ = db
+            .run(async |conn| {
+                Ok::<_, crate::StoreError>(
+                    crate::store::sessions::revoke(conn, None, user_id, None, true).await?,
+                )
+            })
+            .await;
+    });
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// The `long_poll_recheck_per_waiter` fault's wait: at most a second, then
+/// a try of its own, whatever woke it.
+pub(crate) async fn wait_rechecking_alone(
+    woken: &mut crate::wakeups::Subscription,
+    left: std::time::Duration,
+) -> crate::wakeups::Woken {
+    use crate::wakeups::{RECHECK, Woken};
+    match woken.wait_at_most(left.min(RECHECK)).await {
+        Woken::Expired if left > RECHECK => Woken::TryAgain,
+        other => other,
+    }
+}
+
+/// The broken statements behind the faults above, whole, so the real store
+/// reads as the real SQL (it swaps them in with `statement!`).
+pub(crate) mod sql;
