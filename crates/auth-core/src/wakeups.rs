@@ -20,7 +20,8 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-/// The channel the tasks' triggers notify.
+/// The channel the tasks' triggers notify (`tasks_notify_claimable`, in
+/// the migrations; a test holds the two to one name).
 pub const CHANNEL: &str = "tessera_tasks";
 
 /// How often the instance's re-check wakes one waiting claim (the
@@ -365,6 +366,23 @@ impl Drop for Waiting<'_> {
 
 #[cfg(test)]
 mod tests {
+    /// The listener LISTENs on what the trigger notifies: every
+    /// `pg_notify` of the migrations names [`super::CHANNEL`].
+    #[test]
+    fn the_trigger_notifies_the_channel_the_listener_listens_on() {
+        let migration = include_str!("../../../migrations/2026-12-02-000007_queue_v1_1/up.sql");
+        let notified: Vec<&str> = migration
+            .split("pg_notify('")
+            .skip(1)
+            .filter_map(|rest| rest.split('\'').next())
+            .collect();
+        assert!(!notified.is_empty(), "no pg_notify in the migration");
+        assert!(
+            notified.iter().all(|c| *c == super::CHANNEL),
+            "{notified:?}"
+        );
+    }
+
     use super::{Crowded, WaiterLimits, Wakeups, Woken};
     use std::time::Duration;
 

@@ -383,7 +383,7 @@ pub async fn fail(
 /// that lapsed on the last attempt, which shows as failed) is cancelled;
 /// its assignee, if any, loses it, as every later write of theirs fails
 /// the fence.
-const CANCEL: &str = "\
+pub const CANCEL: &str = "\
 UPDATE tasks
 SET status = 'cancelled', finished_at = now(), delayed = false, assigned_to = NULL,
     assigned_by = NULL, assigned_at = NULL, lease_expires_at = NULL
@@ -394,10 +394,15 @@ RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigne
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
           max_attempts, key, last_error";
 
+/// [`CANCEL`] as this build sends it.
+pub fn cancel_sql() -> &'static str {
+    statement!(CANCEL, CancelAnyStatus => CANCEL_ANY_STATUS)
+}
+
 /// Cancels a task by [`CANCEL`]; `None` when it shows as finished (or does
 /// not exist).
 pub async fn cancel(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskRow>, DbError> {
-    diesel::sql_query(statement!(CANCEL, CancelAnyStatus => CANCEL_ANY_STATUS))
+    diesel::sql_query(cancel_sql())
         .bind::<SqlUuid, _>(id)
         .prepared()
         .get_results(conn)

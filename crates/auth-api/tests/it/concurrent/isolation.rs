@@ -8,7 +8,7 @@
 //! (`isolation/<spec>.out`; `TESSERA_BLESS=1` rewrites them, to be read
 //! before committing).
 
-use auth_core::store::{sessions, tasks, users};
+use auth_core::store::{login_attempts, sessions, tasks, users};
 use std::path::PathBuf;
 use test_support::db::TestDb;
 
@@ -117,7 +117,7 @@ fn comparable(output: &str) -> String {
         .join("\n")
 }
 
-/// `2026-12-07 13:12:28.223615+00` (fraction optional) as `<time>`.
+/// `2026-12-07 13:12:28.223615+00` (fraction and zone optional) as `<time>`.
 fn masked_times(line: &str) -> String {
     let shape = "dddd-dd-dd dd:dd:dd";
     let fits = |s: &[u8]| {
@@ -139,7 +139,11 @@ fn masked_times(line: &str) -> String {
                     end += 1;
                 }
             }
-            if line[end..].starts_with("+00") {
+            let zone = &bytes[end..];
+            if zone.len() >= 3
+                && (zone[0] == b'+' || zone[0] == b'-')
+                && zone[1..3].iter().all(u8::is_ascii_digit)
+            {
                 end += 3;
             }
             out.push_str("<time>");
@@ -162,6 +166,8 @@ async fn judge(name: &str, spec: String) {
         use std::io::Write as _;
         let mut child = std::process::Command::new(tester)
             .arg(url)
+            // Timestamps print in the session's zone; the masking expects UTC.
+            .env("PGTZ", "UTC")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -202,6 +208,29 @@ async fn judge(name: &str, spec: String) {
 
 fn quoted(value: &str) -> String {
     format!("'{value}'::uuid")
+}
+
+/// The operator (the command line: no caller session) revoking Ada's
+/// session in a transaction, then committing.
+fn operator() -> Session {
+    let revoke = bound(
+        sessions::REVOKE,
+        &[
+            "NULL::uuid",
+            "NULL::bytea",
+            &quoted(ADA),
+            &quoted(SESSION),
+            "true",
+        ],
+    );
+    Session {
+        name: "operator",
+        in_transaction: true,
+        steps: vec![
+            ("operator_revokes", revoke),
+            ("operator_commits", "COMMIT".into()),
+        ],
+    }
 }
 
 /// Two claimers at once: the second passes over the rows the first holds
@@ -248,7 +277,8 @@ async fn claims_skip_each_others_rows_and_leave_spent_tasks() {
 /// The fence: a worker whose claim was taken over writes nothing, whether
 /// it writes before the new holder or while the new holder's heartbeat is
 /// uncommitted (it does not even wait for that: the row is not its own;
-/// without the fence it would wait, then write).
+/// without the fence it would wait, then write). A finished task is not
+/// cancelled.
 #[tokio::test]
 async fn a_late_worker_is_fenced_before_and_after_waiting() {
     let task = quoted("00000000-0000-4000-8000-000000000101");
@@ -274,6 +304,7 @@ async fn a_late_worker_is_fenced_before_and_after_waiting() {
             steps: vec![
                 ("ada_heartbeats", heartbeat(ADA)),
                 ("ada_completes", complete(ADA, "NULL")),
+                ("ada_cancels", bound(tasks::cancel_sql(), &[&task])),
             ],
         },
         Session {
@@ -290,7 +321,7 @@ async fn a_late_worker_is_fenced_before_and_after_waiting() {
         &setup,
         &sessions,
         &[
-            "ada_heartbeats ada_completes bob_heartbeats bob_completes bob_commits",
+            "ada_heartbeats ada_completes bob_heartbeats bob_completes bob_commits ada_cancels",
             "bob_heartbeats ada_completes bob_commits",
         ],
     );
@@ -310,16 +341,6 @@ async fn a_rotation_waits_for_a_racing_rotation_or_revocation_and_then_finds_not
         token = TOKEN[0]
     );
     let rotate = |to: &str| bound(sessions::rotate_sql(), &[TOKEN[0], to, "600"]);
-    let revoke = bound(
-        sessions::REVOKE,
-        &[
-            "NULL::uuid",
-            "NULL::bytea",
-            &quoted(ADA),
-            &quoted(SESSION),
-            "true",
-        ],
-    );
     let sessions = [
         Session {
             name: "first",
@@ -337,14 +358,7 @@ async fn a_rotation_waits_for_a_racing_rotation_or_revocation_and_then_finds_not
                 ("second_commits", "COMMIT".into()),
             ],
         },
-        Session {
-            name: "operator",
-            in_transaction: true,
-            steps: vec![
-                ("operator_revokes", revoke),
-                ("operator_commits", "COMMIT".into()),
-            ],
-        },
+        operator(),
         Session {
             name: "reader",
             in_transaction: false,
@@ -380,25 +394,8 @@ async fn a_touch_queued_behind_a_revocation_revives_nothing() {
         ada = quoted(ADA),
         token = TOKEN[0]
     );
-    let revoke = bound(
-        sessions::REVOKE,
-        &[
-            "NULL::uuid",
-            "NULL::bytea",
-            &quoted(ADA),
-            &quoted(SESSION),
-            "true",
-        ],
-    );
     let sessions = [
-        Session {
-            name: "operator",
-            in_transaction: true,
-            steps: vec![
-                ("operator_revokes", revoke),
-                ("operator_commits", "COMMIT".into()),
-            ],
-        },
+        operator(),
         Session {
             name: "client",
             in_transaction: false,
@@ -505,4 +502,36 @@ async fn logins_of_one_user_queue_on_its_lock_and_count_each_other() {
         ],
     );
     judge("open", spec).await;
+}
+
+/// The login admission (limit 1): a login admitted while another's check
+/// of the same email is in flight is neither admitted nor refused but told
+/// to wait (`busy`), queued first on the email's lock.
+#[tokio::test]
+async fn an_admission_while_a_check_is_in_flight_is_told_to_wait() {
+    let email = "'ada@example.com'";
+    let lock = login_attempts::lock_email_sql("ada@example.com");
+    let admit = bound(login_attempts::admit_sql(), &[email, "1", "600", "60"]);
+    let login = |name: &'static str, steps: [&'static str; 3]| Session {
+        name,
+        in_transaction: true,
+        steps: vec![
+            (steps[0], lock.clone()),
+            (steps[1], admit.clone()),
+            (steps[2], "COMMIT".into()),
+        ],
+    };
+    let sessions = [
+        login("first", ["first_locks", "first_admits", "first_commits"]),
+        login(
+            "second",
+            ["second_locks", "second_admits", "second_commits"],
+        ),
+    ];
+    let spec = render(
+        "",
+        &sessions,
+        &["first_locks first_admits second_locks first_commits second_admits second_commits"],
+    );
+    judge("admit", spec).await;
 }
