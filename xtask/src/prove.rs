@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use pg_provision::Server;
 use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -21,15 +22,8 @@ macro_rules! faults {
 
 include!("../../crates/auth-core/src/faults/table.rs");
 
+/// Tier 2's filter and threads, for the test binary itself.
 const TIER2: &[&str] = &[
-    "test",
-    "-p",
-    "auth-api",
-    "--features",
-    "faults",
-    "--test",
-    "it",
-    "--",
     "concurrent::",
     // The tests mostly wait (on each other, on PostgreSQL): four at a time
     // on two cores take 9 s where two take 15, and prove runs them per fault.
@@ -39,21 +33,7 @@ const TIER2: &[&str] = &[
 
 pub fn run() -> anyhow::Result<()> {
     let server = Server::from_env_or_throwaway().context("provisioning PostgreSQL")?;
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "test",
-            "-p",
-            "auth-api",
-            "--features",
-            "faults",
-            "--test",
-            "it",
-            "--no-run",
-            "--quiet",
-        ])
-        .status()
-        .context("building the faulty variant")?;
-    anyhow::ensure!(built.success(), "building with --features faults failed");
+    let tests = build_tier2()?;
 
     let bar = ProgressBar::new(FAULTS.len() as u64 + 1);
     bar.set_style(
@@ -62,13 +42,13 @@ pub fn run() -> anyhow::Result<()> {
     );
     bar.set_message("baseline (no fault)");
     let started = Instant::now();
-    let (baseline_failed, baseline_passed_names) = run_tier2(&server, None)?;
+    let (baseline_failed, baseline_passed_names) = run_tier2(&tests, &server, None)?;
     let baseline_passed = baseline_passed_names.len();
     bar.inc(1);
     let mut rows = Vec::new();
     for fault in FAULTS {
         bar.set_message(fault.to_string());
-        let (failed, _) = run_tier2(&server, Some(fault))?;
+        let (failed, _) = run_tier2(&tests, &server, Some(fault))?;
         rows.push((fault.to_string(), failed));
         bar.inc(1);
     }
@@ -141,10 +121,47 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds auth-api's integration tests with the faults compiled in, once;
+/// returns the test binary. Each fault run then starts it directly: going
+/// through `cargo test` would check the whole build again, 38 times.
+fn build_tier2() -> anyhow::Result<PathBuf> {
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "-p",
+            "auth-api",
+            "--features",
+            "faults",
+            "--test",
+            "it",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("building the faulty variant")?;
+    anyhow::ensure!(
+        built.status.success(),
+        "building with --features faults failed"
+    );
+    String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["target"]["name"] == "it")
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .context("cargo named no test binary for auth-api's `it`")
+}
+
 /// Runs tier 2 (optionally under a fault); returns (failed tests, passed tests).
-fn run_tier2(server: &Server, fault: Option<&str>) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(TIER2)
+fn run_tier2(
+    tests: &Path,
+    server: &Server,
+    fault: Option<&str>,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let mut cmd = Command::new(tests);
+    // Where `cargo test` would run it: the package's directory.
+    cmd.current_dir("crates/auth-api")
+        .args(TIER2)
         .env("DATABASE_URL", server.url.to_string())
         // A fault that hangs must still end: the tests bound their own waits.
         .env("RUST_TEST_TIME_INTEGRATION", "60000,120000")

@@ -295,3 +295,141 @@ fn rule_table_names_what_exists() {
         );
     }
 }
+
+/// Every `fn` name defined in the workspace's Rust files.
+fn defined_functions() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for dir in ["crates", "xtask"] {
+        for file in rust_files(&root().join(dir)) {
+            let text = read(&file);
+            for rest in text.split("fn ").skip(1) {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_invariant_names_the_tests_that_check_it() {
+    let doc = read(&root().join("ARCHITECTURE.md"));
+    let section = doc
+        .split("\n## Invariants\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("ARCHITECTURE.md has an Invariants section");
+    let bullets: Vec<String> = section
+        .split("\n- ")
+        .skip(1)
+        .map(|b| b.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(
+        bullets.len() >= 10,
+        "found only {} invariants",
+        bullets.len()
+    );
+    let defined = defined_functions();
+    for bullet in &bullets {
+        let checks = bullet
+            .split_once("Checked by ")
+            .map(|(_, names)| quoted(names))
+            .unwrap_or_default();
+        assert!(!checks.is_empty(), "names no test: {bullet}");
+        for check in checks {
+            assert!(defined.contains(check), "no test `{check}`: {bullet}");
+        }
+    }
+}
+
+/// The rules' time is the database's: no code of the service reads the
+/// host's clock for one. The one exception stamps a metric.
+#[test]
+fn no_rule_reads_the_hosts_clock() {
+    let mut found = Vec::new();
+    for krate in ["auth-core", "auth-api"] {
+        for file in rust_files(&root().join("crates").join(krate).join("src")) {
+            for (n, line) in read(&file).lines().enumerate() {
+                let reads_clock = ["Utc::now(", "SystemTime::now(", "Local::now("]
+                    .iter()
+                    .any(|clock| line.contains(clock));
+                // The cleanup's `last_run_unix` metric: when it ran, not a rule.
+                let metric = file.ends_with("auth-core/src/retention.rs")
+                    && line.contains("let now = SystemTime::now()");
+                if reads_clock && !metric {
+                    found.push(format!("{}:{}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "the host's clock read at {found:?}");
+}
+
+/// A token or a password printed by `{}` would reach a log.
+#[test]
+fn secrets_have_no_display() {
+    let domain = root().join("crates/auth-core/src/domain");
+    assert!(read(&domain.join("token.rs")).contains("pub struct SessionToken"));
+    assert!(read(&domain.join("password.rs")).contains("pub struct Password"));
+    for file in rust_files(&root().join("crates")) {
+        let text = read(&file);
+        for secret in ["SessionToken", "Password"] {
+            assert!(
+                !text.contains(&format!("Display for {secret} ")),
+                "{} implements Display for {secret}",
+                file.display()
+            );
+        }
+    }
+}
+
+/// The deliberate faults exist only when a build asks for them by name.
+#[test]
+fn the_faults_are_never_on_by_default() {
+    let mut manifests = vec![root().join("Cargo.toml"), root().join("xtask/Cargo.toml")];
+    for krate in std::fs::read_dir(root().join("crates"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        manifests.push(krate.path().join("Cargo.toml"));
+    }
+    for manifest in manifests.iter().filter(|m| m.exists()) {
+        for line in read(manifest).lines() {
+            let line = line.trim();
+            let turns_on = (line.starts_with("default") && line.contains("faults"))
+                || (line.contains("features") && line.contains("\"faults\"") && line.contains('{'));
+            assert!(!turns_on, "{}: {line}", manifest.display());
+        }
+    }
+}
+
+/// Every statement of `store/` is one piece of SQL: `format!` builds only
+/// a value into a one-line statement (a lock's key or id) or the task
+/// listing's union of parts, and these are counted here so a new one is
+/// seen.
+#[test]
+fn store_statements_are_whole() {
+    let allowed = [
+        ("login_attempts.rs", 1), // the email's advisory-lock key
+        ("users.rs", 1),          // the user's id in its lock
+        ("tasks.rs", 5),          // the listing's parts (4) and a test
+    ];
+    for file in rust_files(&root().join("crates/auth-core/src/store")) {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let uses = read(&file).matches("format!(").count();
+        let allowed = allowed
+            .iter()
+            .find(|(f, _)| *f == name)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(uses, allowed, "{name} builds SQL with format! {uses} times");
+    }
+}
