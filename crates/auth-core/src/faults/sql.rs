@@ -232,9 +232,13 @@ RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigne
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
           max_attempts, key, last_error";
 
-/// `cleanup_waits_on_locks`: the cleanup's batch of `table` waits for rows
-/// others hold (`FOR UPDATE` without `SKIP LOCKED`).
-pub fn purge_waiting(table: &str) -> &'static str {
+/// `cleanup_waits_on_locks`: the cleanup's batch that `delete` is, waiting
+/// for rows others hold (`FOR UPDATE` without `SKIP LOCKED`).
+pub fn purge_waiting(delete: &str) -> &'static str {
+    let table = ["sessions", "login_attempts", "tasks"]
+        .into_iter()
+        .find(|table| delete.contains(&format!("DELETE FROM {table} ")))
+        .unwrap_or("tasks");
     match table {
         "sessions" => {
             "\

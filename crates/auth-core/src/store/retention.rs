@@ -49,14 +49,12 @@ pub async fn try_lock_cleanup(conn: &mut AsyncPgConnection) -> Result<bool, DbEr
 /// (`cleanup --dry-run`).
 #[derive(Debug, Clone, Copy)]
 pub struct Purge {
-    pub table: &'static str,
     delete: &'static str,
     count: &'static str,
 }
 
 /// Sessions revoked or expired (`sessions_ended`).
 pub const SESSIONS: Purge = Purge {
-    table: "sessions",
     delete: "\
 WITH gone AS (
     DELETE FROM sessions WHERE id IN (
@@ -73,7 +71,6 @@ WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)",
 
 /// Login attempts (`login_attempts_attempted`).
 pub const LOGIN_ATTEMPTS: Purge = Purge {
-    table: "login_attempts",
     delete: "\
 WITH gone AS (
     DELETE FROM login_attempts WHERE id IN (
@@ -90,7 +87,6 @@ WHERE attempted_at < now() - make_interval(secs => $1)",
 
 /// Completed, failed and cancelled tasks (`tasks_finished`).
 pub const FINISHED_TASKS: Purge = Purge {
-    table: "tasks",
     delete: "\
 WITH gone AS (
     DELETE FROM tasks WHERE id IN (
@@ -115,7 +111,7 @@ pub async fn purge(
     age: Duration,
     batch: i64,
 ) -> Result<u64, DbError> {
-    let sql = statement!(what.delete, CleanupWaitsOnLocks => purge_waiting(what.table));
+    let sql = statement!(what.delete, CleanupWaitsOnLocks => purge_waiting(what.delete));
     let row = diesel::sql_query(sql)
         .bind::<Double, _>(secs(age))
         .bind::<BigInt, _>(batch)
