@@ -45,12 +45,22 @@ pub fn run() -> anyhow::Result<()> {
     );
     bar.set_message("baseline (no fault)");
     let started = Instant::now();
-    let (baseline_failed, baseline_passed_names) = run_tier2(&tests, &server, None)?;
-    let baseline_passed = baseline_passed_names.len();
+    let (baseline_failed, baseline_passed) = run_tier2(&tests, &server, None)?;
     bar.inc(1);
     bar.set_message(format!("{PARALLEL_RUNS} faults at a time"));
-    // Two fault runs at a time: a run mostly waits (on locks it forces, on
-    // PostgreSQL), and each test has a database of its own.
+    let rows = run_faults(&tests, &server, &bar)?;
+    bar.finish_and_clear();
+    report(&rows, &baseline_failed, &baseline_passed, started)
+}
+
+/// Every fault's run of tier 2, [`PARALLEL_RUNS`] at a time (a run mostly
+/// waits: on locks it forces, on PostgreSQL; each test has a database of
+/// its own): each fault with the tests that failed under it.
+fn run_faults(
+    tests: &Path,
+    server: &Server,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let caught: std::sync::Mutex<Vec<Option<Vec<String>>>> =
         std::sync::Mutex::new(vec![None; FAULTS.len()]);
@@ -63,7 +73,7 @@ pub fn run() -> anyhow::Result<()> {
                         let Some(fault) = FAULTS.get(i) else {
                             return Ok(());
                         };
-                        let (failed, _) = run_tier2(&tests, &server, Some(fault))?;
+                        let (failed, _) = run_tier2(tests, server, Some(fault))?;
                         caught
                             .lock()
                             .map_err(|_| anyhow::anyhow!("a runner panicked"))?[i] = Some(failed);
@@ -79,25 +89,33 @@ pub fn run() -> anyhow::Result<()> {
         }
         Ok(())
     })?;
-    bar.finish_and_clear();
     let caught = caught
         .into_inner()
         .map_err(|_| anyhow::anyhow!("a runner panicked"))?;
-    let rows: Vec<(String, Vec<String>)> = FAULTS
+    Ok(FAULTS
         .iter()
         .zip(caught)
         .map(|(fault, failed)| (fault.to_string(), failed.unwrap_or_default()))
-        .collect();
+        .collect())
+}
 
+/// The table of faults and the tests that caught each, both directions
+/// judged: every fault caught, every tier-2 test failed by some fault.
+fn report(
+    rows: &[(String, Vec<String>)],
+    baseline_failed: &[String],
+    baseline_passed: &[String],
+    started: Instant,
+) -> anyhow::Result<()> {
     println!("\n{:<32} tests that caught it", "fault");
     println!("{}", "-".repeat(100));
     println!(
         "{:<32} {} passed, {} failed (must be 0)",
         "(none: baseline)",
-        baseline_passed,
+        baseline_passed.len(),
         baseline_failed.len()
     );
-    for (fault, caught) in &rows {
+    for (fault, caught) in rows {
         let shown = if caught.is_empty() {
             "NOT CAUGHT".to_string()
         } else {
@@ -112,15 +130,16 @@ pub fn run() -> anyhow::Result<()> {
         .collect();
     let caught = rows.len() - survivors.len();
     // The other direction: a tier-2 test no fault ever breaks proves nothing.
-    let never_failed: Vec<&String> = baseline_passed_names
+    let never_failed: Vec<&str> = baseline_passed
         .iter()
         .filter(|test| !rows.iter().any(|(_, c)| c.contains(test)))
+        .map(String::as_str)
         .collect();
     println!("{}", "-".repeat(100));
     println!(
         "tier-2 tests seen failing under some fault: {} of {}",
-        baseline_passed_names.len() - never_failed.len(),
-        baseline_passed_names.len()
+        baseline_passed.len() - never_failed.len(),
+        baseline_passed.len()
     );
     for test in &never_failed {
         println!("  NEVER FAILED: {test}");
@@ -147,11 +166,7 @@ pub fn run() -> anyhow::Result<()> {
     anyhow::ensure!(
         never_failed.is_empty(),
         "tier-2 tests no fault made fail: {}",
-        never_failed
-            .iter()
-            .map(|t| t.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        never_failed.join(", ")
     );
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! every test under a `concurrent::` module, tier 1 is everything else, so a
 //! plain `cargo test` still runs all of them. Tier 3 is a short goose run of
 //! the release build (`xtask load`'s machinery) judged by its thresholds;
-//! tier 4 is the short fault tier (`xtask faults`' cases with less traffic).
+//! tier 4 is the short chaos tier (`xtask chaos`' cases with less traffic).
 
 use crate::summary::{self, Counts, Row};
 use anyhow::Context as _;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run only this tier (1: isolated tests, 2: concurrent smoke tier, 3: load, 4: faults).
+    /// Run only this tier (1: isolated tests, 2: concurrent smoke tier, 3: load, 4: chaos).
     #[arg(long)]
     tier: Option<u8>,
     /// Skip the fmt and clippy steps.
@@ -110,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     drop(server); // stops and deletes a throwaway cluster
     if matches!(args.tier, None | Some(4)) {
         // Its own cluster: one case restarts PostgreSQL.
-        rows.push(crate::faults::short());
+        rows.push(crate::chaos::short());
     }
     summary::print(&rows);
     let failed: Vec<&str> = rows

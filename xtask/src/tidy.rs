@@ -433,3 +433,168 @@ fn store_statements_are_whole() {
         assert_eq!(uses, allowed, "{name} builds SQL with format! {uses} times");
     }
 }
+
+/// `text` with every string literal, `'{'`/`'}'` character literal and
+/// comment blanked, so the braces left are the code's own.
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    while i < chars.len() {
+        let rest = &chars[i..];
+        if rest.starts_with(&['/', '/']) {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if rest.starts_with(&['\'', '{', '\'']) || rest.starts_with(&['\'', '}', '\'']) {
+            out.push_str("   ");
+            i += 3;
+        } else if chars[i] == 'r' && matches!(rest.get(1), Some('#' | '"')) {
+            // A raw string: r"...", r#"..."#, ...
+            let hashes = rest[1..].iter().take_while(|c| **c == '#').count();
+            if rest.get(1 + hashes) != Some(&'"') {
+                out.push(chars[i]);
+                i += 1;
+                continue;
+            }
+            let close: Vec<char> = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            let mut j = i + 2 + hashes;
+            while j < chars.len() && !chars[j..].starts_with(&close) {
+                j += 1;
+            }
+            let end = (j + close.len()).min(chars.len());
+            out.extend(chars[i..end].iter().map(|c| blank(*c)));
+            i = end;
+        } else if chars[i] == '"' {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] != '"' {
+                j += if chars[j] == '\\' { 2 } else { 1 };
+            }
+            let end = (j + 1).min(chars.len());
+            out.extend(chars[i..end].iter().map(|c| blank(*c)));
+            i = end;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Every function with a body in `text`: its name and length in lines.
+fn function_lengths(text: &str) -> Vec<(String, usize)> {
+    let code = code_only(text);
+    let lines: Vec<&str> = code.lines().collect();
+    let mut found = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let qualifiers = [
+            "pub",
+            "pub(crate)",
+            "pub(super)",
+            "async",
+            "const",
+            "unsafe",
+        ];
+        if !words[..at].iter().all(|w| qualifiers.contains(w)) {
+            continue;
+        }
+        let name: String = words
+            .get(at + 1)
+            .unwrap_or(&"")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let mut depth = 0i32;
+        for (end, body) in lines.iter().enumerate().skip(start) {
+            if depth == 0 && body.trim_end().ends_with(';') && !body.contains('{') {
+                break; // a declaration without a body
+            }
+            for c in body.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if depth == 0 && body.contains('}') {
+                found.push((name.clone(), end - start + 1));
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn function_lengths_are_measured_on_code_alone() {
+    let text = "fn a() {\n    let s = \"}}\";\n    let c = '{';\n    // }\n}\npub async fn b(x: u8) -> u8 {\n    x\n}\nfn declared();\n";
+    assert_eq!(
+        function_lengths(text),
+        [("a".to_owned(), 5), ("b".to_owned(), 3)]
+    );
+    let raw = "fn q() -> &'static str {\n    r#\"{ \"\"#\n}\n";
+    assert_eq!(function_lengths(raw), [("q".to_owned(), 3)]);
+}
+
+/// A function a reader can hold in view: none over 80 lines in the
+/// product's code or in the tooling (tests may tell one long story).
+#[test]
+fn no_function_is_over_80_lines() {
+    let mut long = Vec::new();
+    for dir in ["crates/auth-core/src", "crates/auth-api/src", "xtask/src"] {
+        for file in rust_files(&root().join(dir)) {
+            for (name, lines) in function_lengths(&read(&file)) {
+                if lines > 80 {
+                    long.push(format!("{}:{name} ({lines} lines)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over 80 lines: {long:#?}");
+}
+
+/// Many arguments are a struct waiting to be named.
+#[test]
+fn no_function_is_allowed_too_many_arguments() {
+    let allowed: Vec<String> = rust_files(&root().join("crates"))
+        .into_iter()
+        .chain(rust_files(&root().join("xtask")))
+        .filter(|file| read(file).contains(&format!("{}::too_many_arguments", "clippy")))
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(
+        allowed.is_empty(),
+        "too_many_arguments allowed in {allowed:?}"
+    );
+}
+
+/// In the tooling (xtask, harness, load-tests) a file name means one thing.
+#[test]
+fn no_tooling_file_name_means_two_things() {
+    let mut seen: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
+    for dir in ["xtask/src", "crates/harness/src", "crates/load-tests/src"] {
+        for file in rust_files(&root().join(dir)) {
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if !["mod.rs", "lib.rs", "main.rs"].contains(&name.as_str()) {
+                seen.entry(name).or_default().push(file);
+            }
+        }
+    }
+    let twice: Vec<_> = seen
+        .into_iter()
+        .filter(|(_, files)| files.len() > 1)
+        .collect();
+    assert!(twice.is_empty(), "file names used twice: {twice:#?}");
+}

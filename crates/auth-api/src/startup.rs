@@ -84,33 +84,25 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         migrated,
         alive: std::sync::Arc::new(()),
     };
-    crate::maintenance::spawn_count_folding(
-        state.queue.clone(),
-        config.queue.counts_fold_interval,
-        std::sync::Arc::downgrade(&state.alive),
-    );
-    state.queue.wakeups().spawn_recheck(
-        config.queue.recheck,
-        std::sync::Arc::downgrade(&state.alive),
-    );
-    match &config.listen_url {
-        Some(url) => state
-            .queue
-            .wakeups()
-            .spawn_listener(url.clone(), std::sync::Arc::downgrade(&state.alive)),
-        None => tracing::warn!(
-            "no TESSERA_DB_LISTEN_URL behind a transaction pooler: long-poll claims find new tasks by their one-second re-check"
-        ),
-    }
-    crate::maintenance::spawn_cleanup(
-        state.cleanup.clone(),
-        config.retention.interval,
-        std::sync::Arc::downgrade(&state.alive),
-    );
+    spawn_background_jobs(&state, &config);
     let listener =
         TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
     let port = listener.local_addr()?.port();
-    let data = web::Data::new(state.clone());
+    let server = http_server(&config, state.clone(), listener)?;
+    Ok(Application {
+        server,
+        port,
+        state,
+    })
+}
+
+/// actix's server over `listener`, every route with the state.
+fn http_server(
+    config: &ApiConfig,
+    state: AppState,
+    listener: TcpListener,
+) -> anyhow::Result<Server> {
+    let data = web::Data::new(state);
     let document = crate::openapi::json().context("serialising the OpenAPI document")?;
     let document = web::Data::new(routes::health::ApiDocument(document.into()));
     let mut server = HttpServer::new(move || {
@@ -138,11 +130,35 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
     if let Some(workers) = config.workers {
         server = server.workers(workers.max(1));
     }
-    Ok(Application {
-        server: server.run(),
-        port,
-        state,
-    })
+    Ok(server.run())
+}
+
+/// The jobs each instance runs beside its requests; each ends once the
+/// state's `alive` marker is dropped.
+fn spawn_background_jobs(state: &AppState, config: &ApiConfig) {
+    crate::maintenance::spawn_count_folding(
+        state.queue.clone(),
+        config.queue.counts_fold_interval,
+        std::sync::Arc::downgrade(&state.alive),
+    );
+    state.queue.wakeups().spawn_recheck(
+        config.queue.recheck,
+        std::sync::Arc::downgrade(&state.alive),
+    );
+    match &config.listen_url {
+        Some(url) => state
+            .queue
+            .wakeups()
+            .spawn_listener(url.clone(), std::sync::Arc::downgrade(&state.alive)),
+        None => tracing::warn!(
+            "no TESSERA_DB_LISTEN_URL behind a transaction pooler: long-poll claims find new tasks by their one-second re-check"
+        ),
+    }
+    crate::maintenance::spawn_cleanup(
+        state.cleanup.clone(),
+        config.retention.interval,
+        std::sync::Arc::downgrade(&state.alive),
+    );
 }
 
 /// `false` (hang-ups end requests), except in the faulty build's

@@ -480,7 +480,7 @@ pub struct PoolConfig {
     /// Run a `SELECT 1` on every checkout (bb8's test_on_check_out). Off by
     /// default: it doubles a validation's round trips, and a connection that
     /// died while idle is found anyway by the error of the one request that
-    /// used it, after which the pool drops it (the fault tier's
+    /// used it, after which the pool drops it (the chaos tier's
     /// `kill-connections` case shows the service recover without it).
     #[serde(default)]
     pub test_on_checkout: bool,

@@ -303,7 +303,7 @@ impl Persisted {
     }
 
     /// Every assignment was reported to a client: only meaningful when no
-    /// answer can be lost (not in the fault tier, where a claim may commit
+    /// answer can be lost (not in the chaos tier, where a claim may commit
     /// as its connection dies).
     pub fn claims_check(&self, record: &Record) -> Check {
         Check::new(

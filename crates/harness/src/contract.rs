@@ -36,7 +36,7 @@ pub struct Limits {
     pub login_failures: u32,
 }
 
-/// The contract's defaults, which the load and fault tiers run with.
+/// The contract's defaults, which the load and chaos tiers run with.
 pub const LIMITS: Limits = Limits {
     sessions_per_user: 10,
     login_failures: 10,

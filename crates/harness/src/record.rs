@@ -1,7 +1,7 @@
 //! What the clients were told, kept for the correctness checks that run
 //! after the traffic: which registrations, logouts, claims, completions and
 //! releases the service acknowledged. Written by the goose clients
-//! (`record.json`) and by the fault tier's traffic; read by the checks.
+//! (`record.json`) and by the chaos tier's traffic; read by the checks.
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};

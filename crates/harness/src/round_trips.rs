@@ -4,7 +4,7 @@
 //! autocommit statement is one, and one transaction) and `Parse` messages
 //! (statements planned anew rather than run prepared). Bytes pass through
 //! untouched; only the client's side is read. Plain threads: the tests (in
-//! any runtime) and the fault tier use the same proxy.
+//! any runtime) and the chaos tier use the same proxy.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

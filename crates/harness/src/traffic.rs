@@ -1,4 +1,4 @@
-//! The fault tier's own traffic: a few threads doing what users and workers
+//! The chaos tier's own traffic: a few threads doing what users and workers
 //! do (validate, list, claim and complete, create tasks, log out and in,
 //! register), logging every answer with its time and keeping what the
 //! service acknowledged, in the same `Record` the load tier's checks read.
@@ -111,7 +111,7 @@ struct Worker {
     finished: u64,
 }
 
-const PASSWORD: &str = "fault tier password";
+const PASSWORD: &str = "chaos tier password";
 
 impl Worker {
     fn new(base: &str, name: String, started: Instant) -> Worker {
@@ -246,7 +246,7 @@ impl Worker {
                     "fail",
                     "POST",
                     &format!("/v1/tasks/{id}/fail"),
-                    Some(json!({"error": "fault tier", "retry": false})),
+                    Some(json!({"error": "chaos tier", "retry": false})),
                     &[200],
                 );
                 if failed.status == 200 {

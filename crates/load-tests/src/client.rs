@@ -94,7 +94,7 @@ impl<'a> Call<'a> {
             .build();
         let goose = user.request(request).await?;
         let mut metric = goose.request;
-        crate::timeline::observe(
+        crate::latency_log::observe(
             metric.elapsed,
             &format!("{} {}", metric.raw.method, self.name),
             metric.response_time,

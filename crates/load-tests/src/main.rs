@@ -6,10 +6,10 @@
 //! `TESSERA_LOAD_TIMELINE=<path>` writes latency per time window. Normally started
 //! by `cargo xtask load`.
 
+mod acknowledged;
 mod client;
-mod record;
+mod latency_log;
 mod scenarios;
-mod timeline;
 
 use goose::prelude::*;
 
@@ -27,9 +27,9 @@ async fn main() -> anyhow::Result<()> {
     // The record is written even when goose reports failed thresholds: the
     // correctness checks still need it.
     if let Ok(path) = std::env::var("TESSERA_LOAD_RECORD") {
-        record::write(&path)?;
+        acknowledged::write(&path)?;
     }
-    timeline::write()?;
+    latency_log::write()?;
     outcome?;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! The clients: session users, queue workers, producers, and the two
 //! focused mixes (`validator` for the ceiling run, `loginstorm`).
 
+use crate::acknowledged;
 use crate::client::Call;
-use crate::record;
 use goose::prelude::*;
 use rand::Rng as _;
 use serde::Deserialize;
@@ -99,7 +99,7 @@ async fn sign_up(user: &mut GooseUser) -> TransactionResult {
         .send(user)
         .await?;
     let registered: Registered = reply.parse(user)?;
-    record::with(|r| r.registered.push(registered.id));
+    acknowledged::with(|r| r.registered.push(registered.id));
     let session = login(user, &email).await?;
     user.set_session_data(Account {
         email,
@@ -164,7 +164,7 @@ async fn logout_and_login(user: &mut GooseUser) -> TransactionResult {
         .token(&me.token)
         .send(user)
         .await?;
-    record::with(|r| r.logged_out.push(me.session_id));
+    acknowledged::with(|r| r.logged_out.push(me.session_id));
     // 200 is listed as allowed only so it can be counted here, then failed.
     let mut stale = Call::new(GooseMethod::Get, "/v1/sessions/current", &[401, 200])
         .named("/v1/sessions/current (after logout)")
@@ -172,7 +172,7 @@ async fn logout_and_login(user: &mut GooseUser) -> TransactionResult {
         .send(user)
         .await?;
     let accepted = stale.status == 200;
-    record::with(|r| {
+    acknowledged::with(|r| {
         r.validations_after_logout += 1;
         if accepted {
             r.accepted_after_logout += 1;
@@ -219,7 +219,7 @@ async fn work(user: &mut GooseUser) -> TransactionResult {
             .tasks
             .iter()
             .all(|t| t.status == "assigned" && t.assigned_to == Some(me.user_id));
-    record::with(|r| {
+    acknowledged::with(|r| {
         r.claim_calls += 1;
         r.requested_total += claim.requested;
         r.claimed_total += claim.claimed;
@@ -275,7 +275,7 @@ async fn finish(
         .send(user)
         .await?;
         if beat.status == 409 {
-            record::with(|r| r.fenced.push(id));
+            acknowledged::with(|r| r.fenced.push(id));
             return Ok(());
         }
         let after: Task = beat.parse(user)?;
@@ -302,7 +302,7 @@ async fn finish(
         .send(user)
         .await?;
     if done.status == 409 {
-        record::with(|r| r.fenced.push(id));
+        acknowledged::with(|r| r.fenced.push(id));
         return Ok(());
     }
     let after: Task = done.parse(user)?;
@@ -316,7 +316,7 @@ async fn finish(
     if !acceptable.contains(&after.status.as_str()) {
         return Err(done.fail(user, "task in the wrong state after its worker's write"));
     }
-    record::with(|r| match (outcome, after.status.as_str()) {
+    acknowledged::with(|r| match (outcome, after.status.as_str()) {
         (Outcome::Release, _) => r.released.push(id),
         (Outcome::Fail { .. }, "unassigned") => r.retried.push(id),
         (Outcome::Fail { .. }, _) => r.failed.push(id),
@@ -418,7 +418,7 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
         let excess = keys.len().saturating_sub(100);
         keys.drain(..excess);
     }
-    record::with(|r| {
+    acknowledged::with(|r| {
         r.tasks_created += created.created;
         r.keyed.extend(keyed);
     });
@@ -436,7 +436,7 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
         .send(user)
         .await?;
         if cancel.status == 200 {
-            record::with(|r| r.cancelled.push(victim));
+            acknowledged::with(|r| r.cancelled.push(victim));
         }
     }
     Ok(())

@@ -171,7 +171,7 @@ impl TestDb {
 
     /// Where the service under test reaches this database: directly, or
     /// through the PgBouncer at `TESSERA_TEST_PGBOUNCER` (`host:port`, set
-    /// by the fault tier's `pgbouncer` case). The test's own checks keep
+    /// by the chaos tier's `pgbouncer` case). The test's own checks keep
     /// reading [`TestDb::url`], the database itself.
     pub fn service_url(&self) -> String {
         match through_pgbouncer() {

@@ -9,6 +9,7 @@
 
 use super::cpu::{Meter, Reading};
 use super::service::{self, Service, VALIDATE_SQL_BIN};
+use super::timed::Timed;
 use super::{Plan, goose};
 use crate::psql::Psql;
 use anyhow::Context as _;
@@ -65,40 +66,51 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
     let wrk_script = dir.join("validate.lua");
     std::fs::write(&wrk_script, validate_script(&tokens))?;
     let script = pgbench_script(&dir)?;
-    let wrk = wrk_binary()?;
+    let pgbench = service::pgbench_bin(server)?;
     let meter = Meter::new(&db, Some(service.pid()))?;
     let pgbench_meter = Meter::new(&db, None)?;
     let secs = plan.run_time_secs;
-
+    let http_timed = Timed {
+        secs,
+        threads: plan.cores,
+        meter: &meter,
+        dir: &dir,
+    };
+    let sql_timed = Timed {
+        meter: &pgbench_meter,
+        ..http_timed
+    };
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
         eprintln!("xtask: ceiling round {round}/{ROUNDS}: wrk {secs} s, then pgbench {secs} s...");
-        let http = run_wrk(
-            &wrk,
-            &service.base_url,
-            &wrk_script,
-            secs,
-            plan.cores,
-            &meter,
-            &dir,
-            round,
-        )?;
-        let sql = run_pgbench(
-            server,
-            &db,
-            &script,
-            clients,
-            plan.cores,
-            secs,
-            &pgbench_meter,
-            &dir,
-            round,
-        )?;
+        let http = through_service(&http_timed, &service.base_url, &wrk_script, round)?;
+        let sql = through_pgbench(&sql_timed, &pgbench, &db, &script, clients, round)?;
         rounds.push((http, sql));
     }
+    let goose = through_goose(plan, &service, &meter, &dir)?;
+    service.stop()?;
+    let (md, ok) = report(plan, profile, clients, &rounds, &goose)?;
+    std::fs::write(dir.join("ceiling.md"), &md)?;
+    println!("\n{md}");
+    Ok(ok)
+}
+
+/// goose's validations: its figure and CPU, beside wrk's.
+struct GooseRun {
+    report: harness::goose_report::Report,
+    cpu: Reading,
+    peaks: goose::Peaks,
+}
+
+fn through_goose(
+    plan: &Plan,
+    service: &Service,
+    meter: &Meter,
+    dir: &Path,
+) -> anyhow::Result<GooseRun> {
     eprintln!(
-        "xtask: the same validations with goose ({} users, {secs} s)...",
-        plan.users
+        "xtask: the same validations with goose ({} users, {} s)...",
+        plan.users, plan.run_time_secs
     );
     let goose_dir = dir.join("goose");
     std::fs::create_dir_all(&goose_dir)?;
@@ -107,31 +119,38 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
         host: &service.base_url,
         users: plan.users,
         rate: plan.rate,
-        run_time_secs: secs,
+        run_time_secs: plan.run_time_secs,
         scenarios: "validator",
         dir: &goose_dir,
         label: "ceiling: goose",
     })?;
-    let goose_cpu = meter.read() - before;
-    service.stop()?;
+    let cpu = meter.read() - before;
     let report = harness::goose_report::read(&goose_dir.join("report.json"))?;
-    let validate = report
-        .endpoint("GET /v1/sessions/current")
-        .context("the goose run made no validations")?;
     anyhow::ensure!(
         report.failures == 0,
         "the goose run had {} errors",
         report.failures
     );
+    Ok(GooseRun { report, cpu, peaks })
+}
 
-    let mut ratios: Vec<f64> = rounds.iter().map(|(h, s)| h.per_sec / s.per_sec).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
-    let mut pgbench_rates: Vec<f64> = rounds.iter().map(|(_, s)| s.per_sec).collect();
-    pgbench_rates.sort_by(f64::total_cmp);
-    let median_pgbench = pgbench_rates[pgbench_rates.len() / 2];
-    let ok = median >= CEILING_TARGET;
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
 
+/// The rounds side by side, goose beside them, and whether the median met the target.
+fn report(
+    plan: &Plan,
+    profile: &str,
+    clients: u32,
+    rounds: &[(Measured, Measured)],
+    goose: &GooseRun,
+) -> anyhow::Result<(String, bool)> {
+    let secs = plan.run_time_secs;
+    let median_ratio = median(rounds.iter().map(|(h, s)| h.per_sec / s.per_sec).collect());
+    let median_pgbench = median(rounds.iter().map(|(_, s)| s.per_sec).collect());
+    let ok = median_ratio >= CEILING_TARGET;
     let mut md = format!(
         "# Ceiling\n\nProfile `{profile}`, {} cores. Each round: wrk ({WRK_CONNECTIONS} connections, {} threads, each request a token of 1,000 sessions drawn at random; pgbench draws from 1,000 others) on `GET /v1/sessions/current` for {secs} s, then pgbench ({clients} clients = the pool's size, {} threads, `-M prepared`) running the statement a validation sends for {secs} s.\n\n\
          | round | service validations/s (wrk) | p99 ms | pgbench statements/s | ratio | CPU us/request: service / PostgreSQL / wrk | CPU us/statement: PostgreSQL / pgbench |\n|---|---:|---:|---:|---:|---|---|\n",
@@ -150,24 +169,26 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
             http.per_sec / sql.per_sec
         )?;
     }
+    let validate = goose
+        .report
+        .endpoint("GET /v1/sessions/current")
+        .context("the goose run made no validations")?;
     let goose_per = |secs: f64| secs * 1e6 / (validate.rps * plan.run_time_secs as f64).max(1.0);
     writeln!(
         md,
-        "\n**Median ratio {median:.2}** (target >= {CEILING_TARGET}: {}).\n\n\
+        "\n**Median ratio {median_ratio:.2}** (target >= {CEILING_TARGET}: {}).\n\n\
          goose, {} validator users for {secs} s: {:.0} validations/s (p99 {:.0} ms), {:.2} of the median pgbench figure; CPU us/request: service {:.0}, PostgreSQL {:.0}, goose {:.0} (goose's own reading: {:.1} s).",
         if ok { "met" } else { "MISSED" },
         plan.users,
         validate.rps,
         validate.p99_ms,
         validate.rps / median_pgbench,
-        goose_per(goose_cpu.service),
-        goose_per(goose_cpu.postgres),
-        goose_per(peaks.goose_cpu_secs),
-        peaks.goose_cpu_secs,
+        goose_per(goose.cpu.service),
+        goose_per(goose.cpu.postgres),
+        goose_per(goose.peaks.goose_cpu_secs),
+        goose.peaks.goose_cpu_secs,
     )?;
-    std::fs::write(dir.join("ceiling.md"), &md)?;
-    println!("\n{md}");
-    Ok(ok)
+    Ok((md, ok))
 }
 
 /// Sessions whose token hash pgbench can compute: sha256(int4send(n)).
@@ -230,72 +251,25 @@ fn pgbench_script(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// wrk from PATH, else Debian's package unpacked under target/tools.
-pub fn wrk_binary() -> anyhow::Result<std::path::PathBuf> {
-    if let Ok(found) = which("wrk") {
-        return Ok(found);
-    }
-    crate::tools::debian(
-        "wrk",
-        &["wrk", "libluajit2-5.1-2", "libluajit2-5.1-common"],
-        "usr/bin/wrk",
-    )
-}
-
-/// Where the unpacked wrk finds LuaJIT.
-pub fn wrk_libs() -> anyhow::Result<std::path::PathBuf> {
-    Ok(std::path::absolute(crate::tools::tool_dir("wrk"))?.join("usr/lib/x86_64-linux-gnu"))
-}
-
-fn which(name: &str) -> anyhow::Result<std::path::PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .context("not on PATH")
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_wrk(
-    wrk: &Path,
+fn through_service(
+    timed: &Timed<'_>,
     base_url: &str,
     script: &Path,
-    secs: u64,
-    threads: usize,
-    meter: &Meter,
-    dir: &Path,
     round: usize,
 ) -> anyhow::Result<Measured> {
-    let libs = wrk_libs()?;
-    let before = meter.read();
-    let out = Command::new(wrk)
-        .env("LD_LIBRARY_PATH", libs)
-        .args(["--latency", "-t", &threads.to_string()])
-        .args([
-            "-c",
-            &WRK_CONNECTIONS.to_string(),
-            "-d",
-            &format!("{secs}s"),
-        ])
-        .arg("-s")
-        .arg(script)
-        .arg(format!("{base_url}/v1/sessions/current"))
-        .output()
-        .context("running wrk")?;
-    let cpu = meter.read() - before;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    std::fs::write(dir.join(format!("wrk-{round}.txt")), &text)?;
-    anyhow::ensure!(
-        out.status.success(),
-        "wrk failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let name = format!("wrk-{round}");
+    let ran = timed.wrk(
+        WRK_CONNECTIONS,
+        script,
+        &format!("{base_url}/v1/sessions/current"),
+        &name,
+    )?;
+    let text = &ran.text;
     anyhow::ensure!(
         !text.contains("Non-2xx") && !text.contains("Socket errors"),
-        "wrk saw errors (see wrk-{round}.txt):\n{text}"
+        "wrk saw errors (see {name}.txt):\n{text}"
     );
-    let per_sec = field(&text, "Requests/sec:").context("no Requests/sec in wrk's output")?;
+    let per_sec = field(text, "Requests/sec:").context("no Requests/sec in wrk's output")?;
     let requests = text
         .lines()
         .find(|l| l.contains("requests in"))
@@ -309,53 +283,40 @@ fn run_wrk(
     Ok(Measured {
         per_sec,
         requests,
-        cpu,
+        cpu: ran.cpu,
         p99_ms,
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_pgbench(
-    server: &Server,
+fn through_pgbench(
+    timed: &Timed<'_>,
+    pgbench: &Path,
     db: &Psql,
     script: &Path,
     clients: u32,
-    threads: usize,
-    secs: u64,
-    meter: &Meter,
-    dir: &Path,
     round: usize,
 ) -> anyhow::Result<Measured> {
-    let pgbench = service::pgbench_bin(server)?;
-    let before = meter.read();
-    let out = Command::new(pgbench)
-        .args(["-n", "-M", "prepared", "-c", &clients.to_string()])
-        .args(["-j", &threads.to_string(), "-T", &secs.to_string()])
-        .args(["-D", &format!("tokens={PGBENCH_TOKENS}"), "-f"])
-        .arg(script)
-        .arg(db.url().to_string())
-        .output()
-        .context("running pgbench")?;
-    let cpu = meter.read() - before;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    std::fs::write(dir.join(format!("pgbench-{round}.txt")), &text)?;
-    anyhow::ensure!(
-        out.status.success(),
-        "pgbench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let per_sec = text
+    let ran = timed.pgbench(
+        pgbench,
+        clients,
+        &[format!("tokens={PGBENCH_TOKENS}")],
+        script,
+        &db.url().to_string(),
+        &format!("pgbench-{round}"),
+    )?;
+    let per_sec = ran
+        .text
         .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
         .context("no tps line in pgbench's output")?;
-    let requests = field(&text, "number of transactions actually processed:")
+    let requests = field(&ran.text, "number of transactions actually processed:")
         .context("no transaction count in pgbench's output")?;
     Ok(Measured {
         per_sec,
         requests,
-        cpu,
+        cpu: ran.cpu,
         p99_ms: None,
     })
 }

@@ -4,29 +4,30 @@
 //! `target/load-reports/<timestamp>/`.
 
 mod ceiling;
-mod chart;
 mod cpu;
 mod extras;
 mod fleet;
 mod goose;
 mod queue;
-mod report;
+mod results;
 pub mod service;
 mod soak;
 mod soak_chart;
 mod stress;
+mod summary_chart;
+mod timed;
 
 use crate::psql::Psql;
 use crate::summary::{Counts, Row};
 use anyhow::Context as _;
 use fleet::Fleet;
-use harness::checks::{self, Persisted};
+use harness::checks::{self, Check, Persisted};
 use harness::contract::LIMITS;
 use harness::goose_report;
 use harness::record::Record;
 use harness::thresholds::Thresholds;
 use pg_provision::Server;
-use report::{PoolFigures, ProfileResult};
+use results::{PoolFigures, ProfileResult};
 use service::Samples;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,50 @@ pub struct Args {
     /// database directly.
     #[arg(long, conflicts_with = "target")]
     pgbouncer: bool,
+}
+
+impl Args {
+    /// The profiles asked for, each known.
+    fn selected(&self, specs: &BTreeMap<String, String>) -> anyhow::Result<Vec<String>> {
+        let selected: Vec<String> = if self.all_profiles {
+            specs.keys().cloned().collect()
+        } else if self.profiles.is_empty() {
+            vec!["default".into()]
+        } else {
+            self.profiles.clone()
+        };
+        for name in &selected {
+            anyhow::ensure!(
+                specs.contains_key(name),
+                "no profile `{name}` in {PROFILES_FILE}"
+            );
+        }
+        Ok(selected)
+    }
+
+    /// Whether a measurement of its own (--ceiling, --storm, --queue,
+    /// --stress) replaces the mixed load.
+    fn measures(&self) -> bool {
+        self.ceiling || self.storm || self.queue || self.stress
+    }
+
+    /// The measurements asked for; whether each met its target.
+    fn measure(&self, plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> {
+        let mut ok = true;
+        if self.ceiling {
+            ok &= ceiling::run(plan, server, profile)?;
+        }
+        if self.storm {
+            ok &= extras::storm(plan, server, profile)?;
+        }
+        if self.queue {
+            ok &= queue::run(plan, server, profile)?;
+        }
+        if self.stress {
+            ok &= stress::run(plan, server, profile)?;
+        }
+        Ok(ok)
+    }
 }
 
 /// Server sessions PgBouncer opens per database: its own default, which
@@ -236,19 +281,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let specs = profiles()?;
-    let selected: Vec<String> = if args.all_profiles {
-        specs.keys().cloned().collect()
-    } else if args.profiles.is_empty() {
-        vec!["default".into()]
-    } else {
-        args.profiles.clone()
-    };
-    for name in &selected {
-        anyhow::ensure!(
-            specs.contains_key(name),
-            "no profile `{name}` in {PROFILES_FILE}"
-        );
-    }
+    let selected = args.selected(&specs)?;
     eprintln!("xtask: reports go to {}", plan.out_dir.display());
     let mut results = Vec::new();
     let mut server = None;
@@ -261,7 +294,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         service::build_release(plan.fault.is_some())?;
         // --ceiling, --storm and --queue are measurements of their own: the
         // mixed load runs only when none of them is asked for.
-        if !(args.ceiling || args.storm || args.queue || args.stress) {
+        if !args.measures() {
             for name in &selected {
                 results.push(run_profile(&plan, &provisioned, name, &specs[name])?);
             }
@@ -271,26 +304,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !results.is_empty() {
         write_summary(&plan, &results)?;
     }
-    let mut extra_ok = true;
-    if let Some(server) = &server {
-        let profile = selected.first().map_or("default", String::as_str);
-        if args.ceiling {
-            extra_ok &= ceiling::run(&plan, server, profile)?;
+    let extra_ok = match &server {
+        Some(server) => {
+            let profile = selected.first().map_or("default", String::as_str);
+            args.measure(&plan, server, profile)?
         }
-        if args.storm {
-            extra_ok &= extras::storm(&plan, server, profile)?;
+        None => {
+            if args.measures() {
+                eprintln!(
+                    "xtask: --ceiling, --storm, --queue and --stress need the database; skipped with --target"
+                );
+            }
+            true
         }
-        if args.queue {
-            extra_ok &= queue::run(&plan, server, profile)?;
-        }
-        if args.stress {
-            extra_ok &= stress::run(&plan, server, profile)?;
-        }
-    } else if args.ceiling || args.storm || args.queue || args.stress {
-        eprintln!(
-            "xtask: --ceiling, --storm, --queue and --stress need the database; skipped with --target"
-        );
-    }
+    };
     drop(server);
     let failed: Vec<&str> = results
         .iter()
@@ -362,30 +389,17 @@ fn run_profile(
     let database = database_name(name);
     admin.recreate_database(&database)?;
     let db = admin.on(&database);
-    let mut env = vec![("TESSERA_POOL_PROFILE", name.to_owned())];
-    if let Some(fault) = &plan.fault {
-        env.push(("TESSERA_FAULT", fault.clone()));
-    }
-    if let Some(every) = plan.cleanup_every {
-        env.push(("TESSERA_CLEANUP_INTERVAL_SECS", every.to_string()));
-    }
+    let mut env = service_env(plan, name);
     let cross_instance = if plan.instances > 1 {
         fleet::cross_instance_checks(&admin, &database, &env, &dir, plan.instances)?
     } else {
         Vec::new()
     };
     // Dropped (stopped) after the fleet, below.
-    let bouncer = match plan.pgbouncer {
-        true => Some(crate::pgbouncer::PgBouncer::start(
-            &server.url,
-            &crate::pgbouncer::Pooling {
-                default_pool_size: PGBOUNCER_POOL_SIZE,
-                sized: &[],
-            },
-            &dir.join("pgbouncer"),
-        )?),
-        false => None,
-    };
+    let bouncer = plan
+        .pgbouncer
+        .then(|| start_pgbouncer(server, &dir))
+        .transpose()?;
     let service_url = match &bouncer {
         Some(bouncer) => {
             env.push(("TESSERA_DB_POOLER", "transaction".to_owned()));
@@ -399,24 +413,7 @@ fn run_profile(
     }
     let before = fleet.scrape()?;
     let cpu_before = fleet.cpu_seconds();
-    let goose_run = goose::Run {
-        host: &fleet.base_url,
-        users: plan.users,
-        rate: plan.rate,
-        run_time_secs: plan.run_time_secs,
-        scenarios: MIXED,
-        dir: &dir,
-        label: name,
-    };
-    let mut sampler = soak::Sampler::new(&fleet.services, &db);
-    let peaks = if plan.soak {
-        goose::run_sampled(&goose_run, Some(soak::WINDOW_SECS), &mut |t, s| {
-            sampler.observe(t, s)
-        })?
-    } else {
-        goose::run(&goose_run)?
-    };
-    let points = std::mem::take(&mut sampler.points);
+    let (peaks, points) = drive(plan, &fleet, &db, &dir, name)?;
     let final_sizes = soak::table_sizes(&db).unwrap_or_default();
     let after = fleet.scrape()?;
     let cpu = cpu_before.zip(fleet.cpu_seconds()).map(|(b, a)| a - b);
@@ -425,57 +422,23 @@ fn run_profile(
     drop(bouncer);
 
     let report = goose_report::read(&dir.join("report.json"))?;
-    let record = Record::read(&dir.join("record.json"))?;
     let mut all_checks = cross_instance;
-    all_checks.extend(checks::from_record(&record));
-    let persisted = Persisted::read(&record, &db, &LIMITS)?;
-    all_checks.push(persisted.claims_check(&record));
-    all_checks.extend(persisted.checks(&record, &LIMITS));
-    if plan.cleanup_every.is_some() {
-        let purged = after.get(r#"tessera_cleanup_purged_rows_total{table="sessions"}"#)
-            + after.get(r#"tessera_cleanup_purged_rows_total{table="tasks"}"#);
-        all_checks.push(checks::retention_check(&db, purged)?);
-    }
+    all_checks.extend(database_checks(plan, &dir, &db, &after)?);
     let pool = pool_delta(&before, &after);
-    let mut verdicts = plan
-        .thresholds
-        .judge(&report, &all_checks, Some(pool.timed_out));
-    let soak = if plan.soak {
-        let timeline = soak::read_timeline(&dir.join("timeline.json"))?;
-        let ramp_secs = (f64::from(plan.users) / plan.rate).ceil() as u64;
-        let (soak, drift) = soak::SoakResult::judge(
-            &plan.thresholds.drift,
-            &timeline,
-            points,
-            ramp_secs,
-            plan.run_time_secs,
-            final_sizes.clone(),
-        );
-        soak_chart::draw(&soak, &timeline, &dir.join("soak.svg"))?;
-        verdicts.extend(drift);
-        Some(soak)
-    } else {
-        None
-    };
-    let pass = verdicts.iter().all(|v| v.ok) && all_checks.iter().all(|c| c.ok);
-    let mut result = ProfileResult {
-        soak,
-        table_sizes: final_sizes,
-        profile: name.to_owned(),
-        description: description.to_owned(),
-        max_size: pool_size(&before, plan.instances),
-        users: plan.users,
-        report,
-        pool: Some(pool),
-        peak_pool_waiting: 0.0,
-        peak_hash_queue: 0.0,
-        server_cpu_secs: cpu,
-        server_peak_rss_mib: peak_rss,
-        checks: all_checks,
-        verdicts,
-        pass,
-    };
-    result.set_peaks(peaks);
+    let mut result = ProfileResult::judged(&plan.thresholds, report, all_checks, Some(pool), peaks);
+    result.profile = name.to_owned();
+    result.description = description.to_owned();
+    result.max_size = pool_size(&before, plan.instances);
+    result.users = plan.users;
+    result.server_cpu_secs = cpu;
+    result.server_peak_rss_mib = peak_rss;
+    if plan.soak {
+        let (soak, drift) = judge_soak(plan, &dir, points, final_sizes.clone())?;
+        result.verdicts.extend(drift);
+        result.pass &= result.verdicts.iter().all(|v| v.ok);
+        result.soak = Some(soak);
+    }
+    result.table_sizes = final_sizes;
     println!(
         "{:<22} {:>7.0} req/s  p99 {:>5.0} ms  errors {}  waited {:.0}  {}",
         name,
@@ -483,9 +446,100 @@ fn run_profile(
         result.report.p99_ms,
         result.report.failures,
         pool.waited,
-        if pass { "pass" } else { "FAIL" }
+        if result.pass { "pass" } else { "FAIL" }
     );
     Ok(result)
+}
+
+/// The service's settings for one profile's run.
+fn service_env(plan: &Plan, profile: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![("TESSERA_POOL_PROFILE", profile.to_owned())];
+    if let Some(fault) = &plan.fault {
+        env.push(("TESSERA_FAULT", fault.clone()));
+    }
+    if let Some(every) = plan.cleanup_every {
+        env.push(("TESSERA_CLEANUP_INTERVAL_SECS", every.to_string()));
+    }
+    env
+}
+
+fn start_pgbouncer(server: &Server, dir: &Path) -> anyhow::Result<crate::pgbouncer::PgBouncer> {
+    crate::pgbouncer::PgBouncer::start(
+        &server.url,
+        &crate::pgbouncer::Pooling {
+            default_pool_size: PGBOUNCER_POOL_SIZE,
+            sized: &[],
+        },
+        &dir.join("pgbouncer"),
+    )
+}
+
+/// The mixed goose load against the fleet, sampled over time for a soak.
+fn drive(
+    plan: &Plan,
+    fleet: &Fleet,
+    db: &Psql,
+    dir: &Path,
+    label: &str,
+) -> anyhow::Result<(goose::Peaks, Vec<soak::Point>)> {
+    let goose_run = goose::Run {
+        host: &fleet.base_url,
+        users: plan.users,
+        rate: plan.rate,
+        run_time_secs: plan.run_time_secs,
+        scenarios: MIXED,
+        dir,
+        label,
+    };
+    let mut sampler = soak::Sampler::new(&fleet.services, db);
+    let peaks = if plan.soak {
+        goose::run_sampled(&goose_run, Some(soak::WINDOW_SECS), &mut |t, s| {
+            sampler.observe(t, s)
+        })?
+    } else {
+        goose::run(&goose_run)?
+    };
+    Ok((peaks, std::mem::take(&mut sampler.points)))
+}
+
+/// What the clients were told, judged against a fresh read of the database.
+fn database_checks(
+    plan: &Plan,
+    dir: &Path,
+    db: &Psql,
+    after: &Samples,
+) -> anyhow::Result<Vec<Check>> {
+    let record = Record::read(&dir.join("record.json"))?;
+    let mut all_checks = checks::from_record(&record);
+    let persisted = Persisted::read(&record, db, &LIMITS)?;
+    all_checks.push(persisted.claims_check(&record));
+    all_checks.extend(persisted.checks(&record, &LIMITS));
+    if plan.cleanup_every.is_some() {
+        let purged = after.get(r#"tessera_cleanup_purged_rows_total{table="sessions"}"#)
+            + after.get(r#"tessera_cleanup_purged_rows_total{table="tasks"}"#);
+        all_checks.push(checks::retention_check(db, purged)?);
+    }
+    Ok(all_checks)
+}
+
+fn judge_soak(
+    plan: &Plan,
+    dir: &Path,
+    points: Vec<soak::Point>,
+    final_sizes: Vec<(String, f64, f64)>,
+) -> anyhow::Result<(soak::SoakResult, Vec<harness::thresholds::Verdict>)> {
+    let timeline = soak::read_timeline(&dir.join("timeline.json"))?;
+    let ramp_secs = (f64::from(plan.users) / plan.rate).ceil() as u64;
+    let (soak, drift) = soak::SoakResult::judge(
+        &plan.thresholds.drift,
+        &timeline,
+        points,
+        ramp_secs,
+        plan.run_time_secs,
+        final_sizes,
+    );
+    soak_chart::draw(&soak, &timeline, &dir.join("soak.svg"))?;
+    Ok((soak, drift))
 }
 
 fn run_against_target(plan: &Plan, target: &str) -> anyhow::Result<ProfileResult> {
@@ -508,28 +562,10 @@ fn run_against_target(plan: &Plan, target: &str) -> anyhow::Result<ProfileResult
     let record = Record::read(&dir.join("record.json"))?;
     let all_checks = checks::from_record(&record);
     let pool = before.zip(after).map(|(b, a)| pool_delta(&b, &a));
-    let verdicts = plan
-        .thresholds
-        .judge(&report, &all_checks, pool.map(|p| p.timed_out));
-    let pass = verdicts.iter().all(|v| v.ok) && all_checks.iter().all(|c| c.ok);
-    let mut result = ProfileResult {
-        soak: None,
-        table_sizes: Vec::new(),
-        profile: "target".into(),
-        description: format!("{host} (database checks skipped)"),
-        max_size: None,
-        users: plan.users,
-        report,
-        pool,
-        peak_pool_waiting: 0.0,
-        peak_hash_queue: 0.0,
-        server_cpu_secs: None,
-        server_peak_rss_mib: None,
-        checks: all_checks,
-        verdicts,
-        pass,
-    };
-    result.set_peaks(peaks);
+    let mut result = ProfileResult::judged(&plan.thresholds, report, all_checks, pool, peaks);
+    result.profile = "target".into();
+    result.description = format!("{host} (database checks skipped)");
+    result.users = plan.users;
     Ok(result)
 }
 
@@ -564,7 +600,7 @@ fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
         },
         plan.cores
     );
-    let mut md = report::markdown(results, &header, plan.cores);
+    let mut md = results::markdown(results, &header, plan.cores);
     for r in results {
         if let Some(soak) = &r.soak {
             md.push_str(&format!(
@@ -586,7 +622,7 @@ fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
         }
     }
     std::fs::write(plan.out_dir.join("summary.md"), &md)?;
-    let recommendation = report::recommend(results);
+    let recommendation = results::recommend(results);
     let json = serde_json::json!({
         "users": plan.users,
         "run_time_secs": plan.run_time_secs,
@@ -598,9 +634,9 @@ fn write_summary(plan: &Plan, results: &[ProfileResult]) -> anyhow::Result<()> {
         plan.out_dir.join("summary.json"),
         serde_json::to_vec_pretty(&json)?,
     )?;
-    chart::draw(results, &plan.out_dir.join("summary.svg"))?;
+    summary_chart::draw(results, &plan.out_dir.join("summary.svg"))?;
     println!();
-    print!("{}", report::table(results, plan.cores));
+    print!("{}", results::table(results, plan.cores));
     for r in results {
         if let Some(soak) = &r.soak {
             println!("\ndrift over the soak ({}):\n{}", r.profile, soak.table());

@@ -9,13 +9,13 @@
 use super::Plan;
 use super::cpu::Meter;
 use super::service::{self, QUEUE_SQL_BIN, Service};
+use super::timed::Timed;
 use crate::psql::Psql;
 use anyhow::Context as _;
 use pg_provision::Server;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 /// The issue's target: end-to-end tasks/s at this share of pgbench's.
 const QUEUE_TARGET: f64 = 0.5;
@@ -65,30 +65,41 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
     let explained = explain(&db, &statements, &user_id)?;
 
     let meter = Meter::new(&db, Some(service.pid()))?;
-    let secs = plan.run_time_secs;
+    let timed = Timed {
+        secs: plan.run_time_secs,
+        threads: plan.cores,
+        meter: &meter,
+        dir: &dir,
+    };
+    let pgbench = service::pgbench_bin(server)?;
     let mut points = Vec::new();
     for batch in BATCHES {
         for workers in WORKERS {
-            eprintln!("xtask: queue: {workers} workers claiming {batch} at a time, {secs} s...");
+            eprintln!(
+                "xtask: queue: {workers} workers claiming {batch} at a time, {} s...",
+                timed.secs
+            );
             points.push(through_service(
+                &timed,
                 &db,
-                &meter,
                 &service.base_url,
                 &token,
                 batch,
                 workers,
-                plan.cores,
-                secs,
-                &dir,
             )?);
         }
         eprintln!(
-            "xtask: queue: pgbench, {clients} clients claiming {batch} at a time, {secs} s..."
+            "xtask: queue: pgbench, {clients} clients claiming {batch} at a time, {} s...",
+            timed.secs
         );
         let script = pgbench_script(&dir, &statements, batch)?;
-        points.push(through_pgbench(
-            server, &db, &meter, &script, &user_id, batch, clients, plan.cores, secs,
-        )?);
+        let sql = Pgbench {
+            bin: &pgbench,
+            script: &script,
+            user_id: &user_id,
+            clients,
+        };
+        points.push(sql.run(&timed, &db, batch)?);
     }
     drop(service);
     // Again with the sweep's history (completed tasks, fresh statistics).
@@ -99,12 +110,27 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
     );
     std::fs::write(dir.join("explain.txt"), &explained)?;
 
+    let (md, ok) = report(plan, profile, clients, &points, &explained)?;
+    std::fs::write(dir.join("queue.md"), &md)?;
+    println!("\n{md}");
+    Ok(ok)
+}
+
+/// Every point of the sweep, the best service point per batch against
+/// pgbench's, and whether every batch size met the target.
+fn report(
+    plan: &Plan,
+    profile: &str,
+    clients: u32,
+    points: &[Point],
+    explained: &str,
+) -> anyhow::Result<(String, bool)> {
     let mut md = format!(
         "# Queue throughput\n\nProfile `{profile}`, {} cores, {TASKS} tasks seeded. A task is done when its completion is committed; counts are fresh reads of the database. Service, driven by wrk ({} threads; `workers` = its connections): a connection claims `batch` tasks through `POST /v1/tasks/claim` when its thread holds none, else completes one with `POST /v1/tasks/{{id}}/complete`. pgbench: per transaction, the service's claim statement, then its complete statement once per claimed task ({clients} clients = the queue pool's size, `-M prepared`).\n\n\
          | client | batch | workers | tasks/s | tasks/s per core | CPU us/task: service / PostgreSQL / client | errors |\n|---|---:|---:|---:|---:|---|---:|\n",
         plan.cores, plan.cores
     );
-    for p in &points {
+    for p in points {
         let (s, pg, c) = p.cpu_us_per_task;
         writeln!(
             md,
@@ -147,9 +173,7 @@ pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> 
         "\nTarget: the service at >= {QUEUE_TARGET} of pgbench at every batch size, no errors: {}.\n\nPublished anchors (other hardware, per core where the source gives cores): River ~46k jobs/s on an 8-core laptop (~5.8k per core); graphile-worker ~183k jobs/s (its own benchmark); hardbyte/postgresql-job-queue-benchmarking puts full job queues at 11-14k jobs/s.\n\n## EXPLAIN on {TASKS} tasks\n\n```\n{explained}\n```",
         if ok { "met" } else { "MISSED" }
     )?;
-    std::fs::write(dir.join("queue.md"), &md)?;
-    println!("\n{md}");
-    Ok(ok)
+    Ok((md, ok))
 }
 
 fn statements() -> anyhow::Result<Statements> {
@@ -180,43 +204,26 @@ fn explain(db: &Psql, s: &Statements, user_id: &str) -> anyhow::Result<String> {
 /// then completes the tasks its thread holds, one request each, so the
 /// client costs as little as pgbench's. What is still held when wrk stops
 /// is left leased; completions are counted in the database.
-#[allow(clippy::too_many_arguments)]
 fn through_service(
+    timed: &Timed<'_>,
     db: &Psql,
-    meter: &Meter,
     base_url: &str,
     token: &str,
     batch: u32,
     workers: u32,
-    threads: usize,
-    secs: u64,
-    dir: &Path,
 ) -> anyhow::Result<Point> {
-    let wrk = super::ceiling::wrk_binary()?;
-    let script = dir.join(format!("claim-complete-{batch}.lua"));
+    let script = timed.dir.join(format!("claim-complete-{batch}.lua"));
     std::fs::write(&script, wrk_script(token, batch))?;
     let done_before = completed(db)?;
-    let before = meter.read();
-    let started = Instant::now();
-    let out = Command::new(&wrk)
-        .env("LD_LIBRARY_PATH", super::ceiling::wrk_libs()?)
-        .args(["-t", &threads.to_string(), "-c", &workers.to_string()])
-        .args(["-d", &format!("{secs}s"), "-s"])
-        .arg(&script)
-        .arg(base_url)
-        .output()
-        .context("running wrk")?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let used = meter.read() - before;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    std::fs::write(dir.join(format!("wrk-{batch}-{workers}.txt")), &text)?;
-    anyhow::ensure!(
-        out.status.success(),
-        "wrk failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ran = timed.wrk(
+        workers,
+        &script,
+        base_url,
+        &format!("wrk-{batch}-{workers}"),
+    )?;
     let done = completed(db)? - done_before;
-    let errors = text
+    let errors = ran
+        .text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
         .and_then(|n| n.trim().parse().ok())
@@ -226,8 +233,12 @@ fn through_service(
         client: "service".into(),
         batch,
         workers,
-        tasks_per_sec: done as f64 / elapsed,
-        cpu_us_per_task: (per(used.service), per(used.postgres), per(used.clients)),
+        tasks_per_sec: done as f64 / ran.elapsed_secs,
+        cpu_us_per_task: (
+            per(ran.cpu.service),
+            per(ran.cpu.postgres),
+            per(ran.cpu.clients),
+        ),
         errors,
     })
 }
@@ -291,61 +302,40 @@ fn pgbench_script(dir: &Path, s: &Statements, batch: u32) -> anyhow::Result<std:
     Ok(path)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn through_pgbench(
-    server: &Server,
-    db: &Psql,
-    meter: &Meter,
-    script: &Path,
-    user_id: &str,
-    batch: u32,
+/// pgbench running the service's claim and complete statements.
+struct Pgbench<'a> {
+    bin: &'a Path,
+    script: &'a Path,
+    user_id: &'a str,
     clients: u32,
-    threads: usize,
-    secs: u64,
-) -> anyhow::Result<Point> {
-    let pgbench = service::pgbench_bin(server)?;
-    let done_before = completed(db)?;
-    let before = meter.read();
-    let started = Instant::now();
-    let out = Command::new(pgbench)
-        .args(["-n", "-M", "prepared", "-c", &clients.to_string()])
-        .args(["-j", &threads.to_string(), "-T", &secs.to_string()])
-        .args([
-            "-D",
-            &format!("batch={batch}"),
-            "-D",
-            &format!("worker={user_id}"),
-        ])
-        .args(["-D", &format!("lease={LEASE_SECS}"), "-f"])
-        .arg(script)
-        .arg(db.url().to_string())
-        .output()
-        .context("running pgbench")?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let used = meter.read() - before;
-    anyhow::ensure!(
-        out.status.success(),
-        "pgbench failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(
-        script.with_extension("out.txt"),
-        format!(
-            "{}\nCPU before {before:?}\nCPU used {used:?}\n",
-            String::from_utf8_lossy(&out.stdout)
-        ),
-    )?;
-    let done = completed(db)? - done_before;
-    // What pgbench's threads held when it stopped is finished by nobody: not
-    // counted (the fresh count only counts completions).
-    let per = |s: f64| s * 1e6 / (done.max(1) as f64);
-    Ok(Point {
-        client: "pgbench".into(),
-        batch,
-        workers: clients,
-        tasks_per_sec: done as f64 / elapsed,
-        cpu_us_per_task: (0.0, per(used.postgres), per(used.clients)),
-        errors: 0,
-    })
+}
+
+impl Pgbench<'_> {
+    fn run(&self, timed: &Timed<'_>, db: &Psql, batch: u32) -> anyhow::Result<Point> {
+        let done_before = completed(db)?;
+        let ran = timed.pgbench(
+            self.bin,
+            self.clients,
+            &[
+                format!("batch={batch}"),
+                format!("worker={}", self.user_id),
+                format!("lease={LEASE_SECS}"),
+            ],
+            self.script,
+            &db.url().to_string(),
+            &format!("pgbench-{batch}"),
+        )?;
+        let done = completed(db)? - done_before;
+        // What pgbench's threads held when it stopped is finished by nobody: not
+        // counted (the fresh count only counts completions).
+        let per = |s: f64| s * 1e6 / (done.max(1) as f64);
+        Ok(Point {
+            client: "pgbench".into(),
+            batch,
+            workers: self.clients,
+            tasks_per_sec: done as f64 / ran.elapsed_secs,
+            cpu_us_per_task: (0.0, per(ran.cpu.postgres), per(ran.cpu.clients)),
+            errors: 0,
+        })
+    }
 }

@@ -1,5 +1,5 @@
 //! `TESSERA_DB_POOLER=transaction`: what the service must not keep on a
-//! server session, checked directly on PostgreSQL (the fault tier's
+//! server session, checked directly on PostgreSQL (the chaos tier's
 //! `pgbouncer` case runs the same service through a real PgBouncer).
 
 use auth_core::config::{Bulkheads, PoolConfig, Pooler};

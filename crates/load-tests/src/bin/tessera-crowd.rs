@@ -1,5 +1,5 @@
-//! `tessera-crowd`: crowds against a running service, for the fault tier's
-//! crowd cases (`cargo xtask faults --case login-crowd ...`). Each scenario
+//! `tessera-crowd`: crowds against a running service, for the chaos tier's
+//! crowd cases (`cargo xtask chaos --case login-crowd ...`). Each scenario
 //! sends its crowd over loopback, bounded in count and time, and prints one
 //! JSON object of what it saw on stdout, its last line; before it, lines
 //! `{"event": "..."}` mark the moments the caller measures the database's

@@ -1,12 +1,12 @@
 //! The `pgbouncer` case: the service behind a real PgBouncer in transaction
 //! pooling, where each transaction may land on a different server session.
-//! With `TESSERA_DB_POOLER=transaction` the fault tier's traffic and every
+//! With `TESSERA_DB_POOLER=transaction` the chaos tier's traffic and every
 //! tier-2 race must hold through it exactly as they do directly; with
 //! `none` (the service as it was before the setting existed) the same
 //! traffic must fail, which shows the case can tell the two apart.
 
 use super::Pace;
-use super::report::{CaseReport, Timeline, check, correctness, tally};
+use super::findings::{CaseReport, Timeline, check, correctness, tally};
 use crate::load::service::{CHEAP_HASHING, Service};
 use crate::pgbouncer::{PgBouncer, Pooling};
 use crate::psql::Psql;

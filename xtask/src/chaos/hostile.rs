@@ -8,7 +8,7 @@
 //! stats) busy, then with all its connections stuck behind a lock the case
 //! holds and more reads queued for them: validations must not notice.
 
-use super::report::{CaseReport, Timeline, check};
+use super::findings::{CaseReport, Timeline, check};
 use crate::load::service::{CHEAP_HASHING, Service};
 use crate::psql::Psql;
 use anyhow::Context as _;
@@ -145,7 +145,7 @@ fn hash_flood(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
         .context("starting the flood's threads")?;
     let answers: Vec<FloodAnswer> = logins.into_iter().filter_map(|h| h.join().ok()).collect();
     flood_over.store(true, Ordering::SeqCst);
-    let mut latencies: Vec<Duration> = validators
+    let latencies: Vec<Duration> = validators
         .into_iter()
         .filter_map(|h| h.join().ok())
         .flatten()
@@ -153,9 +153,18 @@ fn hash_flood(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
     let peak = service.peak_rss_mib();
     let metrics = crate::load::service::scrape(&base)?;
     drop(service);
+    Ok(judge_flood(&answers, latencies, &metrics, peak))
+}
 
+/// The flood's answers and the validations beside it, against the bounds.
+fn judge_flood(
+    answers: &[FloodAnswer],
+    mut latencies: Vec<Duration>,
+    metrics: &crate::load::service::Samples,
+    peak: Option<f64>,
+) -> CaseReport {
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    for a in &answers {
+    for a in answers {
         let key = if a.status == 0 {
             "no answer".to_owned()
         } else {
@@ -206,12 +215,7 @@ fn hash_flood(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
             ),
         ),
     ];
-    Ok(report(
-        "hash-flood",
-        FLOOD + latencies.len(),
-        statuses,
-        checks,
-    ))
+    report("hash-flood", FLOOD + latencies.len(), statuses, checks)
 }
 
 /// The service's environment for cases that sign users up quickly.
@@ -232,47 +236,10 @@ fn bulkhead(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
     let base = service.base_url.clone();
     let token = fresh_token(&base, "bulkhead")?;
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    let phase = |readers: usize, stuck: bool| -> anyhow::Result<(Vec<Duration>, Vec<u16>)> {
-        // Stuck: every listing and stats call waits on the table lock (or,
-        // past the reads pool's 2 connections, on the pool) until a timeout.
-        let lock = stuck
-            .then(|| db.hold("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
-            .transpose()?;
-        let over = Arc::new(AtomicBool::new(false));
-        let readers: Vec<_> = (0..readers)
-            .map(|i| {
-                let (base, token, over) = (base.clone(), token.clone(), over.clone());
-                std::thread::spawn(move || read_until(&base, &token, i, &over))
-            })
-            .collect();
-        let validators: Vec<_> = (0..VALIDATORS)
-            .map(|_| {
-                let (base, token, over) = (base.clone(), token.clone(), over.clone());
-                std::thread::spawn(move || validate_until(&base, &token, &over))
-            })
-            .collect();
-        std::thread::sleep(PHASE);
-        over.store(true, Ordering::SeqCst);
-        let mut latencies: Vec<Duration> = validators
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .flatten()
-            .collect();
-        if let Some(lock) = lock {
-            lock.release()?;
-        }
-        let reads: Vec<u16> = readers
-            .into_iter()
-            .filter_map(|h| h.join().ok())
-            .flatten()
-            .collect();
-        latencies.sort();
-        Ok((latencies, reads))
-    };
     // The machine's own pace first: validations with nothing else running.
-    let (alone, _) = phase(0, false)?;
-    let (free, free_reads) = phase(READERS, false)?;
-    let (blocked, blocked_reads) = phase(READERS, true)?;
+    let (alone, _) = bulkhead_phase(db, &base, &token, 0, false)?;
+    let (free, free_reads) = bulkhead_phase(db, &base, &token, READERS, false)?;
+    let (blocked, blocked_reads) = bulkhead_phase(db, &base, &token, READERS, true)?;
     drop(service);
     for s in free_reads.iter().chain(&blocked_reads) {
         *statuses.entry(s.to_string()).or_default() += 1;
@@ -281,6 +248,72 @@ fn bulkhead(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
         let key = if d.is_zero() { "no answer" } else { "200" };
         *statuses.entry(key.to_owned()).or_default() += 1;
     }
+    Ok(judge_bulkhead(
+        &alone,
+        &free,
+        &free_reads,
+        &blocked,
+        &blocked_reads,
+        statuses,
+    ))
+}
+
+/// One phase of the bulkhead case: `readers` listing and stats threads
+/// beside the validators for [`PHASE`], the tasks table locked if `stuck`;
+/// the validations' latencies (sorted; zero: not 200) and the reads' statuses.
+fn bulkhead_phase(
+    db: &Psql,
+    base: &str,
+    token: &str,
+    readers: usize,
+    stuck: bool,
+) -> anyhow::Result<(Vec<Duration>, Vec<u16>)> {
+    // Stuck: every listing and stats call waits on the table lock (or,
+    // past the reads pool's 2 connections, on the pool) until a timeout.
+    let lock = stuck
+        .then(|| db.hold("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
+        .transpose()?;
+    let over = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..readers)
+        .map(|i| {
+            let (base, token, over) = (base.to_owned(), token.to_owned(), over.clone());
+            std::thread::spawn(move || read_until(&base, &token, i, &over))
+        })
+        .collect();
+    let validators: Vec<_> = (0..VALIDATORS)
+        .map(|_| {
+            let (base, token, over) = (base.to_owned(), token.to_owned(), over.clone());
+            std::thread::spawn(move || validate_until(&base, &token, &over))
+        })
+        .collect();
+    std::thread::sleep(PHASE);
+    over.store(true, Ordering::SeqCst);
+    let mut latencies: Vec<Duration> = validators
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .flatten()
+        .collect();
+    if let Some(lock) = lock {
+        lock.release()?;
+    }
+    let reads: Vec<u16> = readers
+        .into_iter()
+        .filter_map(|h| h.join().ok())
+        .flatten()
+        .collect();
+    latencies.sort();
+    Ok((latencies, reads))
+}
+
+/// The three phases against the bulkhead's promises.
+fn judge_bulkhead(
+    alone: &[Duration],
+    free: &[Duration],
+    free_reads: &[u16],
+    blocked: &[Duration],
+    blocked_reads: &[u16],
+    statuses: BTreeMap<String, usize>,
+) -> CaseReport {
     let describe = |l: &[Duration]| {
         format!(
             "{} validations, p50 {:.1} ms, p99 {:.1} ms, {} not 200",
@@ -306,14 +339,14 @@ fn bulkhead(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
             "validations while listings and stats run: all 200, p99 under 5x that of validations alone",
             !free.is_empty()
                 && free.iter().all(|d| !d.is_zero())
-                && percentile(&free, 0.99)
-                    < 5 * percentile(&alone, 0.99).max(Duration::from_millis(1)),
-            format!("{}; alone: {}", describe(&free), describe(&alone)),
+                && percentile(free, 0.99)
+                    < 5 * percentile(alone, 0.99).max(Duration::from_millis(1)),
+            format!("{}; alone: {}", describe(free), describe(alone)),
         ),
         check(
             "validations while every reads connection is stuck: all 200, p99 under 50 ms",
-            healthy(&blocked),
-            describe(&blocked),
+            healthy(blocked),
+            describe(blocked),
         ),
         check(
             "the stuck reads were shed (503), the others served (200), nothing else",
@@ -328,12 +361,12 @@ fn bulkhead(db: &Psql, log: &std::path::Path) -> anyhow::Result<CaseReport> {
             ),
         ),
     ];
-    Ok(report(
+    report(
         "bulkhead",
         alone.len() + free.len() + blocked.len() + free_reads.len() + blocked_reads.len(),
         statuses,
         checks,
-    ))
+    )
 }
 
 /// Listings (even `i`) or stats (odd) until `over`: each answer's status

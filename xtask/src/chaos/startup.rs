@@ -4,7 +4,7 @@
 //! no instance failing on another's half-made schema), and a service that
 //! keeps trying the database while it reports not-ready.
 
-use super::report::{CaseReport, Timeline, check};
+use super::findings::{CaseReport, Timeline, check};
 use crate::load::service::{CHEAP_HASHING, Service, get};
 use crate::psql::Psql;
 use anyhow::Context as _;
@@ -124,7 +124,7 @@ fn before_postgres(server: &mut Server, db: &Psql, log: &Path) -> anyhow::Result
     let cluster = server
         .cluster
         .as_mut()
-        .context("the fault tier needs its own cluster")?;
+        .context("the chaos tier needs its own cluster")?;
     let (service, live_while_down, ready_while_down) = cluster.restart_around(|| {
         let service = Service::spawn(&url, &env(), &log);
         // Until its port answers, give it a moment (it binds at once).

@@ -3,7 +3,7 @@
 //! restart, a lock it holds, a signal), and ends with the correctness checks
 //! read afresh from the database.
 
-use super::report::{CaseReport, Timeline, check, correctness, tally};
+use super::findings::{CaseReport, Timeline, check, correctness, tally};
 use super::{Case, Pace};
 use crate::load::service::{CHEAP_HASHING, Service};
 use crate::psql::Psql;
@@ -36,7 +36,7 @@ pub fn run(
         Case::PoolExhaustion => pool_exhaustion(&db, pace, &log),
         Case::Sigterm => sigterm(&db, pace, &log),
         Case::Startup => super::startup::run(server, &admin, &database, &log),
-        Case::Pgbouncer => super::pgbouncer::run(server, &admin, &database, pace, &log),
+        Case::Pgbouncer => super::pooler::run(server, &admin, &database, pace, &log),
     }
 }
 
@@ -101,7 +101,7 @@ fn postgres_restart(
     let cluster = server
         .cluster
         .as_mut()
-        .context("the fault tier needs its own cluster")?;
+        .context("the chaos tier needs its own cluster")?;
     let unready_while_down =
         cluster.restart_around(|| readyz_becomes(&base, 503, Duration::from_secs(20)))?;
     let fault_over = traffic.elapsed();

@@ -1,6 +1,6 @@
 //! `summary.svg`: latency percentiles and throughput per profile, side by side.
 
-use super::report::ProfileResult;
+use super::results::ProfileResult;
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;

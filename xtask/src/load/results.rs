@@ -4,7 +4,7 @@
 use super::goose::Peaks;
 use harness::checks::Check;
 use harness::goose_report::Report;
-use harness::thresholds::Verdict;
+use harness::thresholds::{Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -47,9 +47,34 @@ pub struct ProfileResult {
 }
 
 impl ProfileResult {
-    pub fn set_peaks(&mut self, peaks: Peaks) {
-        self.peak_pool_waiting = peaks.pool_waiting;
-        self.peak_hash_queue = peaks.hash_queue;
+    /// goose's report and the checks judged against the thresholds; the
+    /// caller names the run and adds what it measured of the server.
+    pub fn judged(
+        thresholds: &Thresholds,
+        report: Report,
+        checks: Vec<Check>,
+        pool: Option<PoolFigures>,
+        peaks: Peaks,
+    ) -> ProfileResult {
+        let verdicts = thresholds.judge(&report, &checks, pool.map(|p| p.timed_out));
+        let pass = verdicts.iter().all(|v| v.ok) && checks.iter().all(|c| c.ok);
+        ProfileResult {
+            profile: String::new(),
+            description: String::new(),
+            max_size: None,
+            users: 0,
+            report,
+            pool,
+            peak_pool_waiting: peaks.pool_waiting,
+            peak_hash_queue: peaks.hash_queue,
+            server_cpu_secs: None,
+            server_peak_rss_mib: None,
+            checks,
+            verdicts,
+            pass,
+            table_sizes: Vec::new(),
+            soak: None,
+        }
     }
 
     pub fn failed_rules(&self) -> Vec<String> {
@@ -158,6 +183,13 @@ pub fn markdown(results: &[ProfileResult], header: &str, cores: usize) -> String
         }
         None => md.push_str("\n**No recommendation**: no profile met every threshold.\n"),
     }
+    latency_section(&mut md, results);
+    findings_section(&mut md, results);
+    md
+}
+
+/// Every request's percentiles, one column per profile.
+fn latency_section(md: &mut String, results: &[ProfileResult]) {
     md.push_str("\n## Latency per request (p50 / p95 / p99 ms)\n\n| request |");
     for r in results {
         let _ = write!(md, " {} |", r.profile);
@@ -187,6 +219,11 @@ pub fn markdown(results: &[ProfileResult], header: &str, cores: usize) -> String
         }
         md.push('\n');
     }
+}
+
+/// Per profile: goose's errors, the pool and the hasher, the checks and
+/// the thresholds missed.
+fn findings_section(md: &mut String, results: &[ProfileResult]) {
     md.push_str("\n## Errors, checks and thresholds\n");
     for r in results {
         let _ = writeln!(md, "\n### {}: {}\n", r.profile, r.description);
@@ -238,5 +275,4 @@ pub fn markdown(results: &[ProfileResult], header: &str, cores: usize) -> String
             );
         }
     }
-    md
 }

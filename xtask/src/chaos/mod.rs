@@ -1,23 +1,23 @@
-//! `cargo xtask faults`: the fault tier. Each case runs traffic against the
+//! `cargo xtask chaos`: the chaos tier. Each case runs traffic against the
 //! release service, injects one fault, and ends with the correctness checks
 //! (nothing acknowledged lost, no task held twice); then schemathesis runs
 //! against the service's own OpenAPI document. It always provisions its own
 //! throwaway cluster, because one case restarts PostgreSQL.
 
 mod cases;
-mod chart;
 mod crowds;
+mod findings;
 mod hostile;
 mod long_poll;
-mod pgbouncer;
-mod report;
+mod pooler;
+mod recovery_chart;
 mod schemathesis;
 mod startup;
 
 use crate::summary::{Counts, Row};
+use findings::CaseReport;
 use indicatif::{ProgressBar, ProgressStyle};
 use pg_provision::Server;
-use report::CaseReport;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let reports = run_cases(&pace, &crowds::Sizes::full(), args.examples, &wanted)?;
     anyhow::ensure!(
         reports.iter().all(CaseReport::ok),
-        "fault cases failed: {}",
+        "chaos cases failed: {}",
         reports
             .iter()
             .filter(|r| !r.ok())
@@ -138,12 +138,12 @@ pub fn short() -> Row {
             )
         }
         Err(e) => {
-            println!("FAILED faults: {e:#}");
+            println!("FAILED chaos: {e:#}");
             (None, false)
         }
     };
     Row {
-        name: "faults (short)".into(),
+        name: "chaos (short)".into(),
         tests,
         ok,
         wall: started.elapsed(),
@@ -162,7 +162,7 @@ fn run_cases(
         crate::load::service::build_faulty()?;
     }
     let mut server = Server::throwaway()?;
-    let dir = PathBuf::from("target/fault-reports")
+    let dir = PathBuf::from("target/chaos-reports")
         .join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string());
     std::fs::create_dir_all(&dir)?;
     let mut reports = Vec::new();
@@ -202,18 +202,18 @@ fn run_cases(
         announce(&report);
         reports.push(report);
     }
-    let table = report::table(&reports);
-    let details = report::details(&reports);
+    let table = findings::table(&reports);
+    let details = findings::details(&reports);
     println!("\n{table}{details}");
     std::fs::write(
         dir.join("summary.md"),
-        format!("# Fault tier\n\n{table}\n```\n{details}```\n"),
+        format!("# Chaos tier\n\n{table}\n```\n{details}```\n"),
     )?;
     std::fs::write(
         dir.join("summary.json"),
         serde_json::to_vec_pretty(&reports)?,
     )?;
-    chart::draw(&reports, &dir.join("timeline.svg"))?;
+    recovery_chart::draw(&reports, &dir.join("timeline.svg"))?;
     println!("report: {}", dir.join("summary.md").display());
     Ok(reports)
 }
@@ -221,7 +221,7 @@ fn run_cases(
 fn spinner(name: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
-        ProgressStyle::with_template("{spinner} fault case {prefix} [{elapsed}]")
+        ProgressStyle::with_template("{spinner} chaos case {prefix} [{elapsed}]")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.set_prefix(name.to_owned());

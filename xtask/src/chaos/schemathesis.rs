@@ -2,7 +2,7 @@
 //! service and its own /openapi.json: every check, zero failures expected.
 //! The service's /metrics confirm independently that no 5xx was served.
 
-use super::report::{CaseReport, check};
+use super::findings::{CaseReport, check};
 use crate::load::service::{self, Service};
 use crate::psql::Psql;
 use anyhow::Context as _;
@@ -36,41 +36,7 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
         &dir.join("schemathesis.server.log"),
     )?;
     let log_path = dir.join("schemathesis.log");
-    let log = std::fs::File::create(&log_path)?;
-    let config = std::fs::canonicalize(CONFIG_DIR)?;
-    let mut child = Command::new(&bin)
-        .arg("--config-file")
-        .arg(config.join("schemathesis.toml"))
-        .args(["run", &format!("{}/openapi.json", service.base_url)])
-        .args([
-            "--checks",
-            "all",
-            "--max-examples",
-            &max_examples.to_string(),
-        ])
-        .args(["--report", "junit", "--report-dir"])
-        .arg(dir)
-        .env("TESSERA_ST_BASE_URL", &service.base_url)
-        .env("SCHEMATHESIS_HOOKS", "hooks")
-        .env("PYTHONPATH", &config)
-        .env("NO_COLOR", "1")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("starting schemathesis")?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = run_schemathesis(&bin, &service.base_url, max_examples, dir, &log_path)?;
     let served = service::scrape(&service.base_url)?;
     service.stop()?;
 
@@ -120,6 +86,52 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
         checks,
         timeline: Default::default(),
         marks: Vec::new(),
+    })
+}
+
+/// Runs schemathesis against the service's own document until it ends or
+/// [`RUN_LIMIT`]; its exit status, `None` when it had to be killed.
+fn run_schemathesis(
+    bin: &Path,
+    base_url: &str,
+    max_examples: u32,
+    dir: &Path,
+    log_path: &Path,
+) -> anyhow::Result<Option<std::process::ExitStatus>> {
+    let log = std::fs::File::create(log_path)?;
+    let config = std::fs::canonicalize(CONFIG_DIR)?;
+    let mut child = Command::new(bin)
+        .arg("--config-file")
+        .arg(config.join("schemathesis.toml"))
+        .args(["run", &format!("{base_url}/openapi.json")])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            &max_examples.to_string(),
+        ])
+        .args(["--report", "junit", "--report-dir"])
+        .arg(dir)
+        .env("TESSERA_ST_BASE_URL", base_url)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", &config)
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("starting schemathesis")?;
+    let started = Instant::now();
+    Ok(loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
     })
 }
 

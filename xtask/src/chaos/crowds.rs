@@ -18,7 +18,7 @@
 //!
 //! The crowds themselves are `tessera-crowd`'s (load-tests); this judges.
 
-use super::report::{CaseReport, Timeline, check};
+use super::findings::{CaseReport, Timeline, check};
 use crate::load::service::{CHEAP_HASHING, CROWD_BIN, Service, memory_mib};
 use crate::pgbouncer::{PgBouncer, Pooling};
 use crate::psql::Psql;

@@ -9,7 +9,7 @@
 //! (a transaction pooler setting with no listen URL) shows that check can
 //! fail: its waiters find the bursts only by their re-check.
 
-use super::report::{CaseReport, Timeline, check};
+use super::findings::{CaseReport, Timeline, check};
 use crate::load::service::{CHEAP_HASHING, Service, scrape};
 use crate::psql::Psql;
 use harness::checks::Check;
@@ -137,20 +137,7 @@ fn one_run(
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let (base, sampling) = (base.clone(), sampling.clone());
-        std::thread::spawn(move || {
-            let (mut waiting, mut parked) = (0.0_f64, 0.0_f64);
-            while sampling.load(Ordering::SeqCst) {
-                if let Ok(s) = scrape(&base) {
-                    waiting = waiting.max(s.get(r#"tessera_db_pool_waiting{pool="queue"}"#));
-                    parked = parked.max(s.get("tessera_task_claims_waiting"));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            (waiting, parked)
-        })
-    };
+    let sampler = sample_peaks(&base, &sampling);
     let waiters: Vec<_> = tokens
         .into_iter()
         .map(|token| {
@@ -158,20 +145,7 @@ fn one_run(
             std::thread::spawn(move || wait_for_work(&base, &token, wait_ms))
         })
         .collect();
-    for burst in 0..BURSTS {
-        parked(&base, WAITERS)?;
-        let tasks: Vec<Value> = (0..PER_BURST)
-            .map(|i| json!({"title": format!("burst {burst} task {i}")}))
-            .collect();
-        let status = agent(Duration::from_secs(30))
-            .post(&format!("{base}/v1/tasks"))
-            .header("Authorization", format!("Bearer {producer}"))
-            .content_type("application/json")
-            .send(json!({ "tasks": tasks }).to_string())?
-            .status()
-            .as_u16();
-        anyhow::ensure!(status == 201, "burst {burst}: create answered {status}");
-    }
+    send_bursts(&base, &producer)?;
     let mut run = Run {
         answers: BTreeMap::new(),
         claimed: Vec::new(),
@@ -200,6 +174,49 @@ fn one_run(
         .join()
         .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
     drop(service);
+    read_back(&db, &mut run)?;
+    Ok(run)
+}
+
+/// Samples the queue pool's waiting checkouts and the parked claims while
+/// `sampling` holds; their peaks.
+fn sample_peaks(base: &str, sampling: &Arc<AtomicBool>) -> std::thread::JoinHandle<(f64, f64)> {
+    let (base, sampling) = (base.to_owned(), sampling.clone());
+    std::thread::spawn(move || {
+        let (mut waiting, mut parked) = (0.0_f64, 0.0_f64);
+        while sampling.load(Ordering::SeqCst) {
+            if let Ok(s) = scrape(&base) {
+                waiting = waiting.max(s.get(r#"tessera_db_pool_waiting{pool="queue"}"#));
+                parked = parked.max(s.get("tessera_task_claims_waiting"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (waiting, parked)
+    })
+}
+
+/// [`BURSTS`] creates of [`PER_BURST`] tasks, each once every waiter is parked.
+fn send_bursts(base: &str, producer: &str) -> anyhow::Result<()> {
+    for burst in 0..BURSTS {
+        parked(base, WAITERS)?;
+        let tasks: Vec<Value> = (0..PER_BURST)
+            .map(|i| json!({"title": format!("burst {burst} task {i}")}))
+            .collect();
+        let status = agent(Duration::from_secs(30))
+            .post(&format!("{base}/v1/tasks"))
+            .header("Authorization", format!("Bearer {producer}"))
+            .content_type("application/json")
+            .send(json!({ "tasks": tasks }).to_string())?
+            .status()
+            .as_u16();
+        anyhow::ensure!(status == 201, "burst {burst}: create answered {status}");
+    }
+    Ok(())
+}
+
+/// What the database holds after the run: every task stored, claimed once,
+/// and how long each waited between its creation and its claim.
+fn read_back(db: &Psql, run: &mut Run) -> anyhow::Result<()> {
     run.stored = db.number("SELECT count(*) FROM tasks")?;
     run.once = db.number("SELECT count(*) FROM tasks WHERE status = 'assigned' AND attempt = 1")?;
     let latency = |q: f64| {
@@ -210,7 +227,7 @@ fn one_run(
     };
     run.median_ms = latency(0.5)?;
     run.p95_ms = latency(0.95)?;
-    Ok(run)
+    Ok(())
 }
 
 /// What one waiter saw.

@@ -1,7 +1,7 @@
 //! `timeline.svg`: one panel per fault case, answers per 100 ms by kind,
 //! with the fault's moments marked, so recovery can be seen at a glance.
 
-use super::report::CaseReport;
+use super::findings::CaseReport;
 use plotters::prelude::*;
 use std::path::Path;
 
