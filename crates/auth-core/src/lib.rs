@@ -1,6 +1,7 @@
-//! tessera's domain: users, sessions and the shared work queue, with all of
-//! their SQL (in [`store`]). No HTTP here: auth-api maps these types to the
-//! contract.
+//! tessera's domain: users, sessions and the shared work queue. Every
+//! statement of the rules is in [`store`]; [`db`] and [`wakeups`] send only
+//! their own session SQL (the statement timeout, a transaction's advisory
+//! lock, `LISTEN`). No HTTP here: auth-api maps these types to the contract.
 
 /// Whether the deliberate fault `$fault` was chosen for this process; always
 /// `false` in a normal build. A macro, not a function, so the check adds no

@@ -137,7 +137,7 @@ fn run_schemathesis(
 
 /// A venv with the pinned schemathesis under target/, made once.
 fn install() -> anyhow::Result<PathBuf> {
-    let venv = PathBuf::from("target/faults/venv");
+    let venv = PathBuf::from("target/chaos/venv");
     let bin = venv.join("bin/schemathesis");
     let version_ok = Command::new(&bin)
         .arg("--version")
