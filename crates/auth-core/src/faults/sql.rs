@@ -3,10 +3,8 @@
 
 use crate::domain::TokenHash;
 use crate::store::sessions::SessionRow;
-use crate::store::tasks::{ClaimRequest, NewTaskRow, TaskRow};
-use diesel::sql_types::{
-    Array, BigInt, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
-};
+use crate::store::tasks::{ClaimRequest, TaskRow};
+use diesel::sql_types::{Array, BigInt, Bytea, Double, Text, Uuid as SqlUuid};
 use diesel::{QueryResult, QueryableByName};
 
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -408,44 +406,22 @@ pub async fn claim_in_two_statements(
     Ok(rows)
 }
 
-/// Idempotent create as check-then-insert: keys already stored are
-/// skipped, the rest inserted with no conflict handling, so a concurrent
-/// create of the same key meets the unique constraint.
-pub async fn insert_after_key_check(
-    conn: &mut AsyncPgConnection,
-    tasks: &[NewTaskRow],
-) -> QueryResult<Vec<TaskRow>> {
-    let keys: Vec<&str> = tasks.iter().filter_map(|t| t.key.as_deref()).collect();
-    let taken: Vec<String> = crate::store::tasks::find_by_keys(conn, &keys)
-        .await?
-        .into_iter()
-        .filter_map(|t| t.key)
-        .collect();
-    let mut inserted = Vec::new();
-    for t in tasks
-        .iter()
-        .filter(|t| t.key.as_ref().is_none_or(|k| !taken.contains(k)))
-    {
-        let row: TaskRow = diesel::sql_query(
-            "INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
-                       lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-                       max_attempts, key, last_error",
-        )
-        .bind::<SqlUuid, _>(t.id)
-        .bind::<Text, _>(&t.title)
-        .bind::<diesel::sql_types::Bool, _>(t.schedulable)
-        .bind::<diesel::sql_types::Integer, _>(t.priority)
-        .bind::<Nullable<Timestamptz>, _>(t.not_before)
-        .bind::<diesel::sql_types::Integer, _>(t.max_attempts)
-        .bind::<Nullable<Text>, _>(t.key.as_deref())
-        .get_result(conn)
-        .await?;
-        inserted.push(row);
-    }
-    Ok(inserted)
-}
+/// `key_check_then_insert`: the key checked by a plain `NOT EXISTS` under
+/// the statement's snapshot, no `ON CONFLICT`: inserts of one key that
+/// start together all find it free, and all but one then fail on the
+/// unique index (an error to their callers, where one row and every answer
+/// naming it were due).
+pub const INSERT_AFTER_KEY_CHECK: &str = "\
+INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
+SELECT id, title, schedulable, priority, not_before, max_attempts, key,
+       coalesce(not_before > now(), false)
+FROM unnest($1, $2, $3, $4, $5, $6, $7)
+     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
+WHERE NOT EXISTS (SELECT 1 FROM tasks AS taken WHERE taken.key = b.key)
+ORDER BY n
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
 
 /// `login_limit_check_then_record`: the admission counts reported failures
 /// only, never the checks in flight (no `busy`), so logins that arrive

@@ -67,8 +67,8 @@ faults! {
     /// A rotation does not remember the token it replaced (a stolen token
     /// presented after the grace revokes nothing).
     ReuseNotRemembered => "reuse_not_remembered",
-    /// Create looks the idempotency keys up first, then inserts without
-    /// ON CONFLICT (concurrent creates of one key collide).
+    /// Create checks the idempotency keys with a plain NOT EXISTS, no
+    /// ON CONFLICT (concurrent creates of one key collide on the index).
     KeyCheckThenInsert => "key_check_then_insert",
     /// A claim takes tasks whatever their attempts (no max_attempts).
     ClaimIgnoresMaxAttempts => "claim_ignores_max_attempts",

@@ -64,37 +64,49 @@ pub struct NewTaskRow {
     pub key: Option<String>,
 }
 
-/// Inserts a batch in one statement, in the given order, skipping every row
-/// whose key is already taken (`ON CONFLICT DO NOTHING` waits for a
-/// concurrent insert of the same key to commit or abort, so of N concurrent
-/// inserts of one key exactly one inserts). Returns the inserted rows.
+/// The insert, as sent: a batch (`$1`..`$7`: ids, titles, schedulable,
+/// priorities, not-befores, max attempts, keys, as arrays) in one
+/// statement, in the given order, skipping every row whose key is already
+/// taken. `ON CONFLICT DO NOTHING` waits for a concurrent insert of the same
+/// key to commit or abort, so of N concurrent inserts of one key exactly one
+/// inserts, and the others insert nothing and raise nothing.
+pub const INSERT: &str = "\
+INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
+SELECT id, title, schedulable, priority, not_before, max_attempts, key,
+       coalesce(not_before > now(), false)
+FROM unnest($1, $2, $3, $4, $5, $6, $7)
+     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
+ORDER BY n
+ON CONFLICT (key) DO NOTHING
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error";
+
+/// [`INSERT`] as this build sends it.
+pub fn insert_sql() -> &'static str {
+    statement!(INSERT, KeyCheckThenInsert => INSERT_AFTER_KEY_CHECK)
+}
+
+/// Inserts a batch by [`INSERT`]. Returns the inserted rows.
 pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
     tasks: &[NewTaskRow],
 ) -> Result<Vec<TaskRow>, DbError> {
-    or_fault!(KeyCheckThenInsert => crate::faults::sql::insert_after_key_check(conn, tasks).await);
-    let mut rows: Vec<TaskRow> = diesel::sql_query(
-        "INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
-         SELECT id, title, schedulable, priority, not_before, max_attempts, key,
-                coalesce(not_before > now(), false)
-         FROM unnest($1, $2, $3, $4, $5, $6, $7)
-              WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
-         ORDER BY n
-         ON CONFLICT (key) DO NOTHING
-         RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
-                   lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-                   max_attempts, key, last_error",
-    )
-    .bind::<Array<SqlUuid>, _>(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Bool>, _>(tasks.iter().map(|t| t.schedulable).collect::<Vec<_>>())
-    .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Timestamptz>>, _>(tasks.iter().map(|t| t.not_before).collect::<Vec<_>>())
-    .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(tasks.iter().map(|t| t.key.as_deref()).collect::<Vec<_>>())
-    .prepared()
-    .get_results(conn)
-    .await?;
+    let mut rows: Vec<TaskRow> = diesel::sql_query(insert_sql())
+        .bind::<Array<SqlUuid>, _>(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(tasks.iter().map(|t| t.title.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(tasks.iter().map(|t| t.schedulable).collect::<Vec<_>>())
+        .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            tasks.iter().map(|t| t.not_before).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Integer>, _>(tasks.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(
+            tasks.iter().map(|t| t.key.as_deref()).collect::<Vec<_>>(),
+        )
+        .prepared()
+        .get_results(conn)
+        .await?;
     rows.sort_by_key(|r| r.seq);
     Ok(rows)
 }

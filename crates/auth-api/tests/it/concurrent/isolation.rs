@@ -535,3 +535,62 @@ async fn an_admission_while_a_check_is_in_flight_is_told_to_wait() {
     );
     judge("admit", spec).await;
 }
+
+/// Two creates with one idempotency key, the second while the first's is
+/// uncommitted: the second waits on the key, then inserts nothing and
+/// raises nothing (and its keyless task is inserted); one row holds the key.
+#[tokio::test]
+async fn a_create_with_a_key_being_inserted_waits_and_then_inserts_nothing() {
+    let insert = |id: &str, title: &str| {
+        bound(
+            tasks::insert_sql(),
+            &[
+                &format!(
+                    "ARRAY[{}, {}]",
+                    quoted(id),
+                    quoted(&id.replace("-0000000001", "-0000000002"))
+                ),
+                &format!("ARRAY['{title}', '{title} (keyless)']"),
+                "ARRAY[true, true]",
+                "ARRAY[0, 0]",
+                "ARRAY[NULL, NULL]::timestamptz[]",
+                "ARRAY[3, 3]",
+                "ARRAY['invoice-7', NULL]",
+            ],
+        )
+    };
+    let creator = |name: &'static str, steps: [&'static str; 2], id: &str| Session {
+        name,
+        in_transaction: true,
+        steps: vec![(steps[0], insert(id, name)), (steps[1], "COMMIT".into())],
+    };
+    let sessions = [
+        creator(
+            "first",
+            ["first_creates", "first_commits"],
+            "00000000-0000-4000-8000-000000000101",
+        ),
+        creator(
+            "second",
+            ["second_creates", "second_commits"],
+            "00000000-0000-4000-8000-000000000111",
+        ),
+        Session {
+            name: "reader",
+            in_transaction: false,
+            steps: vec![(
+                "reader_counts",
+                "SELECT count(*) FILTER (WHERE key = 'invoice-7') AS keyed,
+                        count(*) FILTER (WHERE key IS NULL) AS keyless
+                 FROM tasks"
+                    .into(),
+            )],
+        },
+    ];
+    let spec = render(
+        "",
+        &sessions,
+        &["first_creates second_creates first_commits second_commits reader_counts"],
+    );
+    judge("insert", spec).await;
+}
