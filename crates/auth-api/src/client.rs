@@ -5,7 +5,6 @@
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use auth_core::config::ConfigError;
 use auth_core::domain::ClientInfo;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -32,11 +31,6 @@ impl std::str::FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
-    /// Reads `TESSERA_TRUSTED_PROXIES` (default: none).
-    pub fn from_env() -> Result<TrustedProxies, ConfigError> {
-        Ok(auth_core::config::env_opt("TESSERA_TRUSTED_PROXIES")?.unwrap_or_default())
-    }
-
     fn trusts(&self, peer: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&peer))
     }
@@ -117,18 +111,14 @@ mod tests {
 
     #[test]
     fn the_list_is_read_from_its_setting() {
-        // The only test of this binary that sets the command line's settings
-        // (they are set once per process, as the binary does).
-        auth_core::config::set_command_line(
-            [(
-                "TESSERA_TRUSTED_PROXIES".to_owned(),
-                "10.0.0.0/8, ::1".to_owned(),
-            )]
-            .into(),
-        );
+        let command = crate::settings::Settings::augment(clap::Command::new("auth-api"));
+        let matches = command
+            .try_get_matches_from(["auth-api", "--trusted-proxies", "10.0.0.0/8, ::1"])
+            .unwrap();
+        let settings = crate::settings::Settings::from_matches(&matches).unwrap();
         assert_eq!(
-            TrustedProxies::from_env().unwrap(),
-            "10.0.0.0/8, ::1".parse().unwrap()
+            settings.service.trusted_proxies,
+            Some("10.0.0.0/8, ::1".parse().unwrap())
         );
     }
 

@@ -5,18 +5,14 @@
 
 use anyhow::Context as _;
 use auth_api::config::ApiConfig;
-use auth_api::settings::SETTINGS;
+use auth_api::settings::Settings;
 use auth_api::{startup, telemetry};
 use auth_core::auth::SessionService;
-use auth_core::config::{
-    HashParams, HashPoolConfig, PoolConfig, Pooler, RetentionPolicy, SessionPolicy,
-};
+use auth_core::config::{HashPoolConfig, PoolConfig};
 use auth_core::db;
 use auth_core::hashing::PasswordHasher;
 use auth_core::retention::{Cleanup, CleanupRun};
-use clap::parser::ValueSource;
-use clap::{Arg, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
-use std::collections::BTreeMap;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use std::io::BufRead as _;
 
 #[derive(Parser)]
@@ -68,51 +64,29 @@ enum SessionsCommand {
     },
 }
 
-/// The command line: the subcommands, plus one global flag per setting.
-fn command() -> clap::Command {
-    let settings = SETTINGS.iter().map(|s| {
-        Arg::new(s.var)
-            .long(s.flag())
-            .env(s.var)
-            .hide_env_values(true)
-            .value_name("VALUE")
-            .global(true)
-            .help(format!("{} [default: {}]", s.help, (s.default)()))
-    });
-    Cli::command().args(settings)
-}
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let matches = command().get_matches();
-    // Flags win over the environment; values clap took from the
-    // environment are read there by the configuration itself.
-    let given: BTreeMap<String, String> = SETTINGS
-        .iter()
-        .filter(|s| matches.value_source(s.var) == Some(ValueSource::CommandLine))
-        .filter_map(|s| {
-            let value = matches.get_one::<String>(s.var)?;
-            Some((s.var.to_owned(), value.clone()))
-        })
-        .collect();
-    auth_core::config::set_command_line(given);
+    // The subcommands, plus one global flag per setting.
+    let matches = Settings::augment(Cli::command()).get_matches();
+    let settings = Settings::from_matches(&matches)?;
     let cli = Cli::from_arg_matches(&matches)?;
-    telemetry::init_tracing();
+    telemetry::init_tracing(settings.service.log_format == "json");
+    let config = settings.config().context("reading configuration")?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
+        Command::Serve => serve(config).await,
         Command::Migrate => {
-            let applied = db::run_migrations(&database_url()?).await?;
+            let applied = db::run_migrations(&config.database_url).await?;
             println!("applied {applied} migrations");
             Ok(())
         }
-        Command::Cleanup { dry_run } => cleanup(dry_run).await,
+        Command::Cleanup { dry_run } => cleanup(&config, dry_run).await,
         Command::Users(UsersCommand::Create { email }) => {
             let mut password = String::new();
             std::io::stdin()
                 .lock()
                 .read_line(&mut password)
                 .context("reading the password from stdin")?;
-            let user = sessions()
+            let user = sessions(&config)
                 .await?
                 .register(&email, password.trim_end_matches(['\r', '\n']))
                 .await
@@ -121,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sessions(SessionsCommand::Revoke { email }) => {
-            let revoked = sessions()
+            let revoked = sessions(&config)
                 .await?
                 .revoke_all_of(&email)
                 .await
@@ -132,8 +106,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = ApiConfig::from_env().context("reading configuration")?;
+async fn serve(config: ApiConfig) -> anyhow::Result<()> {
     let app = startup::build(config).await?;
     tracing::info!(port = app.port, "tessera auth-api listening");
     // On SIGTERM/SIGINT: end long-poll waits, stop accepting, let in-flight
@@ -165,42 +138,36 @@ async fn shutdown_signal() {
     }
 }
 
-fn database_url() -> anyhow::Result<String> {
-    auth_core::config::env_opt::<String>("DATABASE_URL")?
-        .context("DATABASE_URL (or --database-url) is required")
-}
-
 /// A one-connection pool for an admin command, on a migrated schema.
-async fn admin_pool() -> anyhow::Result<db::Db> {
-    let url = database_url()?;
-    db::run_migrations(&url).await?;
-    let config = PoolConfig {
+async fn admin_pool(config: &ApiConfig) -> anyhow::Result<db::Db> {
+    db::run_migrations(&config.database_url).await?;
+    let pool = PoolConfig {
         max_size: 1,
-        ..PoolConfig::from_env()?
+        ..config.pool.clone()
     };
-    Ok(db::connect(&url, &config, Pooler::from_env()?).await?)
+    Ok(db::connect(&config.database_url, &pool, config.pooler).await?)
 }
 
-async fn sessions() -> anyhow::Result<SessionService> {
+async fn sessions(config: &ApiConfig) -> anyhow::Result<SessionService> {
     let hasher = PasswordHasher::new(
-        HashParams::from_env()?,
+        config.hash,
         HashPoolConfig {
             workers: Some(1),
-            ..HashPoolConfig::from_env()?
+            ..config.hash_pool
         },
     )?;
     Ok(SessionService::new(
-        admin_pool().await?,
+        admin_pool(config).await?,
         hasher,
-        SessionPolicy::from_env()?,
+        config.sessions.clone(),
     ))
 }
 
-async fn cleanup(dry_run: bool) -> anyhow::Result<()> {
+async fn cleanup(config: &ApiConfig, dry_run: bool) -> anyhow::Result<()> {
     let cleanup = Cleanup::new(
-        admin_pool().await?,
-        RetentionPolicy::from_env()?,
-        SessionPolicy::from_env()?.failure_window,
+        admin_pool(config).await?,
+        config.retention.clone(),
+        config.sessions.failure_window,
     );
     let (verb, purged) = if dry_run {
         ("would delete", cleanup.due().await?)

@@ -42,8 +42,9 @@ fn request_id_of(req: &ServiceRequest) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
-/// `RUST_LOG` filters (default `info`); `TESSERA_LOG_FORMAT=json` for JSON lines.
-pub fn init_tracing() {
+/// `RUST_LOG` filters (default `info`); `json` lines when asked for
+/// (`TESSERA_LOG_FORMAT`), else text.
+pub fn init_tracing(json: bool) {
     // Whatever RUST_LOG says, SQL parameters are never logged.
     let filter = quiet_sql_parameters(
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -53,10 +54,7 @@ pub fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi);
-    let format = auth_core::config::env_opt::<String>("TESSERA_LOG_FORMAT")
-        .ok()
-        .flatten();
-    let _ = if format.as_deref() == Some("json") {
+    let _ = if json {
         builder.json().try_init()
     } else {
         builder.try_init()

@@ -1,30 +1,11 @@
-//! Configuration of the domain, read from the environment or from the
-//! binary's command line (which wins: see [`set_command_line`]), or built in
-//! code by tests. Every variable is listed in `.env.sample`.
+//! The domain's configuration: each policy with its defaults (the
+//! contract's), built by auth-api's settings from flags and variables, or
+//! in code by tests. Nothing here reads the environment.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
-
-/// Settings given on the command line, by variable name; set once, before
-/// any configuration is read.
-static COMMAND_LINE: OnceLock<BTreeMap<String, String>> = OnceLock::new();
-
-/// Makes `settings` (variable name -> value, from the binary's flags) take
-/// precedence over the environment. Only the first call counts.
-pub fn set_command_line(settings: BTreeMap<String, String>) {
-    let _ = COMMAND_LINE.set(settings);
-}
-
-/// The raw value of a setting: the command line's, else the environment's.
-fn raw(var: &str) -> Option<String> {
-    COMMAND_LINE
-        .get()
-        .and_then(|flags| flags.get(var).cloned())
-        .or_else(|| std::env::var(var).ok())
-}
 
 /// A bad configuration value, named so the operator can fix it.
 #[derive(Debug, thiserror::Error)]
@@ -33,37 +14,6 @@ pub enum ConfigError {
     Invalid { var: String, detail: String },
     #[error("pool profiles file {path}: {detail}")]
     Profiles { path: String, detail: String },
-}
-
-/// Reads `var` as `T`, falling back to `default` when unset.
-pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    Ok(env_opt(var)?.unwrap_or(default))
-}
-
-/// Reads `var` as `T`, `None` when unset or empty.
-pub fn env_opt<T: std::str::FromStr>(var: &str) -> Result<Option<T>, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match raw(var) {
-        Some(raw) if !raw.trim().is_empty() => {
-            raw.trim()
-                .parse()
-                .map(Some)
-                .map_err(|e: T::Err| ConfigError::Invalid {
-                    var: var.into(),
-                    detail: e.to_string(),
-                })
-        }
-        _ => Ok(None),
-    }
-}
-
-fn env_secs(var: &str, default: u64) -> Result<Duration, ConfigError> {
-    env_or(var, default).map(Duration::from_secs)
 }
 
 /// How many active sessions one user may hold: at least one. A login at the
@@ -135,41 +85,6 @@ impl Default for SessionPolicy {
     }
 }
 
-impl SessionPolicy {
-    /// Reads `TESSERA_SESSION_IDLE_SECS`, `TESSERA_SESSION_ABSOLUTE_SECS`,
-    /// `TESSERA_MAX_SESSIONS_PER_USER`, `TESSERA_TOUCH_INTERVAL_SECS`,
-    /// `TESSERA_LOGIN_MAX_FAILURES`, `TESSERA_LOGIN_FAILURE_WINDOW_SECS`,
-    /// `TESSERA_REFRESH_REUSE_GRACE_SECS`.
-    pub fn from_env() -> Result<SessionPolicy, ConfigError> {
-        let d = SessionPolicy::default();
-        let policy = SessionPolicy {
-            idle_timeout: env_secs("TESSERA_SESSION_IDLE_SECS", d.idle_timeout.as_secs())?,
-            absolute_lifetime: env_secs(
-                "TESSERA_SESSION_ABSOLUTE_SECS",
-                d.absolute_lifetime.as_secs(),
-            )?,
-            max_sessions_per_user: env_or(
-                "TESSERA_MAX_SESSIONS_PER_USER",
-                d.max_sessions_per_user,
-            )?,
-            touch_interval: env_secs("TESSERA_TOUCH_INTERVAL_SECS", d.touch_interval.as_secs())?,
-            max_failed_logins: env_or("TESSERA_LOGIN_MAX_FAILURES", d.max_failed_logins)?,
-            failure_window: env_secs(
-                "TESSERA_LOGIN_FAILURE_WINDOW_SECS",
-                d.failure_window.as_secs(),
-            )?,
-            reuse_grace: env_secs("TESSERA_REFRESH_REUSE_GRACE_SECS", d.reuse_grace.as_secs())?,
-        };
-        if policy.max_failed_logins == 0 {
-            return Err(ConfigError::Invalid {
-                var: "TESSERA_LOGIN_MAX_FAILURES".into(),
-                detail: "must be at least 1".into(),
-            });
-        }
-        Ok(policy)
-    }
-}
-
 /// Work-queue settings.
 #[derive(Debug, Clone)]
 pub struct QueuePolicy {
@@ -201,32 +116,6 @@ impl Default for QueuePolicy {
     }
 }
 
-impl QueuePolicy {
-    /// Reads `TESSERA_TASK_LEASE_SECS`, `TESSERA_TASK_COUNTS_FOLD_SECS`,
-    /// `TESSERA_TASK_MAX_WAIT_MS`, `TESSERA_TASK_WAITERS_PER_CREDENTIAL`,
-    /// `TESSERA_TASK_WAITERS_PER_INSTANCE`.
-    pub fn from_env() -> Result<QueuePolicy, ConfigError> {
-        let d = crate::wakeups::WaiterLimits::default();
-        let max_wait_ms = env_or("TESSERA_TASK_MAX_WAIT_MS", 30_000u64)?;
-        if max_wait_ms > 30_000 {
-            return Err(ConfigError::Invalid {
-                var: "TESSERA_TASK_MAX_WAIT_MS".into(),
-                detail: "must be at most 30000".into(),
-            });
-        }
-        Ok(QueuePolicy {
-            lease: env_secs("TESSERA_TASK_LEASE_SECS", 300)?,
-            counts_fold_interval: env_secs("TESSERA_TASK_COUNTS_FOLD_SECS", 2)?,
-            max_wait: Duration::from_millis(max_wait_ms),
-            waiters: crate::wakeups::WaiterLimits {
-                per_credential: env_or("TESSERA_TASK_WAITERS_PER_CREDENTIAL", d.per_credential)?,
-                per_instance: env_or("TESSERA_TASK_WAITERS_PER_INSTANCE", d.per_instance)?,
-            },
-            recheck: crate::wakeups::RECHECK,
-        })
-    }
-}
-
 /// The cleanup (contract defaults: 7 days for sessions and finished tasks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -251,27 +140,6 @@ impl Default for RetentionPolicy {
     }
 }
 
-impl RetentionPolicy {
-    /// Reads `TESSERA_CLEANUP_INTERVAL_SECS`, `TESSERA_SESSION_RETENTION_SECS`,
-    /// `TESSERA_TASK_RETENTION_SECS`, `TESSERA_CLEANUP_BATCH`.
-    pub fn from_env() -> Result<RetentionPolicy, ConfigError> {
-        let d = RetentionPolicy::default();
-        let policy = RetentionPolicy {
-            interval: env_secs("TESSERA_CLEANUP_INTERVAL_SECS", d.interval.as_secs())?,
-            sessions: env_secs("TESSERA_SESSION_RETENTION_SECS", d.sessions.as_secs())?,
-            tasks: env_secs("TESSERA_TASK_RETENTION_SECS", d.tasks.as_secs())?,
-            batch: env_or("TESSERA_CLEANUP_BATCH", d.batch)?,
-        };
-        if !(1..=100_000).contains(&policy.batch) {
-            return Err(ConfigError::Invalid {
-                var: "TESSERA_CLEANUP_BATCH".into(),
-                detail: "must be 1 to 100000".into(),
-            });
-        }
-        Ok(policy)
-    }
-}
-
 /// argon2id cost. Production follows OWASP's minimum (m=19 MiB, t=2, p=1);
 /// tests use the cheapest legal parameters so hashing does not dominate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,16 +160,6 @@ impl HashParams {
         iterations: 1,
         parallelism: 1,
     };
-
-    /// Reads `TESSERA_ARGON2_M_KIB`, `TESSERA_ARGON2_T`, `TESSERA_ARGON2_P`.
-    pub fn from_env() -> Result<HashParams, ConfigError> {
-        let d = HashParams::PRODUCTION;
-        Ok(HashParams {
-            memory_kib: env_or("TESSERA_ARGON2_M_KIB", d.memory_kib)?,
-            iterations: env_or("TESSERA_ARGON2_T", d.iterations)?,
-            parallelism: env_or("TESSERA_ARGON2_P", d.parallelism)?,
-        })
-    }
 }
 
 /// The hashing pool's size and bounds: beyond them a login or registration
@@ -330,20 +188,6 @@ impl Default for HashPoolConfig {
 impl HashPoolConfig {
     /// Queued jobs allowed per worker when no capacity is set.
     pub const QUEUE_PER_WORKER: usize = 64;
-
-    /// Reads `TESSERA_HASH_WORKERS`, `TESSERA_HASH_QUEUE_CAPACITY`,
-    /// `TESSERA_HASH_WAIT_MS`.
-    pub fn from_env() -> Result<HashPoolConfig, ConfigError> {
-        let d = HashPoolConfig::default();
-        Ok(HashPoolConfig {
-            workers: env_opt("TESSERA_HASH_WORKERS")?,
-            queue_capacity: env_opt("TESSERA_HASH_QUEUE_CAPACITY")?,
-            wait_deadline: Duration::from_millis(env_or(
-                "TESSERA_HASH_WAIT_MS",
-                d.wait_deadline.as_millis() as u64,
-            )?),
-        })
-    }
 }
 
 /// The bulkheads: each class of request has a pool of its own, so a class
@@ -373,31 +217,6 @@ impl Default for Bulkheads {
 }
 
 impl Bulkheads {
-    /// Reads `TESSERA_SESSIONS_POOL_MAX_SIZE`, `TESSERA_SESSIONS_STATEMENT_TIMEOUT_MS`,
-    /// `TESSERA_READS_POOL_MAX_SIZE`, `TESSERA_READS_STATEMENT_TIMEOUT_MS`.
-    pub fn from_env() -> Result<Bulkheads, ConfigError> {
-        let d = Bulkheads::default();
-        let b = Bulkheads {
-            sessions_max_size: env_opt("TESSERA_SESSIONS_POOL_MAX_SIZE")?,
-            sessions_statement_timeout_ms: env_or(
-                "TESSERA_SESSIONS_STATEMENT_TIMEOUT_MS",
-                d.sessions_statement_timeout_ms,
-            )?,
-            reads_max_size: env_or("TESSERA_READS_POOL_MAX_SIZE", d.reads_max_size)?,
-            reads_statement_timeout_ms: env_or(
-                "TESSERA_READS_STATEMENT_TIMEOUT_MS",
-                d.reads_statement_timeout_ms,
-            )?,
-        };
-        if b.sessions_max_size == Some(0) || b.reads_max_size == 0 {
-            return Err(ConfigError::Invalid {
-                var: "TESSERA_SESSIONS_POOL_MAX_SIZE / TESSERA_READS_POOL_MAX_SIZE".into(),
-                detail: "must be at least 1".into(),
-            });
-        }
-        Ok(b)
-    }
-
     /// Each class's pool settings, from the profile's.
     pub fn classes(&self, profile: &PoolConfig) -> PoolClasses {
         PoolClasses {
@@ -456,13 +275,6 @@ impl std::fmt::Display for Pooler {
     }
 }
 
-impl Pooler {
-    /// Reads `TESSERA_DB_POOLER` (default `none`).
-    pub fn from_env() -> Result<Pooler, ConfigError> {
-        env_or("TESSERA_DB_POOLER", Pooler::None)
-    }
-}
-
 /// Connection-pool settings (bb8). `None` means "bb8's default".
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -511,47 +323,6 @@ impl Default for PoolConfig {
             test_on_checkout: false,
             statement_timeout_ms: default_statement_timeout_ms(),
         }
-    }
-}
-
-impl PoolConfig {
-    /// Starts from `TESSERA_POOL_PROFILE` (a name in `TESSERA_POOL_PROFILES_FILE`,
-    /// default `config/pool-profiles.toml`) or the defaults, then applies any of
-    /// `TESSERA_POOL_MAX_SIZE`, `TESSERA_POOL_MIN_IDLE`,
-    /// `TESSERA_POOL_CONNECTION_TIMEOUT_MS`, `TESSERA_POOL_IDLE_TIMEOUT_MS`,
-    /// `TESSERA_POOL_MAX_LIFETIME_MS`, `TESSERA_POOL_TEST_ON_CHECKOUT`,
-    /// `TESSERA_STATEMENT_TIMEOUT_MS`.
-    pub fn from_env() -> Result<PoolConfig, ConfigError> {
-        let mut config = match raw("TESSERA_POOL_PROFILE") {
-            Some(name) if !name.trim().is_empty() => {
-                let file = env_or(
-                    "TESSERA_POOL_PROFILES_FILE",
-                    "config/pool-profiles.toml".to_string(),
-                )?;
-                PoolProfiles::load(Path::new(&file))?.get(name.trim())?
-            }
-            _ => PoolConfig::default(),
-        };
-        config.max_size = env_or("TESSERA_POOL_MAX_SIZE", config.max_size)?;
-        config.min_idle = env_opt("TESSERA_POOL_MIN_IDLE")?.or(config.min_idle);
-        config.connection_timeout_ms = env_or(
-            "TESSERA_POOL_CONNECTION_TIMEOUT_MS",
-            config.connection_timeout_ms,
-        )?;
-        config.idle_timeout_ms =
-            env_opt("TESSERA_POOL_IDLE_TIMEOUT_MS")?.or(config.idle_timeout_ms);
-        config.max_lifetime_ms =
-            env_opt("TESSERA_POOL_MAX_LIFETIME_MS")?.or(config.max_lifetime_ms);
-        config.test_on_checkout = env_or("TESSERA_POOL_TEST_ON_CHECKOUT", config.test_on_checkout)?;
-        config.statement_timeout_ms =
-            env_or("TESSERA_STATEMENT_TIMEOUT_MS", config.statement_timeout_ms)?;
-        if config.max_size == 0 {
-            return Err(ConfigError::Invalid {
-                var: "TESSERA_POOL_MAX_SIZE".into(),
-                detail: "must be at least 1".into(),
-            });
-        }
-        Ok(config)
     }
 }
 

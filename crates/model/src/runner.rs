@@ -9,13 +9,14 @@ use crate::history::{Act, Answer, Call, Counts, Event, History, Op, Round, Statu
 use crate::rules::{Model, Ms, SLACK_MS, Settings};
 use crate::settle::{Stored, StoredSession, StoredTask};
 use crate::{judge, settle};
+use auth_api::config::ApiConfig;
 use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use test_support::app::{TestApp, TestAppConfig};
+use test_support::app::{TestApp, test_config};
 use uuid::Uuid;
 
 /// The users' password (the wrong one is this reversed).
@@ -75,8 +76,8 @@ pub struct Outcome {
 }
 
 /// The service's configuration for a run: the model's settings.
-pub fn config(settings: &Settings) -> TestAppConfig {
-    let mut config = TestAppConfig::default();
+pub fn config(settings: &Settings) -> ApiConfig {
+    let mut config = test_config();
     let ms = |ms: Ms| Duration::from_millis(ms as u64);
     config.sessions.idle_timeout = ms(settings.idle_ms);
     config.sessions.absolute_lifetime = ms(settings.absolute_ms);

@@ -3,11 +3,9 @@
 
 use crate::TestDb;
 use auth_api::config::ApiConfig;
+use auth_api::settings::Settings;
 use auth_api::state::AppState;
-use auth_core::config::{
-    Bulkheads, HashParams, HashPoolConfig, PoolConfig, Pooler, QueuePolicy, RetentionPolicy,
-    SessionPolicy,
-};
+use auth_core::config::{HashParams, Pooler, QueuePolicy};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -25,57 +23,32 @@ pub struct TestApp {
     pub db: std::sync::Arc<TestDb>,
 }
 
-/// How to build a [`TestApp`]; every field defaults to the contract's
-/// defaults with cheap argon2 parameters.
-#[derive(Clone)]
-pub struct TestAppConfig {
-    pub pool: PoolConfig,
-    /// `TESSERA_DB_POOLER` as the service reads it (`none` unless set).
-    pub pooler: Pooler,
-    /// Whose `X-Forwarded-For` names a login's IP (none by default).
-    pub trusted_proxies: auth_api::client::TrustedProxies,
-    /// Each class's pool (sizes and statement timeouts) from `pool`.
-    pub bulkheads: Bulkheads,
-    pub sessions: SessionPolicy,
-    pub queue: QueuePolicy,
-    /// The cleanup; by default it never runs by itself (tests call
-    /// `state.cleanup.run()`).
-    pub retention: RetentionPolicy,
-    /// Hashing workers, queue capacity and deadline.
-    pub hash_pool: HashPoolConfig,
-    /// argon2 cost; cheap by default, production cost for timing tests.
-    pub hash: HashParams,
-    /// Where the service's pools connect, when not the database itself
-    /// (e.g. a [`crate::round_trips::CountingProxy`] in front of it).
-    pub service_url: Option<String>,
-}
-
-impl Default for TestAppConfig {
-    fn default() -> Self {
-        TestAppConfig {
-            // Small pools: many tests run in parallel against one server.
-            pool: PoolConfig {
-                max_size: 4,
-                connection_timeout_ms: 10_000,
-                ..PoolConfig::default()
-            },
-            pooler: Pooler::from_env().expect("TESSERA_DB_POOLER is `none` or `transaction`"),
-            trusted_proxies: Default::default(),
-            bulkheads: Bulkheads::default(),
-            sessions: SessionPolicy::default(),
-            queue: QueuePolicy::default(),
-            retention: RetentionPolicy {
-                interval: std::time::Duration::from_secs(24 * 3600),
-                ..RetentionPolicy::default()
-            },
-            hash_pool: HashPoolConfig {
-                workers: Some(2),
-                ..HashPoolConfig::default()
-            },
-            hash: HashParams::FAST_INSECURE_FOR_TESTS,
-            service_url: None,
-        }
+/// The configuration every [`TestApp`] starts from: the real one's
+/// defaults ([`Settings::defaults`]: whatever the environment says), with
+/// what every test changes: cheap argon2, small pools (many tests run in
+/// parallel against one server), the cleanup never running by itself
+/// (tests call `state.cleanup.run()`), and PgBouncer's pooling when the
+/// chaos tier puts one in front (`TESSERA_TEST_PGBOUNCER`). A test changes
+/// what it needs; `database_url` left empty means the test's own database
+/// (through that PgBouncer, if any), filled in when the app starts.
+pub fn test_config() -> ApiConfig {
+    let mut settings = Settings::defaults().unwrap_or_else(|e| panic!("the default settings: {e}"));
+    settings.service.database_url = Some(String::new());
+    let mut config = settings
+        .config()
+        .unwrap_or_else(|e| panic!("the default settings: {e}"));
+    config.bind = "127.0.0.1:0".into();
+    config.workers = Some(2);
+    config.shutdown_grace_secs = 5;
+    config.pool.max_size = 4;
+    config.pool.connection_timeout_ms = 10_000;
+    if crate::db::through_pgbouncer().is_some() {
+        config.pooler = Pooler::Transaction;
     }
+    config.retention.interval = std::time::Duration::from_secs(24 * 3600);
+    config.hash_pool.workers = Some(2);
+    config.hash = HashParams::FAST_INSECURE_FOR_TESTS;
+    config
 }
 
 /// A logged-in user.
@@ -89,10 +62,10 @@ pub struct LoggedIn {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
-        TestApp::spawn_with(TestAppConfig::default()).await
+        TestApp::spawn_with(test_config()).await
     }
 
-    pub async fn spawn_with(config: TestAppConfig) -> TestApp {
+    pub async fn spawn_with(config: ApiConfig) -> TestApp {
         TestApp::spawn_on(TestDb::new().await, config)
             .await
             .migrated()
@@ -105,13 +78,13 @@ impl TestApp {
     /// folded), migrated. A second instance `spawn_beside` it with the same
     /// `config` goes through the same proxy.
     pub async fn spawn_counted(
-        config: TestAppConfig,
-    ) -> (TestApp, TestAppConfig, crate::round_trips::CountingProxy) {
+        config: ApiConfig,
+    ) -> (TestApp, ApiConfig, crate::round_trips::CountingProxy) {
         let db = TestDb::new().await;
         let proxy = crate::round_trips::CountingProxy::start(db.host_port())
             .expect("starting the counting proxy");
-        let config = TestAppConfig {
-            service_url: Some(db.url_at("127.0.0.1", proxy.port)),
+        let config = ApiConfig {
+            database_url: db.url_at("127.0.0.1", proxy.port),
             queue: QueuePolicy {
                 counts_fold_interval: std::time::Duration::from_secs(3600),
                 ..config.queue
@@ -124,7 +97,7 @@ impl TestApp {
 
     /// A second instance of the service on this app's database (another
     /// process's view of the same data: its own pools, hasher and memory).
-    pub async fn spawn_beside(&self, config: TestAppConfig) -> TestApp {
+    pub async fn spawn_beside(&self, config: ApiConfig) -> TestApp {
         TestApp::spawn_shared(self.db.clone(), config)
             .await
             .migrated()
@@ -144,29 +117,18 @@ impl TestApp {
 
     /// The app over `db` as it is (perhaps not created yet, or empty),
     /// returned at once: its migrations may still be running.
-    pub async fn spawn_on(db: TestDb, config: TestAppConfig) -> TestApp {
+    pub async fn spawn_on(db: TestDb, config: ApiConfig) -> TestApp {
         TestApp::spawn_shared(std::sync::Arc::new(db), config).await
     }
 
-    async fn spawn_shared(db: std::sync::Arc<TestDb>, config: TestAppConfig) -> TestApp {
+    async fn spawn_shared(db: std::sync::Arc<TestDb>, config: ApiConfig) -> TestApp {
         crate::init_test_log();
-        let api_config = ApiConfig {
-            database_url: config.service_url.unwrap_or_else(|| db.service_url()),
-            bind: "127.0.0.1:0".into(),
-            workers: Some(2),
-            hash_pool: config.hash_pool,
-            shutdown_grace_secs: 5,
-            pool: config.pool,
-            pooler: config.pooler,
-            // LISTEN needs a session of its own: always the direct URL.
-            listen_url: Some(db.url()),
-            trusted_proxies: config.trusted_proxies,
-            bulkheads: config.bulkheads,
-            sessions: config.sessions,
-            queue: config.queue,
-            retention: config.retention,
-            hash: config.hash,
-        };
+        let mut api_config = config;
+        if api_config.database_url.is_empty() {
+            api_config.database_url = db.service_url();
+        }
+        // LISTEN needs a session of its own: always the direct URL.
+        api_config.listen_url = Some(db.url());
         let app = auth_api::startup::build(api_config)
             .await
             .unwrap_or_else(|e| panic!("starting the app: {e:#}"));

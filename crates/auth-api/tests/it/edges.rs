@@ -7,12 +7,13 @@
 //! Every setting a test relies on has a value of its own (no two alike),
 //! so a bug that reads one setting for another changes an answer here.
 
+use auth_api::config::ApiConfig;
 use auth_core::config::{QueuePolicy, RetentionPolicy, SessionLimit, SessionPolicy};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use test_support::app::{
-    PASSWORD, TestAppConfig, expect_problem, expect_status, json_uuid, task_ids as ids,
+    PASSWORD, expect_problem, expect_status, json_uuid, task_ids as ids, test_config,
 };
 use test_support::{LoggedIn, TestApp};
 use uuid::Uuid;
@@ -47,9 +48,9 @@ fn secs(n: i64) -> Duration {
 }
 
 /// The settings above over the contract's defaults.
-fn config() -> TestAppConfig {
-    let defaults = TestAppConfig::default();
-    TestAppConfig {
+fn config() -> ApiConfig {
+    let defaults = test_config();
+    ApiConfig {
         sessions: SessionPolicy {
             idle_timeout: secs(IDLE_SECS),
             absolute_lifetime: secs(ABSOLUTE_SECS),
@@ -616,7 +617,7 @@ async fn a_pending_attempt_is_in_flight_until_its_login_could_no_longer_report()
     // waiting on one pending 28.5 s sees it in flight until its own deadline
     // with 1.5 s to spare; a rule of 30 s without the deadline would see it
     // abandoned half-way through the wait.
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         hash_pool: auth_core::config::HashPoolConfig {
             wait_deadline: Duration::from_secs(3),
             ..config().hash_pool

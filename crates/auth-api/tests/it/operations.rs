@@ -1,6 +1,7 @@
+use auth_api::config::ApiConfig;
 use reqwest::StatusCode;
 use test_support::TestApp;
-use test_support::app::expect_status;
+use test_support::app::{expect_status, test_config};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
@@ -56,13 +57,13 @@ async fn metrics_count_requests_by_route_and_status_and_hashes() {
 
 #[tokio::test]
 async fn readyz_is_503_while_no_validation_could_get_a_connection() {
-    let app = TestApp::spawn_with(test_support::app::TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         pool: auth_core::config::PoolConfig {
             max_size: 1,
             connection_timeout_ms: 300,
             ..auth_core::config::PoolConfig::default()
         },
-        ..Default::default()
+        ..test_config()
     })
     .await;
     expect_status(app.get("/readyz", None).await, StatusCode::OK).await;
@@ -82,13 +83,13 @@ async fn readyz_is_503_while_no_validation_could_get_a_connection() {
 
 #[tokio::test]
 async fn metrics_show_a_checkout_waiting_for_the_only_connection() {
-    let app = TestApp::spawn_with(test_support::app::TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         pool: auth_core::config::PoolConfig {
             max_size: 1,
             connection_timeout_ms: 30_000,
             ..auth_core::config::PoolConfig::default()
         },
-        ..Default::default()
+        ..test_config()
     })
     .await;
     let user = app.signup("waiter@example.com").await;

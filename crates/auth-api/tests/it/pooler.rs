@@ -2,22 +2,23 @@
 //! server session, checked directly on PostgreSQL (the chaos tier's
 //! `pgbouncer` case runs the same service through a real PgBouncer).
 
+use auth_api::config::ApiConfig;
 use auth_core::config::{Bulkheads, PoolConfig, Pooler};
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl as _;
 use reqwest::StatusCode;
 use test_support::TestApp;
-use test_support::app::TestAppConfig;
+use test_support::app::test_config;
 
-fn one_connection(pooler: Pooler) -> TestAppConfig {
-    TestAppConfig {
+fn one_connection(pooler: Pooler) -> ApiConfig {
+    ApiConfig {
         pool: PoolConfig {
             max_size: 1,
-            ..TestAppConfig::default().pool
+            ..test_config().pool
         },
         pooler,
-        ..TestAppConfig::default()
+        ..test_config()
     }
 }
 
@@ -57,7 +58,7 @@ async fn behind_a_transaction_pooler_no_prepared_statement_outlives_its_request(
 
 #[tokio::test]
 async fn behind_a_transaction_pooler_each_transaction_sets_its_own_statement_timeout() {
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         bulkheads: Bulkheads {
             sessions_statement_timeout_ms: 300,
             ..Bulkheads::default()

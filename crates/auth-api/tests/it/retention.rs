@@ -6,13 +6,13 @@ use auth_core::retention::{CleanupRun, Purged};
 use auth_core::store::retention::CLEANUP_LOCK;
 use reqwest::StatusCode;
 use test_support::TestApp;
-use test_support::app::TestAppConfig;
 use test_support::app::expect_status;
+use test_support::app::test_config;
 use uuid::Uuid;
 
 /// Retention 7 days (the default), batches of 2 so every table needs several.
 async fn app() -> TestApp {
-    let mut config = TestAppConfig::default();
+    let mut config = test_config();
     config.retention.batch = 2;
     TestApp::spawn_with(config).await
 }

@@ -5,11 +5,12 @@
 //! then counted on a call alike. One connection per pool and no background
 //! work, so every message counted is the request's own.
 
+use auth_api::config::ApiConfig;
 use auth_core::config::{Bulkheads, PoolConfig, Pooler, QueuePolicy};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use test_support::app::{PASSWORD, TestAppConfig, expect_status, task_ids};
+use test_support::app::{PASSWORD, expect_status, task_ids, test_config};
 use test_support::round_trips::{CountingProxy, Sent};
 use test_support::{TestApp, TestDb};
 use uuid::Uuid;
@@ -56,8 +57,8 @@ impl Ledger<'_> {
     }
 }
 
-fn one_connection_each(service_url: String) -> TestAppConfig {
-    TestAppConfig {
+fn one_connection_each(service_url: String) -> ApiConfig {
+    ApiConfig {
         pool: PoolConfig {
             max_size: 1,
             connection_timeout_ms: 10_000,
@@ -74,8 +75,8 @@ fn one_connection_each(service_url: String) -> TestAppConfig {
             counts_fold_interval: Duration::from_secs(24 * 3600),
             ..QueuePolicy::default()
         },
-        service_url: Some(service_url),
-        ..TestAppConfig::default()
+        database_url: service_url,
+        ..test_config()
     }
 }
 

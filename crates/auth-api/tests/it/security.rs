@@ -1,12 +1,13 @@
 //! Security properties as tests (docs/security.md maps them to OWASP ASVS V3).
 
+use auth_api::config::ApiConfig;
 use auth_core::config::{HashParams, SessionPolicy};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use test_support::app::TestAppConfig;
+use test_support::app::test_config;
 use test_support::{TestApp, TestDb};
 
 /// The real binary with logs at debug level (every crate, including the
@@ -166,13 +167,13 @@ fn token_sha256(token: &str) -> Vec<u8> {
 /// within 25% of each other.
 #[tokio::test]
 async fn unknown_email_and_wrong_password_are_indistinguishable() {
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         hash: HashParams::PRODUCTION,
         sessions: SessionPolicy {
             max_failed_logins: 1000,
             ..SessionPolicy::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     app.signup("known@example.com").await;

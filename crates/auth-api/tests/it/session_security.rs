@@ -2,10 +2,11 @@
 //! (a rotated-away token presented again: within the grace window a plain
 //! 401; after it, the whole session revoked).
 
+use auth_api::config::ApiConfig;
 use reqwest::StatusCode;
 use serde_json::Value;
 use test_support::TestApp;
-use test_support::app::TestAppConfig;
+use test_support::app::test_config;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -87,9 +88,9 @@ async fn x_forwarded_for_names_the_ip_only_when_the_peer_is_a_trusted_proxy() {
         "anyone can write the header"
     );
 
-    let behind_proxy = TestApp::spawn_with(TestAppConfig {
+    let behind_proxy = TestApp::spawn_with(ApiConfig {
         trusted_proxies: "127.0.0.1".parse().unwrap(),
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     behind_proxy.register("ada@example.com", PASSWORD).await;

@@ -1,8 +1,9 @@
+use auth_api::config::ApiConfig;
 use auth_core::config::SessionLimit;
 use auth_core::config::SessionPolicy;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-use test_support::app::{PASSWORD, TestAppConfig, expect_problem, expect_status, json_uuid};
+use test_support::app::{PASSWORD, expect_problem, expect_status, json_uuid, test_config};
 use test_support::{LoggedIn, TestApp};
 
 async fn assert_invalid_token(res: reqwest::Response) {
@@ -381,12 +382,12 @@ async fn revoke_all_counts_exactly_what_it_revoked() {
 
 #[tokio::test]
 async fn the_session_limit_evicts_the_oldest_session() {
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         sessions: SessionPolicy {
             max_sessions_per_user: SessionLimit::try_from(3).unwrap(),
             ..SessionPolicy::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let mut logins = vec![app.signup("ada@example.com").await];

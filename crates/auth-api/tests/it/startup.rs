@@ -5,12 +5,12 @@
 
 use reqwest::StatusCode;
 use std::time::Duration;
-use test_support::app::{TestAppConfig, expect_problem, expect_status};
+use test_support::app::{expect_problem, expect_status, test_config};
 use test_support::{TestApp, TestDb};
 
 #[tokio::test]
 async fn a_service_started_before_its_database_exists_becomes_ready_once_it_does() {
-    let app = TestApp::spawn_on(TestDb::not_created(), TestAppConfig::default()).await;
+    let app = TestApp::spawn_on(TestDb::not_created(), test_config()).await;
     expect_status(app.get("/healthz", None).await, StatusCode::OK).await;
     let ready = app.get("/readyz", None).await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);

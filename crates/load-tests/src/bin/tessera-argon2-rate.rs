@@ -1,5 +1,5 @@
 //! How many password verifications per second argon2id alone achieves with
-//! the service's parameters and hashing pool size: the yardstick for login
+//! the service's production parameters and a hashing pool of the size given: the yardstick for login
 //! throughput under load (`cargo xtask load --storm`).
 //!
 //! Usage: tessera-argon2-rate <workers> <seconds>
@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let workers: usize = args.next().as_deref().unwrap_or("2").parse()?;
     let seconds: u64 = args.next().as_deref().unwrap_or("10").parse()?;
     let hasher = PasswordHasher::new(
-        HashParams::from_env()?,
+        HashParams::PRODUCTION,
         HashPoolConfig {
             workers: Some(workers),
             ..HashPoolConfig::default()

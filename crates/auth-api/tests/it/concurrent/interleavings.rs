@@ -2,6 +2,7 @@
 //! test holds a lock or runs a step itself on its own connection, so the
 //! order of events is fixed, not left to timing.
 
+use auth_api::config::ApiConfig;
 use auth_core::config::SessionLimit;
 use auth_core::config::SessionPolicy;
 use auth_core::domain::SessionToken;
@@ -11,7 +12,7 @@ use diesel_async::{
 };
 use serde_json::json;
 use test_support::TestApp;
-use test_support::app::{PASSWORD, TestAppConfig, json_uuid};
+use test_support::app::{PASSWORD, json_uuid, test_config};
 
 #[tokio::test]
 async fn a_claim_skips_rows_locked_by_others_instead_of_waiting() {
@@ -120,12 +121,12 @@ async fn a_touch_that_waited_on_a_logout_cannot_revive_the_session() {
 
 #[tokio::test]
 async fn two_logins_at_the_limit_cannot_both_see_room() {
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         sessions: SessionPolicy {
             max_sessions_per_user: SessionLimit::try_from(2).unwrap(),
             ..SessionPolicy::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let ada = app.signup("ada@example.com").await; // one session: room for one more
@@ -292,7 +293,7 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
 #[tokio::test]
 async fn validations_answer_while_every_listing_connection_is_stuck() {
     use auth_core::config::{Bulkheads, PoolConfig};
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         pool: PoolConfig {
             max_size: 4,
             // Bounded: a checkout that finds its pool exhausted gives up in 1 s.
@@ -304,7 +305,7 @@ async fn validations_answer_while_every_listing_connection_is_stuck() {
             reads_statement_timeout_ms: 30_000,
             ..Bulkheads::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let ada = app.signup("ada@example.com").await;

@@ -5,13 +5,14 @@
 //! under a flood of logins.
 
 use super::{TestApp2, participant};
+use auth_api::config::ApiConfig;
 use auth_core::config::{HashParams, HashPoolConfig, PoolConfig, SessionLimit, SessionPolicy};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use test_support::TestApp;
-use test_support::app::{PASSWORD, TestAppConfig};
+use test_support::app::{PASSWORD, test_config};
 use test_support::concurrency::run_together;
 use test_support::db::Held;
 
@@ -36,8 +37,8 @@ async fn two_instances() -> (TestApp, TestApp) {
 
 /// The limits above; pools that let every admitted login of a burst wait
 /// in PostgreSQL at once.
-fn limits_config() -> TestAppConfig {
-    TestAppConfig {
+fn limits_config() -> ApiConfig {
+    ApiConfig {
         pool: PoolConfig {
             max_size: 8,
             connection_timeout_ms: 15_000,
@@ -53,7 +54,7 @@ fn limits_config() -> TestAppConfig {
             queue_capacity: Some(HASH_QUEUE),
             ..HashPoolConfig::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     }
 }
 
@@ -392,7 +393,7 @@ async fn a_crowd_for_a_limited_email_costs_one_admission_per_instance() {
 #[tokio::test]
 async fn a_hash_flood_gets_fast_503s_while_validations_flow() {
     let deadline = Duration::from_millis(300);
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         pool: PoolConfig {
             max_size: 16,
             connection_timeout_ms: 10_000,
@@ -404,7 +405,7 @@ async fn a_hash_flood_gets_fast_503s_while_validations_flow() {
             queue_capacity: Some(4),
             wait_deadline: deadline,
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let ada = app.signup("ada@example.com").await;
@@ -486,7 +487,7 @@ async fn a_login_refused_for_its_deadline_gives_its_admission_back() {
     // One worker at production cost (tens of ms a hash), a deadline of 1 ms:
     // of six logins released together, all but the first to reach the
     // worker pass their deadline after being admitted.
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         pool: PoolConfig {
             max_size: 8,
             connection_timeout_ms: 10_000,
@@ -498,7 +499,7 @@ async fn a_login_refused_for_its_deadline_gives_its_admission_back() {
             queue_capacity: Some(16),
             wait_deadline: Duration::from_millis(1),
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let statuses = run_together(6, |i| {

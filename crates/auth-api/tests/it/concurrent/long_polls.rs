@@ -3,6 +3,7 @@
 //! that hang up while they wait or while their claim runs.
 
 use super::participant;
+use auth_api::config::ApiConfig;
 use auth_core::config::QueuePolicy;
 use auth_core::wakeups::WaiterLimits;
 use serde_json::{Value, json};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use test_support::TestApp;
-use test_support::app::{TestAppConfig, task_ids};
+use test_support::app::{task_ids, test_config};
 use test_support::concurrency::run_together;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
@@ -19,8 +20,8 @@ use tokio::net::TcpStream;
 const PER_CREDENTIAL: usize = 4;
 const PER_INSTANCE: usize = 6;
 
-fn bounded(queue: QueuePolicy) -> TestAppConfig {
-    TestAppConfig {
+fn bounded(queue: QueuePolicy) -> ApiConfig {
+    ApiConfig {
         queue: QueuePolicy {
             waiters: WaiterLimits {
                 per_credential: PER_CREDENTIAL,
@@ -28,7 +29,7 @@ fn bounded(queue: QueuePolicy) -> TestAppConfig {
             },
             ..queue
         },
-        ..TestAppConfig::default()
+        ..test_config()
     }
 }
 
@@ -141,7 +142,7 @@ async fn waiters_beyond_the_bounds_are_refused_at_once() {
 
 #[tokio::test]
 async fn waiting_costs_one_re_check_per_instance_whatever_the_number_of_waiters() {
-    let (app, _, proxy) = TestApp::spawn_counted(TestAppConfig::default()).await;
+    let (app, _, proxy) = TestApp::spawn_counted(test_config()).await;
     let ada = app.signup("ada@example.com").await;
     // What one try costs here (directly or behind a pooler): a claim that
     // finds nothing, less the validation of its token.

@@ -5,7 +5,7 @@
 use super::{behind_lock, participant};
 use serde_json::{Value, json};
 use test_support::TestApp;
-use test_support::app::{TestAppConfig, json_uuid, task_ids as ids};
+use test_support::app::{json_uuid, task_ids as ids, test_config};
 use test_support::concurrency::{ReportedClaim, check_claims, run_together};
 use uuid::Uuid;
 
@@ -38,7 +38,7 @@ async fn held_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
 #[tokio::test]
 async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it() {
     // A connection per participant, so all ten can wait at the lock.
-    let mut config = TestAppConfig::default();
+    let mut config = test_config();
     config.pool.max_size = 10;
     let app = TestApp::spawn_with(config).await;
     let ada = app.signup("ada@example.com").await;
@@ -93,7 +93,7 @@ async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it(
 #[tokio::test]
 async fn long_poll_waiters_take_every_burst_once_and_validations_keep_flowing() {
     const WAITERS: usize = 10;
-    let config = TestAppConfig::default();
+    let config = test_config();
     assert!(
         config.pool.max_size < WAITERS as u32,
         "a pool smaller than the waiters"

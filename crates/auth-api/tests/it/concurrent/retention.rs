@@ -14,7 +14,7 @@ const VALIDATIONS: usize = 20;
 
 #[tokio::test]
 async fn the_cleanup_skips_locked_rows_and_touches_no_active_session_while_users_work() {
-    let mut config = test_support::app::TestAppConfig::default();
+    let mut config = test_support::app::test_config();
     config.retention.batch = 25;
     let app = TestApp::spawn_with(config).await;
     let owner = app.signup("backlog@example.com").await;

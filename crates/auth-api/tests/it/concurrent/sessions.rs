@@ -1,24 +1,25 @@
 use super::{behind_lock, participant, spawn_request};
+use auth_api::config::ApiConfig;
 use auth_core::config::SessionLimit;
 use auth_core::config::{PoolConfig, SessionPolicy};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use test_support::TestApp;
-use test_support::app::{PASSWORD, TestAppConfig, token_bytes};
+use test_support::app::{PASSWORD, test_config, token_bytes};
 use test_support::concurrency::{
     History, check_independent_bits, check_no_success_after_revoke, check_unique, run_together,
 };
 
 /// A pool wide enough that every participant reaches PostgreSQL at once.
-fn wide_pool() -> TestAppConfig {
-    TestAppConfig {
+fn wide_pool() -> ApiConfig {
+    ApiConfig {
         pool: PoolConfig {
             max_size: 12,
             connection_timeout_ms: 15_000,
             ..PoolConfig::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     }
 }
 
@@ -97,12 +98,12 @@ async fn concurrent_logins_get_distinct_independent_tokens() {
 #[tokio::test]
 async fn the_session_limit_holds_at_every_instant_of_a_login_storm() {
     let limit = 3;
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         sessions: SessionPolicy {
             max_sessions_per_user: SessionLimit::try_from(limit).unwrap(),
             ..SessionPolicy::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     // Below, at, just above and well above the cap; the last also past the
@@ -177,12 +178,12 @@ async fn login_storm(app: &TestApp, email: &str, n: usize, limit: u32) {
 #[tokio::test]
 async fn no_validation_succeeds_after_logout_returned() {
     // Touch on every validation, so touches race the logout too.
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         sessions: SessionPolicy {
             touch_interval: std::time::Duration::ZERO,
             ..SessionPolicy::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let ada = app.signup("ada@example.com").await;
@@ -438,8 +439,8 @@ async fn a_revocation_that_lost_its_token_to_a_refresh_is_refused() {
 }
 
 /// A wide pool and a cap of `cap` sessions per user.
-fn capped(cap: u32) -> TestAppConfig {
-    TestAppConfig {
+fn capped(cap: u32) -> ApiConfig {
+    ApiConfig {
         sessions: SessionPolicy {
             max_sessions_per_user: SessionLimit::try_from(cap).unwrap(),
             ..SessionPolicy::default()
@@ -552,13 +553,13 @@ async fn a_login_racing_a_revocation_counts_what_is_active_when_it_acts() {
 #[tokio::test]
 async fn more_participants_than_connections_all_succeed_by_waiting() {
     const POOL: u32 = 2;
-    let app = TestApp::spawn_with(TestAppConfig {
+    let app = TestApp::spawn_with(ApiConfig {
         pool: PoolConfig {
             max_size: POOL,
             connection_timeout_ms: 10_000,
             ..PoolConfig::default()
         },
-        ..TestAppConfig::default()
+        ..test_config()
     })
     .await;
     let ada = app.signup("ada@example.com").await;
