@@ -714,3 +714,27 @@ async fn shutdown_ends_long_poll_claims_at_once_with_nothing_claimed() {
         );
     }
 }
+
+/// A task's status is the database's own type (`task_status`): a word that
+/// is not a status fails where a statement names it, instead of quietly
+/// matching no row.
+#[tokio::test]
+async fn a_word_that_is_not_a_status_fails_where_a_statement_names_it() {
+    use diesel_async::RunQueryDsl as _;
+    let db = test_support::TestDb::new().await;
+    let mut conn = db.connect().await;
+    let typo = diesel::sql_query("SELECT id FROM tasks WHERE status = 'asigned'")
+        .execute(&mut conn)
+        .await;
+    let error = typo.expect_err("a word that is not a status");
+    assert!(error.to_string().contains("enum task_status"), "{error}");
+    for status in auth_core::domain::TaskStatus::ALL {
+        diesel::sql_query(format!(
+            "SELECT id FROM task_view WHERE status = '{}'",
+            status.as_str()
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", status.as_str()));
+    }
+}

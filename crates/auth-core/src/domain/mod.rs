@@ -9,7 +9,7 @@ mod token;
 pub use client::{ClientInfo, MAX_USER_AGENT_CHARS};
 pub use email::Email;
 pub use password::Password;
-pub use task_status::TaskStatus;
+pub use task_status::{SqlTaskStatus, TaskStatus};
 pub use token::{SessionToken, TokenHash};
 
 use serde::Serialize;

@@ -204,7 +204,7 @@ RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigne
 /// `complete_without_fence`: any caller fails any assigned task.
 pub const FAIL_UNFENCED: &str = "\
 UPDATE tasks
-SET status = CASE WHEN $5 AND attempt - released < max_attempts THEN 'unassigned' ELSE 'failed' END,
+SET status = CASE WHEN $5 AND attempt - released < max_attempts THEN 'unassigned'::task_status ELSE 'failed' END,
     not_before = CASE WHEN $5 AND attempt - released < max_attempts
         THEN now() + make_interval(secs => least(power(2, attempt - released - 1), 3600) * (1 - 0.2 * random()))
         ELSE not_before END,
@@ -516,10 +516,12 @@ pub(crate) async fn fold_counts_in_two_statements(
         .await?;
     let statuses: Vec<&str> = sums.iter().map(|s| s.status.as_str()).collect();
     let counts: Vec<i64> = sums.iter().map(|s| s.n).collect();
-    diesel::sql_query("INSERT INTO task_count_deltas (status, n) SELECT * FROM unnest($1, $2)")
-        .bind::<Array<Text>, _>(statuses)
-        .bind::<Array<BigInt>, _>(counts)
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "INSERT INTO task_count_deltas (status, n) SELECT * FROM unnest($1::task_status[], $2)",
+    )
+    .bind::<Array<Text>, _>(statuses)
+    .bind::<Array<BigInt>, _>(counts)
+    .execute(conn)
+    .await?;
     Ok(folded)
 }

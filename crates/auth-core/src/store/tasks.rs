@@ -1,7 +1,7 @@
 //! The `tasks` table (the shared work queue) and its `task_view`.
 
 use super::{Prepared as _, secs};
-use crate::domain::TaskStatus;
+use crate::domain::{SqlTaskStatus, TaskStatus};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
@@ -23,7 +23,7 @@ pub struct TaskRow {
     pub title: String,
     #[diesel(sql_type = Bool)]
     pub schedulable: bool,
-    #[diesel(sql_type = Text)]
+    #[diesel(sql_type = SqlTaskStatus)]
     pub status: TaskStatus,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     pub assigned_to: Option<Uuid>,
@@ -354,7 +354,7 @@ pub async fn heartbeat(
 /// otherwise it is `failed`.
 const FAIL: &str = "\
 UPDATE tasks
-SET status = CASE WHEN $5 AND attempt - released < max_attempts THEN 'unassigned' ELSE 'failed' END,
+SET status = CASE WHEN $5 AND attempt - released < max_attempts THEN 'unassigned'::task_status ELSE 'failed' END,
     not_before = CASE WHEN $5 AND attempt - released < max_attempts
         THEN now() + make_interval(secs => least(power(2, attempt - released - 1), 3600) * (1 - 0.2 * random()))
         ELSE not_before END,
@@ -629,8 +629,20 @@ mod tests {
     /// implies the index's predicate: written out in both, held together here.
     #[test]
     fn the_claim_repeats_the_predicate_of_its_index() {
-        let migration = include_str!("../../../../migrations/2026-12-02-000007_queue_v1_1/up.sql");
-        let index = migration
+        // The index as the newest migration that makes it defines it.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        let mut migrations: Vec<_> = std::fs::read_dir(&dir)
+            .expect("the migrations")
+            .map(|entry| entry.expect("a migration").path().join("up.sql"))
+            .collect();
+        migrations.sort();
+        let newest = migrations
+            .iter()
+            .map(|path| std::fs::read_to_string(path).expect("a migration's up.sql"))
+            .filter(|sql| sql.contains("CREATE INDEX tasks_claim_order"))
+            .last()
+            .expect("a migration defines tasks_claim_order");
+        let index = newest
             .split("CREATE INDEX tasks_claim_order ON tasks (priority DESC, seq)")
             .nth(1)
             .and_then(|rest| rest.split(';').next())
