@@ -638,9 +638,9 @@ mod tests {
         migrations.sort();
         let newest = migrations
             .iter()
+            .rev()
             .map(|path| std::fs::read_to_string(path).expect("a migration's up.sql"))
-            .filter(|sql| sql.contains("CREATE INDEX tasks_claim_order"))
-            .last()
+            .find(|sql| sql.contains("CREATE INDEX tasks_claim_order"))
             .expect("a migration defines tasks_claim_order");
         let index = newest
             .split("CREATE INDEX tasks_claim_order ON tasks (priority DESC, seq)")
