@@ -117,6 +117,12 @@ impl Psql {
         self.query(&format!("CREATE DATABASE \"{name}\""))?;
         Ok(())
     }
+
+    /// A new empty database `name` (dropped first if it exists), and psql on it.
+    pub fn fresh(&self, name: &str) -> anyhow::Result<Psql> {
+        self.recreate_database(name)?;
+        Ok(self.on(name))
+    }
 }
 
 /// A transaction a `psql` process keeps open; see [`Psql::hold`].

@@ -148,7 +148,7 @@ pub struct Pools {
     pub sessions: Db,
     pub queue: Db,
     pub reads: Db,
-    classes: crate::config::PoolClasses,
+    pub(crate) classes: crate::config::PoolClasses,
 }
 
 impl Pools {
@@ -157,10 +157,7 @@ impl Pools {
         classes: &crate::config::PoolClasses,
         pooler: Pooler,
     ) -> Result<Pools, diesel::ConnectionError> {
-        or_fault!(OnePoolForEveryClass => {
-            let one = connect(database_url, &classes.queue, pooler).await?;
-            Ok(Pools { sessions: one.clone(), queue: one.clone(), reads: one, classes: classes.clone() })
-        });
+        or_fault!(OnePoolForEveryClass => crate::faults::one_pool_for_every_class(database_url, classes, pooler).await);
         Ok(Pools {
             sessions: connect(database_url, &classes.sessions, pooler).await?,
             queue: connect(database_url, &classes.queue, pooler).await?,

@@ -145,6 +145,11 @@ impl std::fmt::Debug for PasswordHasher {
 
 impl PasswordHasher {
     pub fn new(params: HashParams, pool: HashPoolConfig) -> Result<PasswordHasher, HashError> {
+        or_fault!(HashQueueUnbounded => PasswordHasher::with(params, crate::faults::unbounded(pool)));
+        PasswordHasher::with(params, pool)
+    }
+
+    fn with(params: HashParams, pool: HashPoolConfig) -> Result<PasswordHasher, HashError> {
         let argon_params = Params::new(
             params.memory_kib,
             params.iterations,
@@ -204,9 +209,7 @@ impl PasswordHasher {
     /// `deadline` (the login's own, counted from its start).
     pub fn reserve_until(&self, deadline: tokio::time::Instant) -> Result<HashSlot, HashError> {
         let stats = &self.stats;
-        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity
-            && !fault_active!(HashQueueUnbounded)
-        {
+        if stats.queued.fetch_add(1, Ordering::SeqCst) >= self.queue_capacity {
             stats.queued.fetch_sub(1, Ordering::SeqCst);
             stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(HashError::QueueFull);
@@ -357,12 +360,9 @@ impl HashSlot {
         }
         // From here the job's own decrement accounts for this place.
         self.queued = false;
-        let deadline = if fault_active!(HashQueueUnbounded) {
-            Duration::MAX
-        } else {
-            self.deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-        };
+        let deadline = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(deadline, started).await {
             Ok(Ok(())) => answer.await.map_err(|_| failed("a hashing worker failed")),
             Ok(Err(_)) => Err(failed("a hashing worker failed")),

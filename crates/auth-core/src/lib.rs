@@ -3,20 +3,6 @@
 //! their own session SQL (the statement timeout, a transaction's advisory
 //! lock, `LISTEN`). No HTTP here: auth-api maps these types to the contract.
 
-/// Whether the deliberate fault `$fault` was chosen for this process; always
-/// `false` in a normal build. A macro, not a function, so the check adds no
-/// code of its own to a normal build (and nothing for mutation testing to
-/// flip into an equivalent).
-macro_rules! fault_active {
-    ($fault:ident) => {{
-        #[cfg(feature = "faults")]
-        let active = crate::faults::active(crate::faults::Fault::$fault);
-        #[cfg(not(feature = "faults"))]
-        let active = false;
-        active
-    }};
-}
-
 /// The statement `$real`, or, when the deliberate fault `$fault` was
 /// chosen, the whole statement `faults::sql::$broken` that breaks it (with
 /// the same binds; a function of `$arg`s when it depends on them). Expands to `$real` in a normal build, so the store

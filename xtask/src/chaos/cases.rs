@@ -27,8 +27,7 @@ pub fn run(
 ) -> anyhow::Result<CaseReport> {
     let admin = Psql::new(server, server.url.clone());
     let database = format!("tessera_fault_{}", case.slug().replace('-', "_"));
-    admin.recreate_database(&database)?;
-    let db = admin.on(&database);
+    let db = admin.fresh(&database)?;
     let log = dir.join(format!("{}.server.log", case.slug()));
     match case {
         Case::KillConnections => kill_connections(&admin, &db, &database, pace, &log),

@@ -169,8 +169,7 @@ impl Crowd<'_> {
         url_for: &dyn Fn(&Psql) -> String,
     ) -> anyhow::Result<(Service, Psql)> {
         let name = format!("{}_{suffix}", self.database);
-        self.admin.recreate_database(&name)?;
-        let db = self.admin.on(&name);
+        let db = self.admin.fresh(&name)?;
         let log = self.dir.join(format!("{name}.server.log"));
         let url = url_for(&db);
         let service = match build {

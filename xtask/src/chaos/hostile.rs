@@ -27,8 +27,7 @@ pub const CASES: [&str; 3] = ["bounds", "hash-flood", "bulkhead"];
 
 pub fn run(name: &str, admin: &Psql, dir: &std::path::Path) -> anyhow::Result<CaseReport> {
     let database = format!("tessera_hostile_{}", name.replace('-', "_"));
-    admin.recreate_database(&database)?;
-    let db = admin.on(&database);
+    let db = admin.fresh(&database)?;
     let log = dir.join(format!("{name}.server.log"));
     match name {
         "bounds" => bounds(&db, &log),

@@ -117,8 +117,7 @@ fn one_run(
     wait_ms: u64,
     extra_env: &[(&str, String)],
 ) -> anyhow::Result<Run> {
-    admin.recreate_database(database)?;
-    let db = admin.on(database);
+    let db = admin.fresh(database)?;
     let mut env: Vec<(&str, String)> = CHEAP_HASHING
         .iter()
         .map(|(k, v)| (*k, (*v).to_owned()))

@@ -20,8 +20,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(900);
 pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<CaseReport> {
     let bin = install()?;
     let admin = Psql::new(server, server.url.clone());
-    admin.recreate_database("tessera_fault_schemathesis")?;
-    let db = admin.on("tessera_fault_schemathesis");
+    let db = admin.fresh("tessera_fault_schemathesis")?;
     let mut env: Vec<(&str, String)> = service::CHEAP_HASHING
         .map(|(k, v)| (k, v.to_owned()))
         .to_vec();

@@ -48,11 +48,7 @@ impl Measured {
 }
 
 pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> {
-    let dir = plan.out_dir.join("ceiling");
-    std::fs::create_dir_all(&dir)?;
-    let admin = Psql::new(server, server.url.clone());
-    admin.recreate_database("tessera_ceiling")?;
-    let db = admin.on("tessera_ceiling");
+    let (dir, db) = super::stage(plan, server, "ceiling")?;
     let mut service = Service::start(
         &db.url().to_string(),
         &[("TESSERA_POOL_PROFILE", profile.to_owned())],

@@ -17,12 +17,7 @@ fn start(
     profile: &str,
     name: &str,
 ) -> anyhow::Result<(Psql, Service, std::path::PathBuf)> {
-    let dir = plan.out_dir.join(name);
-    std::fs::create_dir_all(&dir)?;
-    let admin = Psql::new(server, server.url.clone());
-    let database = format!("tessera_{name}");
-    admin.recreate_database(&database)?;
-    let db = admin.on(&database);
+    let (dir, db) = super::stage(plan, server, name)?;
     let service = Service::start(
         &db.url().to_string(),
         &[("TESSERA_POOL_PROFILE", profile.to_owned())],

@@ -198,8 +198,7 @@ pub fn cross_instance_checks(
     instances: usize,
 ) -> anyhow::Result<Vec<Check>> {
     let database = format!("{database}_races");
-    admin.recreate_database(&database)?;
-    let db = admin.on(&database);
+    let db = admin.fresh(&database)?;
     let mut env = env.to_vec();
     env.extend(super::service::CHEAP_HASHING.map(|(k, v)| (k, v.to_owned())));
     env.push(("TESSERA_HASH_WORKERS", "4".to_owned()));

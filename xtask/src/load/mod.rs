@@ -373,6 +373,15 @@ pub fn tier3(server: &Server) -> anyhow::Result<Row> {
     })
 }
 
+/// A measurement's own folder in the report (`<name>/`) and its own new
+/// database (`tessera_<name>`).
+fn stage(plan: &Plan, server: &Server, name: &str) -> anyhow::Result<(PathBuf, Psql)> {
+    let dir = plan.out_dir.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let db = Psql::new(server, server.url.clone()).fresh(&format!("tessera_{name}"))?;
+    Ok((dir, db))
+}
+
 fn database_name(profile: &str) -> String {
     format!("tessera_load_{}", profile.replace('-', "_"))
 }
@@ -387,8 +396,7 @@ fn run_profile(
     std::fs::create_dir_all(&dir)?;
     let admin = Psql::new(server, server.url.clone());
     let database = database_name(name);
-    admin.recreate_database(&database)?;
-    let db = admin.on(&database);
+    let db = admin.fresh(&database)?;
     let mut env = service_env(plan, name);
     let cross_instance = if plan.instances > 1 {
         fleet::cross_instance_checks(&admin, &database, &env, &dir, plan.instances)?

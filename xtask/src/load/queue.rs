@@ -42,11 +42,7 @@ struct Point {
 }
 
 pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> {
-    let dir = plan.out_dir.join("queue");
-    std::fs::create_dir_all(&dir)?;
-    let admin = Psql::new(server, server.url.clone());
-    admin.recreate_database("tessera_queue")?;
-    let db = admin.on("tessera_queue");
+    let (dir, db) = super::stage(plan, server, "queue")?;
     let service = Service::start(
         &db.url().to_string(),
         &[("TESSERA_POOL_PROFILE", profile.to_owned())],

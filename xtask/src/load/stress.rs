@@ -29,11 +29,7 @@ struct Phase {
 }
 
 pub fn run(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> {
-    let dir = plan.out_dir.join("stress");
-    std::fs::create_dir_all(&dir)?;
-    let admin = Psql::new(server, server.url.clone());
-    admin.recreate_database("tessera_stress")?;
-    let db = admin.on("tessera_stress");
+    let (dir, db) = super::stage(plan, server, "stress")?;
     let env = [
         ("TESSERA_POOL_PROFILE", profile.to_owned()),
         // Tried every 2 s: a no-op until the purge phase seeds its rows.

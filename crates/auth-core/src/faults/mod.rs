@@ -45,6 +45,33 @@ pub fn active(fault: Fault) -> bool {
     }) == Some(fault)
 }
 
+/// `hash_queue_unbounded`: a hashing pool whose queue takes every job and
+/// whose deadline never comes (a day), so a flood waits instead of being
+/// shed.
+pub(crate) fn unbounded(pool: crate::config::HashPoolConfig) -> crate::config::HashPoolConfig {
+    crate::config::HashPoolConfig {
+        queue_capacity: Some(usize::MAX),
+        wait_deadline: std::time::Duration::from_secs(24 * 3600),
+        ..pool
+    }
+}
+
+/// `one_pool_for_every_class`: every class of request shares the queue
+/// class's pool, so a stuck class takes the others' connections.
+pub(crate) async fn one_pool_for_every_class(
+    database_url: &str,
+    classes: &crate::config::PoolClasses,
+    pooler: crate::config::Pooler,
+) -> Result<crate::db::Pools, diesel::ConnectionError> {
+    let one = crate::db::connect(database_url, &classes.queue, pooler).await?;
+    Ok(crate::db::Pools {
+        sessions: one.clone(),
+        queue: one.clone(),
+        reads: one,
+        classes: classes.clone(),
+    })
+}
+
 /// A "token" that is unique but predictable: a counter in the last 8 bytes.
 pub(crate) fn counter_token() -> crate::domain::SessionToken {
     static NEXT: AtomicU64 = AtomicU64::new(1);

@@ -32,17 +32,22 @@ async fn held_in_db(app: &TestApp) -> Vec<(Uuid, Uuid)> {
     held
 }
 
-/// Ten creates of one key, all held at the table lock until every one waits
-/// there (so all have passed any check made before inserting): one row, and
-/// every answer names it; the keyless task each also sent is never lost.
+/// Ten creates of one key, all held behind the test's own uncommitted row
+/// with that key until every one waits on it (so all have passed any check
+/// made before inserting, in their statement or before it), then the row
+/// rolled back: one row, and every answer names it; the keyless task each
+/// also sent is never lost.
 #[tokio::test]
 async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it() {
-    // A connection per participant, so all ten can wait at the lock.
+    // A connection per participant, so all ten can wait on the key.
     let mut config = test_config();
     config.pool.max_size = 10;
     let app = TestApp::spawn_with(config).await;
     let ada = app.signup("ada@example.com").await;
-    let held = app.db.hold("LOCK TABLE tasks IN SHARE MODE").await;
+    let held = app
+        .db
+        .hold("INSERT INTO tasks (id, title, key) VALUES (gen_random_uuid(), 'held', 'invoice-7')")
+        .await;
     let answers = behind_lock(&app, held, 10, |i| {
         let p = participant(&app);
         let token = ada.token.clone();
