@@ -71,22 +71,25 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_matches(&matches)?;
     let cli = Cli::from_arg_matches(&matches)?;
     telemetry::init_tracing(settings.service.log_format == "json");
-    let config = settings.config().context("reading configuration")?;
+    // Migrating needs the database's address only; the rest need it all.
+    let config = || settings.config().context("reading configuration");
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+        Command::Serve => serve(config()?).await,
         Command::Migrate => {
-            let applied = db::run_migrations(&config.database_url).await?;
+            let url = settings.service.database_url.as_deref();
+            let url = url.context("DATABASE_URL (or --database-url) is required")?;
+            let applied = db::run_migrations(url).await?;
             println!("applied {applied} migrations");
             Ok(())
         }
-        Command::Cleanup { dry_run } => cleanup(&config, dry_run).await,
+        Command::Cleanup { dry_run } => cleanup(&config()?, dry_run).await,
         Command::Users(UsersCommand::Create { email }) => {
             let mut password = String::new();
             std::io::stdin()
                 .lock()
                 .read_line(&mut password)
                 .context("reading the password from stdin")?;
-            let user = sessions(&config)
+            let user = sessions(&config()?)
                 .await?
                 .register(&email, password.trim_end_matches(['\r', '\n']))
                 .await
@@ -95,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sessions(SessionsCommand::Revoke { email }) => {
-            let revoked = sessions(&config)
+            let revoked = sessions(&config()?)
                 .await?
                 .revoke_all_of(&email)
                 .await

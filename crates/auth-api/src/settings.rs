@@ -253,7 +253,9 @@ fn default_help(what: &str, built_in: impl std::fmt::Debug) -> String {
 
 impl Settings {
     /// `command` with every setting as a global flag that also reads its
-    /// variable (an empty one counts as unset), values hidden in `--help`.
+    /// variable, values hidden in `--help`. A variable's value is trimmed
+    /// (a secret file's trailing newline is no part of a URL), and an empty
+    /// one counts as unset.
     pub fn augment(command: clap::Command) -> clap::Command {
         // The settings' struct docs are not the program's description.
         let about = command.get_about().cloned();
@@ -263,11 +265,18 @@ impl Settings {
             None => command,
         }
         .mut_args(|arg| {
-            let empty = arg
-                .get_env()
-                .and_then(std::env::var_os)
-                .is_some_and(|value| value.to_string_lossy().trim().is_empty());
-            let arg = if empty { arg.env(None) } else { arg };
+            let value = arg.get_env().and_then(std::env::var_os);
+            let value = value.as_ref().map(|v| v.to_string_lossy());
+            let arg = match value {
+                Some(value) if value.trim().is_empty() => arg.env(None),
+                // Given as the lowest source but the variable (a flag still
+                // wins), never shown: it may be a secret.
+                Some(value) if value.trim() != value => arg
+                    .env(None)
+                    .default_value(value.trim().to_owned())
+                    .hide_default_value(true),
+                _ => arg,
+            };
             arg.global(true).hide_env_values(true).value_name("VALUE")
         })
     }
@@ -402,6 +411,12 @@ impl PoolSettings {
         config.statement_timeout_ms = self
             .statement_timeout_ms
             .unwrap_or(config.statement_timeout_ms);
+        if config.max_size == 0 {
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_POOL_MAX_SIZE".into(),
+                detail: "must be at least 1 (the profile says 0)".into(),
+            });
+        }
         Ok(config)
     }
 }

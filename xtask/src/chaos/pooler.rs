@@ -119,8 +119,8 @@ fn tier2_through(server: &Server, bouncer: &PgBouncer, dir: &Path) -> anyhow::Re
             "concurrent::",
         ])
         .env("DATABASE_URL", server.url.to_string())
+        // test-support then runs every service with transaction pooling.
         .env("TESSERA_TEST_PGBOUNCER", bouncer.address())
-        .env("TESSERA_DB_POOLER", "transaction")
         .output()
         .context("running the tier-2 tests")?;
     let text = format!(

@@ -164,3 +164,27 @@ async fn migrate_applies_every_migration_once() {
     .await;
     assert_eq!(flagged.trim(), "applied 0 migrations");
 }
+
+/// A variable's value is read trimmed (a secret file's trailing newline is
+/// no part of a URL) and an empty one counts as unset, as before the
+/// settings were clap's.
+#[tokio::test]
+async fn variables_are_read_trimmed_and_an_empty_one_is_unset() {
+    let app = TestApp::spawn().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-api"))
+        .arg("migrate")
+        .env("DATABASE_URL", format!("  {}\n", app.db.url()))
+        .env("TESSERA_WORKERS", "")
+        .env("TESSERA_DB_POOLER", " none ")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "applied 0 migrations");
+}

@@ -1,5 +1,7 @@
 //! How many password verifications per second argon2id alone achieves with
-//! the service's production parameters and a hashing pool of the size given: the yardstick for login
+//! the parameters the service started beside it reads (`TESSERA_ARGON2_*`
+//! from the same environment, else production's) and a hashing pool of the
+//! size given: the yardstick for login
 //! throughput under load (`cargo xtask load --storm`).
 //!
 //! Usage: tessera-argon2-rate <workers> <seconds>
@@ -14,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let workers: usize = args.next().as_deref().unwrap_or("2").parse()?;
     let seconds: u64 = args.next().as_deref().unwrap_or("10").parse()?;
     let hasher = PasswordHasher::new(
-        HashParams::PRODUCTION,
+        same_params_as_the_service()?,
         HashPoolConfig {
             workers: Some(workers),
             ..HashPoolConfig::default()
@@ -48,4 +50,21 @@ async fn main() -> anyhow::Result<()> {
     let rate = total as f64 / started.elapsed().as_secs_f64();
     println!("{rate:.2}");
     Ok(())
+}
+
+/// The service reads these through its settings (auth-api); this yardstick
+/// reads the same variables so the two compare like with like.
+fn same_params_as_the_service() -> anyhow::Result<HashParams> {
+    let read = |var: &str, default: u32| -> anyhow::Result<u32> {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Ok(value.trim().parse()?),
+            _ => Ok(default),
+        }
+    };
+    let d = HashParams::PRODUCTION;
+    Ok(HashParams {
+        memory_kib: read("TESSERA_ARGON2_M_KIB", d.memory_kib)?,
+        iterations: read("TESSERA_ARGON2_T", d.iterations)?,
+        parallelism: read("TESSERA_ARGON2_P", d.parallelism)?,
+    })
 }
