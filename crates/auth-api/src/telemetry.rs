@@ -9,7 +9,7 @@ use crate::state::AppState;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::web;
+use actix_web::{HttpMessage as _, web};
 use futures_util::future::LocalBoxFuture;
 use std::future::{Ready, ready};
 use std::time::Instant;
@@ -89,6 +89,12 @@ pub fn method_label(method: &actix_web::http::Method) -> &'static str {
 
 pub struct RequestLog;
 
+/// When a request arrived (a request extension, set by [`RequestLog`]):
+/// a long poll's `wait_ms` counts from here, so time spent queueing for a
+/// connection to check the caller is part of the wait, not added to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub Instant);
+
 impl<S, B> Transform<S, ServiceRequest> for RequestLog
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
@@ -122,6 +128,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let started = Instant::now();
+        req.extensions_mut().insert(Arrived(started));
         let method = method_label(req.method());
         let metrics = req
             .app_data::<web::Data<AppState>>()

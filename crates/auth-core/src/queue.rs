@@ -137,6 +137,12 @@ pub struct Wait(Duration);
 
 impl Wait {
     /// `wait_ms` of a claim: 0..=30000.
+    /// What is left of this wait once `spent` of it has passed (the wait
+    /// counts from the request's arrival, not from when the claim starts).
+    pub fn less(self, spent: Duration) -> Wait {
+        Wait(self.0.saturating_sub(spent))
+    }
+
     pub fn from_millis(ms: i64) -> Result<Wait, QueueError> {
         match u64::try_from(ms) {
             Ok(ms) if ms <= MAX_WAIT_MS => Ok(Wait(Duration::from_millis(ms))),

@@ -5,7 +5,7 @@ use crate::error::Problem;
 use crate::extract::{Authenticated, JsonBody, OptionalJsonBody, path_id};
 use crate::fields::{Fields, FromJson, Items, Member, Object};
 use crate::state::AppState;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use auth_core::domain::{self, FieldError};
 use auth_core::queue::{Claimant, DEFAULT_MAX_ATTEMPTS, MAX_BATCH, NewTask, TaskFilter, Wait};
 use auth_core::store::tasks::TaskRow;
@@ -436,11 +436,17 @@ pub async fn create(
     )
 )]
 pub async fn claim(
+    req: HttpRequest,
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
     JsonBody(body): JsonBody<ClaimRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let wait = Wait::from_millis(body.wait_ms)?;
+    let spent = req
+        .extensions()
+        .get::<crate::telemetry::Arrived>()
+        .map(|arrived| arrived.0.elapsed())
+        .unwrap_or_default();
+    let wait = Wait::from_millis(body.wait_ms)?.less(spent);
     let claimant = Claimant {
         user: p.user_id,
         credential: p.session_id,

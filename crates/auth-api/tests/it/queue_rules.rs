@@ -738,3 +738,39 @@ async fn a_word_that_is_not_a_status_fails_where_a_statement_names_it() {
         .unwrap_or_else(|e| panic!("{}: {e}", status.as_str()));
     }
 }
+
+/// A long poll's `wait_ms` counts from the request's arrival: time spent
+/// before the claim starts (here, checking the caller's session while the
+/// test holds the sessions table) is part of the wait, not added to it.
+#[tokio::test]
+async fn a_long_poll_counts_its_wait_from_the_requests_arrival() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let worker = app.signup("worker@example.com").await;
+    let held = app
+        .db
+        .hold("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .await;
+    let poll = {
+        let (app, token) = (app.clone(), worker.token.clone());
+        tokio::spawn(async move {
+            let res = app
+                .claim(&token, &json!({"count": 1, "wait_ms": 1000}))
+                .await;
+            (res.status(), std::time::Instant::now())
+        })
+    };
+    // The session check waits on the table; let it wait a while.
+    app.db.wait_for_lock_waiters(1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    held.release().await;
+    let released = std::time::Instant::now();
+    let (status, answered) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // Counted from arrival: answered about 600 ms after the release.
+    // Counted from the claim's start it would be 1000 ms or more.
+    let after_release = answered.duration_since(released);
+    assert!(
+        after_release < Duration::from_millis(850),
+        "answered {after_release:?} after the session check could proceed"
+    );
+}
