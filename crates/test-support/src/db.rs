@@ -326,6 +326,23 @@ impl TestDb {
         }
     }
 
+    /// Waits, by observing the server (no sleeps), until some other session
+    /// of this database has waited on a lock for at least `at_least` by the
+    /// server's clock, counted from the start of the statement that waits.
+    /// Panics after 15 s.
+    pub async fn wait_for_a_lock_wait_of(&self, at_least: Duration) {
+        let mut observer = LockObserver::new(self).await;
+        observer.sql.push_str(&format!(
+            " AND clock_timestamp() - query_start >= interval '{} milliseconds'",
+            at_least.as_millis()
+        ));
+        while observer.waiting().await < 1 {
+            observer
+                .tick(&format!("no session waited on a lock for {at_least:?}"))
+                .await;
+        }
+    }
+
     /// Waits, by observing the server and `elsewhere` (no sleeps), until
     /// the sessions of this database waiting on a lock plus `elsewhere()`
     /// (participants parked or done outside PostgreSQL: answered, or

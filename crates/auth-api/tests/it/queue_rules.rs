@@ -759,18 +759,21 @@ async fn a_long_poll_counts_its_wait_from_the_requests_arrival() {
             (res.status(), std::time::Instant::now())
         })
     };
-    // The session check waits on the table; let it wait a while.
-    app.db.wait_for_lock_waiters(1).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The session check waits on the table until, by the database's clock,
+    // it has waited the whole of wait_ms: the wait is spent before the claim
+    // begins, since the request arrived before that statement started.
+    app.db
+        .wait_for_a_lock_wait_of(Duration::from_millis(1000))
+        .await;
     held.release().await;
     let released = std::time::Instant::now();
     let (status, answered) = poll.await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    // Counted from arrival: answered about 600 ms after the release.
-    // Counted from the claim's start it would be 1000 ms or more.
+    // Counted from arrival: answered at once, with nothing left to wait.
+    // Counted from the claim's start it would wait 1000 ms more.
     let after_release = answered.duration_since(released);
     assert!(
-        after_release < Duration::from_millis(850),
+        after_release < Duration::from_millis(600),
         "answered {after_release:?} after the session check could proceed"
     );
 }
