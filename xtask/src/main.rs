@@ -12,6 +12,7 @@ mod mutants;
 mod pgbouncer;
 mod prove;
 mod psql;
+mod rules;
 mod serve;
 mod summary;
 mod test_all;
@@ -35,8 +36,9 @@ enum Command {
     TestAll(test_all::Args),
     /// Runs the service (release build) on a persistent private database and prints a walkthrough.
     Serve(serve::Args),
-    /// Runs tier 2 under each deliberate fault; fails unless every fault is caught.
-    Prove,
+    /// Runs each deliberate fault against its rule's tier-2 tests; fails unless every fault is caught
+    /// and every tier-2 test fails under some fault.
+    Prove(prove::Args),
     /// The criterion benchmarks (crates/benches), with a database for the store-level ones.
     Bench(bench::Args),
     /// Load tier: goose against the release build, per pool profile, with reports and thresholds.
@@ -65,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::TestAll(args) => test_all::run(args),
         Command::Serve(args) => serve::run(args),
-        Command::Prove => prove::run(),
+        Command::Prove(args) => prove::run(args),
         Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Chaos(args) => chaos::run(args),

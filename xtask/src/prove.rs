@@ -1,7 +1,12 @@
 //! `cargo xtask prove`: shows that tier 2 can fail. Builds the service with
-//! the test-only `faults` feature once, then runs tier 2 under each named
-//! fault (`TESSERA_FAULT`) and requires at least one failing test per fault.
-//! A fault no test catches is a hole in the tests, and fails this command.
+//! the test-only `faults` feature once, runs the whole of tier 2 without a
+//! fault (all must pass), then each named fault (`TESSERA_FAULT`) against
+//! the tests of its row in ARCHITECTURE.md's rule table, and requires at
+//! least one failing test per fault and every tier-2 test failing under
+//! some fault of a row that names it. A fault no test catches is a hole in
+//! the tests, a test no fault breaks proves nothing: either fails this
+//! command. `--every-test` runs all of tier 2 under each fault instead (what
+//! each fault breaks beyond its row; about four times as long).
 
 use crate::summary;
 use anyhow::Context as _;
@@ -25,16 +30,24 @@ include!("../../crates/auth-core/src/faults/table.rs");
 /// Fault runs at once (see [`run`]).
 const PARALLEL_RUNS: usize = 2;
 
-/// Tier 2's filter and threads, for the test binary itself.
-const TIER2: &[&str] = &[
-    "concurrent::",
-    // The tests mostly wait (on each other, on PostgreSQL): four at a time
-    // on two cores take 9 s where two take 15, and prove runs them per fault.
-    "--test-threads",
-    "4",
-];
+/// Tier 2's filter: the module of the concurrent tests.
+const TIER2: &str = "concurrent::";
 
-pub fn run() -> anyhow::Result<()> {
+/// The tests mostly wait (on each other, on PostgreSQL): four at a time on
+/// two cores take 9 s where two take 15.
+const TEST_THREADS: &str = "4";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run all of tier 2 under each fault, not only the tests of its row.
+    #[arg(long)]
+    every_test: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let architecture =
+        std::fs::read_to_string("ARCHITECTURE.md").context("reading ARCHITECTURE.md")?;
+    let rules = crate::rules::rules(&architecture)?;
     let server = Server::from_env_or_throwaway().context("provisioning PostgreSQL")?;
     let tests = build_tier2()?;
 
@@ -45,20 +58,37 @@ pub fn run() -> anyhow::Result<()> {
     );
     bar.set_message("baseline (no fault)");
     let started = Instant::now();
-    let (baseline_failed, baseline_passed) = run_tier2(&tests, &server, None)?;
+    let (baseline_failed, baseline_passed) = run_tier2(&tests, &server, None, &[TIER2])?;
     bar.inc(1);
     bar.set_message(format!("{PARALLEL_RUNS} faults at a time"));
-    let rows = run_faults(&tests, &server, &bar)?;
+    let filters = FAULTS
+        .iter()
+        .map(|fault| {
+            let row = crate::rules::tests_breaking(&rules, fault);
+            anyhow::ensure!(!row.is_empty(), "`{fault}` is in no row of the rule table");
+            Ok(if args.every_test { vec![TIER2] } else { row })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rows = run_faults(&tests, &server, &filters, &bar)?;
     bar.finish_and_clear();
-    report(&rows, &baseline_failed, &baseline_passed, started)
+    let uncaught = uncaught_in_their_rows(&rules, &rows);
+    report(
+        &rows,
+        &baseline_failed,
+        &baseline_passed,
+        &uncaught,
+        started,
+    )
 }
 
-/// Every fault's run of tier 2, [`PARALLEL_RUNS`] at a time (a run mostly
-/// waits: on locks it forces, on PostgreSQL; each test has a database of
-/// its own): each fault with the tests that failed under it.
+/// Every fault's run of the tier-2 tests its `filters` select,
+/// [`PARALLEL_RUNS`] at a time (a run mostly waits: on locks it forces, on
+/// PostgreSQL; each test has a database of its own): each fault with the
+/// tests that failed under it.
 fn run_faults(
     tests: &Path,
     server: &Server,
+    filters: &[Vec<&str>],
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -73,7 +103,7 @@ fn run_faults(
                         let Some(fault) = FAULTS.get(i) else {
                             return Ok(());
                         };
-                        let (failed, _) = run_tier2(tests, server, Some(fault))?;
+                        let (failed, _) = run_tier2(tests, server, Some(fault), &filters[i])?;
                         caught
                             .lock()
                             .map_err(|_| anyhow::anyhow!("a runner panicked"))?[i] = Some(failed);
@@ -99,14 +129,34 @@ fn run_faults(
         .collect())
 }
 
-/// The table of faults and the tests that caught each, both directions
-/// judged: every fault caught, every tier-2 test failed by some fault.
-fn report(
+/// The rule table's promise, judged: each test a row names fails under
+/// some fault of that row. Returns the "rule: test" pairs where it did not.
+fn uncaught_in_their_rows(
+    rules: &[crate::rules::Rule],
+    caught: &[(String, Vec<String>)],
+) -> Vec<String> {
+    let failed_under = |fault: &str, test: &str| {
+        caught.iter().any(|(f, failed)| {
+            f == fault && failed.iter().any(|t| t.rsplit("::").next() == Some(test))
+        })
+    };
+    let mut uncaught = Vec::new();
+    for rule in rules {
+        for test in rule.tests() {
+            if !rule.faults().iter().any(|fault| failed_under(fault, test)) {
+                uncaught.push(format!("{}: {test}", rule.cells[0]));
+            }
+        }
+    }
+    uncaught
+}
+
+/// Prints the table of faults and the tests that caught each.
+fn print_table(
     rows: &[(String, Vec<String>)],
     baseline_failed: &[String],
     baseline_passed: &[String],
-    started: Instant,
-) -> anyhow::Result<()> {
+) {
     println!("\n{:<32} tests that caught it", "fault");
     println!("{}", "-".repeat(100));
     println!(
@@ -123,6 +173,19 @@ fn report(
         };
         println!("{fault:<32} {shown}");
     }
+}
+
+/// The table of faults and the tests that caught each, every direction
+/// judged: every fault caught, every tier-2 test failed by some fault, each
+/// by a fault of its row (`uncaught` lists the tests that were not).
+fn report(
+    rows: &[(String, Vec<String>)],
+    baseline_failed: &[String],
+    baseline_passed: &[String],
+    uncaught: &[String],
+    started: Instant,
+) -> anyhow::Result<()> {
+    print_table(rows, baseline_failed, baseline_passed);
     let survivors: Vec<&str> = rows
         .iter()
         .filter(|(_, c)| c.is_empty())
@@ -142,7 +205,14 @@ fn report(
         baseline_passed.len()
     );
     for test in &never_failed {
-        println!("  NEVER FAILED: {test}");
+        println!("  NEVER FAILED (is it in the row of a fault that breaks it?): {test}");
+    }
+    println!(
+        "rule-table tests not failed by a fault of their row: {}",
+        uncaught.len()
+    );
+    for pair in uncaught {
+        println!("  NOT FAILED BY ITS ROW: {pair}");
     }
     println!(
         "prove: {caught} of {} faults caught in {:.1}s",
@@ -151,7 +221,7 @@ fn report(
     );
     summary::closing_line(
         caught as u64,
-        (survivors.len() + baseline_failed.len() + never_failed.len()) as u64,
+        (survivors.len() + baseline_failed.len() + never_failed.len() + uncaught.len()) as u64,
     );
     anyhow::ensure!(
         baseline_failed.is_empty(),
@@ -167,6 +237,11 @@ fn report(
         never_failed.is_empty(),
         "tier-2 tests no fault made fail: {}",
         never_failed.join(", ")
+    );
+    anyhow::ensure!(
+        uncaught.is_empty(),
+        "rule-table tests no fault of their row made fail: {}",
+        uncaught.join("; ")
     );
     Ok(())
 }
@@ -202,16 +277,19 @@ fn build_tier2() -> anyhow::Result<PathBuf> {
         .context("cargo named no test binary for auth-api's `it`")
 }
 
-/// Runs tier 2 (optionally under a fault); returns (failed tests, passed tests).
+/// Runs the tests `filters` select (optionally under a fault); returns
+/// (failed tests, passed tests).
 fn run_tier2(
     tests: &Path,
     server: &Server,
     fault: Option<&str>,
+    filters: &[&str],
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut cmd = Command::new(tests);
     // Where `cargo test` would run it: the package's directory.
     cmd.current_dir("crates/auth-api")
-        .args(TIER2)
+        .args(filters)
+        .args(["--test-threads", TEST_THREADS])
         .env("DATABASE_URL", server.url.to_string())
         // A fault that hangs must still end: the tests bound their own waits.
         .env("RUST_TEST_TIME_INTEGRATION", "60000,120000")

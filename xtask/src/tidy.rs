@@ -191,11 +191,6 @@ fn every_setting_the_service_reads_is_documented() {
     }
 }
 
-/// The spans of `cell` written as code (between backticks).
-fn quoted(cell: &str) -> Vec<&str> {
-    cell.split('`').skip(1).step_by(2).collect()
-}
-
 /// Whether `text` defines an item named `name` (a fn, const, static, type).
 fn defines(text: &str, name: &str) -> bool {
     [
@@ -210,24 +205,9 @@ fn defines(text: &str, name: &str) -> bool {
     .any(|needle| text.contains(needle.as_str()))
 }
 
-/// ARCHITECTURE.md's "Rules" table, one `Vec` of cells per rule.
-fn rule_rows() -> Vec<Vec<String>> {
-    let doc = read(&root().join("ARCHITECTURE.md"));
-    let section = doc
-        .split("\n## Rules\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("ARCHITECTURE.md has a Rules section");
-    section
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| rule") && !l.starts_with("| ---"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split(" | ")
-                .map(|c| c.trim().to_owned())
-                .collect()
-        })
-        .collect()
+/// ARCHITECTURE.md's "Rules" table.
+fn rule_rows() -> Vec<crate::rules::Rule> {
+    crate::rules::rules(&read(&root().join("ARCHITECTURE.md"))).expect("the rule table")
 }
 
 #[test]
@@ -240,9 +220,9 @@ fn rule_table_names_what_exists() {
         .collect();
     let mut homes: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for row in &rows {
-        let rule = row[0].as_str();
-        assert_eq!(row.len(), 6, "{rule}: not six cells");
-        let lives = quoted(&row[1]);
+        let rule = row.name();
+        assert_eq!(row.cells.len(), 6, "{rule}: not six cells");
+        let lives = row.homes();
         assert!(!lives.is_empty(), "{rule}: lives nowhere");
         for place in lives {
             let (path, symbol) = place
@@ -263,7 +243,7 @@ fn rule_table_names_what_exists() {
                 );
             }
         }
-        let faults = quoted(&row[2]);
+        let faults = row.faults();
         assert!(!faults.is_empty(), "{rule}: no fault breaks it");
         for fault in faults {
             assert!(
@@ -272,7 +252,7 @@ fn rule_table_names_what_exists() {
             );
             homes.entry(fault).or_default().push(rule);
         }
-        let tests = quoted(&row[3]);
+        let tests = row.tests();
         assert!(!tests.is_empty(), "{rule}: no test races it");
         for test in tests {
             assert!(
@@ -281,7 +261,7 @@ fn rule_table_names_what_exists() {
             );
         }
         assert!(
-            !row[4].is_empty() && !row[5].is_empty(),
+            !row.cells[4].is_empty() && !row.cells[5].is_empty(),
             "{rule}: no sizes or no way forced"
         );
     }
@@ -338,7 +318,7 @@ fn every_invariant_names_the_tests_that_check_it() {
     for bullet in &bullets {
         let checks = bullet
             .split_once("Checked by ")
-            .map(|(_, names)| quoted(names))
+            .map(|(_, names)| crate::rules::quoted(names))
             .unwrap_or_default();
         assert!(!checks.is_empty(), "names no test: {bullet}");
         for check in checks {

@@ -250,20 +250,37 @@ async fn wrong_passwords_arriving_together_are_checked_at_most_limit_times() {
 #[tokio::test]
 async fn correct_passwords_among_wrong_ones_succeed_exactly_when_checked_before_the_limit() {
     let (a, b) = two_instances().await;
-    let limit = LOGIN_LIMIT as i64;
-    // Three times the limit, a correct password at every third place.
+    // Three times the limit, with a correct password at every third place
+    // (successes keep resetting the count), and with one alone (a run of
+    // failures far past the limit, unless the limit holds).
     let n = 3 * LOGIN_LIMIT as usize;
-    let email = "mia@example.com";
+    for (email, every) in [("mia@example.com", 3), ("max@example.com", n)] {
+        let passwords: Vec<String> = wrong(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                if i % every == every - 1 {
+                    PASSWORD.to_string()
+                } else {
+                    w
+                }
+            })
+            .collect();
+        right_among_wrong((&a, &b), email, &passwords).await;
+    }
+}
+
+/// One burst of `passwords` for `email` (registered here) through both
+/// instances, judged against a fresh read of the attempts in the order
+/// their outcomes were reported.
+async fn right_among_wrong(apps: (&TestApp, &TestApp), email: &str, passwords: &[String]) {
+    let (a, b) = apps;
+    let limit = LOGIN_LIMIT as i64;
     a.register(email, PASSWORD).await;
-    let passwords: Vec<String> = wrong(n)
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| if i % 3 == 2 { PASSWORD.to_string() } else { w })
-        .collect();
     let held =
         a.db.hold("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
             .await;
-    let (answers, _) = burst((&a, &b), email, &passwords, held).await;
+    let (answers, _) = burst((a, b), email, passwords, held).await;
     for (i, answer) in answers.iter().enumerate() {
         let allowed: &[u16] = if passwords[i] == PASSWORD {
             &[201, 429]
@@ -310,7 +327,7 @@ async fn correct_passwords_among_wrong_ones_succeed_exactly_when_checked_before_
         .collect();
     assert!(
         runs.iter().all(|r| *r <= limit),
-        "failures between successes: {runs:?}"
+        "{email}: failures between successes: {runs:?}"
     );
     // A refusal only once the failures alone reached the limit: the email
     // is limited now, by the failures after its last success.
