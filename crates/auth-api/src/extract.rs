@@ -34,7 +34,7 @@ impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let json_type = is_json_content_type(req);
         let declared_len = declared_length(req);
-        let mut payload = payload.take();
+        let payload = payload.take();
         Box::pin(async move {
             if !json_type {
                 return Err(ApiError::UnsupportedMediaType);
@@ -43,31 +43,37 @@ impl<T: FromJson + 'static> FromRequest for JsonBody<T> {
             if declared_len.is_some_and(|len| len > limit) {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            let mut body = web::BytesMut::new();
-            let mut nesting = Nesting::default();
-            let mut next_read = FIRST_READ;
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|_| ApiError::MalformedRequest("the body could not be read"))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge { limit });
-                }
-                nesting.feed(&chunk)?;
-                body.extend_from_slice(&chunk);
-                if body.len() >= next_read && !body_read_whole() {
-                    fields::read::<T>(&body, false)?;
-                    next_read = body.len() * 2;
-                }
-            }
-            if body_read_whole() {
-                let whole: Result<serde_json::Value, _> = serde_json::from_slice(&body);
-                std::hint::black_box(&whole);
-            }
-            match fields::read::<T>(&body, true)? {
-                Read::Done(checked) => Ok(JsonBody(checked)),
-                Read::NeedMore => Err(ApiError::MalformedRequest("the body is not valid JSON")),
-            }
+            read_checked::<T>(payload, limit).await.map(JsonBody)
         })
+    }
+}
+
+/// Reads a body of at most `limit` bytes, judging what has arrived at
+/// [`FIRST_READ`] and then at each doubling: an unknown member is refused
+/// as soon as it is read, before the rest arrives.
+async fn read_checked<T: FromJson>(
+    mut payload: Payload,
+    limit: usize,
+) -> Result<T::Checked, ApiError> {
+    auth_core::or_fault!(BodyReadWhole => crate::faults::read_whole::<T>(payload, limit).await);
+    let mut body = web::BytesMut::new();
+    let mut nesting = Nesting::default();
+    let mut next_read = FIRST_READ;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::MalformedRequest("the body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        nesting.feed(&chunk)?;
+        body.extend_from_slice(&chunk);
+        if body.len() >= next_read {
+            fields::read::<T>(&body, false)?;
+            next_read = body.len() * 2;
+        }
+    }
+    match fields::read::<T>(&body, true)? {
+        Read::Done(checked) => Ok(checked),
+        Read::NeedMore => Err(ApiError::MalformedRequest("the body is not valid JSON")),
     }
 }
 
@@ -96,16 +102,6 @@ impl<T: FromJson + 'static> FromRequest for OptionalJsonBody<T> {
         let body = JsonBody::<T>::from_request(req, payload);
         Box::pin(async move { body.await.map(|JsonBody(t)| OptionalJsonBody(t)) })
     }
-}
-
-/// `false`, except in the faulty build's `body_read_whole`: the body is
-/// read to its end and materialised before anything is judged.
-fn body_read_whole() -> bool {
-    #[cfg(feature = "faults")]
-    if auth_core::faults::active(auth_core::faults::Fault::BodyReadWhole) {
-        return true;
-    }
-    false
 }
 
 fn declared_length(req: &HttpRequest) -> Option<usize> {

@@ -4,6 +4,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+#[cfg(feature = "faults")]
+mod faults;
 pub mod fields;
 pub mod maintenance;
 pub mod metrics;

@@ -25,13 +25,22 @@ macro_rules! statement {
     }};
 }
 
-/// Returns `$broken` (a call into `faults`) instead of running the rest of
-/// the function, when the deliberate fault `$fault` was chosen. Expands to
-/// nothing in a normal build, so the real code reads as the real code.
+/// Returns `$broken` (a call into the calling crate's `faults`; without
+/// one, returns at once) instead of running the rest of the function, when the deliberate fault `$fault` was
+/// chosen. Expands to nothing in a normal build (the caller's `faults`
+/// feature decides), so the real code reads as the real code.
+#[macro_export]
 macro_rules! or_fault {
+    // A function with nothing to return does nothing instead.
+    ($fault:ident) => {
+        #[cfg(feature = "faults")]
+        if $crate::faults::active($crate::faults::Fault::$fault) {
+            return;
+        }
+    };
     ($fault:ident => $broken:expr) => {
         #[cfg(feature = "faults")]
-        if crate::faults::active(crate::faults::Fault::$fault) {
+        if $crate::faults::active($crate::faults::Fault::$fault) {
             return $broken;
         }
     };

@@ -162,9 +162,7 @@ impl LoginLimit {
                     });
                 }
                 Verdict::Limited(left) => {
-                    // Everyone waiting in the line now shares the verdict.
-                    or_fault!(LoginLimitRefusalNotShared => Err(too_many(left)));
-                    line.refused.send_replace(left);
+                    line.refuse_everyone_waiting(left);
                     return Err(too_many(left));
                 }
                 Verdict::Busy => {
@@ -353,6 +351,16 @@ impl Default for Line {
             settled: Notify::new(),
             refused: watch::Sender::new(Duration::ZERO),
         }
+    }
+}
+
+impl Line {
+    /// The email is limited for `left`: every login waiting in this line
+    /// (for its turn, or subscribed before it) is refused with it at once,
+    /// instead of each taking its turn to find the same.
+    fn refuse_everyone_waiting(&self, left: Duration) {
+        or_fault!(LoginLimitRefusalNotShared);
+        self.refused.send_replace(left);
     }
 }
 

@@ -311,10 +311,6 @@ impl TaskQueue {
             if left.is_zero() {
                 break;
             }
-            or_fault!(LongPollNoRecheck => {
-                woken.sleep_out(left).await;
-                Ok(ClaimOutcome::new(count, Vec::new()))
-            });
             if woken.wait(left).await != Woken::TryAgain {
                 break;
             }

@@ -294,6 +294,7 @@ impl Subscription {
     /// re-armed before it returns, so the try that follows is covered too.
     pub async fn wait(&mut self, limit: Duration) -> Woken {
         or_fault!(LongPollRecheckPerWaiter => crate::faults::wait_rechecking_alone(self, limit).await);
+        or_fault!(LongPollNoRecheck => crate::faults::wait_deaf(self, limit).await);
         self.wait_at_most(limit).await
     }
 
@@ -311,19 +312,6 @@ impl Subscription {
         // A wake-up not taken (timer or stop won) is forwarded by the drop.
         self.baton = self.wakeups.armed();
         woken
-    }
-}
-
-#[cfg(feature = "faults")]
-impl Subscription {
-    /// The `long_poll_no_recheck` fault: parked (and counted) for `limit`,
-    /// deaf to every wake-up but the shutdown.
-    pub(crate) async fn sleep_out(&mut self, limit: Duration) {
-        let _counted = Waiting::enter(&self.wakeups);
-        tokio::select! {
-            _ = tokio::time::sleep(limit) => {}
-            _ = self.stopping.wait_for(|s| *s) => {}
-        }
     }
 }
 

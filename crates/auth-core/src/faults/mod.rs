@@ -183,6 +183,24 @@ pub(crate) async fn wait_rechecking_alone(
     }
 }
 
+/// The `long_poll_no_recheck` fault's wait: deaf to every wake-up and
+/// re-check for all of `limit` (only the shutdown ends it early), so a
+/// claim that found nothing at first answers empty whatever arrives.
+pub(crate) async fn wait_deaf(
+    woken: &mut crate::wakeups::Subscription,
+    limit: std::time::Duration,
+) -> crate::wakeups::Woken {
+    use crate::wakeups::Woken;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match woken.wait_at_most(left).await {
+            Woken::TryAgain => continue,
+            other => return other,
+        }
+    }
+}
+
 /// The broken statements behind the faults above, whole, so the real store
 /// reads as the real SQL (it swaps them in with `statement!`).
 pub(crate) mod sql;

@@ -674,38 +674,69 @@ async fn logout_returns_only_after_its_revocation_committed(app: &TestApp) {
     assert_eq!(app.current(&bob.token).await.status().as_u16(), 401);
 }
 
+/// A logout among five refreshes of one token, in both orders: the test
+/// holds the session row and queues the logout (or one refresh) on it
+/// first, then the other five, so the first in line acts first.
 #[tokio::test]
 async fn logout_racing_refresh_leaves_no_usable_token_once_logout_returned() {
-    let app = TestApp::spawn_with(wide_pool()).await;
-    let ada = app.signup("ada@example.com").await;
-    let results = run_together(6, |i| {
-        let p = participant(&app);
-        let token = ada.token.clone();
-        async move {
-            let req = if i == 0 {
-                p.client.delete(p.url("/v1/sessions/current"))
-            } else {
-                p.client.post(p.url("/v1/sessions/current/refresh"))
+    for logout_first in [true, false] {
+        let app = TestApp::spawn_with(wide_pool()).await;
+        let ada = app.signup("ada@example.com").await;
+        let held = app.db.hold_row("sessions", ada.session_id).await;
+        let send = |logout: bool| {
+            let (method, path) = match logout {
+                true => (reqwest::Method::DELETE, "/v1/sessions/current"),
+                false => (reqwest::Method::POST, "/v1/sessions/current/refresh"),
             };
-            (i, p.send(req.bearer_auth(&token)).await)
+            spawn_request(&app, method, path, &ada.token)
+        };
+        let first = send(logout_first);
+        app.db.wait_for_lock_waiters(1).await;
+        let mut rest: Vec<_> = (0..5).map(|i| send(!logout_first && i == 0)).collect();
+        app.db.wait_for_lock_waiters(6).await;
+        held.release().await;
+        let mut results = vec![first.await.unwrap()];
+        for request in rest.drain(..) {
+            results.push(request.await.unwrap());
         }
-    })
-    .await;
-    let logout = results[0].1.0;
-    let refreshed: Vec<String> = results[1..]
+        // The logout's answer, and the refreshes' in the order they queued.
+        let logout_at = if logout_first { 0 } else { 1 };
+        let logout = results.remove(logout_at);
+        judge_logout_among_refreshes(&app, &ada, logout.0, &results, logout_first).await;
+    }
+}
+
+/// What one logout among refreshes of one token may have left: at most one
+/// refresh won, every loser was told `invalid_token`, and once the logout
+/// returned no token of the session works; if a refresh came first, the
+/// logout came too late (401) and the session lives on its new token, its
+/// losers' reuse within the grace revoking nothing.
+async fn judge_logout_among_refreshes(
+    app: &TestApp,
+    ada: &test_support::app::LoggedIn,
+    logout: u16,
+    refreshes: &[(u16, serde_json::Value)],
+    logout_first: bool,
+) {
+    let order = if logout_first {
+        "logout first"
+    } else {
+        "refresh first"
+    };
+    let refreshed: Vec<String> = refreshes
         .iter()
-        .filter(|(_, (s, _))| *s == 201)
-        .map(|(_, (_, b))| b["token"].as_str().unwrap().to_string())
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, b)| b["token"].as_str().unwrap().to_string())
         .collect();
     assert!(
         refreshed.len() <= 1,
-        "at most one refresh wins: {results:?}"
+        "{order}: at most one refresh wins: {refreshes:?}"
     );
     assert!(
-        results[1..]
+        refreshes
             .iter()
-            .all(|(_, (s, b))| *s == 201 || (*s == 401 && b["code"] == "invalid_token")),
-        "{results:?}"
+            .all(|(s, b)| *s == 201 || (*s == 401 && b["code"] == "invalid_token")),
+        "{order}: {refreshes:?}"
     );
     let revoked = app
         .db
@@ -714,21 +745,25 @@ async fn logout_racing_refresh_leaves_no_usable_token_once_logout_returned() {
             ada.session_id
         ))
         .await;
-    match logout {
-        // Logout won its validation: the session is over, whatever rotated.
-        204 => {
-            assert_eq!(revoked, 1, "fresh read: logged out");
-            for token in refreshed.iter().chain([&ada.token]) {
-                assert_eq!(app.current(token).await.status().as_u16(), 401);
-            }
-        }
-        // A refresh rotated the token first: the session lives on its new token.
-        401 => {
-            assert_eq!(refreshed.len(), 1, "{results:?}");
-            assert_eq!(revoked, 0);
-            assert_eq!(app.current(&refreshed[0]).await.status().as_u16(), 200);
-        }
-        other => panic!("logout answered {other}: {results:?}"),
+    let expected = if logout_first { 204 } else { 401 };
+    assert_eq!(
+        logout, expected,
+        "{order}: the logout; refreshes {refreshes:?}"
+    );
+    if logout_first {
+        assert_eq!(revoked, 1, "{order}: fresh read: logged out");
+        assert!(
+            refreshed.is_empty(),
+            "{order}: a refresh after the logout won: {refreshes:?}"
+        );
+        assert_eq!(app.current(&ada.token).await.status().as_u16(), 401);
+    } else {
+        assert_eq!(refreshed.len(), 1, "{order}: {refreshes:?}");
+        assert_eq!(
+            revoked, 0,
+            "{order}: the losers' reuse within the grace revoked the session"
+        );
+        assert_eq!(app.current(&refreshed[0]).await.status().as_u16(), 200);
     }
 }
 
