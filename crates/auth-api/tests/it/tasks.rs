@@ -555,21 +555,33 @@ async fn every_listing_matches_the_plain_filter_over_the_view() {
     let ids = claimable_fixture(&app, &ada, 12).await;
     app.claim_ok(&ada.token, 4).await;
     app.claim_ok(&bob.token, 3).await;
-    // ada holds 0..4, bob 4..7; 0 and 5 complete, 1 and 4 lapse.
+    // ada holds 0..4, bob 4..7; 0 and 5 complete, 1 and 4 lapse (4 on its
+    // last attempt: spent), 6 fails on its last attempt, 11 is cancelled.
     app.finish_ok(&ada.token, "complete", ids[0]).await;
     app.finish_ok(&bob.token, "complete", ids[5]).await;
     app.db
         .execute(&format!(
-            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id IN ('{}', '{}')",
-            ids[1], ids[4]
+            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id IN ('{}', '{}');
+             UPDATE tasks SET max_attempts = 1 WHERE id IN ('{}', '{}')",
+            ids[1], ids[4], ids[4], ids[6]
         ))
         .await;
+    let fail = format!("/v1/tasks/{}/fail", ids[6]);
+    let failed = app
+        .post_json(&fail, Some(&bob.token), &json!({"error": "boom"}))
+        .await;
+    expect_status(failed, StatusCode::OK).await;
+    let cancel = format!("/v1/tasks/{}/cancel", ids[11]);
+    let cancelled = app.post_json(&cancel, Some(&ada.token), &json!({})).await;
+    expect_status(cancelled, StatusCode::OK).await;
 
     for status in [
         None,
         Some("unassigned"),
         Some("assigned"),
         Some("completed"),
+        Some("failed"),
+        Some("cancelled"),
     ] {
         for (mine, who) in [(false, &ada), (true, &ada), (true, &bob)] {
             for limit in [1, 2, 3, 100] {
@@ -597,7 +609,15 @@ async fn every_listing_matches_the_plain_filter_over_the_view() {
         }
     }
     // The fixture really mixes every case (else the loop above proves less).
-    assert_eq!(app.db.shown_task_counts().await, (7, 3, 2));
+    assert_eq!(app.db.shown_task_counts().await, (5, 2, 2));
+    let shown =
+        |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
+    assert_eq!(
+        app.db.count(&shown("failed")).await,
+        2,
+        "one failed, one spent"
+    );
+    assert_eq!(app.db.count(&shown("cancelled")).await, 1);
 }
 
 /// Stats are counted from the database at the time of the call: they sum

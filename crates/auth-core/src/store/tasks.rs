@@ -460,78 +460,93 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskR
     .map(|mut rows: Vec<TaskRow>| rows.pop())
 }
 
-/// Tasks as shown (expired leases read as unassigned), oldest first.
+/// Tasks as shown (expired leases read as unassigned), oldest first, by
+/// shown status (`$1`) and assignee (`$2`), at most `$3`.
 ///
 /// The filter runs on the stored columns, where the indexes are
-/// (`tasks_status_seq`, `tasks_assignee_status`, `seq`), each part ordered
-/// by `seq` and limited, so `LIMIT n` reads about n rows per part whatever
-/// the history holds; `task_view` then shows the picked rows.
+/// (`tasks_status_seq`, `tasks_assignee_status`): the shown filter is a
+/// union of parts, each walking an index in `seq` order for at most `$3`
+/// rows, so the listing reads about `$3` rows per part whatever the history
+/// holds. A part runs only when the filter asks for it: its condition on
+/// `$1` and `$2` alone is a one-time filter of the plan. A lapsed lease
+/// shows as unassigned with no assignee, or as failed when it was the last
+/// attempt (spent); `task_view` then shows the picked rows.
+const LIST: &str = "
+    SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by,
+           v.assigned_at, v.lease_expires_at, v.completed_at, v.attempt, v.created_at,
+           v.priority, v.not_before, v.max_attempts, v.key, v.last_error
+    FROM (SELECT id, seq FROM (
+            (SELECT id, seq FROM tasks
+             WHERE $1::task_status IS NULL AND $2::uuid IS NULL
+             ORDER BY seq LIMIT $3)
+          UNION ALL
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'unassigned' AND $2 IS NULL AND status = 'unassigned'
+             ORDER BY seq LIMIT $3)
+          UNION ALL -- lapsed
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'unassigned' AND $2 IS NULL
+               AND status = 'assigned' AND lease_expires_at <= now()
+               AND attempt - released < max_attempts
+             ORDER BY seq LIMIT $3)
+          UNION ALL -- held
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'assigned' AND $2 IS NULL
+               AND status = 'assigned' AND lease_expires_at > now()
+             ORDER BY seq LIMIT $3)
+          UNION ALL -- held by the assignee
+            (SELECT id, seq FROM tasks
+             WHERE ($1 = 'assigned' OR $1 IS NULL) AND assigned_to = $2
+               AND status = 'assigned' AND lease_expires_at > now()
+             ORDER BY seq LIMIT $3)
+          UNION ALL
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'completed' AND $2 IS NULL AND status = 'completed'
+             ORDER BY seq LIMIT $3)
+          UNION ALL
+            (SELECT id, seq FROM tasks
+             WHERE ($1 = 'completed' OR $1 IS NULL) AND assigned_to = $2
+               AND status = 'completed'
+             ORDER BY seq LIMIT $3)
+          UNION ALL
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'failed' AND $2 IS NULL AND status = 'failed'
+             ORDER BY seq LIMIT $3)
+          UNION ALL -- spent
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'failed' AND $2 IS NULL
+               AND status = 'assigned' AND lease_expires_at <= now()
+               AND attempt - released >= max_attempts
+             ORDER BY seq LIMIT $3)
+          UNION ALL
+            (SELECT id, seq FROM tasks
+             WHERE ($1 = 'failed' OR $1 IS NULL) AND assigned_to = $2
+               AND status = 'failed'
+             ORDER BY seq LIMIT $3)
+          UNION ALL
+            (SELECT id, seq FROM tasks
+             WHERE $1 = 'cancelled' AND $2 IS NULL AND status = 'cancelled'
+             ORDER BY seq LIMIT $3)
+          ) AS parts
+          ORDER BY seq LIMIT $3) AS picked
+    JOIN task_view v ON v.id = picked.id
+    ORDER BY v.seq";
+
+/// The tasks shown with `status` (any, if `None`) held by `assignee` (or
+/// anyone's), oldest first, at most `limit`: [`LIST`].
 pub async fn list(
     conn: &mut AsyncPgConnection,
     status: Option<TaskStatus>,
     assignee: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<TaskRow>, DbError> {
-    let parts = listing_parts(status, assignee.is_some());
-    if parts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let picked = parts
-        .iter()
-        .map(|condition| {
-            format!("(SELECT id, seq FROM tasks WHERE {condition} ORDER BY seq LIMIT $2)")
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    diesel::sql_query(format!(
-        "SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by,
-                v.assigned_at, v.lease_expires_at, v.completed_at, v.attempt, v.created_at,
-                v.priority, v.not_before, v.max_attempts, v.key, v.last_error
-         FROM (SELECT id, seq FROM ({picked}) AS parts ORDER BY seq LIMIT $2) AS picked
-         JOIN task_view v ON v.id = picked.id ORDER BY v.seq"
-    ))
-    .bind::<Nullable<SqlUuid>, _>(assignee)
-    .bind::<BigInt, _>(limit)
-    .prepared()
-    .get_results(conn)
-    .await
-}
-
-/// The stored conditions whose union is the shown filter (`$1`: the
-/// assignee, when `by_assignee`). A lapsed lease shows as unassigned with no
-/// assignee, so it joins the unassigned part and leaves every assignee's.
-fn listing_parts(status: Option<TaskStatus>, by_assignee: bool) -> Vec<String> {
-    // A lapsed lease: back in the queue, or failed when it was the last attempt.
-    const LAPSED: &str =
-        "status = 'assigned' AND lease_expires_at <= now() AND attempt - released < max_attempts";
-    const SPENT: &str =
-        "status = 'assigned' AND lease_expires_at <= now() AND attempt - released >= max_attempts";
-    const HELD: &str = "status = 'assigned' AND lease_expires_at > now()";
-    const COMPLETED: &str = "status = 'completed'";
-    const FAILED: &str = "status = 'failed'";
-    let parts: Vec<&str> = match (status, by_assignee) {
-        (None, false) => vec!["TRUE"],
-        (Some(TaskStatus::Unassigned), false) => vec!["status = 'unassigned'", LAPSED],
-        // A task shown as unassigned (or cancelled) has no assignee.
-        (Some(TaskStatus::Unassigned | TaskStatus::Cancelled), true) => vec![],
-        (Some(TaskStatus::Assigned), _) => vec![HELD],
-        (Some(TaskStatus::Completed), _) => vec![COMPLETED],
-        // A spent lease shows no assignee either.
-        (Some(TaskStatus::Failed), false) => vec![FAILED, SPENT],
-        (Some(TaskStatus::Failed), true) => vec![FAILED],
-        (Some(TaskStatus::Cancelled), false) => vec!["status = 'cancelled'"],
-        (None, true) => vec![HELD, COMPLETED, FAILED],
-    };
-    parts
-        .into_iter()
-        .map(|part| {
-            if by_assignee {
-                format!("assigned_to = $1 AND {part}")
-            } else {
-                format!("($1::uuid IS NULL) AND {part}")
-            }
-        })
-        .collect()
+    diesel::sql_query(LIST)
+        .bind::<Nullable<SqlTaskStatus>, _>(status)
+        .bind::<Nullable<SqlUuid>, _>(assignee)
+        .bind::<BigInt, _>(limit)
+        .prepared()
+        .get_results(conn)
+        .await
 }
 
 /// Counts by shown status, from the database at the time of the call.
