@@ -62,6 +62,36 @@ FROM (SELECT clock_timestamp() AS t) AS issued
 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
+/// `login_locks_sessions_out_of_order`: the login locks its user's
+/// sessions in descending id order (`ORDER BY id DESC` in `unrevoked`),
+/// where a revocation locks them ascending.
+pub const OPEN_LOCKING_DESCENDING: &str = "\
+WITH reported AS (
+    UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
+    WHERE id = $8
+), unrevoked AS (
+    SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
+    FROM sessions
+    WHERE user_id = $2 AND revoked_at IS NULL
+    ORDER BY id DESC FOR UPDATE
+), expired AS (
+    DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
+), active AS (
+    SELECT id, created_at FROM unrevoked WHERE live
+), evicted AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE revoked_at IS NULL
+      AND id IN (SELECT id FROM active ORDER BY created_at, id
+                 LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
+)
+INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                      absolute_expires_at, user_agent, ip)
+SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+       t + make_interval(secs => $5), $6, $7::inet
+FROM (SELECT clock_timestamp() AS t) AS issued
+WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
+
 /// `session_created_at_tx_start`: sessions dated by their transaction's
 /// start (`now()` in `issued`), not by their insert.
 pub const OPEN_DATED_AT_TX_START: &str = "\

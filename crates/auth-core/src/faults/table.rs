@@ -16,6 +16,9 @@ faults! {
     /// locking them: a revocation committing meanwhile is still counted,
     /// and the login evicts one session too many.
     LoginCountsUnlockedRows => "login_counts_unlocked_rows",
+    /// Login locks its user's sessions in descending id order, where a
+    /// revocation takes them ascending: the two can deadlock.
+    LoginLocksSessionsOutOfOrder => "login_locks_sessions_out_of_order",
     /// Refresh does not check that the session is still unrevoked.
     RefreshWithoutRevokedGuard => "refresh_without_revoked_guard",
     /// The last-seen touch writes back the revoked_at it read.

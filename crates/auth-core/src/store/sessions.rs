@@ -154,6 +154,7 @@ RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expir
 pub fn open_sql() -> &'static str {
     statement!(OPEN,
         LoginCountsUnlockedRows => OPEN_COUNTING_UNLOCKED,
+        LoginLocksSessionsOutOfOrder => OPEN_LOCKING_DESCENDING,
         SessionCreatedAtTxStart => OPEN_DATED_AT_TX_START)
 }
 

@@ -467,6 +467,47 @@ fn spawn_login(app: &TestApp, email: &str) -> tokio::task::JoinHandle<(u16, serd
 /// two calls; the revocation must come after the login, new session and
 /// all. Forced: the oldest session's row is held, the login waits on it to
 /// evict it, the revocation waits behind the login. At the cap of 2 and 3.
+/// A login and a log out everywhere lock the same user's sessions, the
+/// login under the user's lock and the log out (its first try) without it:
+/// both take them in id order, so neither can hold one the other needs
+/// while it waits. Forced: the test holds the middle session (by id); the
+/// log out locks the first and waits on it, then the login queues. Taken
+/// in opposite orders the two deadlock and PostgreSQL aborts one.
+#[tokio::test]
+async fn a_login_and_a_log_out_everywhere_lock_in_one_order_and_both_succeed() {
+    let app = TestApp::spawn_with(capped(5)).await;
+    let mut sessions = vec![app.signup("ada@example.com").await];
+    for _ in 0..2 {
+        sessions.push(app.login_ok("ada@example.com").await);
+    }
+    sessions.sort_by_key(|s| s.session_id);
+    let held = app.db.hold_row("sessions", sessions[1].session_id).await;
+    let everywhere = spawn_request(
+        &app,
+        reqwest::Method::DELETE,
+        "/v1/sessions",
+        &sessions[0].token,
+    );
+    app.db.wait_for_lock_waiters(1).await;
+    let login = spawn_login(&app, "ada@example.com");
+    app.db.wait_for_lock_waiters(2).await;
+    held.release().await;
+    let (revoked, answer) = everywhere.await.unwrap();
+    let (logged_in, session) = login.await.unwrap();
+    assert_eq!(
+        (revoked, answer["revoked"].as_u64()),
+        (200, Some(3)),
+        "the log out everywhere: {answer}"
+    );
+    assert_eq!(logged_in, 201, "the login, after it: {session}");
+    let token = session["token"].as_str().unwrap();
+    assert_eq!(
+        app.current(token).await.status(),
+        200,
+        "the login's session lives"
+    );
+}
+
 #[tokio::test]
 async fn a_log_out_everywhere_racing_an_evicting_login_revokes_its_new_session_too() {
     for cap in [2u32, 3] {
