@@ -6,7 +6,7 @@
 //! some fault of a row that names it. A fault no test catches is a hole in
 //! the tests, a test no fault breaks proves nothing: either fails this
 //! command. `--every-test` runs all of tier 2 under each fault instead (what
-//! each fault breaks beyond its row; about four times as long).
+//! each fault breaks beyond its row; about ten times as long).
 
 use crate::summary;
 use anyhow::Context as _;
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     bar.set_message("baseline (no fault)");
     let started = Instant::now();
-    let (baseline_failed, baseline_passed) = run_tier2(&tests, &server, None, &[TIER2])?;
+    let (baseline_failed, baseline_passed) = run_tier2(&tests, &server, None, &Selection::Whole)?;
     bar.inc(1);
     bar.set_message(format!("{PARALLEL_RUNS} faults at a time"));
     let filters = FAULTS
@@ -66,7 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|fault| {
             let row = crate::rules::tests_breaking(&rules, fault);
             anyhow::ensure!(!row.is_empty(), "`{fault}` is in no row of the rule table");
-            Ok(if args.every_test { vec![TIER2] } else { row })
+            match args.every_test {
+                true => Ok(Selection::Whole),
+                false => exact_paths(&row, &baseline_passed).map(Selection::Exact),
+            }
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let rows = run_faults(&tests, &server, &filters, &bar)?;
@@ -81,6 +84,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )
 }
 
+/// Which tier-2 tests a run starts.
+enum Selection {
+    /// All of tier 2.
+    Whole,
+    /// These tests, by their full paths (libtest's `--exact`).
+    Exact(Vec<String>),
+}
+
+/// The full path of each test a row names (by function name), found among
+/// tier 2's tests (`passed`, paths under `concurrent::`): exactly one each,
+/// so a name never selects a test it does not mean.
+fn exact_paths(names: &[&str], passed: &[String]) -> anyhow::Result<Vec<String>> {
+    names
+        .iter()
+        .map(|name| {
+            let found: Vec<&String> = passed
+                .iter()
+                .filter(|path| path.rsplit("::").next() == Some(name))
+                .collect();
+            match found.as_slice() {
+                [path] => Ok(format!("{TIER2}{path}")),
+                [] => anyhow::bail!("the rule table names `{name}`, no passing tier-2 test"),
+                _ => anyhow::bail!("the rule table's `{name}` names several tests: {found:?}"),
+            }
+        })
+        .collect()
+}
+
 /// Every fault's run of the tier-2 tests its `filters` select,
 /// [`PARALLEL_RUNS`] at a time (a run mostly waits: on locks it forces, on
 /// PostgreSQL; each test has a database of its own): each fault with the
@@ -88,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn run_faults(
     tests: &Path,
     server: &Server,
-    filters: &[Vec<&str>],
+    filters: &[Selection],
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<(String, Vec<String>)>> {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -277,18 +308,21 @@ fn build_tier2() -> anyhow::Result<PathBuf> {
         .context("cargo named no test binary for auth-api's `it`")
 }
 
-/// Runs the tests `filters` select (optionally under a fault); returns
+/// Runs the tests `selection` selects (optionally under a fault); returns
 /// (failed tests, passed tests).
 fn run_tier2(
     tests: &Path,
     server: &Server,
     fault: Option<&str>,
-    filters: &[&str],
+    selection: &Selection,
 ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     let mut cmd = Command::new(tests);
+    match selection {
+        Selection::Whole => cmd.arg(TIER2),
+        Selection::Exact(paths) => cmd.args(paths).arg("--exact"),
+    };
     // Where `cargo test` would run it: the package's directory.
     cmd.current_dir("crates/auth-api")
-        .args(filters)
         .args(["--test-threads", TEST_THREADS])
         .env("DATABASE_URL", server.url.to_string())
         // A fault that hangs must still end: the tests bound their own waits.

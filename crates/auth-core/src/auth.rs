@@ -473,6 +473,7 @@ async fn revoke_sessions(
     target: Option<Uuid>,
 ) -> Result<Revocation> {
     or_fault!(RevocationMissesRacingLogin => Ok(sessions::revoke(conn, caller, user_id, target, true).await?));
+    or_fault!(RevocationFirstTryInTransaction => crate::faults::revoke_trying_first_inside(conn, caller, user_id, target).await);
     if !crate::db::within_transaction(conn)? {
         let first = sessions::revoke(conn, caller, user_id, target, false).await?;
         if !first.raced {

@@ -10,9 +10,10 @@
 //!   every answer; `settle`: one state it ends in is the database's.
 //! - `shrink`: a failing history cut to the fewest steps that still fail.
 //!
-//! Tier 2 runs one short fixed seed (`a_fixed_seed_history_is_explained_by_the_model`);
+//! Tier 2 runs four short fixed seeds (`fixed_seed_histories_are_explained_by_the_model_of_the_rules`);
 //! `cargo xtask model --seeds N` runs many random ones; `prove` runs the
-//! short one under every deliberate fault.
+//! tier-2 one under the fault of its row (`prove --every-test`: under every
+//! deliberate fault).
 
 pub mod generate;
 pub mod history;
@@ -31,8 +32,8 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shrink {
     Yes,
-    /// As it failed (tier 2: `prove` runs it under every fault and must
-    /// not spend minutes shrinking each).
+    /// As it failed (tier 2: `prove --every-test` runs it under every fault
+    /// and must not spend minutes shrinking each).
     No,
 }
 

@@ -170,6 +170,27 @@ pub(crate) async fn revoke_all_in_background(
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// `revocation_first_try_in_transaction`: `auth::revoke_sessions` with its
+/// first try (no user lock) made inside a transaction too, so the rows it
+/// locked stay held while the retry waits for the user's lock.
+pub(crate) async fn revoke_trying_first_inside(
+    conn: &mut diesel_async::AsyncPgConnection,
+    caller: Option<&crate::store::sessions::Caller<'_>>,
+    user_id: uuid::Uuid,
+    target: Option<uuid::Uuid>,
+) -> Result<crate::store::sessions::Revocation, crate::SessionError> {
+    use crate::store::{sessions, users};
+    let first = sessions::revoke(conn, caller, user_id, target, false).await?;
+    if !first.raced {
+        return Ok(first);
+    }
+    let lock = users::lock_sql(user_id);
+    crate::db::atomic_after(conn, Some(&lock), async |conn| {
+        Ok(sessions::revoke(conn, caller, user_id, target, true).await?)
+    })
+    .await
+}
+
 /// The `long_poll_recheck_per_waiter` fault's wait: at most a second, then
 /// a try of its own, whatever woke it.
 pub(crate) async fn wait_rechecking_alone(

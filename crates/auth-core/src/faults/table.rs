@@ -19,6 +19,10 @@ faults! {
     /// Login locks its user's sessions in descending id order, where a
     /// revocation takes them ascending: the two can deadlock.
     LoginLocksSessionsOutOfOrder => "login_locks_sessions_out_of_order",
+    /// Behind a transaction pooler a revocation still tries first without
+    /// the user's lock, inside its transaction: it holds session rows while
+    /// it waits for the user's lock, the other way round from a login.
+    RevocationFirstTryInTransaction => "revocation_first_try_in_transaction",
     /// Refresh does not check that the session is still unrevoked.
     RefreshWithoutRevokedGuard => "refresh_without_revoked_guard",
     /// The last-seen touch writes back the revoked_at it read.

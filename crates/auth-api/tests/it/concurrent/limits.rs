@@ -249,12 +249,26 @@ async fn wrong_passwords_arriving_together_are_checked_at_most_limit_times() {
 
 #[tokio::test]
 async fn correct_passwords_among_wrong_ones_succeed_exactly_when_checked_before_the_limit() {
-    let (a, b) = two_instances().await;
+    // Checks as slow as the service's own (argon2id at its production
+    // cost, tens of ms): an admission that follows another at the edge of
+    // the limit meets it still in flight, as a crowd of real logins would.
+    let config = ApiConfig {
+        hash: HashParams::PRODUCTION,
+        ..limits_config()
+    };
+    let a = TestApp::spawn_with(config.clone()).await;
+    let b = a.spawn_beside(config).await;
     // Three times the limit, with a correct password at every third place
-    // (successes keep resetting the count), and with one alone (a run of
-    // failures far past the limit, unless the limit holds).
+    // (successes keep resetting the count); and with one alone, the email
+    // one failure short of its limit before the burst: two instances'
+    // first admissions then decide at the limit's edge, together (the
+    // test's lock holds every write to the attempts until all wait).
     let n = 3 * LOGIN_LIMIT as usize;
-    for (email, every) in [("mia@example.com", 3), ("max@example.com", n)] {
+    let mixes = [
+        ("mia@example.com", 3, 0),
+        ("max@example.com", n, LOGIN_LIMIT as usize - 1),
+    ];
+    for (email, every, failed_before) in mixes {
         let passwords: Vec<String> = wrong(n)
             .into_iter()
             .enumerate()
@@ -266,17 +280,26 @@ async fn correct_passwords_among_wrong_ones_succeed_exactly_when_checked_before_
                 }
             })
             .collect();
-        right_among_wrong((&a, &b), email, &passwords).await;
+        right_among_wrong((&a, &b), email, &passwords, failed_before).await;
     }
 }
 
-/// One burst of `passwords` for `email` (registered here) through both
-/// instances, judged against a fresh read of the attempts in the order
-/// their outcomes were reported.
-async fn right_among_wrong(apps: (&TestApp, &TestApp), email: &str, passwords: &[String]) {
+/// One burst of `passwords` for `email` (registered here, then failed
+/// `failed_before` times one by one) through both instances, judged
+/// against a fresh read of the attempts in the order their outcomes were
+/// reported.
+async fn right_among_wrong(
+    apps: (&TestApp, &TestApp),
+    email: &str,
+    passwords: &[String],
+    failed_before: usize,
+) {
     let (a, b) = apps;
     let limit = LOGIN_LIMIT as i64;
     a.register(email, PASSWORD).await;
+    for attempt in wrong(failed_before) {
+        assert_eq!(a.login(email, &attempt).await.status().as_u16(), 401);
+    }
     let held =
         a.db.hold("LOCK TABLE login_attempts IN EXCLUSIVE MODE")
             .await;
@@ -316,7 +339,7 @@ async fn right_among_wrong(apps: (&TestApp, &TestApp), email: &str, passwords: &
     assert_eq!(of("succeeded"), count(&answers, 201, ""), "{outcomes:?}");
     assert_eq!(
         of("failed"),
-        count(&answers, 401, "invalid_credentials"),
+        count(&answers, 401, "invalid_credentials") + failed_before,
         "{outcomes:?}"
     );
     assert_eq!(of("pending"), 0, "{outcomes:?}");

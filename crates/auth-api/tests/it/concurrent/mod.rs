@@ -8,8 +8,7 @@
 mod bodies;
 // The randomized run, the longest test of the tier: libtest starts tests
 // in the order of their names, and this module's puts it among the first,
-// so it runs beside the others rather than after most of them (prove runs
-// the tier 38 times).
+// so it runs beside the others rather than after most of them.
 mod histories;
 mod interleavings;
 mod isolation;

@@ -1,7 +1,7 @@
 use super::{behind_lock, participant, spawn_request};
 use auth_api::config::ApiConfig;
 use auth_core::config::SessionLimit;
-use auth_core::config::{PoolConfig, SessionPolicy};
+use auth_core::config::{PoolConfig, Pooler, SessionPolicy};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -460,13 +460,6 @@ fn spawn_login(app: &TestApp, email: &str) -> tokio::task::JoinHandle<(u16, serd
     tokio::spawn(async move { p.send(p.client.post(url).json(&body)).await })
 }
 
-/// Log out everywhere racing a login that evicts (found by the randomized
-/// run): the login ends the oldest session after the revocation saw it
-/// active, and commits its new session after the revocation's snapshot.
-/// Revoking the rest without the new one is explained by no order of the
-/// two calls; the revocation must come after the login, new session and
-/// all. Forced: the oldest session's row is held, the login waits on it to
-/// evict it, the revocation waits behind the login. At the cap of 2 and 3.
 /// A login and a log out everywhere lock the same user's sessions, the
 /// login under the user's lock and the log out (its first try) without it:
 /// both take them in id order, so neither can hold one the other needs
@@ -508,6 +501,64 @@ async fn a_login_and_a_log_out_everywhere_lock_in_one_order_and_both_succeed() {
     );
 }
 
+/// Behind a transaction pooler every call is one transaction, so a log out
+/// everywhere takes the user's lock before any session row, as a login
+/// does: a first try without it would hold session rows while it waits for
+/// the user's lock, which a login holds while it waits for those rows.
+/// Forced: the test revokes the middle session (by id) uncommitted; the log
+/// out waits on it, the login behind; the test then commits, so the log
+/// out finds a session gone since it looked (a raced first try, retried
+/// under the user's lock).
+#[tokio::test]
+async fn behind_a_pooler_a_log_out_everywhere_takes_the_user_lock_before_its_sessions() {
+    let mut config = capped(5);
+    config.pooler = Pooler::Transaction;
+    let app = TestApp::spawn_with(config).await;
+    let mut sessions = vec![app.signup("ada@example.com").await];
+    for _ in 0..2 {
+        sessions.push(app.login_ok("ada@example.com").await);
+    }
+    sessions.sort_by_key(|s| s.session_id);
+    let revoking = app
+        .db
+        .hold(&format!(
+            "UPDATE sessions SET revoked_at = now() WHERE id = '{}'",
+            sessions[1].session_id
+        ))
+        .await;
+    let everywhere = spawn_request(
+        &app,
+        reqwest::Method::DELETE,
+        "/v1/sessions",
+        &sessions[0].token,
+    );
+    app.db.wait_for_lock_waiters(1).await;
+    let login = spawn_login(&app, "ada@example.com");
+    app.db.wait_for_lock_waiters(2).await;
+    revoking.release_committing().await;
+    let (revoked, answer) = everywhere.await.unwrap();
+    let (logged_in, session) = login.await.unwrap();
+    assert_eq!(
+        (revoked, answer["revoked"].as_u64()),
+        (200, Some(2)),
+        "the log out everywhere: the two sessions the test left: {answer}"
+    );
+    assert_eq!(logged_in, 201, "the login, after it: {session}");
+    let token = session["token"].as_str().unwrap();
+    assert_eq!(
+        app.current(token).await.status(),
+        200,
+        "the login's session lives"
+    );
+}
+
+/// Log out everywhere racing a login that evicts (found by the randomized
+/// run): the login ends the oldest session after the revocation saw it
+/// active, and commits its new session after the revocation's snapshot.
+/// Revoking the rest without the new one is explained by no order of the
+/// two calls; the revocation must come after the login, new session and
+/// all. Forced: the oldest session's row is held, the login waits on it to
+/// evict it, the revocation waits behind the login. At the cap of 2 and 3.
 #[tokio::test]
 async fn a_log_out_everywhere_racing_an_evicting_login_revokes_its_new_session_too() {
     for cap in [2u32, 3] {
