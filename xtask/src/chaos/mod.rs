@@ -167,40 +167,28 @@ fn run_cases(
     std::fs::create_dir_all(&dir)?;
     let mut reports = Vec::new();
     for case in FAULT_CASES.into_iter().filter(|c| wanted(c.slug())) {
-        let bar = spinner(case.slug());
-        let report = cases::run(case, &mut server, pace, &dir)?;
-        bar.finish_and_clear();
-        announce(&report);
-        reports.push(report);
+        reports.push(shown(case.slug(), || {
+            cases::run(case, &mut server, pace, &dir)
+        })?);
     }
     let admin = crate::psql::Psql::new(&server, server.url.clone());
     for name in hostile::CASES.into_iter().filter(|c| wanted(c)) {
-        let bar = spinner(name);
-        let report = hostile::run(name, &admin, &dir)?;
-        bar.finish_and_clear();
-        announce(&report);
-        reports.push(report);
+        reports.push(shown(name, || hostile::run(name, &admin, &dir))?);
     }
     for name in crowds::CASES.into_iter().filter(|c| wanted(c)) {
-        let bar = spinner(name);
-        let report = crowds::run(name, &server, &admin, &dir, crowd_sizes)?;
-        bar.finish_and_clear();
-        announce(&report);
-        reports.push(report);
+        reports.push(shown(name, || {
+            crowds::run(name, &server, &admin, &dir, crowd_sizes)
+        })?);
     }
     if wanted(long_poll::NAME) {
-        let bar = spinner(long_poll::NAME);
-        let report = long_poll::run(&admin, &dir, pace.long_poll_wait)?;
-        bar.finish_and_clear();
-        announce(&report);
-        reports.push(report);
+        reports.push(shown(long_poll::NAME, || {
+            long_poll::run(&admin, &dir, pace.long_poll_wait)
+        })?);
     }
     if wanted("schemathesis") {
-        let bar = spinner("schemathesis");
-        let report = schemathesis::run(&server, examples, &dir)?;
-        bar.finish_and_clear();
-        announce(&report);
-        reports.push(report);
+        reports.push(shown("schemathesis", || {
+            schemathesis::run(&server, examples, &dir)
+        })?);
     }
     let table = findings::table(&reports);
     let details = findings::details(&reports);
@@ -218,7 +206,11 @@ fn run_cases(
     Ok(reports)
 }
 
-fn spinner(name: &str) -> ProgressBar {
+/// Runs one case under a spinner and prints its line when it ends.
+fn shown(
+    name: &str,
+    case: impl FnOnce() -> anyhow::Result<CaseReport>,
+) -> anyhow::Result<CaseReport> {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} chaos case {prefix} [{elapsed}]")
@@ -226,10 +218,8 @@ fn spinner(name: &str) -> ProgressBar {
     );
     bar.set_prefix(name.to_owned());
     bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
-fn announce(report: &CaseReport) {
+    let report = case()?;
+    bar.finish_and_clear();
     println!(
         "{} {:<18} {:>6} requests  lost {}  {}",
         if report.ok() { "ok    " } else { "FAILED" },
@@ -244,4 +234,5 @@ fn announce(report: &CaseReport) {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    Ok(report)
 }

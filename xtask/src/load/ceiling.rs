@@ -111,15 +111,8 @@ fn through_goose(
     let goose_dir = dir.join("goose");
     std::fs::create_dir_all(&goose_dir)?;
     let before = meter.read();
-    let peaks = goose::run(&goose::Run {
-        host: &service.base_url,
-        users: plan.users,
-        rate: plan.rate,
-        run_time_secs: plan.run_time_secs,
-        scenarios: "validator",
-        dir: &goose_dir,
-        label: "ceiling: goose",
-    })?;
+    let peaks =
+        goose::run(&plan.goose(&service.base_url, "validator", &goose_dir, "ceiling: goose"))?;
     let cpu = meter.read() - before;
     let report = harness::goose_report::read(&goose_dir.join("report.json"))?;
     anyhow::ensure!(

@@ -2,7 +2,6 @@
 //! every backend, live or exited) and the load client (a child of xtask).
 //! All from /proc, so only on Linux, and only for loopback runs.
 
-use super::service::cpu_seconds;
 use crate::psql::Psql;
 use anyhow::Context as _;
 
@@ -88,6 +87,11 @@ fn postgres_seconds(postmaster: u32) -> f64 {
         }
     }
     total / clock_ticks()
+}
+
+/// utime + stime of `pid`, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat_fields(pid).map(|f| ticks(&f, &[11, 12]) / clock_ticks())
 }
 
 fn children_seconds() -> f64 {

@@ -28,15 +28,12 @@ fn start(
 
 pub fn storm(plan: &Plan, server: &Server, profile: &str) -> anyhow::Result<bool> {
     let (_db, mut service, dir) = start(plan, server, profile, "storm")?;
-    let peaks = goose::run(&goose::Run {
-        host: &service.base_url,
-        users: plan.users,
-        rate: plan.rate,
-        run_time_secs: plan.run_time_secs,
-        scenarios: "loginstorm,pacedvalidator",
-        dir: &dir,
-        label: "login storm",
-    })?;
+    let peaks = goose::run(&plan.goose(
+        &service.base_url,
+        "loginstorm,pacedvalidator",
+        &dir,
+        "login storm",
+    ))?;
     let metrics = service::scrape(&service.base_url)?;
     service.stop()?;
     let hash_mean_ms = 1000.0 * metrics.get("tessera_password_hash_seconds_total")

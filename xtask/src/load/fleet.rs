@@ -4,7 +4,7 @@
 //! concurrency guarantees must hold across instances: `cross_instance_checks`
 //! races requests that alternate between the instances directly.
 
-use super::service::{Samples, Service};
+use super::service::{PASSWORD, Samples, Service, post, sign_up};
 use crate::psql::Psql;
 use anyhow::Context as _;
 use harness::checks::Check;
@@ -224,7 +224,7 @@ fn at(urls: &[String], i: usize) -> String {
 
 /// Refresh race: 8 refreshes of one token, alternating instances.
 fn refresh_race(urls: &[String]) -> anyhow::Result<Check> {
-    let token = sign_up(&at(urls, 0), "race@fleet.example.com")?;
+    let (token, _) = sign_up(&at(urls, 0), "race@fleet.example.com")?;
     let answers = race(8, |i| {
         let (url, token) = (at(urls, i), token.clone());
         move || {
@@ -320,7 +320,7 @@ fn session_cap(urls: &[String], db: &Psql) -> anyhow::Result<Check> {
 
 /// Claims: 60 tasks, 12 claimers of 5 alternating instances.
 fn claims(urls: &[String], db: &Psql) -> anyhow::Result<Check> {
-    let worker = sign_up(&at(urls, 0), "claims@fleet.example.com")?;
+    let (worker, _) = sign_up(&at(urls, 0), "claims@fleet.example.com")?;
     let tasks: Vec<Value> = (0..60)
         .map(|i| json!({"title": format!("fleet {i}")}))
         .collect();
@@ -361,40 +361,8 @@ fn claims(urls: &[String], db: &Psql) -> anyhow::Result<Check> {
     ))
 }
 
-const PASSWORD: &str = "fleet password";
-
 fn check(name: &str, ok: bool, detail: String) -> Check {
     Check::new(name, ok, detail)
-}
-
-fn sign_up(base: &str, email: &str) -> anyhow::Result<String> {
-    let creds = json!({"email": email, "password": PASSWORD});
-    post(&format!("{base}/v1/users"), None, Some(&creds));
-    let (status, body) = post(&format!("{base}/v1/sessions"), None, Some(&creds));
-    anyhow::ensure!(status == 201, "login of {email} answered {status}");
-    body["token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no token")
-}
-
-fn post(url: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
-    let mut req = harness::traffic::agent(Duration::from_secs(30)).post(url);
-    if let Some(t) = token {
-        req = req.header("Authorization", format!("Bearer {t}"));
-    }
-    let result = match body {
-        Some(b) => req.content_type("application/json").send(b.to_string()),
-        None => req.send_empty(),
-    };
-    match result {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            let text = r.body_mut().read_to_string().unwrap_or_default();
-            (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
 }
 
 /// Runs `n` jobs on their own threads, released together by a barrier.

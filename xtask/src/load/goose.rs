@@ -1,7 +1,8 @@
 //! Runs the goose binary as its own process, with a progress bar (its
 //! report is read by `harness::goose_report`).
 
-use super::service::{GOOSE_BIN, Samples, cpu_seconds, scrape};
+use super::cpu::cpu_seconds;
+use super::service::{GOOSE_BIN, Samples, scrape};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;

@@ -184,6 +184,28 @@ pub struct Plan {
     pub pgbouncer: bool,
 }
 
+impl Plan {
+    /// A goose run of the plan's users, rate and length: `scenarios`
+    /// against `host`, its report written into `dir`.
+    pub fn goose<'a>(
+        &self,
+        host: &'a str,
+        scenarios: &'a str,
+        dir: &'a Path,
+        label: &'a str,
+    ) -> goose::Run<'a> {
+        goose::Run {
+            host,
+            users: self.users,
+            rate: self.rate,
+            run_time_secs: self.run_time_secs,
+            scenarios,
+            dir,
+            label,
+        }
+    }
+}
+
 /// The profiles' names and descriptions, for choosing and reporting. What a
 /// profile sets is the service's business (auth-core's `PoolProfiles`): the
 /// pool size a report shows is what the running service exports.
@@ -207,32 +229,16 @@ fn pool_size(samples: &Samples, instances: usize) -> Option<u32> {
     (total > 0.0).then(|| (total / instances.max(1) as f64).round() as u32)
 }
 
-/// "60s", "2m", "1m30s" or a bare number of seconds.
+/// "60s", "2m", "1m30s" or a bare number of seconds; more than zero.
 fn parse_secs(text: &str) -> anyhow::Result<u64> {
-    if let Ok(n) = text.parse() {
-        return Ok(n);
-    }
-    let mut total = 0;
-    let mut digits = String::new();
-    for c in text.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            'h' | 'm' | 's' => {
-                let n: u64 = digits
-                    .parse()
-                    .with_context(|| format!("bad duration `{text}`"))?;
-                total += n * match c {
-                    'h' => 3600,
-                    'm' => 60,
-                    _ => 1,
-                };
-                digits.clear();
-            }
-            _ => anyhow::bail!("bad duration `{text}` (use e.g. 60s, 2m)"),
-        }
-    }
-    anyhow::ensure!(digits.is_empty() && total > 0, "bad duration `{text}`");
-    Ok(total)
+    let secs = match text.parse() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(text)
+            .with_context(|| format!("bad duration `{text}` (use e.g. 60s, 2m)"))?
+            .as_secs(),
+    };
+    anyhow::ensure!(secs > 0, "bad duration `{text}`");
+    Ok(secs)
 }
 
 fn new_plan(
@@ -490,15 +496,7 @@ fn drive(
     dir: &Path,
     label: &str,
 ) -> anyhow::Result<(goose::Peaks, Vec<soak::Point>)> {
-    let goose_run = goose::Run {
-        host: &fleet.base_url,
-        users: plan.users,
-        rate: plan.rate,
-        run_time_secs: plan.run_time_secs,
-        scenarios: MIXED,
-        dir,
-        label,
-    };
+    let goose_run = plan.goose(&fleet.base_url, MIXED, dir, label);
     let mut sampler = soak::Sampler::new(&fleet.services, db);
     let peaks = if plan.soak {
         goose::run_sampled(&goose_run, Some(soak::WINDOW_SECS), &mut |t, s| {
@@ -556,15 +554,7 @@ fn run_against_target(plan: &Plan, target: &str) -> anyhow::Result<ProfileResult
     service::build_release(false)?;
     let host = target.trim_end_matches('/');
     let before = service::scrape(host).ok();
-    let peaks = goose::run(&goose::Run {
-        host,
-        users: plan.users,
-        rate: plan.rate,
-        run_time_secs: plan.run_time_secs,
-        scenarios: MIXED,
-        dir: &dir,
-        label: "target",
-    })?;
+    let peaks = goose::run(&plan.goose(host, MIXED, &dir, "target"))?;
     let after = service::scrape(host).ok();
     let report = goose_report::read(&dir.join("report.json"))?;
     let record = Record::read(&dir.join("record.json"))?;

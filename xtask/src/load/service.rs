@@ -219,7 +219,7 @@ impl Service {
 
     /// CPU seconds (user + system) the service has used so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        cpu_seconds(self.pid())
+        super::cpu::cpu_seconds(self.pid())
     }
 }
 
@@ -263,33 +263,57 @@ pub fn pgbench_bin(server: &pg_provision::Server) -> anyhow::Result<std::path::P
     })
 }
 
-/// Registers and logs in one user through the API; returns its token and
-/// user id.
+/// The password every user the load tier signs up has.
+pub const PASSWORD: &str = "load tier password 1";
+
+/// Registers `email` (with [`PASSWORD`]) and logs in: its token and user id.
 pub fn sign_up(base_url: &str, email: &str) -> anyhow::Result<(String, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let body = serde_json::json!({"email": email, "password": "load tier password 1"}).to_string();
-    for path in ["/v1/users", "/v1/sessions"] {
-        let mut res = agent
-            .post(&format!("{base_url}{path}"))
-            .header("content-type", "application/json")
-            .send(&body)
-            .with_context(|| format!("POST {path} for {email}"))?;
-        if path == "/v1/sessions" {
-            let answer: serde_json::Value =
-                serde_json::from_str(&res.body_mut().read_to_string()?)?;
-            let field = |name: &str| {
-                answer[name]
-                    .as_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("the login answer has no {name}"))
-            };
-            return Ok((field("token")?, field("user_id")?));
-        }
+    let creds = serde_json::json!({"email": email, "password": PASSWORD});
+    let (registered, problem) = post(&format!("{base_url}/v1/users"), None, Some(&creds));
+    anyhow::ensure!(
+        registered == 201,
+        "registering {email} answered {registered}: {problem}"
+    );
+    let (status, answer) = post(&format!("{base_url}/v1/sessions"), None, Some(&creds));
+    anyhow::ensure!(
+        status == 201,
+        "the login of {email} answered {status}: {answer}"
+    );
+    let field = |name: &str| {
+        answer[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the login answer has no {name}"))
+    };
+    Ok((field("token")?, field("user_id")?))
+}
+
+/// POSTs `body` (JSON, or nothing) to `url` with an optional bearer token:
+/// the status (0 when no answer came) and the JSON answer (null if none).
+pub fn post(
+    url: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = harness::traffic::agent(Duration::from_secs(30)).post(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
     }
-    unreachable!("the loop returns at the login")
+    let result = match body {
+        Some(b) => req.content_type("application/json").send(b.to_string()),
+        None => req.send_empty(),
+    };
+    match result {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            )
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
 }
 
 /// Sums every sample of each metric name (labels folded in) plus each
@@ -351,27 +375,6 @@ impl Samples {
             .filter(move |(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.as_str(), *v))
     }
-}
-
-/// utime + stime of `pid` from /proc, in seconds.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 #[cfg(test)]

@@ -121,13 +121,8 @@ impl Phases<'_> {
         let phase_dir = self.dir.join(name.replace(' ', "-"));
         std::fs::create_dir_all(&phase_dir)?;
         goose::run(&goose::Run {
-            host,
             users: self.validators * crowd,
-            rate: self.plan.rate,
-            run_time_secs: self.plan.run_time_secs,
-            scenarios,
-            dir: &phase_dir,
-            label: name,
+            ..self.plan.goose(host, scenarios, &phase_dir, name)
         })?;
         let report = harness::goose_report::read(&phase_dir.join("report.json"))?;
         let validate = report
