@@ -5,7 +5,7 @@
 
 use super::findings::{CaseReport, Timeline, check, correctness, tally};
 use super::{Case, Pace};
-use crate::load::service::{CHEAP_HASHING, Service};
+use crate::load::service::{Service, cheap_hashing};
 use crate::psql::Psql;
 use anyhow::Context as _;
 use harness::checks::Check;
@@ -40,12 +40,9 @@ pub fn run(
 }
 
 fn start(db: &Psql, env: &[(&str, &str)], log: &std::path::Path) -> anyhow::Result<Service> {
-    let env: Vec<(&str, String)> = env
-        .iter()
-        .chain(&CHEAP_HASHING)
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect();
-    Service::start(&db.url().to_string(), &env, log)
+    let mut all = cheap_hashing();
+    all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    Service::start(&db.url().to_string(), &all, log)
 }
 
 /// All of the service's connections terminated mid-run.

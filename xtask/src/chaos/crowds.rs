@@ -19,7 +19,7 @@
 //! The crowds themselves are `tessera-crowd`'s (load-tests); this judges.
 
 use super::findings::{CaseReport, Timeline, check};
-use crate::load::service::{CHEAP_HASHING, CROWD_BIN, Service, memory_mib};
+use crate::load::service::{CROWD_BIN, Service, cheap_hashing, memory_mib};
 use crate::pgbouncer::{PgBouncer, Pooling};
 use crate::psql::Psql;
 use anyhow::Context as _;
@@ -591,14 +591,6 @@ impl Crowd<'_> {
         ));
         Ok(found)
     }
-}
-
-/// The environment of a service whose crowd is not about argon2.
-fn cheap_hashing() -> Vec<(&'static str, String)> {
-    CHEAP_HASHING
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect()
 }
 
 /// Runs one `tessera-crowd` scenario; its figures. For each event line it

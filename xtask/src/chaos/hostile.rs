@@ -9,7 +9,7 @@
 //! holds and more reads queued for them: validations must not notice.
 
 use super::findings::{CaseReport, Timeline, check};
-use crate::load::service::{CHEAP_HASHING, Service};
+use crate::load::service::{Service, cheap_hashing};
 use crate::psql::Psql;
 use anyhow::Context as _;
 use harness::checks::Check;
@@ -215,14 +215,6 @@ fn judge_flood(
         ),
     ];
     report("hash-flood", FLOOD + latencies.len(), statuses, checks)
-}
-
-/// The service's environment for cases that sign users up quickly.
-fn cheap_hashing() -> Vec<(&'static str, String)> {
-    CHEAP_HASHING
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect()
 }
 
 /// How long each phase of `bulkhead` measures validations.

@@ -10,7 +10,7 @@
 //! fail: its waiters find the bursts only by their re-check.
 
 use super::findings::{CaseReport, Timeline, check};
-use crate::load::service::{CHEAP_HASHING, Service, scrape};
+use crate::load::service::{Service, cheap_hashing, scrape};
 use crate::psql::Psql;
 use harness::checks::Check;
 use harness::traffic::{agent, fresh_token};
@@ -118,10 +118,7 @@ fn one_run(
     extra_env: &[(&str, String)],
 ) -> anyhow::Result<Run> {
     let db = admin.fresh(database)?;
-    let mut env: Vec<(&str, String)> = CHEAP_HASHING
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect();
+    let mut env = cheap_hashing();
     env.push(("TESSERA_POOL_MAX_SIZE", POOL.to_string()));
     env.extend(extra_env.iter().cloned());
     let service = Service::start(

@@ -7,7 +7,7 @@
 
 use super::Pace;
 use super::findings::{CaseReport, Timeline, check, correctness, tally};
-use crate::load::service::{CHEAP_HASHING, Service};
+use crate::load::service::{Service, cheap_hashing};
 use crate::pgbouncer::{PgBouncer, Pooling};
 use crate::psql::Psql;
 use anyhow::Context as _;
@@ -31,11 +31,9 @@ const WORKERS: usize = 8;
 const NONE_READY_WITHIN: Duration = Duration::from_secs(15);
 
 fn env(pooler: &str) -> Vec<(&'static str, String)> {
-    CHEAP_HASHING
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .chain([("TESSERA_DB_POOLER", pooler.to_owned())])
-        .collect()
+    let mut env = cheap_hashing();
+    env.push(("TESSERA_DB_POOLER", pooler.to_owned()));
+    env
 }
 
 pub fn run(

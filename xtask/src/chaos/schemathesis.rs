@@ -21,9 +21,7 @@ pub fn run(server: &Server, max_examples: u32, dir: &Path) -> anyhow::Result<Cas
     let bin = install()?;
     let admin = Psql::new(server, server.url.clone());
     let db = admin.fresh("tessera_fault_schemathesis")?;
-    let mut env: Vec<(&str, String)> = service::CHEAP_HASHING
-        .map(|(k, v)| (k, v.to_owned()))
-        .to_vec();
+    let mut env = service::cheap_hashing();
     // The hook logs in before every case; keep its sessions.
     env.push(("TESSERA_MAX_SESSIONS_PER_USER", "100000".to_owned()));
     // Generated claims may ask for any wait up to 30 s on an empty queue;

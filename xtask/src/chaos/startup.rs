@@ -5,7 +5,7 @@
 //! keeps trying the database while it reports not-ready.
 
 use super::findings::{CaseReport, Timeline, check};
-use crate::load::service::{CHEAP_HASHING, Service, get};
+use crate::load::service::{Service, cheap_hashing, get};
 use crate::psql::Psql;
 use anyhow::Context as _;
 use harness::checks::Check;
@@ -15,13 +15,6 @@ use std::time::Duration;
 
 const INSTANCES: usize = 4;
 const READY_WITHIN: Duration = Duration::from_secs(60);
-
-fn env() -> Vec<(&'static str, String)> {
-    CHEAP_HASHING
-        .iter()
-        .map(|(k, v)| (*k, (*v).to_owned()))
-        .collect()
-}
 
 fn log_of(log: &Path, part: &str) -> std::path::PathBuf {
     log.with_extension(format!("{part}.log"))
@@ -64,7 +57,7 @@ fn together_on_an_empty_database(db: &Psql, log: &Path) -> anyhow::Result<Vec<Ch
         .collect();
     let mut services = logs
         .iter()
-        .map(|log| Service::spawn(&url, &env(), log))
+        .map(|log| Service::spawn(&url, &cheap_hashing(), log))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ready: Vec<Result<Duration, String>> = services
         .iter_mut()
@@ -126,7 +119,7 @@ fn before_postgres(server: &mut Server, db: &Psql, log: &Path) -> anyhow::Result
         .as_mut()
         .context("the chaos tier needs its own cluster")?;
     let (service, live_while_down, ready_while_down) = cluster.restart_around(|| {
-        let service = Service::spawn(&url, &env(), &log);
+        let service = Service::spawn(&url, &cheap_hashing(), &log);
         // Until its port answers, give it a moment (it binds at once).
         let base = service
             .as_ref()

@@ -200,7 +200,7 @@ pub fn cross_instance_checks(
     let database = format!("{database}_races");
     let db = admin.fresh(&database)?;
     let mut env = env.to_vec();
-    env.extend(super::service::CHEAP_HASHING.map(|(k, v)| (k, v.to_owned())));
+    env.extend(super::service::cheap_hashing());
     env.push(("TESSERA_HASH_WORKERS", "4".to_owned()));
     let dir = dir.join("races");
     std::fs::create_dir_all(&dir)?;

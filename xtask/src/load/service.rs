@@ -21,8 +21,12 @@ pub const FAULTY_SERVER_BIN: &str = "target/faults/auth-api";
 
 /// Environment for a service whose test is about the database, not argon2:
 /// the cheapest hashing the service accepts.
-pub const CHEAP_HASHING: [(&str, &str); 2] =
-    [("TESSERA_ARGON2_M_KIB", "256"), ("TESSERA_ARGON2_T", "1")];
+pub fn cheap_hashing() -> Vec<(&'static str, String)> {
+    vec![
+        ("TESSERA_ARGON2_M_KIB", "256".to_owned()),
+        ("TESSERA_ARGON2_T", "1".to_owned()),
+    ]
+}
 
 /// Builds the service and the load binaries with optimisations; with
 /// `faults`, the service carries the test-only deliberate faults.
