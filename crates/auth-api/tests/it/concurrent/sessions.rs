@@ -469,36 +469,8 @@ fn spawn_login(app: &TestApp, email: &str) -> tokio::task::JoinHandle<(u16, serd
 #[tokio::test]
 async fn a_login_and_a_log_out_everywhere_lock_in_one_order_and_both_succeed() {
     let app = TestApp::spawn_with(capped(5)).await;
-    let mut sessions = vec![app.signup("ada@example.com").await];
-    for _ in 0..2 {
-        sessions.push(app.login_ok("ada@example.com").await);
-    }
-    sessions.sort_by_key(|s| s.session_id);
-    let held = app.db.hold_row("sessions", sessions[1].session_id).await;
-    let everywhere = spawn_request(
-        &app,
-        reqwest::Method::DELETE,
-        "/v1/sessions",
-        &sessions[0].token,
-    );
-    app.db.wait_for_lock_waiters(1).await;
-    let login = spawn_login(&app, "ada@example.com");
-    app.db.wait_for_lock_waiters(2).await;
-    held.release().await;
-    let (revoked, answer) = everywhere.await.unwrap();
-    let (logged_in, session) = login.await.unwrap();
-    assert_eq!(
-        (revoked, answer["revoked"].as_u64()),
-        (200, Some(3)),
-        "the log out everywhere: {answer}"
-    );
-    assert_eq!(logged_in, 201, "the login, after it: {session}");
-    let token = session["token"].as_str().unwrap();
-    assert_eq!(
-        app.current(token).await.status(),
-        200,
-        "the login's session lives"
-    );
+    let hold = |middle| format!("SELECT id FROM sessions WHERE id = '{middle}' FOR UPDATE");
+    log_out_everywhere_and_login_around_the_middle_session(&app, hold, Ending::RolledBack, 3).await;
 }
 
 /// Behind a transaction pooler every call is one transaction, so a log out
@@ -514,34 +486,53 @@ async fn behind_a_pooler_a_log_out_everywhere_takes_the_user_lock_before_its_ses
     let mut config = capped(5);
     config.pooler = Pooler::Transaction;
     let app = TestApp::spawn_with(config).await;
+    let revoke = |middle| format!("UPDATE sessions SET revoked_at = now() WHERE id = '{middle}'");
+    log_out_everywhere_and_login_around_the_middle_session(&app, revoke, Ending::Committed, 2)
+        .await;
+}
+
+/// How the test's transaction on the middle session ends.
+enum Ending {
+    RolledBack,
+    Committed,
+}
+
+/// Three sessions of one user; the test runs `hold` on the middle one (by
+/// id) in a transaction it keeps open; a log out everywhere through the
+/// first waits on it, a login queues behind; the test's transaction then
+/// ends as `ending` says. Both calls must succeed: the log out revoking
+/// `revoked` sessions, the login's new session living.
+async fn log_out_everywhere_and_login_around_the_middle_session(
+    app: &TestApp,
+    hold: impl Fn(uuid::Uuid) -> String,
+    ending: Ending,
+    revoked: u64,
+) {
     let mut sessions = vec![app.signup("ada@example.com").await];
     for _ in 0..2 {
         sessions.push(app.login_ok("ada@example.com").await);
     }
     sessions.sort_by_key(|s| s.session_id);
-    let revoking = app
-        .db
-        .hold(&format!(
-            "UPDATE sessions SET revoked_at = now() WHERE id = '{}'",
-            sessions[1].session_id
-        ))
-        .await;
+    let held = app.db.hold(&hold(sessions[1].session_id)).await;
     let everywhere = spawn_request(
-        &app,
+        app,
         reqwest::Method::DELETE,
         "/v1/sessions",
         &sessions[0].token,
     );
     app.db.wait_for_lock_waiters(1).await;
-    let login = spawn_login(&app, "ada@example.com");
+    let login = spawn_login(app, "ada@example.com");
     app.db.wait_for_lock_waiters(2).await;
-    revoking.release_committing().await;
-    let (revoked, answer) = everywhere.await.unwrap();
+    match ending {
+        Ending::RolledBack => held.release().await,
+        Ending::Committed => held.release_committing().await,
+    }
+    let (status, answer) = everywhere.await.unwrap();
     let (logged_in, session) = login.await.unwrap();
     assert_eq!(
-        (revoked, answer["revoked"].as_u64()),
-        (200, Some(2)),
-        "the log out everywhere: the two sessions the test left: {answer}"
+        (status, answer["revoked"].as_u64()),
+        (200, Some(revoked)),
+        "the log out everywhere: {answer}"
     );
     assert_eq!(logged_in, 201, "the login, after it: {session}");
     let token = session["token"].as_str().unwrap();
