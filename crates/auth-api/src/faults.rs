@@ -3,10 +3,15 @@
 //! `TESSERA_FAULT`); each replaces a whole function through one
 //! `or_fault!` line at its top. See auth-core's `faults` module.
 
+use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::fields::{self, FromJson, Nesting, Read};
+use crate::state::AppState;
+use actix_web::HttpServer;
 use actix_web::dev::Payload;
+use actix_web::dev::Server;
 use futures_util::StreamExt as _;
+use std::net::TcpListener;
 
 /// `body_read_whole`: the body is read to its end (its size and nesting
 /// still checked as it arrives) and materialised before its members are
@@ -31,4 +36,24 @@ pub async fn read_whole<T: FromJson>(
         Read::Done(checked) => Ok(checked),
         Read::NeedMore => Err(ApiError::MalformedRequest("the body is not valid JSON")),
     }
+}
+
+/// `hang_ups_ignored`: the service's server with half-closed connections
+/// allowed (actix's default), so a request whose client hung up is still
+/// served: a long-poll claim keeps waiting and takes a task for nobody.
+pub fn http_server_serving_hung_up_requests(
+    config: &ApiConfig,
+    state: AppState,
+    listener: TcpListener,
+) -> anyhow::Result<Server> {
+    let (data, document) = crate::startup::app_data(state)?;
+    let mut server = HttpServer::new(move || crate::startup::app(data.clone(), document.clone()))
+        .shutdown_timeout(config.shutdown_grace_secs)
+        .h1_allow_half_closed(true)
+        .disable_signals()
+        .listen(listener)?;
+    if let Some(workers) = config.workers {
+        server = server.workers(workers.max(1));
+    }
+    Ok(server.run())
 }

@@ -8,7 +8,8 @@ use crate::config::ApiConfig;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
-use actix_web::dev::Server;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use auth_core::auth::SessionService;
@@ -102,35 +103,59 @@ fn http_server(
     state: AppState,
     listener: TcpListener,
 ) -> anyhow::Result<Server> {
-    let data = web::Data::new(state);
-    let document = crate::openapi::json().context("serialising the OpenAPI document")?;
-    let document = web::Data::new(routes::health::ApiDocument(document.into()));
-    let mut server = HttpServer::new(move || {
-        App::new()
-            .wrap(actix_web::middleware::from_fn(
-                crate::extract::until_migrated,
-            ))
-            .wrap(crate::telemetry::RequestLog)
-            .app_data(data.clone())
-            .app_data(document.clone())
-            .configure(routes::configure)
-            .default_service(web::to(routes::not_found))
-    })
-    .shutdown_timeout(config.shutdown_grace_secs)
-    // A client that closes its side of the connection has hung up: actix
-    // then drops its request instead of answering into the void, so a
-    // long-poll claim stops waiting, and what a claim under way took for
-    // it is handed back (`TaskQueue::claim`). (A client that half-closes
-    // and still reads its answer is refused; HTTP/1.1 clients do not.)
-    .h1_allow_half_closed(hang_ups_ignored())
-    // The binary handles the signals itself: long-poll claims must end
-    // before actix waits for in-flight requests (`Application::stopper`).
-    .disable_signals()
-    .listen(listener)?;
+    auth_core::or_fault!(HangUpsIgnored => crate::faults::http_server_serving_hung_up_requests(config, state, listener));
+    let (data, document) = app_data(state)?;
+    let mut server = HttpServer::new(move || app(data.clone(), document.clone()))
+        .shutdown_timeout(config.shutdown_grace_secs)
+        // A client that closes its side of the connection has hung up: actix
+        // then drops its request instead of answering into the void, so a
+        // long-poll claim stops waiting, and what a claim under way took for
+        // it is handed back (`TaskQueue::claim`). (A client that half-closes
+        // and still reads its answer is refused; HTTP/1.1 clients do not.)
+        .h1_allow_half_closed(false)
+        // The binary handles the signals itself: long-poll claims must end
+        // before actix waits for in-flight requests (`Application::stopper`).
+        .disable_signals()
+        .listen(listener)?;
     if let Some(workers) = config.workers {
         server = server.workers(workers.max(1));
     }
     Ok(server.run())
+}
+
+/// What every worker's app shares: the state and the OpenAPI document.
+pub(crate) fn app_data(
+    state: AppState,
+) -> anyhow::Result<(web::Data<AppState>, web::Data<routes::health::ApiDocument>)> {
+    let document = crate::openapi::json().context("serialising the OpenAPI document")?;
+    Ok((
+        web::Data::new(state),
+        web::Data::new(routes::health::ApiDocument(document.into())),
+    ))
+}
+
+/// One worker's app: every route, behind the middleware, with the state.
+pub(crate) fn app(
+    data: web::Data<AppState>,
+    document: web::Data<routes::health::ApiDocument>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(actix_web::middleware::from_fn(
+            crate::extract::until_migrated,
+        ))
+        .wrap(crate::telemetry::RequestLog)
+        .app_data(data)
+        .app_data(document)
+        .configure(routes::configure)
+        .default_service(web::to(routes::not_found))
 }
 
 /// The jobs each instance runs beside its requests; each ends once the
@@ -159,16 +184,6 @@ fn spawn_background_jobs(state: &AppState, config: &ApiConfig) {
         config.retention.interval,
         std::sync::Arc::downgrade(&state.alive),
     );
-}
-
-/// `false` (hang-ups end requests), except in the faulty build's
-/// `hang_ups_ignored`.
-fn hang_ups_ignored() -> bool {
-    #[cfg(feature = "faults")]
-    if auth_core::faults::active(auth_core::faults::Fault::HangUpsIgnored) {
-        return true;
-    }
-    false
 }
 
 /// Applies the migrations until they succeed, backing off from 250 ms to
