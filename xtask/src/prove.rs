@@ -87,13 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let uncaught = uncaught_in_their_rows(&rules, &rows);
     println!("the output of each run: {}", logs.display());
-    report(
-        &rows,
-        &baseline_failed,
-        &baseline_passed,
-        &uncaught,
-        started,
-    )
+    report(&rows, &baseline_passed, &uncaught, started)
 }
 
 /// Which tier-2 tests a run starts.
@@ -188,7 +182,7 @@ fn uncaught_in_their_rows(
     for rule in rules {
         for test in rule.tests() {
             if !rule.faults().iter().any(|fault| failed_under(fault, test)) {
-                uncaught.push(format!("{}: {test}", rule.cells[0]));
+                uncaught.push(format!("{}: {test}", rule.name()));
             }
         }
     }
@@ -196,18 +190,13 @@ fn uncaught_in_their_rows(
 }
 
 /// Prints the table of faults and the tests that caught each.
-fn print_table(
-    rows: &[(String, Vec<String>)],
-    baseline_failed: &[String],
-    baseline_passed: &[String],
-) {
+fn print_table(rows: &[(String, Vec<String>)], baseline_passed: &[String]) {
     println!("\n{:<32} tests that caught it", "fault");
     println!("{}", "-".repeat(100));
     println!(
-        "{:<32} {} passed, {} failed (must be 0)",
+        "{:<32} {} passed",
         "(none: baseline)",
-        baseline_passed.len(),
-        baseline_failed.len()
+        baseline_passed.len()
     );
     for (fault, caught) in rows {
         let shown = if caught.is_empty() {
@@ -224,12 +213,11 @@ fn print_table(
 /// by a fault of its row (`uncaught` lists the tests that were not).
 fn report(
     rows: &[(String, Vec<String>)],
-    baseline_failed: &[String],
     baseline_passed: &[String],
     uncaught: &[String],
     started: Instant,
 ) -> anyhow::Result<()> {
-    print_table(rows, baseline_failed, baseline_passed);
+    print_table(rows, baseline_passed);
     let survivors: Vec<&str> = rows
         .iter()
         .filter(|(_, c)| c.is_empty())
@@ -265,7 +253,7 @@ fn report(
     );
     summary::closing_line(
         caught as u64,
-        (survivors.len() + baseline_failed.len() + never_failed.len() + uncaught.len()) as u64,
+        (survivors.len() + never_failed.len() + uncaught.len()) as u64,
     );
     anyhow::ensure!(
         survivors.is_empty(),

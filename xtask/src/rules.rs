@@ -8,7 +8,7 @@ pub struct Rule {
 }
 
 impl Rule {
-    #[cfg(test)]
+    /// The rule, as the interface states it.
     pub fn name(&self) -> &str {
         &self.cells[0]
     }

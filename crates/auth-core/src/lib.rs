@@ -26,9 +26,10 @@ macro_rules! statement {
 }
 
 /// Returns `$broken` (a call into the calling crate's `faults`; without
-/// one, returns at once) instead of running the rest of the function, when the deliberate fault `$fault` was
-/// chosen. Expands to nothing in a normal build (the caller's `faults`
-/// feature decides), so the real code reads as the real code.
+/// one, returns at once) instead of running the rest of the function, when
+/// the deliberate fault `$fault` was chosen. Expands to nothing in a normal
+/// build (the caller's `faults` feature decides), so the real code reads as
+/// the real code.
 #[macro_export]
 macro_rules! or_fault {
     // A function with nothing to return does nothing instead.

@@ -213,15 +213,21 @@ impl TestDb {
         exec(&mut conn, sql).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Tasks shown with `status`, counted afresh over `task_view`.
+    pub async fn shown_tasks(&self, status: &str) -> i64 {
+        self.count(&format!(
+            "SELECT count(*) AS n FROM task_view WHERE status = '{status}'"
+        ))
+        .await
+    }
+
     /// Tasks by shown status (unassigned, assigned, completed), counted
     /// afresh over `task_view`: the oracle the service's stats must match.
     pub async fn shown_task_counts(&self) -> (i64, i64, i64) {
-        let shown =
-            |status: &str| format!("SELECT count(*) AS n FROM task_view WHERE status = '{status}'");
         (
-            self.count(&shown("unassigned")).await,
-            self.count(&shown("assigned")).await,
-            self.count(&shown("completed")).await,
+            self.shown_tasks("unassigned").await,
+            self.shown_tasks("assigned").await,
+            self.shown_tasks("completed").await,
         )
     }
 
@@ -277,7 +283,7 @@ impl TestDb {
     /// other session of this database is blocked on a lock. Returns `true` if
     /// a blocked session was seen first. Panics after 15 s of neither.
     pub async fn blocked_or_done<T>(&self, task: &tokio::task::JoinHandle<T>) -> bool {
-        let mut observer = LockObserver::new(self).await;
+        let mut observer = LockObserver::new(self, "").await;
         loop {
             if task.is_finished() {
                 return false;
@@ -316,7 +322,7 @@ impl TestDb {
     /// sessions of this database wait on a lock: the participants a test
     /// holds back are all in place. Panics after 15 s.
     pub async fn wait_for_lock_waiters(&self, n: i64) {
-        let mut observer = LockObserver::new(self).await;
+        let mut observer = LockObserver::new(self, "").await;
         while observer.waiting().await < n {
             observer
                 .tick(&format!(
@@ -331,11 +337,11 @@ impl TestDb {
     /// server's clock, counted from the start of the statement that waits.
     /// Panics after 15 s.
     pub async fn wait_for_a_lock_wait_of(&self, at_least: Duration) {
-        let mut observer = LockObserver::new(self).await;
-        observer.sql.push_str(&format!(
-            " AND clock_timestamp() - query_start >= interval '{} milliseconds'",
+        let waited = format!(
+            "AND clock_timestamp() - query_start >= interval '{} milliseconds'",
             at_least.as_millis()
-        ));
+        );
+        let mut observer = LockObserver::new(self, &waited).await;
         while observer.waiting().await < 1 {
             observer
                 .tick(&format!("no session waited on a lock for {at_least:?}"))
@@ -348,7 +354,7 @@ impl TestDb {
     /// (participants parked or done outside PostgreSQL: answered, or
     /// waiting in the service's memory) reach `n`. Panics after 15 s.
     pub async fn wait_until_parked(&self, n: i64, elsewhere: impl Fn() -> i64) {
-        let mut observer = LockObserver::new(self).await;
+        let mut observer = LockObserver::new(self, "").await;
         loop {
             let in_db = observer.waiting().await;
             let outside = elsewhere();
@@ -457,12 +463,14 @@ struct LockObserver {
 }
 
 impl LockObserver {
-    async fn new(db: &TestDb) -> LockObserver {
+    /// Counting the waiting sessions that also meet `and` (SQL beginning
+    /// with `AND`, or empty).
+    async fn new(db: &TestDb, and: &str) -> LockObserver {
         LockObserver {
             conn: db.connect().await,
             sql: format!(
                 "SELECT count(*) AS n FROM pg_stat_activity
-                 WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+                 WHERE datname = '{}' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() {and}",
                 db.name
             ),
             deadline: Instant::now() + Duration::from_secs(15),

@@ -470,7 +470,10 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskR
 /// holds. A part runs only when the filter asks for it: its condition on
 /// `$1` and `$2` alone is a one-time filter of the plan. A lapsed lease
 /// shows as unassigned with no assignee, or as failed when it was the last
-/// attempt (spent); `task_view` then shows the picked rows.
+/// attempt (spent); `task_view` then shows the picked rows. A status asked
+/// with and without an assignee is two parts, not one with
+/// `($2 IS NULL OR assigned_to = $2)`: that condition could walk neither
+/// index.
 const LIST: &str = "
     SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by,
            v.assigned_at, v.lease_expires_at, v.completed_at, v.attempt, v.created_at,

@@ -465,12 +465,17 @@ fn spawn_login(app: &TestApp, email: &str) -> tokio::task::JoinHandle<(u16, serd
 /// both take them in id order, so neither can hold one the other needs
 /// while it waits. Forced: the test holds the middle session (by id); the
 /// log out locks the first and waits on it, then the login queues. Taken
-/// in opposite orders the two deadlock and PostgreSQL aborts one.
+/// in opposite orders the two deadlock and PostgreSQL aborts one. With the
+/// user's three sessions below its cap (5) and at it (3: the login would
+/// evict).
 #[tokio::test]
 async fn a_login_and_a_log_out_everywhere_lock_in_one_order_and_both_succeed() {
-    let app = TestApp::spawn_with(capped(5)).await;
-    let hold = |middle| format!("SELECT id FROM sessions WHERE id = '{middle}' FOR UPDATE");
-    log_out_everywhere_and_login_around_the_middle_session(&app, hold, Ending::RolledBack, 3).await;
+    for cap in [5, 3] {
+        let app = TestApp::spawn_with(capped(cap)).await;
+        let hold = |middle| format!("SELECT id FROM sessions WHERE id = '{middle}' FOR UPDATE");
+        log_out_everywhere_and_login_around_the_middle_session(&app, hold, Ending::RolledBack, 3)
+            .await;
+    }
 }
 
 /// Behind a transaction pooler every call is one transaction, so a log out
@@ -480,15 +485,18 @@ async fn a_login_and_a_log_out_everywhere_lock_in_one_order_and_both_succeed() {
 /// Forced: the test revokes the middle session (by id) uncommitted; the log
 /// out waits on it, the login behind; the test then commits, so the log
 /// out finds a session gone since it looked (a raced first try, retried
-/// under the user's lock).
+/// under the user's lock). Below the cap (5) and at it (3).
 #[tokio::test]
 async fn behind_a_pooler_a_log_out_everywhere_takes_the_user_lock_before_its_sessions() {
-    let mut config = capped(5);
-    config.pooler = Pooler::Transaction;
-    let app = TestApp::spawn_with(config).await;
-    let revoke = |middle| format!("UPDATE sessions SET revoked_at = now() WHERE id = '{middle}'");
-    log_out_everywhere_and_login_around_the_middle_session(&app, revoke, Ending::Committed, 2)
-        .await;
+    for cap in [5, 3] {
+        let mut config = capped(cap);
+        config.pooler = Pooler::Transaction;
+        let app = TestApp::spawn_with(config).await;
+        let revoke =
+            |middle| format!("UPDATE sessions SET revoked_at = now() WHERE id = '{middle}'");
+        log_out_everywhere_and_login_around_the_middle_session(&app, revoke, Ending::Committed, 2)
+            .await;
+    }
 }
 
 /// How the test's transaction on the middle session ends.
