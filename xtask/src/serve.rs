@@ -64,9 +64,13 @@ fn print_walkthrough(bind: &str) {
         r#"
 tessera is listening on {base}   (ctrl-c stops it; data survives restarts)
 
-Try it (bash; needs curl and python3 for reading the token):
+Try it (bash; needs curl and python3 for reading the token). Self-registered
+users are workers; the first user who may create tasks (or an admin) is
+made on the command line:
+  echo 'correct horse battery' | DATABASE_URL=$(cargo xtask db url) \
+      target/release/auth-api users create --email ada@example.com --role worker,assigner
   B={base}; J='Content-Type: application/json'
-  curl -s -XPOST $B/v1/users -H "$J" -d '{{"email":"ada@example.com","password":"correct horse battery"}}'
+  curl -s -XPOST $B/v1/users -H "$J" -d '{{"email":"bob@example.com","password":"correct horse battery"}}'  # a worker
   T=$(curl -s -XPOST $B/v1/sessions -H "$J" -d '{{"email":"ada@example.com","password":"correct horse battery"}}' \
       | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
   curl -s $B/v1/sessions/current -H "Authorization: Bearer $T"            # validate
@@ -78,6 +82,7 @@ Try it (bash; needs curl and python3 for reading the token):
   curl -s -XPOST $B/v1/tasks/claim -H "$J" -H "$A" -d '{{"count":1}}'               # takes it
   curl -s -XPOST $B/v1/tasks/claim -H "$J" -H "$A" -d '{{"count":1,"wait_ms":3000}}' # long poll: claimed 0 after 3 s
   curl -s $B/v1/tasks/stats -H "$A"
+  curl -s $B/v1/users/me -H "$A"                                           # roles: worker, assigner
   curl -s -XDELETE $B/v1/sessions/current -H "Authorization: Bearer $T" -w '%{{http_code}}\n'   # logout: 204
   curl -s $B/v1/sessions/current -H "Authorization: Bearer $T"            # now 401 invalid_token
 "#

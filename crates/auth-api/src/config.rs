@@ -6,6 +6,16 @@ use auth_core::config::{
     Bulkheads, HashParams, HashPoolConfig, PoolConfig, Pooler, QueuePolicy, RetentionPolicy,
     SessionPolicy,
 };
+use auth_core::domain::Roles;
+
+/// Who may create users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Registration {
+    /// Anyone (`POST /v1/users` without a token).
+    Open,
+    /// Only an admin.
+    Closed,
+}
 
 /// What each field means, its variable and its default: the setting of
 /// the same name in [`crate::settings`].
@@ -22,6 +32,9 @@ pub struct ApiConfig {
     /// none behind a transaction pooler unless given.
     pub listen_url: Option<String>,
     pub trusted_proxies: crate::client::TrustedProxies,
+    pub registration: Registration,
+    /// What a self-registered user holds.
+    pub default_roles: Roles,
     pub bulkheads: Bulkheads,
     pub sessions: SessionPolicy,
     pub queue: QueuePolicy,

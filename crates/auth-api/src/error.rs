@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use auth_core::domain::{FieldError, MAX_FIELD_ERRORS};
+use auth_core::domain::{FieldError, MAX_FIELD_ERRORS, Right};
 use auth_core::{QueueError, SessionError, StoreError};
 use serde::Serialize;
 use std::fmt;
@@ -34,6 +34,8 @@ pub enum ApiError {
         retry_after_secs: u64,
     },
     InvalidToken,
+    /// A valid credential without the right the request needs.
+    Forbidden(Right),
     NotAssignee,
     NotCancellable,
     /// A long-poll claim past the bound on waiters (per credential or per instance).
@@ -102,6 +104,7 @@ pub enum ProblemCode {
     InvalidCredentials,
     TooManyAttempts,
     InvalidToken,
+    Forbidden,
     NotAssignee,
     NotCancellable,
     TooManyWaiters,
@@ -122,6 +125,7 @@ impl ProblemCode {
             ProblemCode::InvalidCredentials => "invalid_credentials",
             ProblemCode::TooManyAttempts => "too_many_attempts",
             ProblemCode::InvalidToken => "invalid_token",
+            ProblemCode::Forbidden => "forbidden",
             ProblemCode::NotAssignee => "not_assignee",
             ProblemCode::NotCancellable => "not_cancellable",
             ProblemCode::TooManyWaiters => "too_many_waiters",
@@ -216,6 +220,7 @@ impl ApiError {
                 "Too many failed login attempts",
             ),
             ApiError::InvalidToken => (S::UNAUTHORIZED, C::InvalidToken, "Invalid token"),
+            ApiError::Forbidden(_) => (S::FORBIDDEN, C::Forbidden, "Forbidden"),
             ApiError::NotAssignee => (S::CONFLICT, C::NotAssignee, "Task is not assigned to you"),
             ApiError::NotCancellable => {
                 (S::CONFLICT, C::NotCancellable, "Task is already finished")
@@ -246,6 +251,15 @@ impl ApiError {
                 Some(format!("the body must be at most {limit} bytes"))
             }
             ApiError::UnsupportedMediaType => Some("send Content-Type: application/json".into()),
+            ApiError::Forbidden(right) => Some(format!(
+                "this needs one of the roles {}",
+                right
+                    .granted_by()
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
             ApiError::TooManyAttempts { retry_after_secs } => {
                 Some(format!("try again in {retry_after_secs} s"))
             }

@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, web};
 use auth_core::auth::Principal;
+use auth_core::domain::Right;
 use futures_util::StreamExt as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -156,15 +157,23 @@ impl FromRequest for BearerToken {
     }
 }
 
-/// The session check in front of every `[Session]` route: validates the
-/// bearer token before any extractor runs, so a caller without a valid
-/// session gets `401 invalid_token` and its body is never read (the
-/// contract's "authentication before bodies").
+/// The session check in front of every route but the public ones:
+/// validates the bearer token before any extractor runs, so a caller
+/// without a valid session gets `401 invalid_token` and its body is never
+/// read (the contract's "authentication before bodies"); then, for a route
+/// that needs a right, checks that the roles the validation read grant it
+/// (`403 forbidden`, the body still unread).
 pub async fn require_session(
+    needs: Option<Right>,
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    match authenticate(req.request()).await {
+    let checked = authenticate(req.request()).await.and_then(|principal| {
+        needs
+            .map_or(Ok(()), |right| allow(&principal, right))
+            .map(|()| principal)
+    });
+    match checked {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.call(req).await
@@ -173,7 +182,16 @@ pub async fn require_session(
     }
 }
 
-async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+/// `Ok` when the caller's roles grant `right`; `403 forbidden` otherwise.
+pub fn allow(principal: &Principal, right: Right) -> Result<(), ApiError> {
+    if principal.roles.grant(right) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(right))
+    }
+}
+
+pub(crate) async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let BearerToken(token) = BearerToken::read(req)?;
     let state = req
         .app_data::<web::Data<AppState>>()

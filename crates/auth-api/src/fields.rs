@@ -8,7 +8,7 @@
 //! whole body, at most [`Items`]' bound of array items.
 
 use crate::error::ApiError;
-use auth_core::domain::{FieldError, MAX_FIELD_ERRORS};
+use auth_core::domain::{FieldError, MAX_FIELD_ERRORS, Role, Roles};
 use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -110,6 +110,22 @@ impl Expect for Uuid {
     const WHAT: &'static str = "a UUID string";
     fn from_str(s: &str) -> Option<Self> {
         Uuid::parse_str(s).ok()
+    }
+}
+
+/// An array of role words; an item that is not one makes the whole member
+/// wrong (and the rest is read past, never kept).
+impl Expect for Roles {
+    const WHAT: &'static str = "an array of roles (worker, assigner, admin)";
+    fn from_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Option<Self>, A::Error> {
+        let mut roles = Some(Roles::none());
+        while let Some(item) = seq.next_element::<Member<String>>()? {
+            roles = match (roles, item) {
+                (Some(roles), Member::Given(word)) => Role::parse(&word).map(|r| roles.with(r)),
+                _ => None,
+            };
+        }
+        Ok(roles)
     }
 }
 

@@ -10,6 +10,7 @@ use auth_api::{startup, telemetry};
 use auth_core::auth::SessionService;
 use auth_core::config::{HashPoolConfig, PoolConfig};
 use auth_core::db;
+use auth_core::domain::Role;
 use auth_core::hashing::PasswordHasher;
 use auth_core::retention::{Cleanup, CleanupRun};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
@@ -52,6 +53,10 @@ enum UsersCommand {
     Create {
         #[arg(long)]
         email: String,
+        /// A role to give (worker, assigner, admin); repeatable or
+        /// comma-separated [default: the configured default roles]
+        #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
+        roles: Vec<Role>,
     },
 }
 
@@ -62,6 +67,11 @@ enum SessionsCommand {
         #[arg(long)]
         email: String,
     },
+}
+
+fn parse_role(word: &str) -> Result<Role, String> {
+    Role::parse(word.trim())
+        .ok_or_else(|| format!("`{word}` is not a role (worker, assigner or admin)"))
 }
 
 #[actix_web::main]
@@ -83,18 +93,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cleanup { dry_run } => cleanup(&config()?, dry_run).await,
-        Command::Users(UsersCommand::Create { email }) => {
+        Command::Users(UsersCommand::Create { email, roles }) => {
+            let config = config()?;
+            let roles = match roles.is_empty() {
+                true => config.default_roles,
+                false => roles.into_iter().collect(),
+            };
             let mut password = String::new();
             std::io::stdin()
                 .lock()
                 .read_line(&mut password)
                 .context("reading the password from stdin")?;
-            let user = sessions(&config()?)
+            let user = sessions(&config)
                 .await?
-                .register(&email, password.trim_end_matches(['\r', '\n']))
+                .register(&email, password.trim_end_matches(['\r', '\n']), roles)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("created user {} ({})", user.id, user.email);
+            println!(
+                "created user {} ({}) with roles [{}]",
+                user.id, user.email, user.roles
+            );
             Ok(())
         }
         Command::Sessions(SessionsCommand::Revoke { email }) => {

@@ -1,12 +1,13 @@
 //! The OpenAPI 3.1 document, assembled from the routes' annotations and
 //! their `*Request` / `*Response` types. This module imports the routes,
 //! never the reverse: startup hands the finished document to the route that
-//! serves it. The responses every route shares (401, 400/413/415/422, 404,
-//! 503) are added by [`SharedResponses`] from what an operation has, so no
+//! serves it. The responses every route shares (401, 403 from the route
+//! table's rights, 400/413/415/422, 404, 503) are added by [`SharedResponses`] from what an operation has, so no
 //! route can forget one.
 
 use crate::error::{FieldProblem, Problem, ProblemCode};
-use crate::routes::{health, sessions, tasks, users};
+use crate::routes::{ACCESS, health, sessions, tasks, users};
+use auth_core::domain::Right;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -25,6 +26,10 @@ use utoipa::{Modify, OpenApi};
         health::metrics,
         health::document,
         users::register,
+        users::me,
+        users::list,
+        users::read,
+        users::change,
         sessions::login,
         sessions::list,
         sessions::revoke_all,
@@ -73,17 +78,25 @@ impl Modify for SharedResponses {
         for (path, item) in doc.paths.paths.iter_mut() {
             let uses_database = path.starts_with("/v1/");
             let has_path_id = path.contains('{');
-            for op in [&mut item.get, &mut item.post, &mut item.delete]
-                .into_iter()
-                .flatten()
-            {
-                add_shared(op, uses_database, has_path_id);
+            let ops = [
+                ("get", &mut item.get),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op else { continue };
+                let right = ACCESS
+                    .iter()
+                    .find(|(m, p, _)| *m == method && p == path)
+                    .and_then(|(_, _, access)| access.right());
+                add_shared(op, uses_database, has_path_id, right);
             }
         }
     }
 }
 
-fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool) {
+fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool, right: Option<Right>) {
     let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
     let mut add = |status: &str, response: Response| {
         op.responses
@@ -101,6 +114,9 @@ fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool) {
             .header("WWW-Authenticate", string_header("`Bearer`"))
             .build(),
         );
+    }
+    if let Some(right) = right {
+        add("403", forbidden(right));
     }
     if op.request_body.is_some() {
         add(
@@ -156,6 +172,13 @@ fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool) {
             .build(),
         );
     }
+}
+
+/// The 403 of a route that needs `right`, naming the roles that grant it.
+fn forbidden(right: Right) -> Response {
+    let roles: Vec<&str> = right.granted_by().iter().map(|r| r.as_str()).collect();
+    let why = format!("the caller holds none of the roles {}", roles.join(", "));
+    problem(&[ProblemCode::Forbidden], &why).build()
 }
 
 fn problem(codes: &[ProblemCode], why: &str) -> ResponseBuilder {

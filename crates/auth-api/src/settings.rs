@@ -9,11 +9,12 @@
 //! [`Settings::defaults`].
 
 use crate::client::TrustedProxies;
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, Registration};
 use auth_core::config::{
     Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, PoolProfiles, Pooler,
     QueuePolicy, RetentionPolicy, SessionLimit, SessionPolicy,
 };
+use auth_core::domain::Roles;
 use auth_core::wakeups::WaiterLimits;
 use clap::{Args, FromArgMatches as _};
 use std::path::Path;
@@ -24,6 +25,8 @@ use std::time::Duration;
 pub struct Settings {
     #[command(flatten)]
     pub service: ServiceSettings,
+    #[command(flatten)]
+    pub users: UserSettings,
     #[command(flatten)]
     pub sessions: SessionSettings,
     #[command(flatten)]
@@ -66,6 +69,18 @@ pub struct ServiceSettings {
     /// `json` for JSON log lines
     #[arg(long, env = "TESSERA_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// Who may sign up, and with which roles.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Users")]
+pub struct UserSettings {
+    /// `open`: anyone may register (POST /v1/users); `closed`: only an admin may create users
+    #[arg(long, env = "TESSERA_REGISTRATION", value_enum, default_value_t = Registration::Open)]
+    pub registration: Registration,
+    /// Comma-separated roles (worker, assigner, admin) a self-registered user gets
+    #[arg(long, env = "TESSERA_DEFAULT_ROLES", default_value = "worker")]
+    pub default_roles: Roles,
 }
 
 /// Sessions and logins.
@@ -319,6 +334,8 @@ impl Settings {
             shutdown_grace_secs: service.shutdown_grace_secs,
             pooler: service.db_pooler,
             trusted_proxies: service.trusted_proxies.clone().unwrap_or_default(),
+            registration: self.users.registration,
+            default_roles: self.users.default_roles,
             pool: self.pool.config()?,
             bulkheads: self.bulkheads.config(),
             sessions: self.sessions.policy(),

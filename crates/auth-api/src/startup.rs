@@ -79,6 +79,8 @@ pub async fn build(config: ApiConfig) -> anyhow::Result<Application> {
         pools: pools.clone(),
         metrics,
         trusted_proxies: std::sync::Arc::new(config.trusted_proxies.clone()),
+        registration: config.registration,
+        default_roles: config.default_roles,
         sessions,
         queue,
         cleanup,

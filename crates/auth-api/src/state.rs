@@ -15,6 +15,9 @@ pub struct AppState {
     /// Retention: runs every `TESSERA_CLEANUP_INTERVAL_SECS` (one instance at a time).
     pub cleanup: Cleanup,
     pub metrics: Metrics,
+    /// Who may register themselves, and with which roles.
+    pub registration: crate::config::Registration,
+    pub default_roles: auth_core::domain::Roles,
     /// Whose `X-Forwarded-For` a login believes for its session's IP.
     pub trusted_proxies: std::sync::Arc<crate::client::TrustedProxies>,
     /// `true` once the schema is migrated: until then `/readyz` and the

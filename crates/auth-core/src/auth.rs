@@ -4,11 +4,12 @@
 
 use crate::config::SessionPolicy;
 use crate::db::Db;
-use crate::domain::{ClientInfo, Email, FieldError, Password, SessionToken, TokenHash};
+use crate::domain::{ClientInfo, Email, FieldError, Password, Roles, SessionToken, TokenHash};
 use crate::error::{SessionError, is_unique_violation};
 use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admission, Admitted, Ending, LoginLimit, Settle};
 use crate::store::sessions::{Caller, Revocation};
+use crate::store::users::Account;
 use crate::store::{sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -17,13 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 type Result<T, E = SessionError> = std::result::Result<T, E>;
-
-/// A newly registered user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisteredUser {
-    pub id: Uuid,
-    pub email: String,
-}
 
 /// A session just created or rotated, with the token shown this once.
 #[derive(Debug, Clone)]
@@ -41,6 +35,9 @@ pub struct Principal {
     pub user_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The user's roles as the validation read them: as they are when the
+    /// request started, whatever an earlier request of the session saw.
+    pub roles: Roles,
     /// The token's hash, as validated: a revocation the caller asks for
     /// takes effect only while this is still the session's token (a refresh
     /// between the validation and the revocation makes the call a 401).
@@ -55,6 +52,7 @@ impl std::fmt::Debug for Principal {
             .field("user_id", &self.user_id)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("roles", &self.roles)
             .finish_non_exhaustive()
     }
 }
@@ -82,9 +80,9 @@ pub struct ReuseStats {
 
 #[derive(Clone, Debug)]
 pub struct SessionService {
-    db: Db,
+    pub(crate) db: Db,
     hasher: PasswordHasher,
-    policy: SessionPolicy,
+    pub(crate) policy: SessionPolicy,
     limit: LoginLimit,
     reuse: Arc<ReuseStats>,
 }
@@ -113,9 +111,9 @@ impl SessionService {
         &self.limit
     }
 
-    /// Creates a user. The unique email constraint decides races: of N
-    /// concurrent registrations of one email exactly one succeeds.
-    pub async fn register(&self, email: &str, password: &str) -> Result<RegisteredUser> {
+    /// Creates a user holding `roles`. The unique email constraint decides
+    /// races: of N concurrent registrations of one email exactly one succeeds.
+    pub async fn register(&self, email: &str, password: &str, roles: Roles) -> Result<Account> {
         let mut errors = Vec::new();
         let email = Email::parse(email)
             .map_err(|d| errors.push(FieldError::new("email", d)))
@@ -126,16 +124,13 @@ impl SessionService {
         let (Some(email), Some(password)) = (email, password) else {
             return Err(SessionError::Invalid(errors));
         };
-        or_fault!(RegistrationCheckThenInsert => crate::faults::register_check_then_insert(&self.db, &self.hasher, email, password).await);
+        or_fault!(RegistrationCheckThenInsert => crate::faults::register_check_then_insert(&self.db, &self.hasher, email, password, roles).await);
         let hash = self.hasher.hash(&password).await?;
         let id = Uuid::new_v4();
         self.db
             .run(
-                async |conn| match users::insert(conn, id, email.as_str(), &hash).await {
-                    Ok(()) => Ok(RegisteredUser {
-                        id,
-                        email: email.to_string(),
-                    }),
+                async |conn| match users::insert(conn, id, email.as_str(), &hash, roles).await {
+                    Ok(account) => Ok(account),
                     Err(e) if is_unique_violation(&e) => Err(SessionError::EmailTaken),
                     Err(e) => Err(e.into()),
                 },
@@ -301,11 +296,12 @@ impl SessionService {
     /// one write per session per touch interval). One statement
     /// ([`sessions::validate`]), a second only for a token that opens nothing.
     pub async fn validate(&self, token: &str) -> Result<Principal> {
+        or_fault!(RolesCachedPerInstance => crate::faults::validate_with_roles_first_seen(self, token).await);
         let token = SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
         // `None` is an answer, not an error: behind a transaction pooler an
         // error would roll back the revocation a reused token caused.
         let hash = token.hash();
-        let session = self
+        let found = self
             .db
             .run(async |conn| {
                 let policy = &self.policy;
@@ -319,11 +315,13 @@ impl SessionService {
             })
             .await?
             .ok_or(SessionError::InvalidToken)?;
+        let sessions::Validated { session, roles } = found;
         Ok(Principal {
             session_id: session.id,
             user_id: session.user_id,
             created_at: session.created_at,
             expires_at: session.expires_at(),
+            roles,
             token: hash,
         })
     }

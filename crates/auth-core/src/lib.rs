@@ -47,6 +47,7 @@ macro_rules! or_fault {
     };
 }
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod db;

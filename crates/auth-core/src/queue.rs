@@ -336,7 +336,8 @@ impl TaskQueue {
     /// claimed (its client hung up, and actix dropped the request), they
     /// are released at once, each under the fence of the claim that took
     /// it, with its attempt handed back, instead of staying leased to
-    /// nobody. `check_assignee`: the assignee is another user, who must exist.
+    /// nobody. `check_assignee`: the assignee is another user, who must be
+    /// enabled and hold a role that grants work.
     async fn claim_once(&self, req: ClaimRequest, check_assignee: bool) -> Result<Vec<TaskRow>> {
         let (queue, undo) = (self.clone(), self.clone());
         let claimed = crate::detached::to_end(
@@ -345,9 +346,12 @@ impl TaskQueue {
                     .db
                     .run(async |conn| {
                         if check_assignee
-                            && !crate::store::users::exists(conn, req.assignee).await?
+                            && !crate::store::users::may_work(conn, req.assignee).await?
                         {
-                            return Err(QueueError::invalid("assignee_id", "no such user"));
+                            return Err(QueueError::invalid(
+                                "assignee_id",
+                                "no such user, or one who may not work (no worker role, or disabled)",
+                            ));
                         }
                         Ok(claim_due(conn, req).await?)
                     })

@@ -45,8 +45,11 @@ pub const LIMITS: Limits = Limits {
 impl Limits {
     /// The environment that gives a service these limits (and the
     /// retention [`past_retention_sql`] judges by).
-    pub fn env(&self) -> [(&'static str, String); 4] {
+    pub fn env(&self) -> [(&'static str, String); 5] {
         [
+            // The load and chaos tiers' producers create tasks: users they
+            // register may assign as well as work.
+            ("TESSERA_DEFAULT_ROLES", "worker,assigner".to_owned()),
             (
                 "TESSERA_MAX_SESSIONS_PER_USER",
                 self.sessions_per_user.to_string(),

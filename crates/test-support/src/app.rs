@@ -6,6 +6,7 @@ use auth_api::config::ApiConfig;
 use auth_api::settings::Settings;
 use auth_api::state::AppState;
 use auth_core::config::{HashParams, Pooler, QueuePolicy};
+use auth_core::domain::{Role, Roles};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -27,8 +28,11 @@ pub struct TestApp {
 /// defaults ([`Settings::defaults`]: whatever the environment says), with
 /// what every test changes: cheap argon2, small pools (many tests run in
 /// parallel against one server), the cleanup never running by itself
-/// (tests call `state.cleanup.run()`), and PgBouncer's pooling when the
-/// chaos tier puts one in front (`TESSERA_TEST_PGBOUNCER`). A test changes
+/// (tests call `state.cleanup.run()`), PgBouncer's pooling when the
+/// chaos tier puts one in front (`TESSERA_TEST_PGBOUNCER`), and
+/// self-registered users holding `worker` and `assigner` (what v1 let every
+/// user do: the rules of sessions and the queue are tested apart from who
+/// may call them; the role tests put back the shipped default). A test changes
 /// what it needs; `database_url` left empty means the test's own database
 /// (through that PgBouncer, if any), filled in when the app starts.
 pub fn test_config() -> ApiConfig {
@@ -48,6 +52,7 @@ pub fn test_config() -> ApiConfig {
     config.retention.interval = std::time::Duration::from_secs(24 * 3600);
     config.hash_pool.workers = Some(2);
     config.hash = HashParams::FAST_INSECURE_FOR_TESTS;
+    config.default_roles = [Role::Worker, Role::Assigner].into_iter().collect();
     config
 }
 
@@ -222,6 +227,22 @@ impl TestApp {
 
     // --- one helper per endpoint -------------------------------------------
 
+    /// `PATCH /v1/users/{id}` with `change`, as `token`'s user.
+    pub async fn change_user(&self, token: &str, id: Uuid, change: &Value) -> Response {
+        let req = self
+            .client
+            .patch(self.url(&format!("/v1/users/{id}")))
+            .bearer_auth(token)
+            .json(change);
+        send(req).await
+    }
+
+    /// `GET /v1/users/me`: the caller's roles, as its token is judged now.
+    pub async fn my_roles(&self, token: &str) -> Value {
+        expect_status(self.get("/v1/users/me", Some(token)).await, StatusCode::OK).await["roles"]
+            .clone()
+    }
+
     pub async fn register(&self, email: &str, password: &str) -> Response {
         self.post_json(
             "/v1/users",
@@ -321,6 +342,18 @@ impl TestApp {
             other => panic!("no task action `{other}`"),
         };
         expect_status(res, StatusCode::OK).await
+    }
+
+    /// Creates `email` holding `roles` (as an operator would, on the
+    /// command line) and logs in.
+    pub async fn signup_as(&self, email: &str, roles: &[Role]) -> LoggedIn {
+        let roles: Roles = roles.iter().copied().collect();
+        self.state
+            .sessions
+            .register(email, PASSWORD, roles)
+            .await
+            .unwrap_or_else(|e| panic!("creating {email}: {e}"));
+        self.login_ok(email).await
     }
 
     /// Registers `email` with a fixed password and logs in.

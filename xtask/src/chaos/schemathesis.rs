@@ -178,7 +178,13 @@ fn summary_number(output: &str, word: &str) -> Option<u64> {
 /// Whether a series counts requests of the run: not the scrapes of
 /// /metrics, nor the start's polls of /readyz (503 until migrated).
 fn counted(series: &str) -> bool {
-    !series.contains("route=\"/metrics\"") && !series.contains("route=\"/readyz\"")
+    // Whole series only: `Samples` also keeps each label's sum over the
+    // others (`{status="503"}`, `{route="/v1/users"}`), which would count
+    // answers twice and the start's readiness probes too.
+    series.contains("route=\"")
+        && series.contains("status=\"")
+        && !series.contains("route=\"/metrics\"")
+        && !series.contains("route=\"/readyz\"")
 }
 
 /// Requests the service answered, by status, excluding its own scrapes.

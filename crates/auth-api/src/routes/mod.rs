@@ -9,6 +9,7 @@ pub(crate) mod users;
 use crate::error::ApiError;
 use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, Resource, Route, web};
+use auth_core::domain::Right;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,13 @@ pub enum Access {
     /// A valid bearer token, checked before anything else of the request is
     /// read (see [`crate::extract::require_session`]).
     Session,
+    /// A valid bearer token whose user holds a role granting
+    /// [`Right::Work`], checked likewise (`403` otherwise).
+    Work,
+    /// ... granting [`Right::Assign`].
+    Assign,
+    /// ... granting [`Right::Administer`].
+    Administer,
     /// A bearer token the handler checks itself, in the statement that uses
     /// it (refresh: the swap is the check). Such a route reads no body.
     Token,
@@ -26,7 +34,11 @@ pub enum Access {
 /// and `SERVED` lists them, so the OpenAPI coverage test compares the
 /// document with what is really routed, not with a hand-kept copy. A
 /// `[Session]` route is wrapped in the session check, so its body is never
-/// read for a caller without a valid token.
+/// read for a caller without a valid token; a `[Work]`, `[Assign]` or
+/// `[Administer]` route also needs a role granting that right: this table
+/// is where who may do what is read (the two routes whose right depends on
+/// what they are asked, `GET /v1/tasks` and the claim, ask for
+/// [`Right::Assign`] in their handler when they act for someone else).
 macro_rules! contract_routes {
     ($($path:literal => { $($method:ident [$access:ident] $handler:path),+ $(,)? })+) => {
         /// Every route of the contract, each answering 405 for other methods.
@@ -48,7 +60,9 @@ contract_routes! {
     "/readyz" => { get [Public] health::readyz }
     "/metrics" => { get [Public] health::metrics }
     "/openapi.json" => { get [Public] health::document }
-    "/v1/users" => { post [Public] users::register }
+    "/v1/users" => { post [Public] users::register, get [Administer] users::list }
+    "/v1/users/me" => { get [Session] users::me }
+    "/v1/users/{id}" => { get [Administer] users::read, patch [Administer] users::change }
     "/v1/sessions" => {
         post [Public] sessions::login,
         get [Session] sessions::list,
@@ -57,21 +71,39 @@ contract_routes! {
     "/v1/sessions/current" => { get [Session] sessions::current, delete [Session] sessions::logout }
     "/v1/sessions/current/refresh" => { post [Token] sessions::refresh }
     "/v1/sessions/{session_id}" => { delete [Session] sessions::revoke }
-    "/v1/tasks" => { post [Session] tasks::create, get [Session] tasks::list }
-    "/v1/tasks/claim" => { post [Session] tasks::claim }
-    "/v1/tasks/stats" => { get [Session] tasks::stats }
-    "/v1/tasks/{id}/complete" => { post [Session] tasks::complete }
-    "/v1/tasks/{id}/release" => { post [Session] tasks::release }
-    "/v1/tasks/{id}/heartbeat" => { post [Session] tasks::heartbeat }
-    "/v1/tasks/{id}/fail" => { post [Session] tasks::fail }
-    "/v1/tasks/{id}/cancel" => { post [Session] tasks::cancel }
+    "/v1/tasks" => { post [Assign] tasks::create, get [Work] tasks::list }
+    "/v1/tasks/claim" => { post [Work] tasks::claim }
+    "/v1/tasks/stats" => { get [Assign] tasks::stats }
+    "/v1/tasks/{id}/complete" => { post [Work] tasks::complete }
+    "/v1/tasks/{id}/release" => { post [Work] tasks::release }
+    "/v1/tasks/{id}/heartbeat" => { post [Work] tasks::heartbeat }
+    "/v1/tasks/{id}/fail" => { post [Work] tasks::fail }
+    "/v1/tasks/{id}/cancel" => { post [Assign] tasks::cancel }
 }
 
-/// A route as its access demands: session routes behind the session check.
+impl Access {
+    /// The right a route needs beyond a valid session, if any.
+    pub fn right(self) -> Option<Right> {
+        match self {
+            Access::Public | Access::Token | Access::Session => None,
+            Access::Work => Some(Right::Work),
+            Access::Assign => Some(Right::Assign),
+            Access::Administer => Some(Right::Administer),
+        }
+    }
+}
+
+/// A route as its access demands: all but the public ones behind the
+/// session check, which also checks the right the route needs.
 fn gate(access: Access, route: Route) -> Route {
     match access {
         Access::Public | Access::Token => route,
-        Access::Session => route.wrap(from_fn(crate::extract::require_session)),
+        Access::Session | Access::Work | Access::Assign | Access::Administer => {
+            let needs = access.right();
+            route.wrap(from_fn(move |req, next| {
+                crate::extract::require_session(needs, req, next)
+            }))
+        }
     }
 }
 

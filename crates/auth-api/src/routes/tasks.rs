@@ -6,7 +6,7 @@ use crate::extract::{Authenticated, JsonBody, OptionalJsonBody, path_id};
 use crate::fields::{Fields, FromJson, Items, Member, Object};
 use crate::state::AppState;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
-use auth_core::domain::{self, FieldError};
+use auth_core::domain::{self, FieldError, Right};
 use auth_core::queue::{Claimant, DEFAULT_MAX_ATTEMPTS, MAX_BATCH, NewTask, TaskFilter, Wait};
 use auth_core::store::tasks::TaskRow;
 use chrono::{DateTime, Utc};
@@ -431,6 +431,7 @@ pub async fn create(
     request_body = ClaimRequest,
     responses(
         (status = 200, description = "What this call assigned", body = ClaimResponse),
+        (status = 403, description = "`forbidden`: the caller holds no role that works, or gives an `assignee_id` of someone else without being an assigner or admin", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_waiters`: a long poll past the bound per session or per instance, answered at once", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds before trying again"))),
     )
@@ -446,6 +447,12 @@ pub async fn claim(
         .get::<crate::telemetry::Arrived>()
         .map(|arrived| arrived.0.elapsed())
         .unwrap_or_default();
+    if body
+        .assignee_id
+        .is_some_and(|assignee| assignee != p.user_id)
+    {
+        crate::extract::allow(&p, Right::Assign)?;
+    }
     let wait = Wait::from_millis(body.wait_ms)?.less(spent);
     let claimant = Claimant {
         user: p.user_id,
@@ -589,6 +596,7 @@ pub async fn cancel(
     params(ListQuery),
     responses(
         (status = 200, description = "Matching tasks", body = TaskListResponse),
+        (status = 403, description = "`forbidden`: a worker may list only its own tasks (`assignee=me`); any other listing needs assigner or admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`validation_failed`: a bad query value", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -598,6 +606,9 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string(), p.user_id)?;
+    if query.assignee != Some(p.user_id) {
+        crate::extract::allow(&p, Right::Assign)?;
+    }
     let tasks = state.queue.list(query.into()).await?;
     Ok(HttpResponse::Ok().json(TaskListResponse::of(tasks)))
 }

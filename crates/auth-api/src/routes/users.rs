@@ -1,12 +1,17 @@
-//! `POST /v1/users`.
+//! Users: registration, the caller's own account, and what admins manage.
 
+use crate::config::Registration;
 use crate::error::ApiError;
 use crate::error::Problem;
-use crate::extract::JsonBody;
+use crate::extract::{Authenticated, JsonBody, authenticate, path_id};
 use crate::fields::{Fields, FromJson, Member};
 use crate::state::AppState;
-use actix_web::{HttpResponse, web};
-use auth_core::domain::FieldError;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use auth_core::accounts::{MAX_LISTED_USERS, UserChange};
+use auth_core::domain::{FieldError, Right, Role, Roles};
+use auth_core::store::users::Account;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -38,12 +43,60 @@ pub struct RegisterRequest {
     )]
     #[serde(default)]
     pub password: Member<String>,
+    /// Only an admin may give roles; without them the user gets the
+    /// configured default roles (`TESSERA_DEFAULT_ROLES`).
+    #[schema(schema_with = optional_roles_schema, required = false)]
+    #[serde(default)]
+    pub roles: Member<Roles>,
+}
+
+/// The schema of a set of roles: an array of the role words, written from
+/// `Role::ALL`.
+fn roles_schema() -> utoipa::openapi::schema::Array {
+    roles_array().build()
+}
+
+/// [`roles_schema`] where the member may be left out or `null` (the
+/// default then applies).
+fn optional_roles_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::{Type, schema::SchemaType};
+    roles_array()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .build()
+}
+
+fn roles_array() -> utoipa::openapi::schema::ArrayBuilder {
+    let words: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    let role = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(words));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(role)
+        .description(Some(
+            "Roles: `worker` (claims and works its own tasks), `assigner` (also creates, cancels, assigns and reads every task), `admin` (everything, users too)",
+        ))
+}
+
+/// A registration as read: the credentials, and the roles if given.
+pub struct NewUser {
+    credentials: Credentials,
+    roles: Option<Roles>,
 }
 
 impl FromJson for RegisterRequest {
-    type Checked = Credentials;
-    fn check(self) -> Result<Credentials, Vec<FieldError>> {
-        Credentials::check(self.email, self.password)
+    type Checked = NewUser;
+    fn check(self) -> Result<NewUser, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let roles = f.optional("roles", self.roles);
+        let credentials = Credentials::check(self.email, self.password);
+        match (credentials, f.finish(Some(roles))) {
+            (Ok(credentials), Ok(roles)) => Ok(NewUser { credentials, roles }),
+            (Err(mut errors), other) => {
+                errors.extend(other.err().unwrap_or_default());
+                Err(errors)
+            }
+            (Ok(_), Err(errors)) => Err(errors),
+        }
     }
 }
 
@@ -66,32 +119,199 @@ impl Credentials {
     }
 }
 
-/// A registered user.
+/// A user.
 #[derive(Serialize, ToSchema)]
 pub struct UserResponse {
     id: uuid::Uuid,
     /// As stored: trimmed and lower-cased.
     email: String,
+    #[schema(schema_with = roles_schema)]
+    roles: Roles,
+    created_at: DateTime<Utc>,
+    /// A disabled user has no session and cannot log in.
+    disabled: bool,
+}
+
+impl From<Account> for UserResponse {
+    fn from(a: Account) -> UserResponse {
+        UserResponse {
+            id: a.id,
+            email: a.email,
+            roles: a.roles,
+            created_at: a.created_at,
+            disabled: a.disabled,
+        }
+    }
 }
 
 #[utoipa::path(
     post,
     path = "/v1/users",
     tag = "users",
-    summary = "Register",
+    summary = "Register (or, as an admin, create a user)",
+    description = "Without a token: self-registration, while `TESSERA_REGISTRATION` is `open`, with the default roles. With an admin's token: a user with the `roles` given.",
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = UserResponse),
+        (status = 401, description = "`invalid_token`: a token was sent and is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: registration is closed, or `roles` were given, and the caller is no admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`email_taken`: the email is registered", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = state.sessions.register(&body.email, &body.password).await?;
-    Ok(HttpResponse::Created().json(UserResponse {
-        id: user.id,
-        email: user.email,
+    // A token, when sent, must be valid; only an admin's lifts the limits.
+    let admin = match req.headers().contains_key(header::AUTHORIZATION) {
+        true => Some(authenticate(&req).await?),
+        false => None,
+    };
+    let by_admin = admin
+        .as_ref()
+        .is_some_and(|p| p.roles.grant(Right::Administer));
+    if !by_admin && (state.registration == Registration::Closed || body.roles.is_some()) {
+        return Err(ApiError::Forbidden(Right::Administer));
+    }
+    let roles = body.roles.unwrap_or(state.default_roles);
+    let Credentials { email, password } = body.credentials;
+    let user = state.sessions.register(&email, &password, roles).await?;
+    Ok(HttpResponse::Created().json(UserResponse::from(user)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/users/me",
+    tag = "users",
+    summary = "The caller's own account",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller", body = UserResponse))
+)]
+pub async fn me(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let user = state.sessions.account(p.user_id).await?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+}
+
+/// `GET /v1/users` parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListQuery {
+    /// Users whose email sorts after this one (the last email of the page before).
+    after: Option<String>,
+    /// At most this many users (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// A page of users, by email.
+#[derive(Serialize, ToSchema)]
+pub struct UserListResponse {
+    users: Vec<UserResponse>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    summary = "List users by email (admin)",
+    security(("bearer" = [])),
+    params(UserListQuery),
+    responses(
+        (status = 200, description = "A page of users", body = UserListResponse),
+        (status = 422, description = "`validation_failed`: a bad query value", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<UserListQuery>::from_query(req.query_string()).map_err(|_| {
+        ApiError::Validation(vec![FieldError::new(
+            "query",
+            "limit must be an integer from 1 to 1000",
+        )])
+    })?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LISTED_USERS).contains(&limit) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "limit",
+            "must be from 1 to 1000",
+        )]));
+    }
+    let users = state
+        .sessions
+        .accounts(query.after.as_deref(), limit)
+        .await?;
+    Ok(HttpResponse::Ok().json(UserListResponse {
+        users: users.into_iter().map(UserResponse::from).collect(),
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Read a user (admin)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = UserResponse),
+        (status = 404, description = "`not_found`: no such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user = state.sessions.account(path_id(&id)?).await?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+}
+
+/// `PATCH /v1/users/{id}`: what to change; a member left out stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeUserRequest {
+    /// The user's roles from now on (every request that starts after this
+    /// call returned is judged by them, on every instance).
+    #[schema(schema_with = optional_roles_schema, required = false)]
+    #[serde(default)]
+    roles: Member<Roles>,
+    /// `true` disables the user and revokes all its sessions in the same
+    /// transaction; `false` enables it again.
+    #[schema(value_type = Option<bool>)]
+    #[serde(default)]
+    disabled: Member<bool>,
+}
+
+impl FromJson for ChangeUserRequest {
+    type Checked = UserChange;
+    fn check(self) -> Result<UserChange, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let roles = f.optional("roles", self.roles);
+        let disabled = f.optional("disabled", self.disabled);
+        f.finish(Some(UserChange { roles, disabled }))
+    }
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{id}",
+    tag = "users",
+    summary = "Change a user's roles, or disable it (admin)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    request_body = ChangeUserRequest,
+    responses(
+        (status = 200, description = "The user as it now is", body = UserResponse),
+        (status = 404, description = "`not_found`: no such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn change(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    JsonBody(change): JsonBody<ChangeUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = state.sessions.change_user(path_id(&id)?, change).await?;
+    Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }

@@ -3,6 +3,7 @@
 //! commands do what they print, checked by reading the database afresh.
 
 use reqwest::StatusCode;
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use test_support::app::expect_status;
@@ -12,6 +13,24 @@ use tokio::io::AsyncWriteExt as _;
 /// Runs `auth-api args...` against `database_url`, `stdin` on its input;
 /// it must succeed; returns its stdout.
 async fn auth_api(database_url: &str, args: &[&str], stdin: &str) -> String {
+    let out = run(database_url, args, stdin).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "auth-api {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `auth-api args...`, which must fail; what it said on stderr.
+async fn auth_api_fails(database_url: &str, args: &[&str]) -> String {
+    let out = run(database_url, args, "").await;
+    assert!(!out.status.success(), "auth-api {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn run(database_url: &str, args: &[&str], stdin: &str) -> std::process::Output {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_auth-api"))
         .args(args)
         .env("DATABASE_URL", database_url)
@@ -26,14 +45,7 @@ async fn auth_api(database_url: &str, args: &[&str], stdin: &str) -> String {
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.as_bytes()).await.unwrap();
     drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "auth-api {args:?} failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    child.wait_with_output().await.unwrap()
 }
 
 /// `TESSERA_*` and `DATABASE_URL` names in `text`.
@@ -109,16 +121,54 @@ async fn users_create_takes_the_password_from_stdin_and_the_user_can_log_in() {
     let app = TestApp::spawn().await;
     let out = auth_api(
         &app.db.url(),
-        &["users", "create", "--email", "Admin@Example.com"],
+        &[
+            "users",
+            "create",
+            "--email",
+            "Admin@Example.com",
+            "--role",
+            "admin",
+        ],
         "correct horse battery\n",
     )
     .await;
     assert!(out.starts_with("created user "), "{out}");
-    assert!(out.trim().ends_with("(admin@example.com)"), "{out}");
+    assert!(
+        out.trim()
+            .ends_with("(admin@example.com) with roles [admin]"),
+        "{out}"
+    );
     let login = app
         .login("admin@example.com", "correct horse battery")
         .await;
-    expect_status(login, StatusCode::CREATED).await;
+    let token = expect_status(login, StatusCode::CREATED).await["token"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let me = expect_status(app.get("/v1/users/me", Some(&token)).await, StatusCode::OK).await;
+    assert_eq!(me["roles"], json!(["admin"]));
+    assert_eq!(me["email"], "admin@example.com");
+    // Without --role: the configured default (the service's own, worker).
+    let out = auth_api(
+        &app.db.url(),
+        &["users", "create", "--email", "plain@example.com"],
+        "correct horse battery\n",
+    )
+    .await;
+    assert!(out.trim().ends_with("with roles [worker]"), "{out}");
+    let bad = auth_api_fails(
+        &app.db.url(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "x@example.com",
+            "--role",
+            "root",
+        ],
+    )
+    .await;
+    assert!(bad.contains("`root` is not a role"), "{bad}");
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod operations;
 mod pooler;
 mod queue_rules;
 mod retention;
+mod roles;
 mod round_trips;
 mod security;
 mod session_security;

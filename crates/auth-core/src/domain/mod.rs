@@ -3,12 +3,14 @@
 mod client;
 mod email;
 mod password;
+mod role;
 mod task_status;
 mod token;
 
 pub use client::{ClientInfo, MAX_USER_AGENT_CHARS};
 pub use email::Email;
 pub use password::Password;
+pub use role::{Right, Role, Roles};
 pub use task_status::{SqlTaskStatus, TaskStatus};
 pub use token::{SessionToken, TokenHash};
 

@@ -87,7 +87,8 @@ pub(crate) async fn register_check_then_insert(
     hasher: &crate::hashing::PasswordHasher,
     email: crate::domain::Email,
     password: crate::domain::Password,
-) -> Result<crate::auth::RegisteredUser, crate::SessionError> {
+    roles: crate::domain::Roles,
+) -> Result<crate::store::users::Account, crate::SessionError> {
     let found = db
         .run(async |conn| {
             Ok::<_, crate::SessionError>(
@@ -102,14 +103,10 @@ pub(crate) async fn register_check_then_insert(
     let id = uuid::Uuid::new_v4();
     db.run(async |conn| {
         Ok::<_, crate::SessionError>(
-            sql::insert_user_ignoring_conflict(conn, id, email.as_str(), &hash).await?,
+            sql::insert_user_ignoring_conflict(conn, id, email.as_str(), &hash, roles).await?,
         )
     })
-    .await?;
-    Ok(crate::auth::RegisteredUser {
-        id,
-        email: email.to_string(),
-    })
+    .await
 }
 
 /// Refresh as read-then-update-by-id: every reader of the old token rotates.
@@ -225,3 +222,66 @@ pub(crate) async fn wait_deaf(
 /// The broken statements behind the faults above, whole, so the real store
 /// reads as the real SQL (it swaps them in with `statement!`).
 pub(crate) mod sql;
+
+/// `roles_cached_per_instance`: a validation that serves each session with
+/// the roles this instance saw at its first validation (reuse detection
+/// left out: this fault is about roles).
+pub(crate) async fn validate_with_roles_first_seen(
+    service: &crate::auth::SessionService,
+    token: &str,
+) -> Result<crate::auth::Principal, crate::SessionError> {
+    use crate::SessionError;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static SEEN: OnceLock<Mutex<HashMap<uuid::Uuid, crate::domain::Roles>>> = OnceLock::new();
+    let token = crate::domain::SessionToken::parse(token).ok_or(SessionError::InvalidToken)?;
+    let hash = token.hash();
+    let policy = &service.policy;
+    let found = service
+        .db
+        .run(async |conn| {
+            crate::store::sessions::validate(
+                conn,
+                &hash,
+                policy.touch_interval,
+                policy.idle_timeout,
+            )
+            .await
+            .map_err(crate::StoreError::from)
+        })
+        .await?
+        .ok_or(SessionError::InvalidToken)?;
+    let session = found.session;
+    let roles = *SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .map_err(|_| SessionError::InvalidToken)?
+        .entry(session.id)
+        .or_insert(found.roles);
+    Ok(crate::auth::Principal {
+        session_id: session.id,
+        user_id: session.user_id,
+        created_at: session.created_at,
+        expires_at: session.expires_at(),
+        roles,
+        token: hash,
+    })
+}
+
+/// `disable_revokes_before_locking`: revokes the user's sessions, then
+/// takes the user's row lock by the update that disables it.
+pub(crate) async fn revoke_then_disable(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: uuid::Uuid,
+    change: crate::accounts::UserChange,
+) -> Result<crate::store::users::Account, crate::SessionError> {
+    if change.disabled == Some(true) {
+        crate::store::sessions::revoke(conn, None, id, None, true)
+            .await
+            .map_err(crate::StoreError::from)?;
+    }
+    crate::store::users::change(conn, id, change.roles, change.disabled)
+        .await
+        .map_err(crate::StoreError::from)?
+        .ok_or(crate::SessionError::NotFound)
+}

@@ -16,11 +16,12 @@ use uuid::Uuid;
 /// re-check that the session is still active, reviving one revoked meanwhile.
 pub const VALIDATE_REVIVING: &str = "\
 WITH found AS (
-    SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at,
-           now() - last_seen_at >= make_interval(secs => $2) AS due
-    FROM sessions
-    WHERE token_hash = $1
-      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+    SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, s.absolute_expires_at,
+           s.revoked_at, now() - s.last_seen_at >= make_interval(secs => $2) AS due,
+           u.roles::text[] AS roles
+    FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+    WHERE s.token_hash = $1
+      AND s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
 ), touched AS (
     UPDATE sessions
     SET last_seen_at = now(),
@@ -29,9 +30,9 @@ WITH found AS (
     WHERE id = (SELECT id FROM found WHERE due)
     RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
 )
-SELECT * FROM touched
+SELECT touched.*, found.roles FROM touched, found
 UNION ALL
-SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
+SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at, roles
 FROM found WHERE NOT due";
 
 /// `login_counts_unlocked_rows`: the login counts its user's sessions from
@@ -59,7 +60,7 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT clock_timestamp() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// `login_locks_sessions_out_of_order`: the login locks its user's
@@ -74,6 +75,35 @@ WITH reported AS (
     FROM sessions
     WHERE user_id = $2 AND revoked_at IS NULL
     ORDER BY id DESC FOR UPDATE
+), expired AS (
+    DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
+), active AS (
+    SELECT id, created_at FROM unrevoked WHERE live
+), evicted AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE revoked_at IS NULL
+      AND id IN (SELECT id FROM active ORDER BY created_at, id
+                 LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
+)
+INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                      absolute_expires_at, user_agent, ip)
+SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+       t + make_interval(secs => $5), $6, $7::inet
+FROM (SELECT clock_timestamp() AS t) AS issued
+WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
+RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
+
+/// `login_ignores_disabled`: the session is opened for any user that
+/// exists, disabled or not.
+pub const OPEN_IGNORING_DISABLED: &str = "\
+WITH reported AS (
+    UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
+    WHERE id = $8
+), unrevoked AS (
+    SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
+    FROM sessions
+    WHERE user_id = $2 AND revoked_at IS NULL
+    ORDER BY id FOR UPDATE
 ), expired AS (
     DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
 ), active AS (
@@ -118,7 +148,7 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT now() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// `refresh_without_revoked_guard`: the rotation checks expiry but not
@@ -324,22 +354,27 @@ pub async fn count_active(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryR
 }
 
 /// Registration: an insert that ignores a conflict (after a check that
-/// a concurrent registration passes too).
+/// a concurrent registration passes too), answering as if it inserted.
 pub async fn insert_user_ignoring_conflict(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     email: &str,
     hash: &str,
-) -> QueryResult<()> {
+    roles: crate::domain::Roles,
+) -> QueryResult<crate::store::users::Account> {
     diesel::sql_query(
-        "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "WITH inserted AS (
+             INSERT INTO users (id, email, password_hash, roles) VALUES ($1, $2, $3, $4::user_role[])
+             ON CONFLICT DO NOTHING
+         )
+         SELECT $1 AS id, $2 AS email, $4 AS roles, now() AS created_at, false AS disabled",
     )
     .bind::<SqlUuid, _>(id)
     .bind::<Text, _>(email)
     .bind::<Text, _>(hash)
-    .execute(conn)
+    .bind::<Array<Text>, _>(roles.words())
+    .get_result(conn)
     .await
-    .map(|_| ())
 }
 
 /// Refresh: read the session by token, then rotate it by id, so every
@@ -486,7 +521,7 @@ SELECT decided.verdict,
             FROM failures)
        END AS retry_after_secs,
        u.id AS user_id, u.password_hash
-FROM decided LEFT JOIN users AS u ON u.email = $1";
+FROM decided LEFT JOIN users AS u ON u.email = $1 AND u.disabled_at IS NULL";
 
 /// `login_limit_refuses_in_flight`, the limit as first written (contract
 /// v1.1): a check in flight counts like a failure, so logins that merely
@@ -522,7 +557,7 @@ SELECT decided.verdict,
             FROM counted)
        END AS retry_after_secs,
        u.id AS user_id, u.password_hash
-FROM decided LEFT JOIN users AS u ON u.email = $1";
+FROM decided LEFT JOIN users AS u ON u.email = $1 AND u.disabled_at IS NULL";
 
 /// Folds the task-count deltas in separate statements: what a writer
 /// appends between the read and the delete is deleted unsummed.

@@ -99,4 +99,15 @@ faults! {
     /// A JSON body is read whole and parsed into a `serde_json::Value`
     /// before its members are judged (memory follows what it holds).
     BodyReadWhole => "body_read_whole",
+    /// Each instance keeps the roles a session's first validation read and
+    /// serves its later requests with them (a role taken away stays in
+    /// force where it was seen).
+    RolesCachedPerInstance => "roles_cached_per_instance",
+    /// Disabling revokes the user's sessions before taking the user's row
+    /// lock: a login that held the lock meanwhile commits a session the
+    /// revocation never saw.
+    DisableRevokesBeforeLocking => "disable_revokes_before_locking",
+    /// A login opens its session without re-reading, under the user's
+    /// lock, whether the user was disabled while it checked the password.
+    LoginIgnoresDisabled => "login_ignores_disabled",
 }

@@ -100,7 +100,7 @@ SELECT decided.verdict,
             FROM failures)
        END AS retry_after_secs,
        u.id AS user_id, u.password_hash
-FROM decided LEFT JOIN users AS u ON u.email = $1";
+FROM decided LEFT JOIN users AS u ON u.email = $1 AND u.disabled_at IS NULL";
 
 /// [`ADMIT`] as this build sends it: under a chosen fault, the statement
 /// that breaks it.

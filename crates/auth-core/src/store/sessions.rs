@@ -2,11 +2,11 @@
 //! neither its idle nor its absolute expiry has passed.
 
 use super::{Prepared as _, secs};
-use crate::domain::{ClientInfo, TokenHash};
+use crate::domain::{ClientInfo, Roles, TokenHash};
 use chrono::{DateTime, Utc};
 use diesel::result::Error as DbError;
 use diesel::sql_types::{
-    BigInt, Bool, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+    Array, BigInt, Bool, Bytea, Double, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel::{Queryable, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -45,15 +45,19 @@ impl SessionRow {
 /// (at most one write per session per interval; never past the absolute
 /// expiry). The touch writes only while the session is still active, as
 /// PostgreSQL re-reads a row it waited for: a touch that queued behind a
-/// revocation answers nothing rather than reviving the session. Public so
+/// revocation answers nothing rather than reviving the session. The
+/// user's roles are read by the same statement, so a role taken away is
+/// gone for every request that starts after the change committed, on every
+/// instance (nothing caches them). Public so
 /// the load tier's `--ceiling` run times exactly this statement.
 pub const VALIDATE: &str = "\
 WITH found AS (
-    SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at,
-           now() - last_seen_at >= make_interval(secs => $2) AS due
-    FROM sessions
-    WHERE token_hash = $1
-      AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+    SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, s.absolute_expires_at,
+           s.revoked_at, now() - s.last_seen_at >= make_interval(secs => $2) AS due,
+           u.roles::text[] AS roles
+    FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+    WHERE s.token_hash = $1
+      AND s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
 ), touched AS (
     UPDATE sessions
     SET last_seen_at = now(),
@@ -62,9 +66,9 @@ WITH found AS (
       AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
     RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
 )
-SELECT * FROM touched
+SELECT touched.*, found.roles FROM touched, found
 UNION ALL
-SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at
+SELECT id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at, roles
 FROM found WHERE NOT due";
 
 /// [`VALIDATE`] as this build sends it: under a chosen fault, the statement
@@ -73,13 +77,22 @@ pub fn validate_sql() -> &'static str {
     statement!(VALIDATE, TouchCanUnrevoke => VALIDATE_REVIVING)
 }
 
+/// A validated session and its user's roles as they are now.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Validated {
+    #[diesel(embed)]
+    pub session: SessionRow,
+    #[diesel(sql_type = Array<Text>)]
+    pub roles: Roles,
+}
+
 /// The active session holding `hash`, touched if due (see [`VALIDATE`]).
 pub async fn validate(
     conn: &mut AsyncPgConnection,
     hash: &TokenHash,
     touch_interval: Duration,
     idle: Duration,
-) -> Result<Option<SessionRow>, DbError> {
+) -> Result<Option<Validated>, DbError> {
     diesel::sql_query(validate_sql())
         .bind::<Bytea, _>(hash.0.as_slice())
         .bind::<Double, _>(secs(touch_interval))
@@ -87,7 +100,7 @@ pub async fn validate(
         .prepared()
         .get_results(conn)
         .await
-        .map(|mut rows: Vec<SessionRow>| rows.pop())
+        .map(|mut rows: Vec<Validated>| rows.pop())
 }
 
 /// What a login's session is made of.
@@ -104,7 +117,9 @@ pub struct NewSession<'a> {
 /// count), locks the user's unrevoked sessions, drops the expired ones
 /// (they never validate again, so the count and the eviction read only
 /// live rows), counts the active ones, revokes the oldest beyond
-/// `limit - 1` (`$9`), and inserts the new one. Must run after the user's
+/// `limit - 1` (`$9`), and inserts the new one unless the user is disabled
+/// (a disable that committed while the login waited for the user's lock
+/// wins: it revoked what it saw, and nothing opens after it). Must run after the user's
 /// row lock ([`super::users::lock_sql`]) in the same transaction, as a
 /// statement of its own: only then does its snapshot hold every session
 /// that logins before it committed.
@@ -147,7 +162,7 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT clock_timestamp() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// [`OPEN`] as this build sends it.
@@ -155,10 +170,11 @@ pub fn open_sql() -> &'static str {
     statement!(OPEN,
         LoginCountsUnlockedRows => OPEN_COUNTING_UNLOCKED,
         LoginLocksSessionsOutOfOrder => OPEN_LOCKING_DESCENDING,
-        SessionCreatedAtTxStart => OPEN_DATED_AT_TX_START)
+        SessionCreatedAtTxStart => OPEN_DATED_AT_TX_START,
+        LoginIgnoresDisabled => OPEN_IGNORING_DISABLED)
 }
 
-/// Opens a session by [`OPEN`]. `None`: no such user.
+/// Opens a session by [`OPEN`]. `None`: no such user, or a disabled one.
 pub async fn open(
     conn: &mut AsyncPgConnection,
     new: NewSession<'_>,

@@ -1,9 +1,11 @@
-//! The `users` table.
+//! The `users` table: credentials, roles, and whether a user is disabled.
 
 use super::Prepared as _;
+use crate::domain::{Right, Roles};
+use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
-use diesel::sql_types::{Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -17,23 +19,43 @@ pub struct UserRow {
     pub password_hash: String,
 }
 
+/// A user as the interface shows it.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Account {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Array<Text>)]
+    pub roles: Roles,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Bool)]
+    pub disabled: bool,
+}
+
 /// Inserts a user; a taken email fails with a unique violation.
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     email: &str,
     password_hash: &str,
-) -> Result<(), DbError> {
-    diesel::sql_query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)")
-        .bind::<SqlUuid, _>(id)
-        .bind::<Text, _>(email)
-        .bind::<Text, _>(password_hash)
-        .prepared()
-        .execute(conn)
-        .await
-        .map(|_| ())
+    roles: Roles,
+) -> Result<Account, DbError> {
+    diesel::sql_query(
+        "INSERT INTO users (id, email, password_hash, roles) VALUES ($1, $2, $3, $4::user_role[])
+         RETURNING id, email, roles::text[] AS roles, created_at, disabled_at IS NOT NULL AS disabled",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(email)
+    .bind::<Text, _>(password_hash)
+    .bind::<Array<Text>, _>(roles.words())
+    .prepared()
+    .get_result(conn)
+    .await
 }
 
+/// The user with `email`, disabled or not (the operator's command line).
 pub async fn find_by_email(
     conn: &mut AsyncPgConnection,
     email: &str,
@@ -46,18 +68,88 @@ pub async fn find_by_email(
         .map(|mut rows: Vec<UserRow>| rows.pop())
 }
 
-pub async fn exists(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
+/// Whether user `id` may be given tasks: enabled, and holding a role that
+/// grants [`Right::Work`].
+pub async fn may_work(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
     #[derive(QueryableByName)]
     struct Found {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
+        #[diesel(sql_type = Bool)]
         found: bool,
     }
-    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS found")
-        .bind::<SqlUuid, _>(id)
-        .prepared()
-        .get_result::<Found>(conn)
-        .await
-        .map(|f| f.found)
+    let granting: Vec<&str> = Right::Work
+        .granted_by()
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM users
+                        WHERE id = $1 AND disabled_at IS NULL AND roles && $2::user_role[]) AS found",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Array<Text>, _>(granting)
+    .prepared()
+    .get_result::<Found>(conn)
+    .await
+    .map(|f| f.found)
+}
+
+/// User `id`, if any.
+pub async fn account(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Account>, DbError> {
+    diesel::sql_query(
+        "SELECT id, email, roles::text[] AS roles, created_at, disabled_at IS NOT NULL AS disabled
+         FROM users WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(id)
+    .prepared()
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<Account>| rows.pop())
+}
+
+/// At most `limit` users by email, from the first email after `after`.
+pub async fn accounts(
+    conn: &mut AsyncPgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Account>, DbError> {
+    diesel::sql_query(
+        "SELECT id, email, roles::text[] AS roles, created_at, disabled_at IS NOT NULL AS disabled
+         FROM users WHERE $1::text IS NULL OR email > $1
+         ORDER BY email LIMIT $2",
+    )
+    .bind::<Nullable<Text>, _>(after)
+    .bind::<BigInt, _>(limit)
+    .prepared()
+    .get_results(conn)
+    .await
+}
+
+/// Sets user `id`'s roles and whether it is disabled, each only when
+/// given; `None` for no such user. The update takes the user's row lock, as
+/// a login's does ([`LOCK`]): logins of this user that hold it commit
+/// first, and none opens a session until this transaction ends.
+pub async fn change(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    roles: Option<Roles>,
+    disabled: Option<bool>,
+) -> Result<Option<Account>, DbError> {
+    diesel::sql_query(
+        "UPDATE users
+         SET roles = COALESCE($2::user_role[], roles),
+             disabled_at = CASE WHEN $3 THEN COALESCE(disabled_at, now())
+                                WHEN NOT $3 THEN NULL
+                                ELSE disabled_at END
+         WHERE id = $1
+         RETURNING id, email, roles::text[] AS roles, created_at, disabled_at IS NOT NULL AS disabled",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Nullable<Array<Text>>, _>(roles.map(Roles::words))
+    .bind::<Nullable<Bool>, _>(disabled)
+    .prepared()
+    .get_results(conn)
+    .await
+    .map(|mut rows: Vec<Account>| rows.pop())
 }
 
 /// The statement that takes the user's row lock until the transaction

@@ -17,9 +17,14 @@ mod long_polls;
 mod queue;
 mod queue_v1_1;
 mod retention;
+mod roles;
 mod sessions;
 
+use auth_api::config::ApiConfig;
+use auth_core::config::{PoolConfig, SessionLimit, SessionPolicy};
+use serde_json::json;
 use test_support::TestApp;
+use test_support::app::{PASSWORD, test_config};
 use test_support::concurrency::run_together;
 use test_support::db::Held;
 
@@ -92,4 +97,41 @@ where
         held.release().await;
     });
     results
+}
+
+/// A pool wide enough that every participant reaches PostgreSQL at once.
+pub fn wide_pool() -> ApiConfig {
+    ApiConfig {
+        pool: PoolConfig {
+            max_size: 12,
+            connection_timeout_ms: 15_000,
+            ..PoolConfig::default()
+        },
+        ..test_config()
+    }
+}
+
+/// [`wide_pool`] with a session cap of `cap`.
+pub fn capped(cap: u32) -> ApiConfig {
+    ApiConfig {
+        sessions: SessionPolicy {
+            max_sessions_per_user: SessionLimit::try_from(cap).unwrap(),
+            ..SessionPolicy::default()
+        },
+        ..wide_pool()
+    }
+}
+
+/// A login with the right password, from a participant and a task of its
+/// own (a call the test lets wait on a lock while it acts).
+pub fn spawn_login(
+    app: &TestApp,
+    email: &str,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let p = participant(app);
+    let (url, body) = (
+        p.url("/v1/sessions"),
+        json!({"email": email, "password": PASSWORD}),
+    );
+    tokio::spawn(async move { p.send(p.client.post(url).json(&body)).await })
 }

@@ -1,4 +1,4 @@
-use super::{behind_lock, participant, spawn_request};
+use super::{behind_lock, capped, participant, spawn_login, spawn_request, wide_pool};
 use auth_api::config::ApiConfig;
 use auth_core::config::SessionLimit;
 use auth_core::config::{PoolConfig, Pooler, SessionPolicy};
@@ -10,18 +10,6 @@ use test_support::app::{PASSWORD, test_config, token_bytes};
 use test_support::concurrency::{
     History, check_independent_bits, check_no_success_after_revoke, check_unique, run_together,
 };
-
-/// A pool wide enough that every participant reaches PostgreSQL at once.
-fn wide_pool() -> ApiConfig {
-    ApiConfig {
-        pool: PoolConfig {
-            max_size: 12,
-            connection_timeout_ms: 15_000,
-            ..PoolConfig::default()
-        },
-        ..test_config()
-    }
-}
 
 #[tokio::test]
 async fn concurrent_registrations_of_one_email_yield_one_user() {
@@ -439,27 +427,6 @@ async fn a_revocation_that_lost_its_token_to_a_refresh_is_refused() {
 }
 
 /// A wide pool and a cap of `cap` sessions per user.
-fn capped(cap: u32) -> ApiConfig {
-    ApiConfig {
-        sessions: SessionPolicy {
-            max_sessions_per_user: SessionLimit::try_from(cap).unwrap(),
-            ..SessionPolicy::default()
-        },
-        ..wide_pool()
-    }
-}
-
-/// A login with the right password, from a participant and a task of its
-/// own (a call the test lets wait on a lock while it acts).
-fn spawn_login(app: &TestApp, email: &str) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
-    let p = participant(app);
-    let (url, body) = (
-        p.url("/v1/sessions"),
-        json!({"email": email, "password": PASSWORD}),
-    );
-    tokio::spawn(async move { p.send(p.client.post(url).json(&body)).await })
-}
-
 /// A login and a log out everywhere lock the same user's sessions, the
 /// login under the user's lock and the log out (its first try) without it:
 /// both take them in id order, so neither can hold one the other needs

@@ -1,0 +1,66 @@
+//! Users as an admin manages them: read, list, change roles, disable.
+//! Who may call these is the interface's business (the `admin` role);
+//! what they do to sessions is this module's.
+
+use crate::SessionError;
+use crate::auth::SessionService;
+use crate::domain::Roles;
+use crate::store::users::Account;
+use crate::store::{sessions, users};
+use uuid::Uuid;
+
+/// Most users one listing returns.
+pub const MAX_LISTED_USERS: i64 = 1000;
+
+/// What an admin changes of a user; `None` leaves it as it is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserChange {
+    pub roles: Option<Roles>,
+    pub disabled: Option<bool>,
+}
+
+impl SessionService {
+    /// User `id`; `NotFound` when there is none.
+    pub async fn account(&self, id: Uuid) -> Result<Account, SessionError> {
+        self.db
+            .run(async |conn| Ok::<_, SessionError>(users::account(conn, id).await?))
+            .await?
+            .ok_or(SessionError::NotFound)
+    }
+
+    /// At most `limit` users by email, from the first email after `after`.
+    pub async fn accounts(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Account>, SessionError> {
+        let limit = limit.clamp(1, MAX_LISTED_USERS);
+        self.db
+            .run(async |conn| Ok(users::accounts(conn, after, limit).await?))
+            .await
+    }
+
+    /// Changes user `id`'s roles or disables (enables) it; `NotFound` when
+    /// there is none. Roles are read afresh by every request's validation,
+    /// so the change is in force for every request that starts after this
+    /// returns, on every instance. Disabling revokes every session of the
+    /// user in the same transaction, by a statement of its own after the
+    /// update: the update takes the user's row lock, so every login that
+    /// held it has committed its session, which that statement's snapshot
+    /// then holds; logins that wait for the lock find the user disabled
+    /// ([`sessions::OPEN`]) and open nothing.
+    pub async fn change_user(&self, id: Uuid, change: UserChange) -> Result<Account, SessionError> {
+        self.db
+            .transaction(async |conn| {
+                or_fault!(DisableRevokesBeforeLocking => crate::faults::revoke_then_disable(conn, id, change).await);
+                let account = users::change(conn, id, change.roles, change.disabled)
+                    .await?
+                    .ok_or(SessionError::NotFound)?;
+                if change.disabled == Some(true) {
+                    sessions::revoke(conn, None, id, None, true).await?;
+                }
+                Ok(account)
+            })
+            .await
+    }
+}

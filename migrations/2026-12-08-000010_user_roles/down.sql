@@ -1,0 +1,2 @@
+ALTER TABLE users DROP COLUMN roles, DROP COLUMN disabled_at;
+DROP TYPE user_role;
