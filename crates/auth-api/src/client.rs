@@ -1,7 +1,10 @@
 //! Who is calling: the `User-Agent` and IP a login's session keeps. The IP
 //! is the peer's, unless the peer is a trusted proxy (`TESSERA_TRUSTED_PROXIES`),
-//! in which case it is the left-most `X-Forwarded-For` entry: a client can
-//! put anything there, so only a proxy we run may speak for it.
+//! in which case it is read from `X-Forwarded-For`, walking from the right:
+//! the first address that is not itself a trusted proxy. A proxy that
+//! appends (nginx's `$proxy_add_x_forwarded_for`, cloud load balancers)
+//! keeps whatever the client wrote on the left, so only the entries our own
+//! proxies appended, on the right, are believed.
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
@@ -35,16 +38,22 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&peer))
     }
 
-    /// The client's address: the left-most `X-Forwarded-For` entry when the
-    /// peer is trusted and the entry is an address, else the peer's.
+    /// The client's address. From a trusted peer: the right-most
+    /// `X-Forwarded-For` entry that is not a trusted proxy (every entry
+    /// trusted: the left-most, the first hop of a chain we run); an entry
+    /// that is no address before that one means the header cannot be
+    /// read, and the peer's address stands. From any other peer: its own.
     pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
         let forwarded = || {
-            forwarded_for?
-                .split(',')
-                .next()?
-                .trim()
-                .parse::<IpAddr>()
-                .ok()
+            let mut hop = None;
+            for entry in forwarded_for?.rsplit(',') {
+                let ip = entry.trim().parse::<IpAddr>().ok()?;
+                hop = Some(ip);
+                if !self.trusts(ip) {
+                    break;
+                }
+            }
+            hop
         };
         match peer {
             Some(peer) if self.trusts(peer) => forwarded().or(Some(peer)),
@@ -59,10 +68,15 @@ impl TrustedProxies {
                 .get(name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
-        let ip = self.client_ip(
-            req.peer_addr().map(|a| a.ip()),
-            text(header::HeaderName::from_static("x-forwarded-for")).as_deref(),
-        );
+        // Several header lines are one list, in order (RFC 9110, 5.3): a
+        // proxy may add its own line after the client's.
+        let lines: Vec<String> = req
+            .headers()
+            .get_all(header::HeaderName::from_static("x-forwarded-for"))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let forwarded_for = (!lines.is_empty()).then(|| lines.join(","));
+        let ip = self.client_ip(req.peer_addr().map(|a| a.ip()), forwarded_for.as_deref());
         ClientInfo::new(text(header::USER_AGENT).as_deref(), ip)
     }
 }
@@ -107,6 +121,35 @@ mod tests {
             Some(ip("10.2.3.4"))
         );
         assert_eq!(proxies.client_ip(None, xff), None);
+    }
+
+    #[test]
+    fn what_the_client_wrote_on_the_left_is_never_believed() {
+        let proxies: TrustedProxies = "10.0.0.0/8, 127.0.0.1".parse().unwrap();
+        let peer = Some(ip("127.0.0.1"));
+        // The thief wrote its victim's address; an appending proxy added
+        // the thief's own: the right-most untrusted entry is the thief.
+        let xff = Some("198.51.100.1, 203.0.113.9, 10.0.0.1");
+        assert_eq!(proxies.client_ip(peer, xff), Some(ip("203.0.113.9")));
+        // Garbage or a trusted-looking address on the left changes nothing.
+        for written in ["junk, 203.0.113.9", "10.9.9.9, 203.0.113.9"] {
+            assert_eq!(
+                proxies.client_ip(peer, Some(written)),
+                Some(ip("203.0.113.9")),
+                "{written}"
+            );
+        }
+        // Every entry one of ours: the first hop of the chain.
+        assert_eq!(
+            proxies.client_ip(peer, Some("10.0.0.7, 10.0.0.1")),
+            Some(ip("10.0.0.7"))
+        );
+        // Unreadable before any untrusted entry: the peer stands.
+        assert_eq!(proxies.client_ip(peer, Some("203.0.113.9, junk")), peer);
+        assert_eq!(
+            proxies.client_ip(peer, Some("2001:db8::1, 10.0.0.1")),
+            Some(ip("2001:db8::1"))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Request extractors that answer bad input with the contract's problem
 //! documents instead of actix's text/plain defaults.
 
+use crate::config::Registration;
 use crate::error::ApiError;
 use crate::fields::{self, FromJson, Nesting, Read};
 use crate::state::AppState;
@@ -182,6 +183,50 @@ pub async fn require_session(
     }
 }
 
+/// The check in front of registration: a token, when sent, must be valid
+/// (its caller is kept for the handler: an admin may give roles, and may
+/// create users while registration is closed); without one, a closed
+/// registration is `403 forbidden`. Both before the body is read.
+pub async fn require_registrar(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let checked = if req.headers().contains_key(header::AUTHORIZATION) {
+        authenticate(req.request()).await.map(Some)
+    } else {
+        let closed = req
+            .app_data::<web::Data<AppState>>()
+            .is_some_and(|state| state.registration == Registration::Closed);
+        match closed {
+            true => Err(ApiError::Forbidden(Right::Administer)),
+            false => Ok(None),
+        }
+    };
+    match checked {
+        Ok(caller) => {
+            if let Some(principal) = caller {
+                req.extensions_mut().insert(principal);
+            }
+            next.call(req).await
+        }
+        Err(e) => Ok(req.error_response(e)),
+    }
+}
+
+/// The caller [`require_registrar`] authenticated, if a token was sent.
+pub struct MaybeAuthenticated(pub Option<Principal>);
+
+impl FromRequest for MaybeAuthenticated {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(MaybeAuthenticated(
+            req.extensions().get::<Principal>().cloned(),
+        )))
+    }
+}
+
 /// `Ok` when the caller's roles grant `right`; `403 forbidden` otherwise.
 pub fn allow(principal: &Principal, right: Right) -> Result<(), ApiError> {
     if principal.roles.grant(right) {
@@ -191,7 +236,7 @@ pub fn allow(principal: &Principal, right: Right) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let BearerToken(token) = BearerToken::read(req)?;
     let state = req
         .app_data::<web::Data<AppState>>()

@@ -10,7 +10,7 @@ use auth_api::{startup, telemetry};
 use auth_core::auth::SessionService;
 use auth_core::config::{HashPoolConfig, PoolConfig};
 use auth_core::db;
-use auth_core::domain::Role;
+use auth_core::domain::{Role, Roles};
 use auth_core::hashing::PasswordHasher;
 use auth_core::retention::{Cleanup, CleanupRun};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
@@ -56,6 +56,15 @@ enum UsersCommand {
         /// A role to give (worker, assigner, admin); repeatable or
         /// comma-separated [default: the configured default roles]
         #[arg(long = "role", value_delimiter = ',', value_parser = parse_role)]
+        roles: Vec<Role>,
+    },
+    /// Set a user's roles (for one that existed before roles, say, to make it an admin).
+    SetRoles {
+        #[arg(long)]
+        email: String,
+        /// The user's roles from now on (worker, assigner, admin); repeatable
+        /// or comma-separated
+        #[arg(long = "role", value_delimiter = ',', value_parser = parse_role, required = true)]
         roles: Vec<Role>,
     },
 }
@@ -111,6 +120,19 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "created user {} ({}) with roles [{}]",
+                user.id, user.email, user.roles
+            );
+            Ok(())
+        }
+        Command::Users(UsersCommand::SetRoles { email, roles }) => {
+            let roles: Roles = roles.into_iter().collect();
+            let user = sessions(&config()?)
+                .await?
+                .set_roles_of(&email, roles)
+                .await
+                .map_err(|e| anyhow::anyhow!("{email}: {e}"))?;
+            println!(
+                "{} ({}) now has roles [{}]",
                 user.id, user.email, user.roles
             );
             Ok(())

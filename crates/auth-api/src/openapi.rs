@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         health::document,
         users::register,
         users::me,
+        users::change_password,
         users::list,
         users::read,
         users::change,
@@ -83,6 +84,7 @@ impl Modify for SharedResponses {
                 ("post", &mut item.post),
                 ("delete", &mut item.delete),
                 ("patch", &mut item.patch),
+                ("put", &mut item.put),
             ];
             for (method, op) in ops {
                 let Some(op) = op else { continue };

@@ -14,7 +14,7 @@ use auth_core::config::{
     Bulkheads, ConfigError, HashParams, HashPoolConfig, PoolConfig, PoolProfiles, Pooler,
     QueuePolicy, RetentionPolicy, SessionLimit, SessionPolicy,
 };
-use auth_core::domain::Roles;
+use auth_core::domain::{Role, Roles};
 use auth_core::wakeups::WaiterLimits;
 use clap::{Args, FromArgMatches as _};
 use std::path::Path;
@@ -321,6 +321,14 @@ impl Settings {
                          (e.g. postgres://postgres@127.0.0.1:5432/tessera)"
                     .into(),
             })?;
+        if self.users.default_roles.contains(Role::Admin) {
+            return Err(ConfigError::Invalid {
+                var: "TESSERA_DEFAULT_ROLES".into(),
+                detail: "may not hold admin: everyone who registers would be one; \
+                         make admins with `auth-api users create --role admin`"
+                    .into(),
+            });
+        }
         let listen_url = match (&service.db_listen_url, service.db_pooler) {
             (Some(url), _) => Some(url.clone()),
             (None, Pooler::None) => Some(database_url.clone()),
@@ -452,6 +460,42 @@ impl BulkheadSettings {
 #[cfg(test)]
 mod tests {
     use super::Settings;
+
+    fn with(args: &[&str]) -> Settings {
+        let command = Settings::augment(clap::Command::new("auth-api"));
+        let matches = command
+            .try_get_matches_from(
+                [&["auth-api", "--database-url", "postgres://x/y"], args].concat(),
+            )
+            .unwrap();
+        Settings::from_matches(&matches).unwrap()
+    }
+
+    #[test]
+    fn default_roles_are_read_and_admin_is_refused_among_them() {
+        let config = with(&["--default-roles", "worker, assigner"])
+            .config()
+            .unwrap();
+        assert_eq!(config.default_roles.to_string(), "worker,assigner");
+        let refused = with(&["--default-roles", "worker,admin"])
+            .config()
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("TESSERA_DEFAULT_ROLES"),
+            "{refused}"
+        );
+        let command = Settings::augment(clap::Command::new("auth-api"));
+        assert!(
+            command
+                .try_get_matches_from(["auth-api", "--default-roles", "root"])
+                .is_err()
+        );
+        assert!(
+            Settings::augment(clap::Command::new("auth-api"))
+                .try_get_matches_from(["auth-api", "--registration", "maybe"])
+                .is_err()
+        );
+    }
 
     /// One name per setting: its flag is its variable's, without `TESSERA_`.
     #[test]

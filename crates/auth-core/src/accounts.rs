@@ -4,7 +4,7 @@
 
 use crate::SessionError;
 use crate::auth::SessionService;
-use crate::domain::Roles;
+use crate::domain::{Email, Roles};
 use crate::store::users::Account;
 use crate::store::{sessions, users};
 use uuid::Uuid;
@@ -38,6 +38,24 @@ impl SessionService {
         self.db
             .run(async |conn| Ok(users::accounts(conn, after, limit).await?))
             .await
+    }
+
+    /// The operator's change of roles (the admin command line), by email;
+    /// `NotFound` when no user has it.
+    pub async fn set_roles_of(&self, email: &str, roles: Roles) -> Result<Account, SessionError> {
+        let email = Email::parse(email).map_err(|_| SessionError::NotFound)?;
+        let user = self
+            .db
+            .run(async |conn| {
+                Ok::<_, SessionError>(users::find_by_email(conn, email.as_str()).await?)
+            })
+            .await?
+            .ok_or(SessionError::NotFound)?;
+        let change = UserChange {
+            roles: Some(roles),
+            disabled: None,
+        };
+        self.change_user(user.id, change).await
     }
 
     /// Changes user `id`'s roles or disables (enables) it; `NotFound` when

@@ -192,14 +192,33 @@ impl SessionService {
     async fn check_and_open(
         &self,
         email: Email,
+        admission: Admission,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedSession> {
+        let (user, attempt) = self.check(email, admission, password).await?;
+        // The attempt is dropped (its line told) once the session's
+        // statement, which records it, has committed.
+        let opened = self.open_session(&user, &attempt, client).await;
+        if opened.is_err() {
+            self.settle(attempt.settle(Ending::Withdrawn)).await;
+        }
+        opened
+    }
+
+    /// An admitted attempt's check: for the right password, the user and
+    /// the attempt, still to be settled by the caller; a wrong one is
+    /// settled as a failure, a check that could not be had as withdrawn.
+    async fn check(
+        &self,
+        email: Email,
         Admission {
             attempt,
             user,
             slot,
         }: Admission,
         password: &str,
-        client: &ClientInfo,
-    ) -> Result<IssuedSession> {
+    ) -> Result<(users::UserRow, Admitted)> {
         let verified = match (&user, Password::parse(password)) {
             (Some(user), Ok(_)) => {
                 slot.verify_for(email.as_str(), password, &user.password_hash)
@@ -217,17 +236,71 @@ impl SessionService {
                 return Err(e.into());
             }
         };
-        let Some(user) = user.filter(|_| verified) else {
-            self.settle(attempt.settle(Ending::Failed)).await;
-            return Err(SessionError::InvalidCredentials);
-        };
-        // The attempt is dropped (its line told) once the session's
-        // statement, which records it, has committed.
-        let opened = self.open_session(user.id, &attempt, client).await;
-        if opened.is_err() {
-            self.settle(attempt.settle(Ending::Withdrawn)).await;
+        match user.filter(|_| verified) {
+            Some(user) => Ok((user, attempt)),
+            None => {
+                self.settle(attempt.settle(Ending::Failed)).await;
+                Err(SessionError::InvalidCredentials)
+            }
         }
-        opened
+    }
+
+    /// Changes the caller's password. The current one is checked as a
+    /// login's is, through the login limit (a wrong one counts as a failed
+    /// login); then one transaction stores the new hash, which takes the
+    /// user's lock, and revokes every other session of the user
+    /// ([`sessions::REVOKE_OTHERS`]): refreshes racing it lose, and a login
+    /// that verified the old password opens nothing after it
+    /// ([`sessions::OPEN`]). The caller's own session lives.
+    pub async fn change_password(
+        &self,
+        principal: &Principal,
+        current: &str,
+        new: &str,
+    ) -> Result<()> {
+        let new = Password::parse(new)
+            .map_err(|d| SessionError::Invalid(vec![FieldError::new("new_password", d)]))?;
+        let account = self.account(principal.user_id).await?;
+        let email = Email::parse(&account.email).map_err(|_| SessionError::InvalidToken)?;
+        let deadline = tokio::time::Instant::now() + self.hasher.wait_deadline();
+        let admission = self
+            .limit
+            .admit(&self.db, &self.hasher, email.as_str(), deadline)
+            .await?;
+        let (this, current, principal) = (self.clone(), current.to_owned(), principal.clone());
+        let settled = crate::detached::to_end(
+            async move {
+                let (user, attempt) = this.check(email, admission, &current).await?;
+                let changed = this.store_password(&user, &new, &principal).await;
+                this.settle(attempt.settle(Ending::Withdrawn)).await;
+                changed
+            },
+            |_unanswered| async {},
+        )
+        .await;
+        settled.unwrap_or(Err(SessionError::Overloaded(
+            crate::hashing::HashError::DeadlineExceeded,
+        )))
+    }
+
+    /// The new password's hash stored and the other sessions revoked, in
+    /// one transaction (see [`SessionService::change_password`]).
+    async fn store_password(
+        &self,
+        user: &users::UserRow,
+        new: &Password,
+        principal: &Principal,
+    ) -> Result<()> {
+        let hash = self.hasher.hash(new).await?;
+        self.db
+            .transaction(async |conn| {
+                if !users::set_password(conn, user.id, &hash).await? {
+                    return Err(SessionError::InvalidToken);
+                }
+                sessions::revoke_others(conn, user.id, principal.session_id).await?;
+                Ok(())
+            })
+            .await
     }
 
     /// Records how an attempt ended, trying twice; if both fail, the
@@ -255,10 +328,11 @@ impl SessionService {
     /// lock, the statement ([`sessions::open`]), `COMMIT`.
     async fn open_session(
         &self,
-        user_id: Uuid,
+        user: &users::UserRow,
         attempt: &Admitted,
         client: &ClientInfo,
     ) -> Result<IssuedSession> {
+        let user_id = user.id;
         let token = SessionToken::generate()?;
         let hash = token.hash();
         let session_id = Uuid::new_v4();
@@ -274,6 +348,7 @@ impl SessionService {
                         user_id,
                         hash: &hash,
                         client,
+                        verified: &user.password_hash,
                     };
                     let limit = i64::from(policy.max_sessions_per_user.get());
                     let lifetimes = (policy.idle_timeout, policy.absolute_lifetime);

@@ -337,7 +337,7 @@ impl TaskQueue {
     /// are released at once, each under the fence of the claim that took
     /// it, with its attempt handed back, instead of staying leased to
     /// nobody. `check_assignee`: the assignee is another user, who must be
-    /// enabled and hold a role that grants work.
+    /// enabled and hold `worker`.
     async fn claim_once(&self, req: ClaimRequest, check_assignee: bool) -> Result<Vec<TaskRow>> {
         let (queue, undo) = (self.clone(), self.clone());
         let claimed = crate::detached::to_end(
@@ -350,7 +350,7 @@ impl TaskQueue {
                         {
                             return Err(QueueError::invalid(
                                 "assignee_id",
-                                "no such user, or one who may not work (no worker role, or disabled)",
+                                "no such user, or one who does not hold the worker role, or a disabled one",
                             ));
                         }
                         Ok(claim_due(conn, req).await?)

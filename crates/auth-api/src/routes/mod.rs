@@ -15,6 +15,11 @@ use auth_core::domain::Right;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Public,
+    /// Registration: a token, when sent, must be valid (an admin's lifts
+    /// the limits on registering); without one, a closed registration is
+    /// refused. Both before the body is read
+    /// (see [`crate::extract::require_registrar`]).
+    Registration,
     /// A valid bearer token, checked before anything else of the request is
     /// read (see [`crate::extract::require_session`]).
     Session,
@@ -60,8 +65,9 @@ contract_routes! {
     "/readyz" => { get [Public] health::readyz }
     "/metrics" => { get [Public] health::metrics }
     "/openapi.json" => { get [Public] health::document }
-    "/v1/users" => { post [Public] users::register, get [Administer] users::list }
+    "/v1/users" => { post [Registration] users::register, get [Administer] users::list }
     "/v1/users/me" => { get [Session] users::me }
+    "/v1/users/me/password" => { put [Session] users::change_password }
     "/v1/users/{id}" => { get [Administer] users::read, patch [Administer] users::change }
     "/v1/sessions" => {
         post [Public] sessions::login,
@@ -85,19 +91,25 @@ impl Access {
     /// The right a route needs beyond a valid session, if any.
     pub fn right(self) -> Option<Right> {
         match self {
-            Access::Public | Access::Token | Access::Session => None,
+            Access::Public | Access::Registration | Access::Token | Access::Session => None,
             Access::Work => Some(Right::Work),
             Access::Assign => Some(Right::Assign),
             Access::Administer => Some(Right::Administer),
         }
     }
+
+    /// Whether every call needs a valid token.
+    pub fn authenticated(self) -> bool {
+        !matches!(self, Access::Public | Access::Registration)
+    }
 }
 
-/// A route as its access demands: all but the public ones behind the
+/// A route as its access demands: the authenticated ones behind the
 /// session check, which also checks the right the route needs.
 fn gate(access: Access, route: Route) -> Route {
     match access {
         Access::Public | Access::Token => route,
+        Access::Registration => route.wrap(from_fn(crate::extract::require_registrar)),
         Access::Session | Access::Work | Access::Assign | Access::Administer => {
             let needs = access.right();
             route.wrap(from_fn(move |req, next| {

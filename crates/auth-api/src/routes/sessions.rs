@@ -76,8 +76,8 @@ pub struct SessionResponse {
     current: bool,
     /// The login's `User-Agent` (its first 256 characters), if it sent one.
     user_agent: Option<String>,
-    /// The login's IP: the peer's, or the left-most `X-Forwarded-For`
-    /// entry when the peer is a trusted proxy.
+    /// The login's IP: the peer's, or, when the peer is a trusted proxy,
+    /// the right-most `X-Forwarded-For` address that is not one.
     ip: Option<String>,
 }
 

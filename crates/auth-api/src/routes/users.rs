@@ -3,10 +3,9 @@
 use crate::config::Registration;
 use crate::error::ApiError;
 use crate::error::Problem;
-use crate::extract::{Authenticated, JsonBody, authenticate, path_id};
+use crate::extract::{Authenticated, JsonBody, MaybeAuthenticated, path_id};
 use crate::fields::{Fields, FromJson, Member};
 use crate::state::AppState;
-use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::accounts::{MAX_LISTED_USERS, UserChange};
 use auth_core::domain::{FieldError, Right, Role, Roles};
@@ -159,18 +158,12 @@ impl From<Account> for UserResponse {
     )
 )]
 pub async fn register(
-    req: HttpRequest,
     state: web::Data<AppState>,
+    MaybeAuthenticated(caller): MaybeAuthenticated,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    // A token, when sent, must be valid; only an admin's lifts the limits.
-    let admin = match req.headers().contains_key(header::AUTHORIZATION) {
-        true => Some(authenticate(&req).await?),
-        false => None,
-    };
-    let by_admin = admin
-        .as_ref()
-        .is_some_and(|p| p.roles.grant(Right::Administer));
+    // Only an admin's token lifts the limits (a bad token was refused).
+    let by_admin = caller.is_some_and(|p| p.roles.grant(Right::Administer));
     if !by_admin && (state.registration == Registration::Closed || body.roles.is_some()) {
         return Err(ApiError::Forbidden(Right::Administer));
     }
@@ -314,4 +307,63 @@ pub async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let user = state.sessions.change_user(path_id(&id)?, change).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
+}
+
+/// `PUT /v1/users/me/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The password now; checked as a login's is (a wrong one counts as a
+    /// failed login for the limit).
+    #[schema(value_type = String, required = true)]
+    #[serde(default)]
+    current_password: Member<String>,
+    /// 8 to 128 characters (Unicode scalar values).
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]
+    #[serde(default)]
+    new_password: Member<String>,
+}
+
+/// Both passwords, as read.
+pub struct PasswordChange {
+    current: String,
+    new: String,
+}
+
+impl FromJson for ChangePasswordRequest {
+    type Checked = PasswordChange;
+    fn check(self) -> Result<PasswordChange, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let current = f.required("current_password", self.current_password);
+        let new = f.required("new_password", self.new_password);
+        f.finish(current.zip(new))
+            .map(|(current, new)| PasswordChange { current, new })
+    }
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/users/me/password",
+    tag = "users",
+    summary = "Change the caller's password",
+    description = "Every other session of the caller is revoked in the same transaction (the calling one lives), also one a refresh rotated meanwhile; a login that verified the old password opens nothing after it.",
+    security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed; the other sessions revoked"),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong (counted as a failed login); `invalid_token`: no valid session", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_attempts`: the email's failed logins reached the limit", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds before trying again"))),
+    )
+)]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    Authenticated(p): Authenticated,
+    JsonBody(change): JsonBody<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .sessions
+        .change_password(&p, &change.current, &change.new)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -156,6 +156,41 @@ async fn users_create_takes_the_password_from_stdin_and_the_user_can_log_in() {
     )
     .await;
     assert!(out.trim().ends_with("with roles [worker]"), "{out}");
+    let out = auth_api(
+        &app.db.url(),
+        &[
+            "users",
+            "set-roles",
+            "--email",
+            "Plain@example.com",
+            "--role",
+            "admin",
+            "--role",
+            "worker",
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        out.trim().ends_with("now has roles [worker,admin]"),
+        "{out}"
+    );
+    let stored = "SELECT count(*) AS n FROM users
+                  WHERE email = 'plain@example.com' AND roles = '{worker,admin}'";
+    assert_eq!(app.db.count(stored).await, 1);
+    let unknown = auth_api_fails(
+        &app.db.url(),
+        &[
+            "users",
+            "set-roles",
+            "--email",
+            "nobody@example.com",
+            "--role",
+            "worker",
+        ],
+    )
+    .await;
+    assert!(unknown.contains("nobody@example.com"), "{unknown}");
     let bad = auth_api_fails(
         &app.db.url(),
         &[

@@ -14,6 +14,7 @@ mod hostile;
 mod input;
 mod openapi;
 mod operations;
+mod passwords;
 mod pooler;
 mod queue_rules;
 mod retention;

@@ -145,6 +145,27 @@ async fn a_user_without_roles_keeps_its_sessions_and_may_do_nothing_else() {
     .await;
     assert_eq!(changed["roles"], json!([]));
     assert_eq!(app.my_roles(&user.token).await, json!([]));
+    let me = expect_status(
+        app.get("/v1/users/me", Some(&user.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (
+            me["id"].clone(),
+            me["email"].clone(),
+            me["disabled"].clone()
+        ),
+        (
+            json!(user.user_id),
+            json!("nobody@example.com"),
+            json!(false)
+        )
+    );
+    assert!(
+        me["created_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{me}"
+    );
     expect_status(app.list_sessions(&user.token).await, StatusCode::OK).await;
     forbidden(app.claim(&user.token, &json!({"count": 1})).await).await;
     // ... nor be given tasks: a claim for it is refused as for no user.
@@ -159,6 +180,26 @@ async fn a_user_without_roles_keeps_its_sessions_and_may_do_nothing_else() {
     )
     .await;
     assert_eq!(body["errors"][0]["field"], "assignee_id");
+    // An assignee must hold `worker` itself: an assigner or an admin alone
+    // may work for itself, not be given work.
+    for roles in [json!(["assigner"]), json!(["admin"])] {
+        expect_status(
+            app.change_user(&root.token, user.user_id, &json!({"roles": roles}))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        expect_problem(
+            app.claim(
+                &root.token,
+                &json!({"count": 1, "assignee_id": user.user_id}),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -297,7 +338,44 @@ async fn registration_gives_roles_only_by_an_admin_and_closed_only_to_one() {
     assert_eq!(made["roles"], json!(["assigner"]));
     assert_eq!(app.db.count("SELECT count(*) AS n FROM users").await, 3);
 
+    // Refused before the body is read: closed without a token, or a bad token.
+    let broken = |token: Option<&str>| {
+        let mut req = app
+            .client
+            .post(app.url("/v1/users"))
+            .header("Content-Type", "application/json")
+            .body("{not json");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    forbidden(broken(None).await.unwrap()).await;
+    expect_problem(
+        broken(Some("not-a-token")).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    // An admin without `roles`: the default roles.
+    let plain = expect_status(
+        app.post_json("/v1/users", Some(&root.token), &new("dave@example.com"))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(plain["roles"], json!(["worker", "assigner"]));
+
     let open = shipped().await;
+    let open_root = admin(&open).await;
+    let given = json!({"email": "amy@example.com", "password": PASSWORD, "roles": ["admin"]});
+    let made = expect_status(
+        open.post_json("/v1/users", Some(&open_root.token), &given)
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(made["roles"], json!(["admin"]));
     let with_roles =
         json!({"email": "mallory@example.com", "password": PASSWORD, "roles": ["admin"]});
     forbidden(open.post_json("/v1/users", None, &with_roles).await).await;

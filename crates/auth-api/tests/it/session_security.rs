@@ -77,7 +77,9 @@ async fn the_session_list_shows_each_logins_user_agent_and_ip() {
 
 #[tokio::test]
 async fn x_forwarded_for_names_the_ip_only_when_the_peer_is_a_trusted_proxy() {
-    let forwarded = [("x-forwarded-for", "203.0.113.9, 10.0.0.1")];
+    // The client wrote its victim's address; our proxy 10.0.0.1 appended
+    // the client's own; the test's connection is the last proxy.
+    let forwarded = [("x-forwarded-for", "198.51.100.1, 203.0.113.9, 10.0.0.1")];
     let untrusting = TestApp::spawn().await;
     untrusting.register("ada@example.com", PASSWORD).await;
     let s = login_with(&untrusting, "ada@example.com", &forwarded).await;
@@ -89,7 +91,7 @@ async fn x_forwarded_for_names_the_ip_only_when_the_peer_is_a_trusted_proxy() {
     );
 
     let behind_proxy = TestApp::spawn_with(ApiConfig {
-        trusted_proxies: "127.0.0.1".parse().unwrap(),
+        trusted_proxies: "127.0.0.1, 10.0.0.0/8".parse().unwrap(),
         ..test_config()
     })
     .await;
@@ -99,7 +101,7 @@ async fn x_forwarded_for_names_the_ip_only_when_the_peer_is_a_trusted_proxy() {
     assert_eq!(
         by_id(&rows, &s["session_id"])["ip"],
         "203.0.113.9",
-        "the left-most entry"
+        "the right-most entry that is not one of our proxies"
     );
 }
 

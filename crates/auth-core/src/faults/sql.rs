@@ -19,7 +19,7 @@ WITH found AS (
     SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, s.absolute_expires_at,
            s.revoked_at, now() - s.last_seen_at >= make_interval(secs => $2) AS due,
            u.roles::text[] AS roles
-    FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+    FROM sessions AS s JOIN users AS u ON u.id = s.user_id AND u.disabled_at IS NULL
     WHERE s.token_hash = $1
       AND s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
 ), touched AS (
@@ -38,9 +38,11 @@ FROM found WHERE NOT due";
 /// `login_counts_unlocked_rows`: the login counts its user's sessions from
 /// its snapshot, without locking them (no `FOR UPDATE` in `unrevoked`).
 pub const OPEN_COUNTING_UNLOCKED: &str = "\
-WITH reported AS (
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $10) AS ok
+), reported AS (
     UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
-    WHERE id = $8
+    WHERE id = $8 AND (SELECT ok FROM allowed)
 ), unrevoked AS (
     SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
     FROM sessions
@@ -51,7 +53,7 @@ WITH reported AS (
     SELECT id, created_at FROM unrevoked WHERE live
 ), evicted AS (
     UPDATE sessions SET revoked_at = now()
-    WHERE revoked_at IS NULL
+    WHERE revoked_at IS NULL AND (SELECT ok FROM allowed)
       AND id IN (SELECT id FROM active ORDER BY created_at, id
                  LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
 )
@@ -60,16 +62,18 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT clock_timestamp() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
+WHERE (SELECT ok FROM allowed)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// `login_locks_sessions_out_of_order`: the login locks its user's
 /// sessions in descending id order (`ORDER BY id DESC` in `unrevoked`),
 /// where a revocation locks them ascending.
 pub const OPEN_LOCKING_DESCENDING: &str = "\
-WITH reported AS (
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $10) AS ok
+), reported AS (
     UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
-    WHERE id = $8
+    WHERE id = $8 AND (SELECT ok FROM allowed)
 ), unrevoked AS (
     SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
     FROM sessions
@@ -81,7 +85,7 @@ WITH reported AS (
     SELECT id, created_at FROM unrevoked WHERE live
 ), evicted AS (
     UPDATE sessions SET revoked_at = now()
-    WHERE revoked_at IS NULL
+    WHERE revoked_at IS NULL AND (SELECT ok FROM allowed)
       AND id IN (SELECT id FROM active ORDER BY created_at, id
                  LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
 )
@@ -90,15 +94,17 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT clock_timestamp() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
+WHERE (SELECT ok FROM allowed)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// `login_ignores_disabled`: the session is opened for any user that
 /// exists, disabled or not.
 pub const OPEN_IGNORING_DISABLED: &str = "\
-WITH reported AS (
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $2 AND password_hash = $10) AS ok
+), reported AS (
     UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
-    WHERE id = $8
+    WHERE id = $8 AND (SELECT ok FROM allowed)
 ), unrevoked AS (
     SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
     FROM sessions
@@ -110,7 +116,7 @@ WITH reported AS (
     SELECT id, created_at FROM unrevoked WHERE live
 ), evicted AS (
     UPDATE sessions SET revoked_at = now()
-    WHERE revoked_at IS NULL
+    WHERE revoked_at IS NULL AND (SELECT ok FROM allowed)
       AND id IN (SELECT id FROM active ORDER BY created_at, id
                  LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
 )
@@ -119,15 +125,17 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT clock_timestamp() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)
+WHERE (SELECT ok FROM allowed)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
-/// `session_created_at_tx_start`: sessions dated by their transaction's
-/// start (`now()` in `issued`), not by their insert.
-pub const OPEN_DATED_AT_TX_START: &str = "\
-WITH reported AS (
+/// `login_opens_after_password_change`: the session is opened whatever
+/// became of the password the login verified meanwhile.
+pub const OPEN_AFTER_PASSWORD_CHANGE: &str = "\
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL AND $10::text IS NOT NULL) AS ok
+), reported AS (
     UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
-    WHERE id = $8
+    WHERE id = $8 AND (SELECT ok FROM allowed)
 ), unrevoked AS (
     SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
     FROM sessions
@@ -139,7 +147,49 @@ WITH reported AS (
     SELECT id, created_at FROM unrevoked WHERE live
 ), evicted AS (
     UPDATE sessions SET revoked_at = now()
-    WHERE revoked_at IS NULL
+    WHERE revoked_at IS NULL AND (SELECT ok FROM allowed)
+      AND id IN (SELECT id FROM active ORDER BY created_at, id
+                 LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
+)
+INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                      absolute_expires_at, user_agent, ip)
+SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
+       t + make_interval(secs => $5), $6, $7::inet
+FROM (SELECT clock_timestamp() AS t) AS issued
+WHERE (SELECT ok FROM allowed)
+RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
+
+/// `password_change_revokes_tokens_seen`: the other sessions are revoked
+/// by the tokens the statement's snapshot read: a refresh that committed
+/// meanwhile gave its row a token the list does not hold, and the row is
+/// skipped when re-read.
+pub const REVOKE_OTHERS_BY_TOKENS_SEEN: &str = "\
+UPDATE sessions SET revoked_at = now()
+WHERE token_hash IN (SELECT token_hash FROM sessions
+                     WHERE user_id = $1 AND id <> $2
+                       AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now())
+  AND revoked_at IS NULL";
+
+/// `session_created_at_tx_start`: sessions dated by their transaction's
+/// start (`now()` in `issued`), not by their insert.
+pub const OPEN_DATED_AT_TX_START: &str = "\
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $10) AS ok
+), reported AS (
+    UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
+    WHERE id = $8 AND (SELECT ok FROM allowed)
+), unrevoked AS (
+    SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
+    FROM sessions
+    WHERE user_id = $2 AND revoked_at IS NULL
+    ORDER BY id FOR UPDATE
+), expired AS (
+    DELETE FROM sessions WHERE id IN (SELECT id FROM unrevoked WHERE NOT live)
+), active AS (
+    SELECT id, created_at FROM unrevoked WHERE live
+), evicted AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE revoked_at IS NULL AND (SELECT ok FROM allowed)
       AND id IN (SELECT id FROM active ORDER BY created_at, id
                  LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
 )
@@ -148,7 +198,7 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT now() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
+WHERE (SELECT ok FROM allowed)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// `refresh_without_revoked_guard`: the rotation checks expiry but not

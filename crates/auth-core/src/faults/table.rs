@@ -110,4 +110,10 @@ faults! {
     /// A login opens its session without re-reading, under the user's
     /// lock, whether the user was disabled while it checked the password.
     LoginIgnoresDisabled => "login_ignores_disabled",
+    /// A login opens its session whatever became of the password it
+    /// verified while it waited for the user's lock.
+    LoginOpensAfterPasswordChange => "login_opens_after_password_change",
+    /// A password change revokes the other sessions by the tokens its
+    /// snapshot saw: one a refresh rotated meanwhile survives.
+    PasswordChangeRevokesTokensSeen => "password_change_revokes_tokens_seen",
 }

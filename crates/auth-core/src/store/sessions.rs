@@ -55,7 +55,7 @@ WITH found AS (
     SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_expires_at, s.absolute_expires_at,
            s.revoked_at, now() - s.last_seen_at >= make_interval(secs => $2) AS due,
            u.roles::text[] AS roles
-    FROM sessions AS s JOIN users AS u ON u.id = s.user_id
+    FROM sessions AS s JOIN users AS u ON u.id = s.user_id AND u.disabled_at IS NULL
     WHERE s.token_hash = $1
       AND s.revoked_at IS NULL AND s.idle_expires_at > now() AND s.absolute_expires_at > now()
 ), touched AS (
@@ -110,16 +110,21 @@ pub struct NewSession<'a> {
     pub user_id: Uuid,
     pub hash: &'a TokenHash,
     pub client: &'a ClientInfo,
+    /// The stored password hash the login's password was verified against:
+    /// the session opens only while it is still the user's.
+    pub verified: &'a str,
 }
 
 /// Opens a session within the user's limit, in one statement: records the
 /// login attempt that admitted it as `succeeded` (clearing the email's
-/// count), locks the user's unrevoked sessions, drops the expired ones
+/// count; only when the session opens), locks the user's unrevoked sessions, drops the expired ones
 /// (they never validate again, so the count and the eviction read only
 /// live rows), counts the active ones, revokes the oldest beyond
 /// `limit - 1` (`$9`), and inserts the new one unless the user is disabled
-/// (a disable that committed while the login waited for the user's lock
-/// wins: it revoked what it saw, and nothing opens after it). Must run after the user's
+/// or its password is no longer the one the login verified (`$10`, its
+/// stored hash): a disable or a password change that committed while the
+/// login waited for the user's lock wins (it revoked what it saw, and
+/// nothing opens after it with the old password). Must run after the user's
 /// row lock ([`super::users::lock_sql`]) in the same transaction, as a
 /// statement of its own: only then does its snapshot hold every session
 /// that logins before it committed.
@@ -139,9 +144,11 @@ pub struct NewSession<'a> {
 /// user lock must not look older than a session issued while it waited,
 /// or eviction would pick the wrong "oldest".
 pub const OPEN: &str = "\
-WITH reported AS (
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL AND password_hash = $10) AS ok
+), reported AS (
     UPDATE login_attempts SET outcome = 'succeeded', settled_at = clock_timestamp()
-    WHERE id = $8
+    WHERE id = $8 AND (SELECT ok FROM allowed)
 ), unrevoked AS (
     SELECT id, created_at, idle_expires_at > now() AND absolute_expires_at > now() AS live
     FROM sessions
@@ -153,7 +160,7 @@ WITH reported AS (
     SELECT id, created_at FROM unrevoked WHERE live
 ), evicted AS (
     UPDATE sessions SET revoked_at = now()
-    WHERE revoked_at IS NULL
+    WHERE revoked_at IS NULL AND (SELECT ok FROM allowed)
       AND id IN (SELECT id FROM active ORDER BY created_at, id
                  LIMIT GREATEST((SELECT count(*) FROM active) - $9 + 1, 0))
 )
@@ -162,7 +169,7 @@ INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_ex
 SELECT $1, $2, $3, t, t, t + LEAST(make_interval(secs => $4), make_interval(secs => $5)),
        t + make_interval(secs => $5), $6, $7::inet
 FROM (SELECT clock_timestamp() AS t) AS issued
-WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)
+WHERE (SELECT ok FROM allowed)
 RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expires_at, revoked_at";
 
 /// [`OPEN`] as this build sends it.
@@ -171,7 +178,8 @@ pub fn open_sql() -> &'static str {
         LoginCountsUnlockedRows => OPEN_COUNTING_UNLOCKED,
         LoginLocksSessionsOutOfOrder => OPEN_LOCKING_DESCENDING,
         SessionCreatedAtTxStart => OPEN_DATED_AT_TX_START,
-        LoginIgnoresDisabled => OPEN_IGNORING_DISABLED)
+        LoginIgnoresDisabled => OPEN_IGNORING_DISABLED,
+        LoginOpensAfterPasswordChange => OPEN_AFTER_PASSWORD_CHANGE)
 }
 
 /// Opens a session by [`OPEN`]. `None`: no such user, or a disabled one.
@@ -192,6 +200,7 @@ pub async fn open(
         .bind::<Nullable<Text>, _>(new.client.ip().map(|ip| ip.to_string()))
         .bind::<Nullable<BigInt>, _>(succeeded_attempt)
         .bind::<BigInt, _>(limit)
+        .bind::<Text, _>(new.verified)
         .prepared()
         .get_results(conn)
         .await
@@ -322,6 +331,37 @@ pub async fn revoke(
         .bind::<Bool, _>(under_user_lock)
         .prepared()
         .get_result(conn)
+        .await
+}
+
+/// A password change's revocation, as sent: every active session of user
+/// `$1` but `$2` (the caller's). By the user, not by the tokens seen: a
+/// refresh of one of them that committed while this waited for its row
+/// gave the row a new token, and the row, re-read, is revoked all the
+/// same. Runs after the user's lock (the password's update), so no login
+/// opens a session meanwhile.
+pub const REVOKE_OTHERS: &str = "\
+UPDATE sessions SET revoked_at = now()
+WHERE user_id = $1 AND id <> $2
+  AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
+
+/// [`REVOKE_OTHERS`] as this build sends it.
+pub fn revoke_others_sql() -> &'static str {
+    statement!(REVOKE_OTHERS,
+        PasswordChangeRevokesTokensSeen => REVOKE_OTHERS_BY_TOKENS_SEEN)
+}
+
+/// Revokes the user's other sessions by [`REVOKE_OTHERS`]; how many.
+pub async fn revoke_others(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    keep: Uuid,
+) -> Result<usize, DbError> {
+    diesel::sql_query(revoke_others_sql())
+        .bind::<SqlUuid, _>(user_id)
+        .bind::<SqlUuid, _>(keep)
+        .prepared()
+        .execute(conn)
         .await
 }
 

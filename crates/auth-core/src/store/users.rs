@@ -1,7 +1,7 @@
 //! The `users` table: credentials, roles, and whether a user is disabled.
 
 use super::Prepared as _;
-use crate::domain::{Right, Roles};
+use crate::domain::Roles;
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
@@ -68,25 +68,20 @@ pub async fn find_by_email(
         .map(|mut rows: Vec<UserRow>| rows.pop())
 }
 
-/// Whether user `id` may be given tasks: enabled, and holding a role that
-/// grants [`Right::Work`].
+/// Whether user `id` may be given tasks by another: enabled, and holding
+/// the role `worker` itself (the interface's rule for an assignee; an
+/// assigner or admin may work for itself, not be assigned to).
 pub async fn may_work(conn: &mut AsyncPgConnection, id: Uuid) -> Result<bool, DbError> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = Bool)]
         found: bool,
     }
-    let granting: Vec<&str> = Right::Work
-        .granted_by()
-        .iter()
-        .map(|r| r.as_str())
-        .collect();
     diesel::sql_query(
         "SELECT EXISTS (SELECT 1 FROM users
-                        WHERE id = $1 AND disabled_at IS NULL AND roles && $2::user_role[]) AS found",
+                        WHERE id = $1 AND disabled_at IS NULL AND 'worker' = ANY (roles)) AS found",
     )
     .bind::<SqlUuid, _>(id)
-    .bind::<Array<Text>, _>(granting)
     .prepared()
     .get_result::<Found>(conn)
     .await
@@ -150,6 +145,28 @@ pub async fn change(
     .get_results(conn)
     .await
     .map(|mut rows: Vec<Account>| rows.pop())
+}
+
+/// A password change, as sent: user `$1`'s hash set to `$2` while it is
+/// enabled. The update takes the user's row lock ([`LOCK`]), as a login
+/// does.
+pub const SET_PASSWORD: &str =
+    "UPDATE users SET password_hash = $2 WHERE id = $1 AND disabled_at IS NULL";
+
+/// Sets user `id`'s password hash by [`SET_PASSWORD`]; `false` when there
+/// is no such enabled user.
+pub async fn set_password(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    password_hash: &str,
+) -> Result<bool, DbError> {
+    diesel::sql_query(SET_PASSWORD)
+        .bind::<SqlUuid, _>(id)
+        .bind::<Text, _>(password_hash)
+        .prepared()
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
 }
 
 /// The statement that takes the user's row lock until the transaction

@@ -162,11 +162,13 @@ async fn two_logins_at_the_limit_cannot_both_see_room() {
     // A finishes as the service would: its session statement, then commit.
     let new = SessionToken::generate().unwrap();
     let policy = SessionPolicy::default();
+    let verified = stored_hash(&app, "ada@example.com").await;
     let session = sessions::NewSession {
         id: uuid::Uuid::new_v4(),
         user_id: ada.user_id,
         hash: &new.hash(),
         client: &Default::default(),
+        verified: &verified,
     };
     let lifetimes = (policy.idle_timeout, policy.absolute_lifetime);
     sessions::open(&mut a, session, 2, lifetimes, None)
@@ -238,6 +240,7 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
     let ada = app.signup("ada@example.com").await;
     let policy = SessionPolicy::default();
     let lifetimes = (policy.idle_timeout, policy.absolute_lifetime);
+    let verified = stored_hash(&app, "ada@example.com").await;
     let open = async |conn: &mut diesel_async::AsyncPgConnection, limit: i64| {
         let token = SessionToken::generate().unwrap();
         let id = uuid::Uuid::new_v4();
@@ -246,6 +249,7 @@ async fn oldest_means_first_issued_even_when_the_later_login_began_first() {
             user_id: ada.user_id,
             hash: &token.hash(),
             client: &Default::default(),
+            verified: &verified,
         };
         sessions::open(conn, session, limit, lifetimes, None)
             .await
@@ -393,4 +397,13 @@ async fn count_active(conn: &mut diesel_async::AsyncPgConnection, user_id: uuid:
     .await
     .expect("counting sessions")
     .n
+}
+
+/// The stored password hash of `email`: what its logins verify against.
+async fn stored_hash(app: &TestApp, email: &str) -> String {
+    users::find_by_email(&mut app.db.connect().await, email)
+        .await
+        .unwrap()
+        .expect("a registered email")
+        .password_hash
 }

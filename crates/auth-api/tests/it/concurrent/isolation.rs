@@ -446,6 +446,7 @@ async fn logins_of_one_user_queue_on_its_lock_and_count_each_other() {
                 "NULL",
                 "NULL::bigint",
                 "2",
+                "'x'",
             ],
         )
     };
@@ -502,6 +503,76 @@ async fn logins_of_one_user_queue_on_its_lock_and_count_each_other() {
         ],
     );
     judge("open", spec).await;
+}
+
+/// A password change and a login that verified the old password (stored
+/// as `x`), each on the user's lock: a login queued behind the change
+/// opens nothing; one that took the lock first commits its session, which
+/// the change, behind it, revokes with the caller's other sessions.
+#[tokio::test]
+async fn a_login_that_verified_the_old_password_opens_nothing_after_a_change() {
+    let change = Session {
+        name: "change",
+        in_transaction: true,
+        steps: vec![
+            (
+                "change_stores",
+                bound(users::SET_PASSWORD, &[&quoted(ADA), "'y'"]),
+            ),
+            (
+                "change_revokes",
+                bound(
+                    sessions::revoke_others_sql(),
+                    &[&quoted(ADA), &quoted(SESSION)],
+                ),
+            ),
+            ("change_commits", "COMMIT".into()),
+        ],
+    };
+    let open = bound(
+        sessions::open_sql(),
+        &[
+            &quoted(NEW_SESSION[0]),
+            &quoted(ADA),
+            TOKEN[1],
+            "600",
+            "86400",
+            "NULL",
+            "NULL",
+            "NULL::bigint",
+            "10",
+            "'x'",
+        ],
+    );
+    let login = Session {
+        name: "login",
+        in_transaction: true,
+        steps: vec![
+            ("login_locks", users::lock_sql(ADA.parse().expect("a uuid"))),
+            ("login_opens", open),
+            ("login_commits", "COMMIT".into()),
+        ],
+    };
+    let reader = Session {
+        name: "reader",
+        in_transaction: false,
+        steps: vec![(
+            "reader_counts",
+            "SELECT count(*) FILTER (WHERE revoked_at IS NULL) AS active,
+                    count(*) FILTER (WHERE revoked_at IS NOT NULL) AS revoked
+             FROM sessions"
+                .into(),
+        )],
+    };
+    let spec = render(
+        "",
+        &[change, login, reader],
+        &[
+            "change_stores login_locks change_revokes change_commits login_opens login_commits reader_counts",
+            "login_locks login_opens change_stores login_commits change_revokes change_commits reader_counts",
+        ],
+    );
+    judge("password", spec).await;
 }
 
 /// The login admission (limit 1): a login admitted while another's check

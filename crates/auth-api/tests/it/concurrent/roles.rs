@@ -273,3 +273,94 @@ async fn logins_that_waited_for_the_user_lock_behind_a_disable_open_nothing() {
         logins_queued_around_a_disable(3, before, after).await;
     }
 }
+
+/// Which of a refresh of another session and a password change takes that
+/// session's row first.
+#[derive(Debug, Clone, Copy)]
+enum First {
+    Refresh,
+    Change,
+}
+
+/// The caller and `others` more sessions of one user (cap 3); the test
+/// holds the first other session's row; a refresh of it and a password
+/// change through the caller queue on it in the order `first` says; then
+/// let go. Once the change returned, only the caller's token may validate,
+/// whoever won the row: the refresh's new token too is revoked.
+async fn a_change_and_a_refresh_queued_on_a_session(others: usize, first: First) {
+    let app = TestApp::spawn_with(capped(3)).await;
+    let caller = app.signup("ada@example.com").await;
+    let mut sessions = Vec::new();
+    for _ in 0..others {
+        sessions.push(app.login_ok("ada@example.com").await);
+    }
+    let raced = sessions[0].clone();
+    let held = app.db.hold_row("sessions", raced.session_id).await;
+    let change = || {
+        let p = participant(&app);
+        let (url, token) = (p.url("/v1/users/me/password"), caller.token.clone());
+        let body = json!({"current_password": PASSWORD, "new_password": "a new password 123"});
+        tokio::spawn(async move {
+            p.send(p.client.put(url).bearer_auth(token).json(&body))
+                .await
+        })
+    };
+    let refresh = || {
+        super::spawn_request(
+            &app,
+            reqwest::Method::POST,
+            "/v1/sessions/current/refresh",
+            &raced.token,
+        )
+    };
+    let (changed, refreshed) = match first {
+        First::Refresh => {
+            let refreshed = refresh();
+            app.db.wait_for_lock_waiters(1).await;
+            (change(), refreshed)
+        }
+        First::Change => {
+            let changed = change();
+            app.db.wait_for_lock_waiters(1).await;
+            (changed, refresh())
+        }
+    };
+    app.db.wait_for_lock_waiters(2).await;
+    held.release().await;
+    let (status, body) = changed.await.unwrap();
+    assert_eq!(status, 204, "the change: {body}");
+    let (refresh_status, rotated) = refreshed.await.unwrap();
+    let case =
+        format!("{others} other sessions, {first:?} first: the refresh answered {refresh_status}");
+    let mut tokens: Vec<String> = sessions.iter().map(|s| s.token.clone()).collect();
+    tokens.extend(rotated["token"].as_str().map(str::to_owned));
+    for token in &tokens {
+        assert_eq!(
+            app.current(token).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{case}"
+        );
+    }
+    assert_eq!(
+        app.current(&caller.token).await.status(),
+        StatusCode::OK,
+        "{case}"
+    );
+    let active = format!(
+        "SELECT count(*) AS n FROM sessions WHERE user_id = '{}' AND revoked_at IS NULL",
+        caller.user_id
+    );
+    assert_eq!(app.db.count(&active).await, 1, "{case}");
+}
+
+/// A password change racing a refresh of another of the user's sessions:
+/// forced both ways round, with the user below its cap of 3 (two sessions)
+/// and at it (three).
+#[tokio::test]
+async fn a_password_change_revokes_a_session_a_racing_refresh_rotated() {
+    for others in [1, 2] {
+        for first in [First::Refresh, First::Change] {
+            a_change_and_a_refresh_queued_on_a_session(others, first).await;
+        }
+    }
+}
