@@ -31,6 +31,8 @@ use utoipa::{Modify, OpenApi};
         users::list,
         users::read,
         users::change,
+        users::issue_reset,
+        users::reset_password,
         sessions::login,
         sessions::list,
         sessions::revoke_all,

@@ -117,6 +117,10 @@ pub struct SessionSettings {
     #[arg(long, env = "TESSERA_REFRESH_REUSE_GRACE_SECS",
           default_value_t = SessionPolicy::default().reuse_grace.as_secs())]
     pub refresh_reuse_grace_secs: u64,
+    /// How long an admin-issued password reset token works
+    #[arg(long, env = "TESSERA_PASSWORD_RESET_SECS",
+          default_value_t = SessionPolicy::default().reset_lifetime.as_secs())]
+    pub password_reset_secs: u64,
 }
 
 /// The work queue.
@@ -366,6 +370,7 @@ impl SessionSettings {
             max_failed_logins: self.login_max_failures,
             failure_window: Duration::from_secs(self.login_failure_window_secs),
             reuse_grace: Duration::from_secs(self.refresh_reuse_grace_secs),
+            reset_lifetime: Duration::from_secs(self.password_reset_secs),
         }
     }
 }

@@ -1,13 +1,22 @@
-//! Users as an admin manages them: read, list, change roles, disable.
+//! Users as an admin manages them: read, list, change roles, disable,
+//! issue password resets; and the reset's use.
 //! Who may call these is the interface's business (the `admin` role);
 //! what they do to sessions is this module's.
 
 use crate::SessionError;
 use crate::auth::SessionService;
-use crate::domain::{Email, Roles};
+use crate::domain::{Email, FieldError, Password, Roles, SessionToken};
 use crate::store::users::Account;
-use crate::store::{sessions, users};
+use crate::store::{password_resets, sessions, users};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+/// A password reset token an admin issued, shown this once.
+#[derive(Debug)]
+pub struct IssuedReset {
+    pub token: SessionToken,
+    pub expires_at: DateTime<Utc>,
+}
 
 /// Most users one listing returns.
 pub const MAX_LISTED_USERS: i64 = 1000;
@@ -78,6 +87,55 @@ impl SessionService {
                     sessions::revoke(conn, None, id, None, true).await?;
                 }
                 Ok(account)
+            })
+            .await
+    }
+
+    /// Issues a single-use password reset token for user `id` (in place of
+    /// any earlier one), stored as its hash; `NotFound` for no such user.
+    pub async fn issue_reset(&self, id: Uuid) -> Result<IssuedReset, SessionError> {
+        let token = SessionToken::generate().map_err(SessionError::Entropy)?;
+        let hash = token.hash();
+        let lifetime = self.policy.reset_lifetime;
+        let issued = self
+            .db
+            .run(async |conn| {
+                Ok::<_, SessionError>(password_resets::issue(conn, &hash, id, lifetime).await?)
+            })
+            .await?
+            .ok_or(SessionError::NotFound)?;
+        Ok(IssuedReset {
+            token,
+            expires_at: issued.expires_at,
+        })
+    }
+
+    /// Sets a new password with a reset token, once: in one transaction the
+    /// token is used ([`password_resets::USE`]: of concurrent uses exactly
+    /// one wins), the user's hash replaced under its lock, and every session
+    /// of the user revoked. A used, expired or unknown token is
+    /// `InvalidToken`; an unknown one is found so before anything is hashed.
+    pub async fn reset_password(&self, token: &str, new: &str) -> Result<(), SessionError> {
+        let new = Password::parse(new)
+            .map_err(|d| SessionError::Invalid(vec![FieldError::new("new_password", d)]))?;
+        let hash = SessionToken::parse(token)
+            .ok_or(SessionError::InvalidToken)?
+            .hash();
+        self.db
+            .run(async |conn| Ok::<_, SessionError>(password_resets::owner(conn, &hash).await?))
+            .await?
+            .ok_or(SessionError::InvalidToken)?;
+        let password_hash = self.hasher().hash(&new).await?;
+        self.db
+            .transaction(async |conn| {
+                let user = password_resets::use_once(conn, &hash)
+                    .await?
+                    .ok_or(SessionError::InvalidToken)?;
+                if !users::set_password(conn, user, &password_hash).await? {
+                    return Err(SessionError::InvalidToken);
+                }
+                sessions::revoke(conn, None, user, None, true).await?;
+                Ok(())
             })
             .await
     }

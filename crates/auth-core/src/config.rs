@@ -69,6 +69,8 @@ pub struct SessionPolicy {
     /// taken for stolen and revokes its session; within it (parallel
     /// refreshes from several tabs) it is a plain 401.
     pub reuse_grace: Duration,
+    /// How long an admin-issued password reset token works.
+    pub reset_lifetime: Duration,
 }
 
 impl Default for SessionPolicy {
@@ -81,6 +83,7 @@ impl Default for SessionPolicy {
             max_failed_logins: 10,
             failure_window: Duration::from_secs(15 * 60),
             reuse_grace: Duration::from_secs(10),
+            reset_lifetime: Duration::from_secs(3600),
         }
     }
 }

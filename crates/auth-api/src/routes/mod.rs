@@ -69,6 +69,8 @@ contract_routes! {
     "/v1/users/me" => { get [Session] users::me }
     "/v1/users/me/password" => { put [Session] users::change_password }
     "/v1/users/{id}" => { get [Administer] users::read, patch [Administer] users::change }
+    "/v1/users/{id}/password-reset" => { post [Administer] users::issue_reset }
+    "/v1/password-resets" => { post [Public] users::reset_password }
     "/v1/sessions" => {
         post [Public] sessions::login,
         get [Session] sessions::list,

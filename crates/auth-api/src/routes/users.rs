@@ -6,6 +6,7 @@ use crate::error::Problem;
 use crate::extract::{Authenticated, JsonBody, MaybeAuthenticated, path_id};
 use crate::fields::{Fields, FromJson, Member};
 use crate::state::AppState;
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::accounts::{MAX_LISTED_USERS, UserChange};
 use auth_core::domain::{FieldError, Right, Role, Roles};
@@ -364,6 +365,94 @@ pub async fn change_password(
     state
         .sessions
         .change_password(&p, &change.current, &change.new)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A reset token, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct PasswordResetResponse {
+    /// Opaque, single use; give it to the user by a channel you trust.
+    reset_token: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/password-reset",
+    tag = "users",
+    summary = "Issue a single-use password reset token for a user (admin)",
+    description = "Replaces any reset token the user had. Stored only as its hash.",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The user's id")),
+    responses(
+        (status = 201, description = "Issued", body = PasswordResetResponse),
+        (status = 404, description = "`not_found`: no such user", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn issue_reset(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let issued = state.sessions.issue_reset(path_id(&id)?).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(PasswordResetResponse {
+            reset_token: issued.token.expose(),
+            expires_at: issued.expires_at,
+        }))
+}
+
+/// `POST /v1/password-resets`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    /// The token an admin issued.
+    #[schema(value_type = String, required = true)]
+    #[serde(default)]
+    reset_token: Member<String>,
+    /// 8 to 128 characters (Unicode scalar values).
+    #[schema(value_type = String, required = true, min_length = 8, max_length = 128)]
+    #[serde(default)]
+    new_password: Member<String>,
+}
+
+/// A reset as read.
+pub struct PasswordReset {
+    token: String,
+    new: String,
+}
+
+impl FromJson for ResetPasswordRequest {
+    type Checked = PasswordReset;
+    fn check(self) -> Result<PasswordReset, Vec<FieldError>> {
+        let mut f = Fields::top();
+        let token = f.required("reset_token", self.reset_token);
+        let new = f.required("new_password", self.new_password);
+        f.finish(token.zip(new))
+            .map(|(token, new)| PasswordReset { token, new })
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/password-resets",
+    tag = "users",
+    summary = "Set a new password with a reset token",
+    description = "Takes no bearer token: the reset token is the credential, good once. Every session of the user is revoked in the same transaction. Of concurrent uses of one token exactly one succeeds.",
+    request_body = ResetPasswordRequest,
+    responses(
+        (status = 204, description = "The password is set; every session of the user revoked"),
+        (status = 401, description = "`invalid_token`: the reset token is used, expired or unknown", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    JsonBody(reset): JsonBody<ResetPasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .sessions
+        .reset_password(&reset.token, &reset.new)
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -37,6 +37,8 @@ const WINDOW_SECS: i64 = 420;
 const GRACE_SECS: i64 = 5;
 /// A claim's lease.
 const LEASE_SECS: i64 = 120;
+/// A password reset token's lifetime.
+const RESET_SECS: i64 = 900;
 /// Retention of ended sessions, and of finished tasks.
 const SESSION_RETENTION_DAYS: i64 = 2;
 const TASK_RETENTION_DAYS: i64 = 5;
@@ -59,6 +61,7 @@ fn config() -> ApiConfig {
             max_failed_logins: LOGIN_LIMIT,
             failure_window: secs(WINDOW_SECS),
             reuse_grace: secs(GRACE_SECS),
+            reset_lifetime: secs(RESET_SECS),
         },
         queue: QueuePolicy {
             lease: secs(LEASE_SECS),
@@ -1270,4 +1273,54 @@ async fn each_table_is_purged_by_its_own_retention_period() {
         "the attempt outside the window goes"
     );
     expect_status(app.current(&user.token).await, StatusCode::OK).await;
+}
+
+// --- password resets ------------------------------------------------------------
+
+/// A reset token is issued for exactly its lifetime; it works while its
+/// expiry is ahead (5 s) and not once it passed (10 ms ago).
+#[tokio::test]
+async fn a_reset_token_works_until_its_expiry_and_not_a_moment_after() {
+    let app = spawn().await;
+    let root = app
+        .signup_as("root@example.com", &[auth_core::domain::Role::Admin])
+        .await;
+    let ada = app.signup("ada@example.com").await;
+    let issue = async || {
+        let path = format!("/v1/users/{}/password-reset", ada.user_id);
+        let issued = app.post_json(&path, Some(&root.token), &json!({})).await;
+        let body = expect_status(issued, StatusCode::CREATED).await;
+        body["reset_token"].as_str().unwrap().to_owned()
+    };
+    let reset = async |token: &str| {
+        let body = json!({"reset_token": token, "new_password": "a new password 123"});
+        app.post_json("/v1/password-resets", None, &body).await
+    };
+    let age = async |expiry: &str| {
+        let set = format!(
+            "UPDATE password_resets SET expires_at = {expiry} WHERE user_id = '{}'",
+            ada.user_id
+        );
+        app.db.execute(&set).await;
+    };
+    let first = issue().await;
+    let lifetime = app
+        .db
+        .count(&format!(
+            "SELECT (extract(epoch FROM expires_at - created_at) * 1000000)::bigint AS n
+             FROM password_resets WHERE user_id = '{}'",
+            ada.user_id
+        ))
+        .await;
+    assert_eq!(lifetime, RESET_SECS * MICROS);
+    age("now() - interval '10 milliseconds'").await;
+    expect_problem(
+        reset(&first).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+    let second = issue().await;
+    age("now() + interval '5 seconds'").await;
+    assert_eq!(reset(&second).await.status(), StatusCode::NO_CONTENT);
 }

@@ -485,5 +485,5 @@ async fn every_route_that_needs_a_right_refuses_a_user_without_one() {
         );
         refused.push(path);
     }
-    assert_eq!(refused.len(), 12, "{refused:?}");
+    assert_eq!(refused.len(), 13, "{refused:?}");
 }

@@ -170,6 +170,13 @@ WHERE token_hash IN (SELECT token_hash FROM sessions
                        AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now())
   AND revoked_at IS NULL";
 
+/// `reset_token_used_twice`: the use re-checks only the token, not that
+/// it is unused: every use queued behind the winner uses it again.
+pub const USE_RESET_UNGUARDED: &str = "\
+UPDATE password_resets SET used_at = now()
+WHERE token_hash = $1 AND expires_at > now()
+RETURNING user_id";
+
 /// `session_created_at_tx_start`: sessions dated by their transaction's
 /// start (`now()` in `issued`), not by their insert.
 pub const OPEN_DATED_AT_TX_START: &str = "\

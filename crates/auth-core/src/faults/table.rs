@@ -116,4 +116,7 @@ faults! {
     /// A password change revokes the other sessions by the tokens its
     /// snapshot saw: one a refresh rotated meanwhile survives.
     PasswordChangeRevokesTokensSeen => "password_change_revokes_tokens_seen",
+    /// A reset token is used without re-checking that it is unused: of
+    /// concurrent uses, every one that read it before the winner wins too.
+    ResetTokenUsedTwice => "reset_token_used_twice",
 }

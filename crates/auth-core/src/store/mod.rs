@@ -6,6 +6,7 @@
 //! Time is always the database's `now()`: one clock for every instance.
 
 pub mod login_attempts;
+pub mod password_resets;
 pub mod retention;
 pub mod sessions;
 pub mod tasks;

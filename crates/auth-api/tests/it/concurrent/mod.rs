@@ -14,6 +14,7 @@ mod interleavings;
 mod isolation;
 mod limits;
 mod long_polls;
+mod passwords;
 mod queue;
 mod queue_v1_1;
 mod retention;
