@@ -1,6 +1,6 @@
 -- Admin-issued, single-use password reset tokens (interface v2,
--- "Passwords"), stored only as SHA-256 like session tokens. Issuing one
--- deletes the user's earlier ones, so a user has at most one row here.
+-- "Passwords"), stored only as SHA-256 like session tokens. A user has at
+-- most one row here: issuing another replaces it (an upsert on user_id).
 CREATE TABLE password_resets (
     token_hash bytea PRIMARY KEY CHECK (octet_length(token_hash) = 32),
     user_id    uuid NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,

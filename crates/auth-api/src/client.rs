@@ -12,6 +12,21 @@ use auth_core::domain::ClientInfo;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
+/// An `X-Forwarded-For` entry's address: `203.0.113.9`, `2001:db8::1`,
+/// and with a port, as some load balancers append them, `203.0.113.9:5123`
+/// or `[2001:db8::1]:443` (or bracketed without one).
+fn address(entry: &str) -> Option<IpAddr> {
+    let ip = entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .or_else(|_| {
+            let inner = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']'));
+            inner.unwrap_or(entry).parse::<IpAddr>()
+        })
+        .ok()?;
+    Some(ip.to_canonical())
+}
+
 /// The proxies whose `X-Forwarded-For` is believed: addresses or networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -35,6 +50,9 @@ impl std::str::FromStr for TrustedProxies {
 
 impl TrustedProxies {
     fn trusts(&self, peer: IpAddr) -> bool {
+        // `::ffff:10.0.0.1` (an IPv4 peer of a socket bound to `[::]`) is
+        // 10.0.0.1 to an IPv4 network.
+        let peer = peer.to_canonical();
         self.0.iter().any(|net| net.contains(&peer))
     }
 
@@ -47,7 +65,7 @@ impl TrustedProxies {
         let forwarded = || {
             let mut hop = None;
             for entry in forwarded_for?.rsplit(',') {
-                let ip = entry.trim().parse::<IpAddr>().ok()?;
+                let ip = address(entry.trim())?;
                 hop = Some(ip);
                 if !self.trusts(ip) {
                     break;
@@ -149,6 +167,26 @@ mod tests {
         assert_eq!(
             proxies.client_ip(peer, Some("2001:db8::1, 10.0.0.1")),
             Some(ip("2001:db8::1"))
+        );
+        // Ports and brackets, as some load balancers write them; an
+        // IPv4-mapped peer or entry is its IPv4 address.
+        for written in [
+            "203.0.113.9:5123, 10.0.0.1:80",
+            "203.0.113.9, [::ffff:10.0.0.1]:443",
+        ] {
+            assert_eq!(
+                proxies.client_ip(peer, Some(written)),
+                Some(ip("203.0.113.9")),
+                "{written}"
+            );
+        }
+        assert_eq!(
+            proxies.client_ip(peer, Some("[2001:db8::1]:443")),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            proxies.client_ip(Some(ip("::ffff:10.0.0.2")), Some("203.0.113.9")),
+            Some(ip("203.0.113.9"))
         );
     }
 

@@ -184,24 +184,29 @@ pub async fn require_session(
 }
 
 /// The check in front of registration: a token, when sent, must be valid
-/// (its caller is kept for the handler: an admin may give roles, and may
-/// create users while registration is closed); without one, a closed
-/// registration is `403 forbidden`. Both before the body is read.
+/// (its caller is kept for the handler: an admin may give roles); while
+/// registration is closed, anyone but an admin is `403 forbidden`. Both
+/// before the body is read.
 pub async fn require_registrar(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let checked = if req.headers().contains_key(header::AUTHORIZATION) {
-        authenticate(req.request()).await.map(Some)
-    } else {
-        let closed = req
-            .app_data::<web::Data<AppState>>()
-            .is_some_and(|state| state.registration == Registration::Closed);
-        match closed {
-            true => Err(ApiError::Forbidden(Right::Administer)),
-            false => Ok(None),
-        }
+    let closed = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.registration == Registration::Closed);
+    let caller = match req.headers().contains_key(header::AUTHORIZATION) {
+        true => authenticate(req.request()).await.map(Some),
+        false => Ok(None),
     };
+    let checked = caller.and_then(|caller| {
+        let admin = caller
+            .as_ref()
+            .is_some_and(|p| p.roles.grant(Right::Administer));
+        match closed && !admin {
+            true => Err(ApiError::Forbidden(Right::Administer)),
+            false => Ok(caller),
+        }
+    });
     match checked {
         Ok(caller) => {
             if let Some(principal) = caller {

@@ -85,6 +85,7 @@ impl SessionService {
                     .ok_or(SessionError::NotFound)?;
                 if change.disabled == Some(true) {
                     sessions::revoke(conn, None, id, None, true).await?;
+                    password_resets::discard(conn, id).await?;
                 }
                 Ok(account)
             })
@@ -131,7 +132,7 @@ impl SessionService {
                 let user = password_resets::use_once(conn, &hash)
                     .await?
                     .ok_or(SessionError::InvalidToken)?;
-                if !users::set_password(conn, user, &password_hash).await? {
+                if !users::set_password(conn, user, &password_hash, None).await? {
                     return Err(SessionError::InvalidToken);
                 }
                 sessions::revoke(conn, None, user, None, true).await?;

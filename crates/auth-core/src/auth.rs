@@ -10,7 +10,7 @@ use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admission, Admitted, Ending, LoginLimit, Settle};
 use crate::store::sessions::{Caller, Revocation};
 use crate::store::users::Account;
-use crate::store::{sessions, users};
+use crate::store::{password_resets, sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use std::sync::Arc;
@@ -284,7 +284,12 @@ impl SessionService {
     }
 
     /// The new password's hash stored and the other sessions revoked, in
-    /// one transaction (see [`SessionService::change_password`]).
+    /// one transaction (see [`SessionService::change_password`]). Under the
+    /// user's lock it checks again what the change stands on: the hash the
+    /// current password was verified against is still the user's (else a
+    /// reset or another change won: `InvalidCredentials`), and the caller's
+    /// session still holds its token (else it was revoked or rotated
+    /// meanwhile: `InvalidToken`); either way nothing is changed.
     async fn store_password(
         &self,
         user: &users::UserRow,
@@ -294,10 +299,15 @@ impl SessionService {
         let hash = self.hasher.hash(new).await?;
         self.db
             .transaction(async |conn| {
-                if !users::set_password(conn, user.id, &hash).await? {
+                let verified = Some(user.password_hash.as_str());
+                if !users::set_password(conn, user.id, &hash, verified).await? {
+                    return Err(SessionError::InvalidCredentials);
+                }
+                if !sessions::holds(conn, principal.session_id, &principal.token).await? {
                     return Err(SessionError::InvalidToken);
                 }
                 sessions::revoke_others(conn, user.id, principal.session_id).await?;
+                password_resets::discard(conn, user.id).await?;
                 Ok(())
             })
             .await

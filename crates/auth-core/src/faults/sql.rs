@@ -177,6 +177,17 @@ UPDATE password_resets SET used_at = now()
 WHERE token_hash = $1 AND expires_at > now()
 RETURNING user_id";
 
+/// `password_change_ignores_newer_password`: the change sets its hash
+/// over any, whatever committed since its check (`$3` read and ignored).
+pub const SET_PASSWORD_OVER_ANY: &str = "\
+UPDATE users SET password_hash = $2
+WHERE id = $1 AND disabled_at IS NULL AND ($3::text IS NULL OR true)";
+
+/// `password_change_ignores_revoked_caller`: the caller's session is taken
+/// to hold its token whatever became of it.
+pub const HOLDS_ALWAYS: &str = "\
+SELECT true AS held WHERE $1::uuid IS NOT NULL AND $2::bytea IS NOT NULL";
+
 /// `session_created_at_tx_start`: sessions dated by their transaction's
 /// start (`now()` in `issued`), not by their insert.
 pub const OPEN_DATED_AT_TX_START: &str = "\

@@ -119,4 +119,10 @@ faults! {
     /// A reset token is used without re-checking that it is unused: of
     /// concurrent uses, every one that read it before the winner wins too.
     ResetTokenUsedTwice => "reset_token_used_twice",
+    /// A password change stores its new hash over whatever the password
+    /// became since its current one was checked (a reset meanwhile).
+    PasswordChangeIgnoresNewerPassword => "password_change_ignores_newer_password",
+    /// A password change goes on whatever became of the caller's session
+    /// since its validation (revoked meanwhile, say by a log out).
+    PasswordChangeIgnoresRevokedCaller => "password_change_ignores_revoked_caller",
 }

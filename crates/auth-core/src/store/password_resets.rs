@@ -52,7 +52,7 @@ struct Owner {
     user_id: Uuid,
 }
 
-/// The user a usable (unused, unexpired) reset token `$1` belongs to: a
+/// The enabled user a usable (unused, unexpired) reset token `$1` belongs to: a
 /// look before the new password is hashed, so an unknown token costs no
 /// hash. Deciding is [`USE`]'s.
 pub async fn owner(
@@ -95,4 +95,15 @@ pub async fn use_once(
         .get_results(conn)
         .await
         .map(|mut rows: Vec<Owner>| rows.pop().map(|o| o.user_id))
+}
+
+/// Deletes user `id`'s reset token, if any: a password change or a
+/// disable makes an outstanding reset moot.
+pub async fn discard(conn: &mut AsyncPgConnection, user_id: Uuid) -> Result<(), DbError> {
+    diesel::sql_query("DELETE FROM password_resets WHERE user_id = $1")
+        .bind::<SqlUuid, _>(user_id)
+        .prepared()
+        .execute(conn)
+        .await
+        .map(|_| ())
 }

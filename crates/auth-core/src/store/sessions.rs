@@ -334,16 +334,22 @@ pub async fn revoke(
         .await
 }
 
-/// A password change's revocation, as sent: every active session of user
-/// `$1` but `$2` (the caller's). By the user, not by the tokens seen: a
-/// refresh of one of them that committed while this waited for its row
-/// gave the row a new token, and the row, re-read, is revoked all the
-/// same. Runs after the user's lock (the password's update), so no login
-/// opens a session meanwhile.
+/// A password change's revocation, as sent: every unrevoked session of
+/// user `$1` but `$2` (the caller's); the expired too, so that a touch
+/// racing the revocation cannot keep one alive. By the user, not by the
+/// tokens seen: a refresh of one of them that committed while this waited
+/// for its row gave the row a new token, and the row, re-read, is revoked
+/// all the same. Rows are locked in id order, as every revocation and
+/// login takes them, so none of them deadlock. Runs after the user's lock
+/// (the password's update), so no login opens a session meanwhile.
 pub const REVOKE_OTHERS: &str = "\
+WITH locked AS (
+    SELECT id FROM sessions
+    WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL
+    ORDER BY id FOR UPDATE
+)
 UPDATE sessions SET revoked_at = now()
-WHERE user_id = $1 AND id <> $2
-  AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()";
+WHERE id IN (SELECT id FROM locked)";
 
 /// [`REVOKE_OTHERS`] as this build sends it.
 pub fn revoke_others_sql() -> &'static str {
@@ -363,6 +369,35 @@ pub async fn revoke_others(
         .prepared()
         .execute(conn)
         .await
+}
+
+/// Whether session `$1` is active and still holds token `$2` (a refresh
+/// replaces it, a revocation ends it), its row locked until the
+/// transaction ends.
+pub const HOLDS: &str = "\
+SELECT true AS held FROM sessions
+WHERE id = $1 AND token_hash = $2
+  AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
+FOR UPDATE";
+
+/// Whether session `id` still holds `token`, by [`HOLDS`].
+pub async fn holds(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    token: &TokenHash,
+) -> Result<bool, DbError> {
+    #[derive(QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = Bool)]
+        held: bool,
+    }
+    diesel::sql_query(statement!(HOLDS, PasswordChangeIgnoresRevokedCaller => HOLDS_ALWAYS))
+        .bind::<SqlUuid, _>(id)
+        .bind::<Bytea, _>(token.0.as_slice())
+        .prepared()
+        .get_results::<Held>(conn)
+        .await
+        .map(|rows| rows.iter().any(|r| r.held))
 }
 
 /// What a token that was rotated away says when presented again.

@@ -148,21 +148,33 @@ pub async fn change(
 }
 
 /// A password change, as sent: user `$1`'s hash set to `$2` while it is
-/// enabled. The update takes the user's row lock ([`LOCK`]), as a login
-/// does.
-pub const SET_PASSWORD: &str =
-    "UPDATE users SET password_hash = $2 WHERE id = $1 AND disabled_at IS NULL";
+/// enabled and, when `$3` is given, while its hash is still `$3` (the one
+/// the caller's current password was verified against: a reset or another
+/// change that committed since wins, and this one sets nothing). The update
+/// takes the user's row lock ([`LOCK`]), as a login does, and re-reads the
+/// row once a writer it waited for committed.
+pub const SET_PASSWORD: &str = "\
+UPDATE users SET password_hash = $2
+WHERE id = $1 AND disabled_at IS NULL AND ($3::text IS NULL OR password_hash = $3)";
 
-/// Sets user `id`'s password hash by [`SET_PASSWORD`]; `false` when there
-/// is no such enabled user.
+/// [`SET_PASSWORD`] as this build sends it.
+pub fn set_password_sql() -> &'static str {
+    statement!(SET_PASSWORD, PasswordChangeIgnoresNewerPassword => SET_PASSWORD_OVER_ANY)
+}
+
+/// Sets user `id`'s password hash by [`SET_PASSWORD`], `replacing` that
+/// hash only (`None`: whatever it is, for a reset); `false` when nothing
+/// was set.
 pub async fn set_password(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     password_hash: &str,
+    replacing: Option<&str>,
 ) -> Result<bool, DbError> {
-    diesel::sql_query(SET_PASSWORD)
+    diesel::sql_query(set_password_sql())
         .bind::<SqlUuid, _>(id)
         .bind::<Text, _>(password_hash)
+        .bind::<Nullable<Text>, _>(replacing)
         .prepared()
         .execute(conn)
         .await

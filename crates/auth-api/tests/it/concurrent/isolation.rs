@@ -517,7 +517,7 @@ async fn a_login_that_verified_the_old_password_opens_nothing_after_a_change() {
         steps: vec![
             (
                 "change_stores",
-                bound(users::SET_PASSWORD, &[&quoted(ADA), "'y'"]),
+                bound(users::set_password_sql(), &[&quoted(ADA), "'y'", "'x'"]),
             ),
             (
                 "change_revokes",

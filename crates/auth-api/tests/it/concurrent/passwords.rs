@@ -102,8 +102,8 @@ async fn a_password_change_revokes_a_session_a_racing_refresh_rotated() {
 /// Uses of one reset token, `n` at once, each with a password of its own,
 /// held on the token's row until all wait: exactly one sets its password
 /// (`204`), the others get `401 invalid_token`; the user's sessions are all
-/// revoked; only the winner's password logs in. With 2, 4 (the pool) and
-/// 10 uses.
+/// revoked; only the winner's password logs in. With 2, 4 and 10 uses
+/// (the pool holds 12).
 #[tokio::test]
 async fn of_concurrent_uses_of_one_reset_token_exactly_one_wins() {
     for n in [2, 4, 10] {
@@ -169,4 +169,100 @@ async fn of_concurrent_uses_of_one_reset_token_exactly_one_wins() {
             assert_eq!(status, expected, "{n} uses: the password of use {i}");
         }
     }
+}
+
+/// `PUT /v1/users/me/password` through `token`, from a participant and a
+/// task of its own.
+fn spawn_change(
+    app: &TestApp,
+    token: &str,
+    new: &str,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    let p = participant(app);
+    let (url, token) = (p.url("/v1/users/me/password"), token.to_owned());
+    let body = json!({"current_password": PASSWORD, "new_password": new});
+    tokio::spawn(async move {
+        p.send(p.client.put(url).bearer_auth(token).json(&body))
+            .await
+    })
+}
+
+/// Two changes through one session, both checked against the same current
+/// password, queued on the user's lock (the test holds it): the first sets
+/// its password, the second finds the password it checked gone and sets
+/// nothing (`401 invalid_credentials`); only the first's password logs in.
+#[tokio::test]
+async fn of_two_changes_checked_against_one_password_only_the_first_sets_its_own() {
+    let app = TestApp::spawn_with(capped(3)).await;
+    let ada = app.signup("ada@example.com").await;
+    let held = app
+        .db
+        .hold(&format!(
+            "SELECT 1 FROM users WHERE id = '{}' FOR NO KEY UPDATE",
+            ada.user_id
+        ))
+        .await;
+    let first = spawn_change(&app, &ada.token, "first new password");
+    app.db.wait_for_lock_waiters(1).await;
+    let second = spawn_change(&app, &ada.token, "second new password");
+    app.db.wait_for_lock_waiters(2).await;
+    held.release().await;
+    let answers = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(
+        (answers.0.0, answers.1.0, answers.1.1["code"].as_str()),
+        (204, 401, Some("invalid_credentials")),
+        "{answers:?}"
+    );
+    assert_eq!(
+        app.login("ada@example.com", "first new password")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.login("ada@example.com", "second new password")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.current(&ada.token).await.status(), StatusCode::OK);
+}
+
+/// A change whose session is logged out while the change waits for the
+/// user's lock (the test holds it) sets nothing (`401 invalid_token`): the
+/// log out came first, and a stolen session's change cannot outlive it.
+#[tokio::test]
+async fn a_change_whose_session_was_logged_out_while_it_waited_sets_nothing() {
+    let app = TestApp::spawn_with(capped(3)).await;
+    let stolen = app.signup("ada@example.com").await;
+    let other = app.login_ok("ada@example.com").await;
+    let held = app
+        .db
+        .hold(&format!(
+            "SELECT 1 FROM users WHERE id = '{}' FOR NO KEY UPDATE",
+            stolen.user_id
+        ))
+        .await;
+    let change = spawn_change(&app, &stolen.token, "the thief's password");
+    app.db.wait_for_lock_waiters(1).await;
+    assert_eq!(
+        app.logout(&stolen.token).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    held.release().await;
+    let (status, body) = change.await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    assert_eq!(
+        app.login("ada@example.com", PASSWORD).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.current(&other.token).await.status(),
+        StatusCode::OK,
+        "nothing revoked"
+    );
 }
