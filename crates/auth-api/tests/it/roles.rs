@@ -351,6 +351,8 @@ async fn registration_gives_roles_only_by_an_admin_and_closed_only_to_one() {
         req.send()
     };
     forbidden(broken(None).await.unwrap()).await;
+    // A valid token that is no admin's: refused before the body too.
+    forbidden(broken(Some(&user.token)).await.unwrap()).await;
     expect_problem(
         broken(Some("not-a-token")).await.unwrap(),
         StatusCode::UNAUTHORIZED,

@@ -103,6 +103,18 @@ async fn x_forwarded_for_names_the_ip_only_when_the_peer_is_a_trusted_proxy() {
         "203.0.113.9",
         "the right-most entry that is not one of our proxies"
     );
+    // Two header lines are one list: the client's line, then our proxy's.
+    let lines = [
+        ("x-forwarded-for", "198.51.100.1"),
+        ("x-forwarded-for", "203.0.113.10, 10.0.0.1"),
+    ];
+    let s = login_with(&behind_proxy, "ada@example.com", &lines).await;
+    let rows = listed(&behind_proxy, s["token"].as_str().unwrap()).await;
+    assert_eq!(
+        by_id(&rows, &s["session_id"])["ip"],
+        "203.0.113.10",
+        "both lines read"
+    );
 }
 
 /// The reuse counter of `window` on /metrics.
