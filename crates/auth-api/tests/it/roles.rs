@@ -22,6 +22,14 @@ async fn admin(app: &TestApp) -> LoggedIn {
     app.signup_as("root@example.com", &[Role::Admin]).await
 }
 
+/// An admin's claim for `assignee`, refused as for no one who may work;
+/// the problem document.
+async fn assignee_refused(app: &TestApp, root: &LoggedIn, assignee: uuid::Uuid) -> Value {
+    let claim = json!({"count": 1, "assignee_id": assignee});
+    let res = app.claim(&root.token, &claim).await;
+    expect_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await
+}
+
 async fn forbidden(res: reqwest::Response) {
     expect_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
 }
@@ -169,16 +177,7 @@ async fn a_user_without_roles_keeps_its_sessions_and_may_do_nothing_else() {
     expect_status(app.list_sessions(&user.token).await, StatusCode::OK).await;
     forbidden(app.claim(&user.token, &json!({"count": 1})).await).await;
     // ... nor be given tasks: a claim for it is refused as for no user.
-    let body = expect_problem(
-        app.claim(
-            &root.token,
-            &json!({"count": 1, "assignee_id": user.user_id}),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    let body = assignee_refused(&app, &root, user.user_id).await;
     assert_eq!(body["errors"][0]["field"], "assignee_id");
     // An assignee must hold `worker` itself: an assigner or an admin alone
     // may work for itself, not be given work.
@@ -189,16 +188,7 @@ async fn a_user_without_roles_keeps_its_sessions_and_may_do_nothing_else() {
             StatusCode::OK,
         )
         .await;
-        expect_problem(
-            app.claim(
-                &root.token,
-                &json!({"count": 1, "assignee_id": user.user_id}),
-            )
-            .await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        )
-        .await;
+        assignee_refused(&app, &root, user.user_id).await;
     }
 }
 
@@ -429,16 +419,7 @@ async fn disabling_a_user_ends_its_sessions_and_its_logins_until_enabled() {
     )
     .await;
     // Nor may it be given work.
-    expect_problem(
-        app.claim(
-            &root.token,
-            &json!({"count": 1, "assignee_id": first.user_id}),
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    assignee_refused(&app, &root, first.user_id).await;
     expect_status(
         app.change_user(&root.token, first.user_id, &json!({"disabled": false}))
             .await,
