@@ -247,11 +247,9 @@ impl Worker {
                     "POST",
                     &format!("/v1/tasks/{id}/fail"),
                     Some(json!({"error": "chaos tier", "retry": false})),
-                    &[200],
+                    &[200, 409],
                 );
-                if failed.status == 200 {
-                    self.record.failed.push(id);
-                }
+                self.settled(id, failed.status, |record| &mut record.failed);
                 continue;
             }
             let done = self.send(
@@ -259,11 +257,21 @@ impl Worker {
                 "POST",
                 &format!("/v1/tasks/{id}/complete"),
                 None,
-                &[200],
+                &[200, 409],
             );
-            if done.status == 200 {
-                self.record.completed.push(id);
-            }
+            self.settled(id, done.status, |record| &mut record.completed);
+        }
+    }
+
+    /// Where a holder's write of task `id` goes in the record: acknowledged
+    /// (200) into `acknowledged`'s list; refused `409 not_assignee` into
+    /// `fenced`, which the checks allow only for a task someone cancelled
+    /// (producers cancel tasks workers may already hold).
+    fn settled(&mut self, id: Uuid, status: u16, acknowledged: fn(&mut Record) -> &mut Vec<Uuid>) {
+        match status {
+            200 => acknowledged(&mut self.record).push(id),
+            409 => self.record.fenced.push(id),
+            _ => {}
         }
     }
 
