@@ -169,18 +169,11 @@ impl SessionService {
             .await?;
         let this = self.clone();
         let (password, client) = (password.to_owned(), client.clone());
-        let settled = crate::detached::to_end(
-            async move {
-                this.check_and_open(email, admission, &password, &client)
-                    .await
-            },
-            |_unanswered| async {},
-        )
-        .await;
-        // Only a runtime shutting down ends the task without an answer.
-        settled.unwrap_or(Err(SessionError::Overloaded(
-            crate::hashing::HashError::DeadlineExceeded,
-        )))
+        settled(async move {
+            this.check_and_open(email, admission, &password, &client)
+                .await
+        })
+        .await
     }
 
     /// An admitted attempt's check and, for the right password, its
@@ -268,19 +261,13 @@ impl SessionService {
             .admit(&self.db, &self.hasher, email.as_str(), deadline)
             .await?;
         let (this, current, principal) = (self.clone(), current.to_owned(), principal.clone());
-        let settled = crate::detached::to_end(
-            async move {
-                let (user, attempt) = this.check(email, admission, &current).await?;
-                let changed = this.store_password(&user, &new, &principal).await;
-                this.settle(attempt.settle(Ending::Withdrawn)).await;
-                changed
-            },
-            |_unanswered| async {},
-        )
-        .await;
-        settled.unwrap_or(Err(SessionError::Overloaded(
-            crate::hashing::HashError::DeadlineExceeded,
-        )))
+        settled(async move {
+            let (user, attempt) = this.check(email, admission, &current).await?;
+            let changed = this.store_password(&user, &new, &principal).await;
+            this.settle(attempt.settle(Ending::Withdrawn)).await;
+            changed
+        })
+        .await
     }
 
     /// The new password's hash stored and the other sessions revoked, in
@@ -303,10 +290,16 @@ impl SessionService {
                 if !users::set_password(conn, user.id, &hash, verified).await? {
                     return Err(SessionError::InvalidCredentials);
                 }
-                if !sessions::holds(conn, principal.session_id, &principal.token).await? {
+                let caller = Caller {
+                    session_id: principal.session_id,
+                    token: &principal.token,
+                };
+                if !sessions::revoke_others(conn, user.id, &caller)
+                    .await?
+                    .caller
+                {
                     return Err(SessionError::InvalidToken);
                 }
-                sessions::revoke_others(conn, user.id, principal.session_id).await?;
                 password_resets::discard(conn, user.id).await?;
                 Ok(())
             })
@@ -541,6 +534,19 @@ impl SessionService {
             })
             .await
     }
+}
+
+/// An admitted attempt's work, run to its end in a task of its own (see
+/// [`crate::detached`]): the attempt settles whatever becomes of the
+/// caller. Only a runtime shutting down ends it without an answer.
+async fn settled<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    crate::detached::to_end(work, |_unanswered| async {})
+        .await
+        .unwrap_or(Err(SessionError::Overloaded(
+            crate::hashing::HashError::DeadlineExceeded,
+        )))
 }
 
 /// A revocation ([`sessions::revoke`]): one statement, and only when a

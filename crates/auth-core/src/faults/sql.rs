@@ -164,11 +164,18 @@ RETURNING id, user_id, created_at, last_seen_at, idle_expires_at, absolute_expir
 /// meanwhile gave its row a token the list does not hold, and the row is
 /// skipped when re-read.
 pub const REVOKE_OTHERS_BY_TOKENS_SEEN: &str = "\
-UPDATE sessions SET revoked_at = now()
-WHERE token_hash IN (SELECT token_hash FROM sessions
-                     WHERE user_id = $1 AND id <> $2
-                       AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now())
-  AND revoked_at IS NULL";
+WITH allowed AS (
+    SELECT EXISTS (SELECT 1 FROM sessions
+                   WHERE id = $2 AND token_hash = $3 AND revoked_at IS NULL
+                     AND idle_expires_at > now() AND absolute_expires_at > now()) AS caller
+), revoked AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE token_hash IN (SELECT token_hash FROM sessions
+                         WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL)
+      AND revoked_at IS NULL AND (SELECT caller FROM allowed)
+    RETURNING 1
+)
+SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked";
 
 /// `reset_token_used_twice`: the use re-checks only the token, not that
 /// it is unused: every use queued behind the winner uses it again.
@@ -183,10 +190,19 @@ pub const SET_PASSWORD_OVER_ANY: &str = "\
 UPDATE users SET password_hash = $2
 WHERE id = $1 AND disabled_at IS NULL AND ($3::text IS NULL OR true)";
 
-/// `password_change_ignores_revoked_caller`: the caller's session is taken
-/// to hold its token whatever became of it.
-pub const HOLDS_ALWAYS: &str = "\
-SELECT true AS held WHERE $1::uuid IS NOT NULL AND $2::bytea IS NOT NULL";
+/// `password_change_ignores_revoked_caller`: the others are revoked
+/// whatever became of the caller's session (`$3` read and ignored).
+pub const REVOKE_OTHERS_WHOEVER_CALLS: &str = "\
+WITH locked AS (
+    SELECT id FROM sessions
+    WHERE user_id = $1 AND revoked_at IS NULL AND $3::bytea IS NOT NULL
+    ORDER BY id FOR UPDATE
+), revoked AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE id IN (SELECT id FROM locked WHERE id <> $2)
+    RETURNING 1
+)
+SELECT true AS caller, (SELECT count(*) FROM revoked) AS revoked";
 
 /// `session_created_at_tx_start`: sessions dated by their transaction's
 /// start (`now()` in `issued`), not by their insert.

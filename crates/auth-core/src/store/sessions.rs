@@ -335,69 +335,61 @@ pub async fn revoke(
 }
 
 /// A password change's revocation, as sent: every unrevoked session of
-/// user `$1` but `$2` (the caller's); the expired too, so that a touch
-/// racing the revocation cannot keep one alive. By the user, not by the
-/// tokens seen: a refresh of one of them that committed while this waited
-/// for its row gave the row a new token, and the row, re-read, is revoked
-/// all the same. Rows are locked in id order, as every revocation and
-/// login takes them, so none of them deadlock. Runs after the user's lock
-/// (the password's update), so no login opens a session meanwhile.
+/// user `$1` but the caller's, `$2`, as long as the caller's session is
+/// active and still holds its token `$3` (a revocation or a refresh that
+/// committed since the caller's validation makes the change one that came
+/// after it: `caller` false, nothing revoked). All the user's unrevoked rows
+/// are locked in id order, as every revocation and login takes them, so
+/// none of them deadlock; the expired too, so a touch racing this cannot
+/// keep one alive. By the user, not by the tokens seen: a refresh of one of
+/// them that committed while this waited for its row gave the row a new
+/// token, and the row, re-read, is revoked all the same. Runs after the
+/// user's lock (the password's update), so no login opens one meanwhile.
 pub const REVOKE_OTHERS: &str = "\
 WITH locked AS (
-    SELECT id FROM sessions
-    WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL
+    SELECT id, token_hash, idle_expires_at > now() AND absolute_expires_at > now() AS live
+    FROM sessions
+    WHERE user_id = $1 AND revoked_at IS NULL
     ORDER BY id FOR UPDATE
+), allowed AS (
+    SELECT EXISTS (SELECT 1 FROM locked WHERE id = $2 AND token_hash = $3 AND live) AS caller
+), revoked AS (
+    UPDATE sessions SET revoked_at = now()
+    WHERE id IN (SELECT id FROM locked WHERE id <> $2) AND (SELECT caller FROM allowed)
+    RETURNING 1
 )
-UPDATE sessions SET revoked_at = now()
-WHERE id IN (SELECT id FROM locked)";
+SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS revoked";
+
+/// What a password change's revocation did ([`REVOKE_OTHERS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct OthersRevoked {
+    /// The caller's session still held its token: the others are revoked.
+    #[diesel(sql_type = Bool)]
+    pub caller: bool,
+    #[diesel(sql_type = BigInt)]
+    pub revoked: i64,
+}
 
 /// [`REVOKE_OTHERS`] as this build sends it.
 pub fn revoke_others_sql() -> &'static str {
     statement!(REVOKE_OTHERS,
-        PasswordChangeRevokesTokensSeen => REVOKE_OTHERS_BY_TOKENS_SEEN)
+        PasswordChangeRevokesTokensSeen => REVOKE_OTHERS_BY_TOKENS_SEEN,
+        PasswordChangeIgnoresRevokedCaller => REVOKE_OTHERS_WHOEVER_CALLS)
 }
 
-/// Revokes the user's other sessions by [`REVOKE_OTHERS`]; how many.
+/// Revokes the user's sessions but the caller's by [`REVOKE_OTHERS`].
 pub async fn revoke_others(
     conn: &mut AsyncPgConnection,
     user_id: Uuid,
-    keep: Uuid,
-) -> Result<usize, DbError> {
+    caller: &Caller<'_>,
+) -> Result<OthersRevoked, DbError> {
     diesel::sql_query(revoke_others_sql())
         .bind::<SqlUuid, _>(user_id)
-        .bind::<SqlUuid, _>(keep)
+        .bind::<SqlUuid, _>(caller.session_id)
+        .bind::<Bytea, _>(caller.token.0.as_slice())
         .prepared()
-        .execute(conn)
+        .get_result(conn)
         .await
-}
-
-/// Whether session `$1` is active and still holds token `$2` (a refresh
-/// replaces it, a revocation ends it), its row locked until the
-/// transaction ends.
-pub const HOLDS: &str = "\
-SELECT true AS held FROM sessions
-WHERE id = $1 AND token_hash = $2
-  AND revoked_at IS NULL AND idle_expires_at > now() AND absolute_expires_at > now()
-FOR UPDATE";
-
-/// Whether session `id` still holds `token`, by [`HOLDS`].
-pub async fn holds(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    token: &TokenHash,
-) -> Result<bool, DbError> {
-    #[derive(QueryableByName)]
-    struct Held {
-        #[diesel(sql_type = Bool)]
-        held: bool,
-    }
-    diesel::sql_query(statement!(HOLDS, PasswordChangeIgnoresRevokedCaller => HOLDS_ALWAYS))
-        .bind::<SqlUuid, _>(id)
-        .bind::<Bytea, _>(token.0.as_slice())
-        .prepared()
-        .get_results::<Held>(conn)
-        .await
-        .map(|rows| rows.iter().any(|r| r.held))
 }
 
 /// What a token that was rotated away says when presented again.

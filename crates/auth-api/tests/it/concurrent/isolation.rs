@@ -505,12 +505,23 @@ async fn logins_of_one_user_queue_on_its_lock_and_count_each_other() {
     judge("open", spec).await;
 }
 
-/// A password change and a login that verified the old password (stored
-/// as `x`), each on the user's lock: a login queued behind the change
-/// opens nothing; one that took the lock first commits its session, which
-/// the change, behind it, revokes with the caller's other sessions.
+/// A password change (through the caller's session) and a login that
+/// verified the old password (stored as `x`), each on the user's lock: a
+/// login queued behind the change opens nothing; one that took the lock
+/// first commits its session, which the change, behind it, revokes with
+/// the caller's other sessions, the caller's own left active.
 #[tokio::test]
 async fn a_login_that_verified_the_old_password_opens_nothing_after_a_change() {
+    // The caller's own session, through which the change is asked.
+    let caller = format!(
+        "INSERT INTO sessions (id, user_id, token_hash, created_at, last_seen_at, idle_expires_at,
+                               absolute_expires_at)
+         VALUES ({session}, {ada}, {token}, now(), now(), now() + interval '10 minutes',
+                 now() + interval '1 day');",
+        session = quoted(SESSION),
+        ada = quoted(ADA),
+        token = TOKEN[0]
+    );
     let change = Session {
         name: "change",
         in_transaction: true,
@@ -523,7 +534,7 @@ async fn a_login_that_verified_the_old_password_opens_nothing_after_a_change() {
                 "change_revokes",
                 bound(
                     sessions::revoke_others_sql(),
-                    &[&quoted(ADA), &quoted(SESSION)],
+                    &[&quoted(ADA), &quoted(SESSION), TOKEN[0]],
                 ),
             ),
             ("change_commits", "COMMIT".into()),
@@ -565,7 +576,7 @@ async fn a_login_that_verified_the_old_password_opens_nothing_after_a_change() {
         )],
     };
     let spec = render(
-        "",
+        &caller,
         &[change, login, reader],
         &[
             "change_stores login_locks change_revokes change_commits login_opens login_commits reader_counts",
