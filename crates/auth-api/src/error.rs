@@ -36,6 +36,8 @@ pub enum ApiError {
     InvalidToken,
     /// A valid credential without the right the request needs.
     Forbidden(Right),
+    /// A valid credential asking for what it may not have; the text says what.
+    Refused(&'static str),
     NotAssignee,
     NotCancellable,
     /// A long-poll claim past the bound on waiters (per credential or per instance).
@@ -59,6 +61,7 @@ impl From<SessionError> for ApiError {
             }
             SessionError::InvalidToken => ApiError::InvalidToken,
             SessionError::NotFound => ApiError::NotFound,
+            SessionError::Forbidden(why) => ApiError::Refused(why),
             e @ SessionError::Overloaded(_) => ApiError::Overloaded(e),
             e @ (SessionError::Hashing(_) | SessionError::Entropy(_)) => {
                 ApiError::Internal(Box::new(e))
@@ -220,7 +223,9 @@ impl ApiError {
                 "Too many failed login attempts",
             ),
             ApiError::InvalidToken => (S::UNAUTHORIZED, C::InvalidToken, "Invalid token"),
-            ApiError::Forbidden(_) => (S::FORBIDDEN, C::Forbidden, "Forbidden"),
+            ApiError::Forbidden(_) | ApiError::Refused(_) => {
+                (S::FORBIDDEN, C::Forbidden, "Forbidden")
+            }
             ApiError::NotAssignee => (S::CONFLICT, C::NotAssignee, "Task is not assigned to you"),
             ApiError::NotCancellable => {
                 (S::CONFLICT, C::NotCancellable, "Task is already finished")
@@ -260,6 +265,7 @@ impl ApiError {
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
+            ApiError::Refused(why) => Some((*why).to_owned()),
             ApiError::TooManyAttempts { retry_after_secs } => {
                 Some(format!("try again in {retry_after_secs} s"))
             }

@@ -4,6 +4,7 @@
 use crate::config::Registration;
 use crate::error::ApiError;
 use crate::fields::{self, FromJson, Nesting, Read};
+use crate::routes::Access;
 use crate::state::AppState;
 use actix_web::HttpMessage as _;
 use actix_web::body::BoxBody;
@@ -12,6 +13,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, web};
 use auth_core::auth::Principal;
+use auth_core::caller::Caller;
 use auth_core::domain::Right;
 use futures_util::StreamExt as _;
 use std::future::Future;
@@ -158,28 +160,42 @@ impl FromRequest for BearerToken {
     }
 }
 
-/// The session check in front of every route but the public ones:
-/// validates the bearer token before any extractor runs, so a caller
-/// without a valid session gets `401 invalid_token` and its body is never
-/// read (the contract's "authentication before bodies"); then, for a route
-/// that needs a right, checks that the roles the validation read grant it
-/// (`403 forbidden`, the body still unread).
-pub async fn require_session(
-    needs: Option<Right>,
+/// The credential check in front of every route but the public ones:
+/// validates the bearer token (a session's or an API key's) before any
+/// extractor runs, so a caller without a valid credential gets
+/// `401 invalid_token` and its body is never read (the contract's
+/// "authentication before bodies"); then checks that the caller may call a
+/// route of this `access` (`403 forbidden`, the body still unread).
+pub async fn require_credential(
+    access: Access,
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let checked = authenticate(req.request()).await.and_then(|principal| {
-        needs
-            .map_or(Ok(()), |right| allow(&principal, right))
-            .map(|()| principal)
-    });
+    let checked = authenticate(req.request())
+        .await
+        .and_then(|caller| admit(access, caller));
     match checked {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
             next.call(req).await
         }
         Err(e) => Ok(req.error_response(e)),
+    }
+}
+
+/// Whether `caller` may call a route of `access`: a key has no session
+/// (`401` on the routes of the session itself) and does not act as a
+/// person (`403` where only a person may); then the right the route needs.
+fn admit(access: Access, caller: Caller) -> Result<Caller, ApiError> {
+    match (&caller, access) {
+        (Caller::Key(_), Access::Session) => Err(ApiError::InvalidToken),
+        (Caller::Key(_), Access::Personal) => Err(ApiError::Refused(
+            "this needs a session: an API key may not do it",
+        )),
+        _ => access
+            .right()
+            .map_or(Ok(()), |right| allow(&caller, right))
+            .map(|()| caller),
     }
 }
 
@@ -201,7 +217,7 @@ pub async fn require_registrar(
     let checked = caller.and_then(|caller| {
         let admin = caller
             .as_ref()
-            .is_some_and(|p| p.roles.grant(Right::Administer));
+            .is_some_and(|c| c.roles().grant(Right::Administer));
         match closed && !admin {
             true => Err(ApiError::Forbidden(Right::Administer)),
             false => Ok(caller),
@@ -209,8 +225,8 @@ pub async fn require_registrar(
     });
     match checked {
         Ok(caller) => {
-            if let Some(principal) = caller {
-                req.extensions_mut().insert(principal);
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
             }
             next.call(req).await
         }
@@ -218,41 +234,29 @@ pub async fn require_registrar(
     }
 }
 
-/// The caller [`require_registrar`] authenticated, if a token was sent.
-pub struct MaybeAuthenticated(pub Option<Principal>);
-
-impl FromRequest for MaybeAuthenticated {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(Ok(MaybeAuthenticated(
-            req.extensions().get::<Principal>().cloned(),
-        )))
-    }
-}
-
 /// `Ok` when the caller's roles grant `right`; `403 forbidden` otherwise.
-pub fn allow(principal: &Principal, right: Right) -> Result<(), ApiError> {
-    if principal.roles.grant(right) {
+pub fn allow(caller: &Caller, right: Right) -> Result<(), ApiError> {
+    if caller.roles().grant(right) {
         Ok(())
     } else {
         Err(ApiError::Forbidden(right))
     }
 }
 
-async fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let BearerToken(token) = BearerToken::read(req)?;
     let state = req
         .app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| ApiError::Internal("no app state".into()))?;
-    Ok(state.sessions.validate(&token).await?)
+    Ok(state.sessions.authenticate(&token).await?)
 }
 
-/// The caller, as [`require_session`] authenticated it. On a route without
-/// the session check there is no caller: `401`, never an unchecked pass.
-pub struct Authenticated(pub Principal);
+/// The caller, as [`require_credential`] authenticated it. On a route
+/// without that check there is no caller: `401`, never an unchecked pass.
+/// As an `Option`, the caller [`require_registrar`] authenticated, if a
+/// token was sent.
+pub struct Authenticated(pub Caller);
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
@@ -261,11 +265,28 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready(
             req.extensions()
-                .get::<Principal>()
+                .get::<Caller>()
                 .cloned()
                 .map(Authenticated)
                 .ok_or(ApiError::InvalidToken),
         )
+    }
+}
+
+/// The caller's session, on the routes only a session may call
+/// ([`Access::Session`], [`Access::Personal`]).
+pub struct InSession(pub Principal);
+
+impl FromRequest for InSession {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let session = match req.extensions().get::<Caller>() {
+            Some(Caller::Session(p)) => Ok(InSession(p.clone())),
+            _ => Err(ApiError::InvalidToken),
+        };
+        std::future::ready(session)
     }
 }
 

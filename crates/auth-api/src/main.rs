@@ -224,8 +224,8 @@ async fn cleanup(config: &ApiConfig, dry_run: bool) -> anyhow::Result<()> {
         }
     };
     println!(
-        "{verb}: {} sessions, {} login attempts, {} tasks",
-        purged.sessions, purged.login_attempts, purged.tasks
+        "{verb}: {} sessions, {} API keys, {} login attempts, {} tasks",
+        purged.sessions, purged.api_keys, purged.login_attempts, purged.tasks
     );
     Ok(())
 }

@@ -8,12 +8,14 @@ use auth_core::retention::{Cleanup, CleanupRun};
 use std::sync::Weak;
 use std::time::Duration;
 
-/// Folds every `every` until `alive` has no owner left (the service and its
-/// workers dropped their state). Any number of instances may fold at once;
-/// a failed fold (database down) is retried at the next tick.
+/// Folds every `every` (the first fold one interval after start) until
+/// `alive` has no owner left (the service and its workers dropped their
+/// state). Any number of instances may fold at once; a failed fold
+/// (database down) is retried at the next tick.
 pub fn spawn_count_folding(queue: TaskQueue, every: Duration, alive: Weak<()>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+        let every = every.max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -44,6 +46,7 @@ pub fn spawn_cleanup(cleanup: Cleanup, every: Duration, alive: Weak<()>) {
             match cleanup.run().await {
                 Ok(CleanupRun::Done(p)) if p != Default::default() => tracing::info!(
                     sessions = p.sessions,
+                    api_keys = p.api_keys,
                     login_attempts = p.login_attempts,
                     tasks = p.tasks,
                     "cleanup purged rows past their retention"

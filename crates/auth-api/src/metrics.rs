@@ -377,6 +377,7 @@ impl Sampled for CleanupCollector {
         let stats = self.cleanup.stats();
         for (table, total) in [
             ("sessions", &stats.sessions),
+            ("api_keys", &stats.api_keys),
             ("login_attempts", &stats.login_attempts),
             ("tasks", &stats.tasks),
         ] {

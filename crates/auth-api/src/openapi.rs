@@ -6,7 +6,7 @@
 //! route can forget one.
 
 use crate::error::{FieldProblem, Problem, ProblemCode};
-use crate::routes::{ACCESS, health, sessions, tasks, users};
+use crate::routes::{ACCESS, Access, api_keys, health, sessions, tasks, users};
 use auth_core::domain::Right;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
@@ -33,6 +33,9 @@ use utoipa::{Modify, OpenApi};
         users::change,
         users::issue_reset,
         users::reset_password,
+        api_keys::create,
+        api_keys::list,
+        api_keys::revoke,
         sessions::login,
         sessions::list,
         sessions::revoke_all,
@@ -54,6 +57,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&SharedResponses),
     tags(
         (name = "users"),
+        (name = "api-keys", description = "Credentials for machines, stored only as SHA-256 hashes"),
         (name = "sessions", description = "Opaque bearer tokens, stored only as SHA-256 hashes"),
         (name = "tasks", description = "The shared work queue"),
         (name = "operations"),
@@ -90,17 +94,17 @@ impl Modify for SharedResponses {
             ];
             for (method, op) in ops {
                 let Some(op) = op else { continue };
-                let right = ACCESS
+                let access = ACCESS
                     .iter()
                     .find(|(m, p, _)| *m == method && p == path)
-                    .and_then(|(_, _, access)| access.right());
-                add_shared(op, uses_database, has_path_id, right);
+                    .map(|(_, _, access)| *access);
+                add_shared(op, uses_database, has_path_id, access);
             }
         }
     }
 }
 
-fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool, right: Option<Right>) {
+fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool, access: Option<Access>) {
     let authenticated = op.security.as_ref().is_some_and(|s| !s.is_empty());
     let mut add = |status: &str, response: Response| {
         op.responses
@@ -109,18 +113,14 @@ fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool, right:
             .or_insert(RefOr::T(response));
     };
     if authenticated {
-        add(
-            "401",
-            problem(
-                &[ProblemCode::InvalidToken],
-                "missing, malformed, unknown, expired or revoked token",
-            )
-            .header("WWW-Authenticate", string_header("`Bearer`"))
-            .build(),
-        );
+        add("401", unauthenticated(access));
     }
-    if let Some(right) = right {
+    if let Some(right) = access.and_then(Access::right) {
         add("403", forbidden(right));
+    }
+    if access == Some(Access::Personal) {
+        let why = "the credential is an API key: only a session may do this";
+        add("403", problem(&[ProblemCode::Forbidden], why).build());
     }
     if op.request_body.is_some() {
         add(
@@ -176,6 +176,19 @@ fn add_shared(op: &mut Operation, uses_database: bool, has_path_id: bool, right:
             .build(),
         );
     }
+}
+
+/// The 401 of an authenticated route of `access`.
+fn unauthenticated(access: Option<Access>) -> Response {
+    let why = match access {
+        Some(Access::Session) => {
+            "missing, malformed, unknown, expired or revoked token, or an API key (it has no session)"
+        }
+        _ => "missing, malformed, unknown, expired or revoked token",
+    };
+    problem(&[ProblemCode::InvalidToken], why)
+        .header("WWW-Authenticate", string_header("`Bearer`"))
+        .build()
 }
 
 /// The 403 of a route that needs `right`, naming the roles that grant it.

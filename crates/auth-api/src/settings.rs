@@ -121,6 +121,11 @@ pub struct SessionSettings {
     #[arg(long, env = "TESSERA_PASSWORD_RESET_SECS",
           default_value_t = SessionPolicy::default().reset_lifetime.as_secs())]
     pub password_reset_secs: u64,
+    /// Live API keys a user may hold at once; one more is 422
+    #[arg(long, env = "TESSERA_API_KEYS_PER_USER",
+          default_value_t = SessionPolicy::default().api_keys_per_user,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_keys_per_user: u32,
 }
 
 /// The work queue.
@@ -371,6 +376,7 @@ impl SessionSettings {
             failure_window: Duration::from_secs(self.login_failure_window_secs),
             reuse_grace: Duration::from_secs(self.refresh_reuse_grace_secs),
             reset_lifetime: Duration::from_secs(self.password_reset_secs),
+            api_keys_per_user: self.api_keys_per_user,
         }
     }
 }

@@ -160,9 +160,21 @@ pub(crate) fn app(
         .default_service(web::to(routes::not_found))
 }
 
-/// The jobs each instance runs beside its requests; each ends once the
-/// state's `alive` marker is dropped.
+/// The jobs each instance runs beside its requests, started once the
+/// schema is current (before, every one of them would fail on a table that
+/// is not there yet); each ends once the state's `alive` marker is dropped.
 fn spawn_background_jobs(state: &AppState, config: &ApiConfig) {
+    let (state, config) = (state.clone(), config.clone());
+    let mut migrated = state.migrated.clone();
+    tokio::spawn(async move {
+        // Only an instance dropped before its schema was current ends here.
+        if migrated.wait_for(|done| *done).await.is_ok() {
+            start_background_jobs(&state, &config);
+        }
+    });
+}
+
+fn start_background_jobs(state: &AppState, config: &ApiConfig) {
     crate::maintenance::spawn_count_folding(
         state.queue.clone(),
         config.queue.counts_fold_interval,

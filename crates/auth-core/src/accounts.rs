@@ -7,7 +7,7 @@ use crate::SessionError;
 use crate::auth::SessionService;
 use crate::domain::{Email, FieldError, Password, Roles, SessionToken};
 use crate::store::users::Account;
-use crate::store::{password_resets, sessions, users};
+use crate::store::{api_keys, password_resets, sessions, users};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -70,8 +70,8 @@ impl SessionService {
     /// Changes user `id`'s roles or disables (enables) it; `NotFound` when
     /// there is none. Roles are read afresh by every request's validation,
     /// so the change is in force for every request that starts after this
-    /// returns, on every instance. Disabling revokes every session of the
-    /// user in the same transaction, by a statement of its own after the
+    /// returns, on every instance. Disabling revokes every session and API
+    /// key of the user in the same transaction, by a statement of its own after the
     /// update: the update takes the user's row lock, so every login that
     /// held it has committed its session, which that statement's snapshot
     /// then holds; logins that wait for the lock find the user disabled
@@ -85,6 +85,8 @@ impl SessionService {
                     .ok_or(SessionError::NotFound)?;
                 if change.disabled == Some(true) {
                     sessions::revoke(conn, None, id, None, true).await?;
+                    or_fault!(DisableLeavesApiKeys => { password_resets::discard(conn, id).await?; Ok(account) });
+                    api_keys::revoke_all_of(conn, id).await?;
                     password_resets::discard(conn, id).await?;
                 }
                 Ok(account)

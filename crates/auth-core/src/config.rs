@@ -71,6 +71,9 @@ pub struct SessionPolicy {
     pub reuse_grace: Duration,
     /// How long an admin-issued password reset token works.
     pub reset_lifetime: Duration,
+    /// Live (unrevoked, unexpired) API keys a user may hold at once: what
+    /// bounds a key listing, and what a stranger with a session can make.
+    pub api_keys_per_user: u32,
 }
 
 impl Default for SessionPolicy {
@@ -84,6 +87,7 @@ impl Default for SessionPolicy {
             failure_window: Duration::from_secs(15 * 60),
             reuse_grace: Duration::from_secs(10),
             reset_lifetime: Duration::from_secs(3600),
+            api_keys_per_user: 100,
         }
     }
 }

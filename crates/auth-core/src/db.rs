@@ -286,8 +286,18 @@ async fn establish_uncached(url: &str) -> diesel::ConnectionResult<AsyncPgConnec
     Ok(conn)
 }
 
-fn bad_connection(e: impl std::fmt::Display) -> diesel::ConnectionError {
-    diesel::ConnectionError::BadConnection(e.to_string())
+/// A connection that could not be made or set up, with every cause
+/// (tokio-postgres says only "db error" at the top; the server's reason,
+/// "database ... does not exist", is its source).
+fn bad_connection(e: impl std::error::Error) -> diesel::ConnectionError {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        why.push_str(": ");
+        why.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    diesel::ConnectionError::BadConnection(why)
 }
 
 /// Logs why a new connection failed (bb8 otherwise drops the error, and a

@@ -23,6 +23,10 @@ pub enum SessionError {
     /// Missing, malformed, unknown, expired or revoked: deliberately one case.
     #[error("invalid token")]
     InvalidToken,
+    /// A valid credential asking for what it may not have (more roles
+    /// than its owner holds, say); the text says what.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     /// No such session among the caller's.
     #[error("not found")]
     NotFound,

@@ -48,7 +48,9 @@ macro_rules! or_fault {
 }
 
 pub mod accounts;
+pub mod api_keys;
 pub mod auth;
+pub mod caller;
 pub mod config;
 pub mod db;
 mod detached;

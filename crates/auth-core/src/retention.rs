@@ -1,6 +1,6 @@
 //! Retention: the periodic cleanup of what no rule reads any more (the
-//! contract's "Retention" sections). Sessions revoked or expired more than
-//! the session retention ago, login attempts that left the limit's window,
+//! contract's "Retention" sections). Sessions and API keys revoked or
+//! expired more than the session retention ago, login attempts that left the limit's window,
 //! and tasks finished (completed, failed, cancelled) more than the task retention ago are deleted in
 //! bounded batches, each its own short transaction that skips locked rows.
 //! Every batch first takes the cleanup's advisory lock with a try-lock: an
@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
     pub sessions: u64,
+    pub api_keys: u64,
     pub login_attempts: u64,
     pub tasks: u64,
 }
@@ -37,6 +38,7 @@ pub enum CleanupRun {
 #[derive(Debug, Default)]
 pub struct CleanupStats {
     pub sessions: AtomicU64,
+    pub api_keys: AtomicU64,
     pub login_attempts: AtomicU64,
     pub tasks: AtomicU64,
     /// Unix seconds of the last completed run; 0 before the first.
@@ -46,16 +48,23 @@ pub struct CleanupStats {
 #[derive(Clone, Copy)]
 enum Table {
     Sessions,
+    ApiKeys,
     LoginAttempts,
     Tasks,
 }
 
 impl Table {
-    const ALL: [Table; 3] = [Table::Sessions, Table::LoginAttempts, Table::Tasks];
+    const ALL: [Table; 4] = [
+        Table::Sessions,
+        Table::ApiKeys,
+        Table::LoginAttempts,
+        Table::Tasks,
+    ];
 
     fn purge(self) -> retention::Purge {
         match self {
             Table::Sessions => retention::SESSIONS,
+            Table::ApiKeys => retention::API_KEYS,
             Table::LoginAttempts => retention::LOGIN_ATTEMPTS,
             Table::Tasks => retention::FINISHED_TASKS,
         }
@@ -66,6 +75,7 @@ impl Purged {
     fn of(&mut self, table: Table) -> &mut u64 {
         match table {
             Table::Sessions => &mut self.sessions,
+            Table::ApiKeys => &mut self.api_keys,
             Table::LoginAttempts => &mut self.login_attempts,
             Table::Tasks => &mut self.tasks,
         }
@@ -106,6 +116,7 @@ impl Cleanup {
                 *purged.of(table) += n;
                 let counter = match table {
                     Table::Sessions => &self.stats.sessions,
+                    Table::ApiKeys => &self.stats.api_keys,
                     Table::LoginAttempts => &self.stats.login_attempts,
                     Table::Tasks => &self.stats.tasks,
                 };
@@ -155,7 +166,7 @@ impl Cleanup {
 
     fn age(&self, table: Table) -> Duration {
         match table {
-            Table::Sessions => self.policy.sessions,
+            Table::Sessions | Table::ApiKeys => self.policy.sessions,
             Table::LoginAttempts => self.login_window,
             Table::Tasks => self.policy.tasks,
         }

@@ -344,6 +344,29 @@ impl TestApp {
         expect_status(res, StatusCode::OK).await
     }
 
+    /// `POST /v1/api-keys` with `body`, as `token`'s caller.
+    pub async fn create_key(&self, token: &str, body: &Value) -> Response {
+        self.post_json("/v1/api-keys", Some(token), body).await
+    }
+
+    /// A key named `name` with all the roles of `token`'s user: its id
+    /// and the key itself.
+    pub async fn key_ok(&self, token: &str, name: &str) -> (Uuid, String) {
+        let body = json!({"name": name});
+        let made = expect_status(self.create_key(token, &body).await, StatusCode::CREATED).await;
+        let key = made["key"]
+            .as_str()
+            .expect("a made key is shown")
+            .to_owned();
+        (json_uuid(&made["id"]), key)
+    }
+
+    /// `DELETE /v1/api-keys/{id}` as `token`'s caller.
+    pub async fn revoke_key(&self, token: &str, id: Uuid) -> Response {
+        self.delete(&format!("/v1/api-keys/{id}"), Some(token))
+            .await
+    }
+
     /// Creates `email` holding `roles` (as an operator would, on the
     /// command line) and logs in.
     pub async fn signup_as(&self, email: &str, roles: &[Role]) -> LoggedIn {

@@ -1,6 +1,7 @@
 //! The contract's routes. Handlers only translate: JSON in, a service call,
 //! JSON out; no SQL and no rules here.
 
+pub(crate) mod api_keys;
 pub(crate) mod health;
 pub mod sessions;
 pub mod tasks;
@@ -20,11 +21,17 @@ pub enum Access {
     /// refused. Both before the body is read
     /// (see [`crate::extract::require_registrar`]).
     Registration,
-    /// A valid bearer token, checked before anything else of the request is
-    /// read (see [`crate::extract::require_session`]).
+    /// A valid session token, checked before anything else of the request
+    /// is read (see [`crate::extract::require_credential`]): the routes of
+    /// the session itself, which an API key, having none, gets `401` from.
     Session,
-    /// A valid bearer token whose user holds a role granting
-    /// [`Right::Work`], checked likewise (`403` otherwise).
+    /// A valid session token, checked likewise: what only a person may do
+    /// (make an API key, change the password); a valid API key gets `403`.
+    Personal,
+    /// A valid credential, a session's token or an API key, checked likewise.
+    Credential,
+    /// A valid credential whose roles grant [`Right::Work`], checked
+    /// likewise (`403` otherwise).
     Work,
     /// ... granting [`Right::Assign`].
     Assign,
@@ -38,9 +45,10 @@ pub enum Access {
 /// Declares the served routes once: `configure` registers them with actix
 /// and `SERVED` lists them, so the OpenAPI coverage test compares the
 /// document with what is really routed, not with a hand-kept copy. A
-/// `[Session]` route is wrapped in the session check, so its body is never
-/// read for a caller without a valid token; a `[Work]`, `[Assign]` or
-/// `[Administer]` route also needs a role granting that right: this table
+/// `[Session]`, `[Personal]` or `[Credential]` route is wrapped in the
+/// credential check, so its body is never read for a caller without a
+/// valid token (or with a key where only a session may call); a `[Work]`,
+/// `[Assign]` or `[Administer]` route also needs a role granting that right: this table
 /// is where who may do what is read (the two routes whose right depends on
 /// what they are asked, `GET /v1/tasks` and the claim, ask for
 /// [`Right::Assign`] in their handler when they act for someone else).
@@ -66,11 +74,13 @@ contract_routes! {
     "/metrics" => { get [Public] health::metrics }
     "/openapi.json" => { get [Public] health::document }
     "/v1/users" => { post [Registration] users::register, get [Administer] users::list }
-    "/v1/users/me" => { get [Session] users::me }
-    "/v1/users/me/password" => { put [Session] users::change_password }
+    "/v1/users/me" => { get [Credential] users::me }
+    "/v1/users/me/password" => { put [Personal] users::change_password }
     "/v1/users/{id}" => { get [Administer] users::read, patch [Administer] users::change }
     "/v1/users/{id}/password-reset" => { post [Administer] users::issue_reset }
     "/v1/password-resets" => { post [Public] users::reset_password }
+    "/v1/api-keys" => { post [Personal] api_keys::create, get [Credential] api_keys::list }
+    "/v1/api-keys/{id}" => { delete [Credential] api_keys::revoke }
     "/v1/sessions" => {
         post [Public] sessions::login,
         get [Session] sessions::list,
@@ -93,7 +103,12 @@ impl Access {
     /// The right a route needs beyond a valid session, if any.
     pub fn right(self) -> Option<Right> {
         match self {
-            Access::Public | Access::Registration | Access::Token | Access::Session => None,
+            Access::Public
+            | Access::Registration
+            | Access::Token
+            | Access::Session
+            | Access::Personal
+            | Access::Credential => None,
             Access::Work => Some(Right::Work),
             Access::Assign => Some(Right::Assign),
             Access::Administer => Some(Right::Administer),
@@ -112,12 +127,14 @@ fn gate(access: Access, route: Route) -> Route {
     match access {
         Access::Public | Access::Token => route,
         Access::Registration => route.wrap(from_fn(crate::extract::require_registrar)),
-        Access::Session | Access::Work | Access::Assign | Access::Administer => {
-            let needs = access.right();
-            route.wrap(from_fn(move |req, next| {
-                crate::extract::require_session(needs, req, next)
-            }))
-        }
+        Access::Session
+        | Access::Personal
+        | Access::Credential
+        | Access::Work
+        | Access::Assign
+        | Access::Administer => route.wrap(from_fn(move |req, next| {
+            crate::extract::require_credential(access, req, next)
+        })),
     }
 }
 

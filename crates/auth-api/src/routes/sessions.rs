@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::error::Problem;
-use crate::extract::{Authenticated, BearerToken, JsonBody, path_id};
+use crate::extract::{BearerToken, InSession, JsonBody, path_id};
 use crate::fields::{FromJson, Member};
 use crate::routes::users::Credentials;
 use crate::state::AppState;
@@ -132,7 +132,7 @@ pub async fn login(
     security(("bearer" = [])),
     responses((status = 200, description = "The token is valid", body = CurrentSessionResponse))
 )]
-pub async fn current(Authenticated(p): Authenticated) -> HttpResponse {
+pub async fn current(InSession(p): InSession) -> HttpResponse {
     HttpResponse::Ok().json(CurrentSessionResponse {
         session_id: p.session_id,
         user_id: p.user_id,
@@ -151,7 +151,7 @@ pub async fn current(Authenticated(p): Authenticated) -> HttpResponse {
 )]
 pub async fn logout(
     state: web::Data<AppState>,
-    Authenticated(p): Authenticated,
+    InSession(p): InSession,
 ) -> Result<HttpResponse, ApiError> {
     state.sessions.logout(&p).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -185,7 +185,7 @@ pub async fn refresh(
 )]
 pub async fn list(
     state: web::Data<AppState>,
-    Authenticated(p): Authenticated,
+    InSession(p): InSession,
 ) -> Result<HttpResponse, ApiError> {
     let sessions: Vec<SessionResponse> = state
         .sessions
@@ -216,7 +216,7 @@ pub async fn list(
 )]
 pub async fn revoke(
     state: web::Data<AppState>,
-    Authenticated(p): Authenticated,
+    InSession(p): InSession,
     session_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let session_id = path_id(&session_id)?;
@@ -234,7 +234,7 @@ pub async fn revoke(
 )]
 pub async fn revoke_all(
     state: web::Data<AppState>,
-    Authenticated(p): Authenticated,
+    InSession(p): InSession,
 ) -> Result<HttpResponse, ApiError> {
     let revoked = state.sessions.revoke_all(&p).await?;
     Ok(HttpResponse::Ok().json(RevokedResponse { revoked }))

@@ -449,14 +449,14 @@ pub async fn claim(
         .unwrap_or_default();
     if body
         .assignee_id
-        .is_some_and(|assignee| assignee != p.user_id)
+        .is_some_and(|assignee| assignee != p.user_id())
     {
         crate::extract::allow(&p, Right::Assign)?;
     }
     let wait = Wait::from_millis(body.wait_ms)?.less(spent);
     let claimant = Claimant {
-        user: p.user_id,
-        credential: p.session_id,
+        user: p.user_id(),
+        credential: p.credential_id(),
     };
     let outcome = state
         .queue
@@ -486,7 +486,7 @@ pub async fn complete(
     Authenticated(p): Authenticated,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = state.queue.complete(p.user_id, path_id(&id)?).await?;
+    let task = state.queue.complete(p.user_id(), path_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }
 
@@ -507,7 +507,7 @@ pub async fn release(
     Authenticated(p): Authenticated,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = state.queue.release(p.user_id, path_id(&id)?).await?;
+    let task = state.queue.release(p.user_id(), path_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }
 
@@ -533,7 +533,7 @@ pub async fn heartbeat(
     let id = path_id(&id)?;
     // A negative value is out of range as well: the queue says so.
     let lease_secs = lease_secs.map(|s| u64::try_from(s).unwrap_or(0));
-    let task = state.queue.heartbeat(p.user_id, id, lease_secs).await?;
+    let task = state.queue.heartbeat(p.user_id(), id, lease_secs).await?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }
 
@@ -560,7 +560,7 @@ pub async fn fail(
     let id = path_id(&id)?;
     let task = state
         .queue
-        .fail(p.user_id, id, &body.error, body.retry)
+        .fail(p.user_id(), id, &body.error, body.retry)
         .await?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }
@@ -605,8 +605,8 @@ pub async fn list(
     Authenticated(p): Authenticated,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let query = ListQuery::parse(req.query_string(), p.user_id)?;
-    if query.assignee != Some(p.user_id) {
+    let query = ListQuery::parse(req.query_string(), p.user_id())?;
+    if query.assignee != Some(p.user_id()) {
         crate::extract::allow(&p, Right::Assign)?;
     }
     let tasks = state.queue.list(query.into()).await?;

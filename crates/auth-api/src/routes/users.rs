@@ -3,7 +3,7 @@
 use crate::config::Registration;
 use crate::error::ApiError;
 use crate::error::Problem;
-use crate::extract::{Authenticated, JsonBody, MaybeAuthenticated, path_id};
+use crate::extract::{Authenticated, InSession, JsonBody, path_id};
 use crate::fields::{Fields, FromJson, Member};
 use crate::state::AppState;
 use actix_web::http::header;
@@ -52,13 +52,13 @@ pub struct RegisterRequest {
 
 /// The schema of a set of roles: an array of the role words, written from
 /// `Role::ALL`.
-fn roles_schema() -> utoipa::openapi::schema::Array {
+pub(super) fn roles_schema() -> utoipa::openapi::schema::Array {
     roles_array().build()
 }
 
 /// [`roles_schema`] where the member may be left out or `null` (the
 /// default then applies).
-fn optional_roles_schema() -> utoipa::openapi::schema::Array {
+pub(super) fn optional_roles_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::{Type, schema::SchemaType};
     roles_array()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
@@ -160,11 +160,11 @@ impl From<Account> for UserResponse {
 )]
 pub async fn register(
     state: web::Data<AppState>,
-    MaybeAuthenticated(caller): MaybeAuthenticated,
+    caller: Option<Authenticated>,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     // Only an admin's token lifts the limits (a bad token was refused).
-    let by_admin = caller.is_some_and(|p| p.roles.grant(Right::Administer));
+    let by_admin = caller.is_some_and(|Authenticated(c)| c.roles().grant(Right::Administer));
     if !by_admin && (state.registration == Registration::Closed || body.roles.is_some()) {
         return Err(ApiError::Forbidden(Right::Administer));
     }
@@ -186,7 +186,7 @@ pub async fn me(
     state: web::Data<AppState>,
     Authenticated(p): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
-    let user = state.sessions.account(p.user_id).await?;
+    let user = state.sessions.account(p.user_id()).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(user)))
 }
 
@@ -271,7 +271,7 @@ pub struct ChangeUserRequest {
     #[schema(schema_with = optional_roles_schema, required = false)]
     #[serde(default)]
     roles: Member<Roles>,
-    /// `true` disables the user and revokes all its sessions in the same
+    /// `true` disables the user and revokes all its sessions and API keys in the same
     /// transaction; `false` enables it again.
     #[schema(value_type = Option<bool>)]
     #[serde(default)]
@@ -359,7 +359,7 @@ impl FromJson for ChangePasswordRequest {
 )]
 pub async fn change_password(
     state: web::Data<AppState>,
-    Authenticated(p): Authenticated,
+    InSession(p): InSession,
     JsonBody(change): JsonBody<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     state

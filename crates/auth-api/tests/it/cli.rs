@@ -220,11 +220,14 @@ async fn cleanup_dry_run_deletes_nothing_and_cleanup_deletes_what_it_counted() {
     let dry = auth_api(&app.db.url(), &["cleanup", "--dry-run"], "").await;
     assert_eq!(
         dry.trim(),
-        "would delete: 1 sessions, 0 login attempts, 0 tasks"
+        "would delete: 1 sessions, 0 API keys, 0 login attempts, 0 tasks"
     );
     assert_eq!(app.db.count(sessions).await, 1);
     let run = auth_api(&app.db.url(), &["cleanup"], "").await;
-    assert_eq!(run.trim(), "deleted: 1 sessions, 0 login attempts, 0 tasks");
+    assert_eq!(
+        run.trim(),
+        "deleted: 1 sessions, 0 API keys, 0 login attempts, 0 tasks"
+    );
     assert_eq!(app.db.count(sessions).await, 0);
 }
 

@@ -62,6 +62,7 @@ fn config() -> ApiConfig {
             failure_window: secs(WINDOW_SECS),
             reuse_grace: secs(GRACE_SECS),
             reset_lifetime: secs(RESET_SECS),
+            ..defaults.sessions.clone()
         },
         queue: QueuePolicy {
             lease: secs(LEASE_SECS),

@@ -6,6 +6,7 @@
 // #[test] functions; this covers the helpers beside them).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_keys;
 mod bounds;
 mod cli;
 mod concurrent;

@@ -95,6 +95,29 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
         kept.push(task(&app, finished, Some("interval '6 days'")).await);
     }
     kept.push(task(&app, "unassigned", None).await);
+    // Keys: revoked 8 days ago, expired 9 days ago (gone); revoked 6 days
+    // ago, expiring tomorrow, live (kept).
+    let keys = [
+        ("gone-revoked", "now() - interval '8 days'", "NULL"),
+        ("gone-expired", "NULL", "now() - interval '9 days'"),
+        ("kept-revoked", "now() - interval '6 days'", "NULL"),
+        ("kept-expiring", "NULL", "now() + interval '1 day'"),
+        ("kept-live", "NULL", "NULL"),
+    ];
+    for (name, revoked, expires) in keys {
+        let id = Uuid::new_v4();
+        app.db
+            .execute(&format!(
+                "INSERT INTO api_keys (id, user_id, name, key_hash, roles, revoked_at, expires_at)
+                 VALUES ('{id}', '{}', '{name}', sha256('{name}'::bytea), '{{worker}}', {revoked}, {expires})",
+                user.user_id
+            ))
+            .await;
+        match name.starts_with("gone") {
+            true => gone.push(id),
+            false => kept.push(id),
+        }
+    }
     app.db
         .execute(
             "INSERT INTO login_attempts (email, attempted_at, outcome) VALUES
@@ -108,6 +131,7 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
         run,
         CleanupRun::Done(Purged {
             sessions: 3,
+            api_keys: 2,
             login_attempts: 1,
             tasks: 3,
         })
@@ -120,7 +144,8 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
     };
     let present = |list: &[Uuid]| {
         format!(
-            "SELECT count(*) AS n FROM (SELECT id FROM sessions UNION ALL SELECT id FROM tasks) AS r
+            "SELECT count(*) AS n FROM (SELECT id FROM sessions UNION ALL SELECT id FROM tasks
+                UNION ALL SELECT id FROM api_keys) AS r
               WHERE id IN ({})",
             ids(list)
         )
@@ -174,6 +199,7 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     for line in [
         r#"tessera_cleanup_purged_rows_total{table="sessions"} 3"#,
+        r#"tessera_cleanup_purged_rows_total{table="api_keys"} 2"#,
         r#"tessera_cleanup_purged_rows_total{table="login_attempts"} 1"#,
         r#"tessera_cleanup_purged_rows_total{table="tasks"} 3"#,
     ] {

@@ -38,6 +38,12 @@ const BUDGET: &[(&str, u64)] = &[
     ("POST /v1/tasks/{id}/cancel", 2),
     ("GET /v1/tasks", 2),
     ("GET /v1/tasks/stats", 2),
+    ("GET /v1/users/me", 2),
+    ("POST /v1/api-keys", 5),
+    ("GET /v1/users/me (API key)", 2),
+    ("GET /v1/users/me (API key, touch due)", 2),
+    ("GET /v1/api-keys", 2),
+    ("DELETE /v1/api-keys/{id}", 2),
 ];
 
 /// What each counted request cost.
@@ -229,6 +235,35 @@ async fn every_endpoint_stays_within_its_round_trip_budget() {
     l.start();
     ok(app.stats(&token).await).await;
     l.record("GET /v1/tasks/stats");
+
+    ok(app.get("/v1/users/me", Some(&token)).await).await;
+    l.start();
+    ok(app.get("/v1/users/me", Some(&token)).await).await;
+    l.record("GET /v1/users/me");
+
+    app.key_ok(&token, "warm").await;
+    l.start();
+    let (id, key) = app.key_ok(&token, "counted").await;
+    l.record("POST /v1/api-keys");
+    ok(app.get("/v1/users/me", Some(&key)).await).await;
+    l.start();
+    ok(app.get("/v1/users/me", Some(&key)).await).await;
+    l.record("GET /v1/users/me (API key)");
+    app.db
+        .execute("UPDATE api_keys SET last_used_at = now() - interval '1 hour'")
+        .await;
+    l.start();
+    ok(app.get("/v1/users/me", Some(&key)).await).await;
+    l.record("GET /v1/users/me (API key, touch due)");
+    ok(app.get("/v1/api-keys", Some(&key)).await).await;
+    l.start();
+    ok(app.get("/v1/api-keys", Some(&key)).await).await;
+    l.record("GET /v1/api-keys");
+    let (warm, _) = app.key_ok(&token, "revoked").await;
+    expect_status(app.revoke_key(&token, warm).await, StatusCode::NO_CONTENT).await;
+    l.start();
+    expect_status(app.revoke_key(&token, id).await, StatusCode::NO_CONTENT).await;
+    l.record("DELETE /v1/api-keys/{id}");
 
     check(&l.rows);
 }

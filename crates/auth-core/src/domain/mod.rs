@@ -12,7 +12,7 @@ pub use email::Email;
 pub use password::Password;
 pub use role::{Right, Role, Roles};
 pub use task_status::{SqlTaskStatus, TaskStatus};
-pub use token::{SessionToken, TokenHash};
+pub use token::{API_KEY_PREFIX, ApiKeyToken, SessionToken, TokenHash};
 
 use serde::Serialize;
 

@@ -8,7 +8,7 @@ use diesel::pg::{Pg, PgValue};
 use diesel::sql_types::{Array, Text};
 use serde::{Serialize, Serializer};
 
-/// A role a user (and, later, an API key) holds.
+/// A role a user (and an API key) holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     Worker,
@@ -99,6 +99,17 @@ impl Roles {
 
     pub fn with(self, role: Role) -> Roles {
         Roles(self.0 | role.bit())
+    }
+
+    /// The roles held in both sets: what an API key may do is the part of
+    /// its roles its owner still holds.
+    pub fn shared_with(self, other: Roles) -> Roles {
+        Roles(self.0 & other.0)
+    }
+
+    /// Whether every role of this set is in `other`.
+    pub fn within(self, other: Roles) -> bool {
+        self.shared_with(other) == self
     }
 }
 

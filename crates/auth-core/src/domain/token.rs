@@ -1,5 +1,7 @@
-//! Session tokens: 32 random bytes shown to the client once, stored only as
-//! their SHA-256.
+//! Session tokens and API keys: 32 random bytes shown to the client once,
+//! stored only as their SHA-256. A key is written with a prefix of its own,
+//! so a validation knows which table to look in, and a leaked key is
+//! recognisable as one (by its owner's grep or a secret scanner).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -53,6 +55,49 @@ impl SessionToken {
     }
 }
 
+/// What every API key's text starts with.
+pub const API_KEY_PREFIX: &str = "tsk_";
+
+/// An API key: a [`SessionToken`]'s 256 bits behind [`API_KEY_PREFIX`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyToken(SessionToken);
+
+impl ApiKeyToken {
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> Result<ApiKeyToken, getrandom::Error> {
+        SessionToken::generate().map(ApiKeyToken)
+    }
+
+    /// Reads a key as a client sends it; `None` for anything that is not
+    /// the prefix followed by a token's 43 characters.
+    pub fn parse(text: &str) -> Option<ApiKeyToken> {
+        text.strip_prefix(API_KEY_PREFIX)
+            .and_then(SessionToken::parse)
+            .map(ApiKeyToken)
+    }
+
+    /// Whether `text` is written as a key (then it is looked up among
+    /// keys, never among sessions).
+    pub fn is_key(text: &str) -> bool {
+        text.starts_with(API_KEY_PREFIX)
+    }
+
+    /// The text handed to the client, once.
+    pub fn expose(&self) -> String {
+        format!("{API_KEY_PREFIX}{}", self.0.expose())
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        self.0.hash()
+    }
+}
+
+impl fmt::Debug for ApiKeyToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKeyToken(***)")
+    }
+}
+
 impl fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SessionToken(***)")
@@ -61,7 +106,25 @@ impl fmt::Debug for SessionToken {
 
 #[cfg(test)]
 mod tests {
-    use super::SessionToken;
+    use super::{API_KEY_PREFIX, ApiKeyToken, SessionToken};
+
+    #[test]
+    fn a_key_reads_back_only_with_its_prefix() -> Result<(), getrandom::Error> {
+        let key = ApiKeyToken::generate()?;
+        let text = key.expose();
+        assert!(text.starts_with(API_KEY_PREFIX) && ApiKeyToken::is_key(&text));
+        assert_eq!(text.len(), API_KEY_PREFIX.len() + 43);
+        assert_eq!(ApiKeyToken::parse(&text), Some(key.clone()));
+        let bare = &text[API_KEY_PREFIX.len()..];
+        assert_eq!(ApiKeyToken::parse(bare), None);
+        assert_eq!(
+            SessionToken::parse(&text),
+            None,
+            "a key is no session token"
+        );
+        assert!(!format!("{key:?}").contains(bare));
+        Ok(())
+    }
 
     #[test]
     fn round_trips_and_is_url_safe() -> Result<(), getrandom::Error> {

@@ -285,3 +285,93 @@ pub(crate) async fn revoke_then_disable(
         .map_err(crate::StoreError::from)?
         .ok_or(crate::SessionError::NotFound)
 }
+
+/// `api_key_cap_counted_unlocked`: reads the owner's roles without its
+/// lock, counts its live keys, then inserts with no count of its own:
+/// creations that count together all see room.
+pub(crate) async fn create_key_count_then_insert(
+    conn: &mut diesel_async::AsyncPgConnection,
+    owner: uuid::Uuid,
+    request: &crate::api_keys::KeyRequest,
+    hash: &crate::domain::TokenHash,
+    cap: u32,
+) -> Result<crate::store::api_keys::KeyRow, crate::SessionError> {
+    use crate::StoreError;
+    use diesel::sql_types::{Array, BigInt, Text, Uuid as SqlUuid};
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = Array<Text>)]
+        roles: crate::domain::Roles,
+        #[diesel(sql_type = BigInt)]
+        live: i64,
+    }
+    let held: Vec<Held> = diesel::sql_query(
+        "SELECT u.roles::text[] AS roles,
+                (SELECT count(*) FROM api_keys
+                 WHERE user_id = u.id AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > now())) AS live
+         FROM users AS u WHERE u.id = $1 AND u.disabled_at IS NULL",
+    )
+    .bind::<SqlUuid, _>(owner)
+    .get_results(conn)
+    .await
+    .map_err(StoreError::from)?;
+    let held = held
+        .into_iter()
+        .next()
+        .ok_or(crate::SessionError::InvalidToken)?;
+    if held.live >= i64::from(cap) {
+        return Err(crate::api_keys::key_cap_reached(cap));
+    }
+    let new = crate::store::api_keys::NewKey {
+        id: uuid::Uuid::new_v4(),
+        user_id: owner,
+        name: &request.name,
+        hash,
+        roles: request.roles.unwrap_or(held.roles),
+        expires_at: request.expires_at,
+    };
+    crate::store::api_keys::create(conn, new, u32::MAX)
+        .await
+        .map_err(StoreError::from)?
+        .ok_or(crate::SessionError::InvalidToken)
+}
+
+/// `api_keys_cached_per_instance`: each key this instance validated once
+/// is served again from memory, as it was then.
+pub(crate) async fn validate_key_cached(
+    service: &crate::auth::SessionService,
+    text: &str,
+) -> Result<crate::caller::KeyHolder, crate::SessionError> {
+    use crate::SessionError;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static SEEN: OnceLock<Mutex<HashMap<[u8; 32], crate::caller::KeyHolder>>> = OnceLock::new();
+    let hash = crate::domain::ApiKeyToken::parse(text)
+        .ok_or(SessionError::InvalidToken)?
+        .hash();
+    let cache = SEEN.get_or_init(Mutex::default);
+    if let Some(held) = cache
+        .lock()
+        .ok()
+        .and_then(|seen| seen.get(&hash.0).copied())
+    {
+        return Ok(held);
+    }
+    let touch = service.policy.touch_interval;
+    let found = service
+        .db
+        .run(async |conn| {
+            crate::store::api_keys::validate(conn, &hash, touch)
+                .await
+                .map_err(crate::StoreError::from)
+        })
+        .await?
+        .ok_or(SessionError::InvalidToken)?;
+    let held = crate::api_keys::holder(found);
+    if let Ok(mut seen) = cache.lock() {
+        seen.insert(hash.0, held);
+    }
+    Ok(held)
+}

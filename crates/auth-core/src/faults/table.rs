@@ -125,4 +125,16 @@ faults! {
     /// A password change goes on whatever became of the caller's session
     /// since its validation (revoked meanwhile, say by a log out).
     PasswordChangeIgnoresRevokedCaller => "password_change_ignores_revoked_caller",
+    /// Key creation counts the user's live keys without the user's lock,
+    /// then inserts: creations that count together all pass the cap.
+    ApiKeyCapCountedUnlocked => "api_key_cap_counted_unlocked",
+    /// A key validation serves the key's own roles, not the part of them
+    /// its owner still holds (a role taken away stays with the key).
+    ApiKeyRolesOutliveOwner => "api_key_roles_outlive_owner",
+    /// Each instance keeps the keys it validated and serves them again
+    /// without asking (a revoked key keeps working where it was seen).
+    ApiKeysCachedPerInstance => "api_keys_cached_per_instance",
+    /// Disabling a user revokes its sessions, not its API keys (enabled
+    /// again, its keys work again).
+    DisableLeavesApiKeys => "disable_leaves_api_keys",
 }

@@ -5,6 +5,7 @@
 //!
 //! Time is always the database's `now()`: one clock for every instance.
 
+pub mod api_keys;
 pub mod login_attempts;
 pub mod password_resets;
 pub mod retention;

@@ -69,6 +69,24 @@ SELECT count(*) AS n FROM sessions
 WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)",
 };
 
+/// API keys revoked or expired (`api_keys_ended`), after the session
+/// retention: a key that ended is `401` like a session that did, and is
+/// no longer listed.
+pub const API_KEYS: Purge = Purge {
+    delete: "\
+WITH gone AS (
+    DELETE FROM api_keys WHERE id IN (
+        SELECT id FROM api_keys
+        WHERE LEAST(revoked_at, expires_at) < now() - make_interval(secs => $1)
+        ORDER BY LEAST(revoked_at, expires_at) LIMIT $2
+        FOR UPDATE SKIP LOCKED)
+    RETURNING 1)
+SELECT count(*) AS n FROM gone",
+    count: "\
+SELECT count(*) AS n FROM api_keys
+WHERE LEAST(revoked_at, expires_at) < now() - make_interval(secs => $1)",
+};
+
 /// Login attempts (`login_attempts_attempted`).
 pub const LOGIN_ATTEMPTS: Purge = Purge {
     delete: "\

@@ -5,6 +5,7 @@
 //! `interleavings` forces specific orders with locks the test holds;
 //! `isolation` runs the hot statements through PostgreSQL's isolation tester.
 
+mod api_keys;
 mod bodies;
 // The randomized run, the longest test of the tier: libtest starts tests
 // in the order of their names, and this module's puts it among the first,
