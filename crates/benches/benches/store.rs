@@ -1,9 +1,11 @@
 //! Store-level validate and claim against a real database (a TestDb clone):
 //! the statements the service runs, timed from the client side (round trip
-//! included), on 10,000 sessions and 100,000 tasks with 10,000 leased.
+//! included), on 10,000 sessions, 10,000 API keys, and 100,000 tasks with
+//! 10,000 leased. A key's validation and a session's run side by side, on
+//! one connection, in one run.
 
 use auth_core::domain::TokenHash;
-use auth_core::store::{sessions, tasks};
+use auth_core::store::{api_keys, sessions, tasks};
 use criterion::{Criterion, criterion_group, criterion_main};
 use diesel_async::AsyncPgConnection;
 use sha2::{Digest, Sha256};
@@ -25,6 +27,12 @@ async fn seed(db: &TestDb) {
          FROM generate_series(1, 10000) AS g"
     ))
     .await;
+    db.execute(&format!(
+        "INSERT INTO api_keys (id, user_id, name, key_hash, roles, last_used_at)
+         SELECT gen_random_uuid(), '{WORKER}', 'key ' || g, sha256(int4send(g)), '{{worker}}', now()
+         FROM generate_series(1, 10000) AS g"
+    ))
+    .await;
     db.execute("INSERT INTO tasks (id, title) SELECT gen_random_uuid(), 'task ' || g FROM generate_series(1, 100000) AS g")
         .await;
     db.execute(&format!(
@@ -34,10 +42,11 @@ async fn seed(db: &TestDb) {
     ))
     .await;
     db.execute("VACUUM ANALYZE sessions").await;
+    db.execute("VACUUM ANALYZE api_keys").await;
     db.execute("VACUUM ANALYZE tasks").await;
 }
 
-/// The hash the seeded session number `n` was stored under.
+/// The hash the seeded session (and API key) number `n` was stored under.
 fn seeded_hash(n: i32) -> TokenHash {
     TokenHash(Sha256::digest(n.to_be_bytes()).into())
 }
@@ -71,6 +80,22 @@ fn store(c: &mut Criterion) {
                 Duration::from_secs(1800),
             ));
             assert!(matches!(found, Ok(Some(_))), "seeded session {n} not found");
+            black_box(found)
+        })
+    });
+
+    let mut n = 0;
+    c.bench_function("store: validate key lookup (10k keys)", |b| {
+        b.iter(|| {
+            n = n % 10_000 + 1;
+            let hash = seeded_hash(n);
+            // As for sessions: a touch interval longer than the run.
+            let found = runtime.block_on(api_keys::validate(
+                &mut conn,
+                &hash,
+                Duration::from_secs(3600),
+            ));
+            assert!(matches!(found, Ok(Some(_))), "seeded key {n} not found");
             black_box(found)
         })
     });
