@@ -1,8 +1,11 @@
 -- API keys (interface v2, "API keys"): credentials for machines, stored
--- only as SHA-256 like session tokens. A key carries roles; what it may do
--- is those of them its owner still holds, read afresh by every validation.
--- No idle expiry: a key ends when revoked, at its expires_at, or with its
--- owner's disable.
+-- only as SHA-256 like session tokens. A key carries roles its owner's
+-- cover; a role taken from the owner is taken from its keys in the same
+-- transaction. No idle expiry: a key ends when revoked (its row deleted),
+-- at its expires_at, or with its owner's disable, password change or
+-- reset (its rows deleted). A
+-- user holds at most the configured number of rows here, expired ones
+-- included, so a crowd of creations and revocations cannot grow the table.
 CREATE TABLE api_keys (
     id           uuid PRIMARY KEY,
     user_id      uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -11,14 +14,12 @@ CREATE TABLE api_keys (
     roles        user_role[] NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     expires_at   timestamptz,
-    last_used_at timestamptz,
-    revoked_at   timestamptz
+    last_used_at timestamptz
 );
 
--- A user's live keys: counted against the per-user cap, listed, revoked
--- by a disable.
-CREATE INDEX api_keys_user_live ON api_keys (user_id, created_at) WHERE revoked_at IS NULL;
+-- A user's keys: counted against the per-user cap, listed, deleted by a
+-- disable.
+CREATE INDEX api_keys_user ON api_keys (user_id, created_at);
 
--- The retention cleanup's search and order: keys revoked or expired (a
--- key that is neither has NULL here, and is never found).
-CREATE INDEX api_keys_ended ON api_keys (LEAST(revoked_at, expires_at));
+-- The retention cleanup's search and order: keys that expired.
+CREATE INDEX api_keys_expired ON api_keys (expires_at) WHERE expires_at IS NOT NULL;

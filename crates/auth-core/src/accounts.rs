@@ -68,8 +68,11 @@ impl SessionService {
     }
 
     /// Changes user `id`'s roles or disables (enables) it; `NotFound` when
-    /// there is none. Roles are read afresh by every request's validation,
-    /// so the change is in force for every request that starts after this
+    /// there is none. Roles are read afresh by every session's validation,
+    /// and a role taken away is taken from the user's API keys in the same
+    /// transaction (by a statement after the update, which holds the
+    /// user's lock: a key a creation made first is in its snapshot), so the
+    /// change is in force for every request that starts after this
     /// returns, on every instance. Disabling revokes every session and API
     /// key of the user in the same transaction, by a statement of its own after the
     /// update: the update takes the user's row lock, so every login that
@@ -83,6 +86,10 @@ impl SessionService {
                 let account = users::change(conn, id, change.roles, change.disabled)
                     .await?
                     .ok_or(SessionError::NotFound)?;
+                if let Some(roles) = change.roles {
+                    or_fault!(RoleRemovalLeavesKeyRoles => Ok(account));
+                    api_keys::narrow_to(conn, id, roles.implied()).await?;
+                }
                 if change.disabled == Some(true) {
                     sessions::revoke(conn, None, id, None, true).await?;
                     or_fault!(DisableLeavesApiKeys => { password_resets::discard(conn, id).await?; Ok(account) });
@@ -138,6 +145,7 @@ impl SessionService {
                     return Err(SessionError::InvalidToken);
                 }
                 sessions::revoke(conn, None, user, None, true).await?;
+                api_keys::revoke_all_of(conn, user).await?;
                 Ok(())
             })
             .await

@@ -1,14 +1,16 @@
 //! API keys: credentials for machines. A key is made by a person's
-//! session (never by another key), carries a subset of its owner's roles,
-//! has no idle expiry and is never rotated; it ends when revoked, at its
-//! `expires_at`, or with its owner's disable, and each validation reads
-//! afresh which of its roles its owner still holds.
+//! session (never by another key), carries roles its owner's cover, has no
+//! idle expiry and is never rotated; it ends when revoked, at its
+//! `expires_at`, or with its owner's disable, password change or reset, and
+//! loses for good any role its owner loses. Each of those changes the
+//! key's row in its own transaction, so a validation reads the key alone.
 
 use crate::SessionError;
+use crate::auth::Principal;
 use crate::auth::SessionService;
 use crate::caller::KeyHolder;
 use crate::domain::{ApiKeyToken, FieldError, Roles};
-use crate::store::api_keys::{self, KeyRow, NewKey};
+use crate::store::api_keys::{self, KeyRow, NewKey, NotMade};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -54,16 +56,19 @@ impl KeyRequest {
 }
 
 impl SessionService {
-    /// Makes a key for user `owner`, within the per-user cap of live keys
-    /// (`Invalid` beyond it) and the owner's roles (`Forbidden` for more).
-    /// One transaction: the owner's row lock first ([`api_keys::LOCK_OWNER`]),
-    /// then the insert that counts ([`api_keys::CREATE`]), so of creations
-    /// racing at the cap exactly as many as fit succeed.
+    /// Makes a key for the caller's user, within the per-user cap of keys
+    /// (`Invalid` beyond it) and what the owner's roles cover (`Forbidden`
+    /// for more). One transaction: the owner's row lock first
+    /// ([`api_keys::LOCK_OWNER`]), then the insert that counts and checks
+    /// the caller's session ([`api_keys::CREATE`]), so of creations racing
+    /// at the cap exactly as many as fit succeed, and a session a password
+    /// change revoked meanwhile makes nothing (`InvalidToken`).
     pub async fn create_key(
         &self,
-        owner: Uuid,
+        caller: &Principal,
         request: KeyRequest,
     ) -> Result<IssuedKey, SessionError> {
+        let (owner, session) = (caller.user_id, caller.session_id);
         request.check().map_err(SessionError::Invalid)?;
         let key = ApiKeyToken::generate().map_err(SessionError::Entropy)?;
         let hash = key.hash();
@@ -71,7 +76,7 @@ impl SessionService {
         let row = self
             .db
             .transaction(async |conn| {
-                or_fault!(ApiKeyCapCountedUnlocked => crate::faults::create_key_count_then_insert(conn, owner, &request, &hash, cap).await);
+                or_fault!(ApiKeyCapCountedUnlocked => crate::faults::create_key_count_then_insert(conn, owner, session, &request, &hash, cap).await);
                 let held = api_keys::lock_owner(conn, owner)
                     .await?
                     .ok_or(SessionError::InvalidToken)?;
@@ -93,15 +98,17 @@ impl SessionService {
                     roles,
                     expires_at: request.expires_at,
                 };
-                api_keys::create(conn, new, cap)
-                    .await?
-                    .ok_or_else(|| key_cap_reached(cap))
+                match api_keys::create(conn, new, session, cap).await? {
+                    Ok(row) => Ok(row),
+                    Err(NotMade::Full) => Err(key_cap_reached(cap)),
+                    Err(NotMade::CallerGone) => Err(SessionError::InvalidToken),
+                }
             })
             .await?;
         Ok(IssuedKey { key, row })
     }
 
-    /// User `owner`'s live keys, oldest first.
+    /// User `owner`'s keys, expired ones too, oldest first.
     pub async fn keys(&self, owner: Uuid) -> Result<Vec<KeyRow>, SessionError> {
         self.db
             .run(async |conn| Ok(api_keys::list(conn, owner).await?))
@@ -109,8 +116,8 @@ impl SessionService {
     }
 
     /// Revokes key `id`; with `owner`, only if it is that user's (an
-    /// admin passes `None`). `NotFound` when no such unrevoked key is
-    /// there. Once this returns, no validation finds the key.
+    /// admin passes `None`). `NotFound` when no such key is there. Once
+    /// this returns, no validation finds the key.
     pub async fn revoke_key(&self, id: Uuid, owner: Option<Uuid>) -> Result<(), SessionError> {
         let revoked = self
             .db
@@ -139,14 +146,12 @@ impl SessionService {
     }
 }
 
-/// What a validated key may do: its roles its owner still holds.
+/// The caller behind a validated key.
 pub(crate) fn holder(found: api_keys::ValidKey) -> KeyHolder {
-    let roles = found.roles.shared_with(found.owner_roles);
-    or_fault!(ApiKeyRolesOutliveOwner => KeyHolder { key_id: found.id, user_id: found.user_id, roles: found.roles });
     KeyHolder {
         key_id: found.id,
         user_id: found.user_id,
-        roles,
+        roles: found.roles,
     }
 }
 
@@ -154,6 +159,6 @@ pub(crate) fn holder(found: api_keys::ValidKey) -> KeyHolder {
 pub(crate) fn key_cap_reached(cap: u32) -> SessionError {
     SessionError::Invalid(vec![FieldError::new(
         "name",
-        format!("a user may hold at most {cap} live API keys: revoke one first"),
+        format!("a user may hold at most {cap} API keys, expired ones included: revoke one first"),
     )])
 }

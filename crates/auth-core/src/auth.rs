@@ -10,7 +10,7 @@ use crate::hashing::PasswordHasher;
 use crate::login_limit::{Admission, Admitted, Ending, LoginLimit, Settle};
 use crate::store::sessions::{Caller, Revocation};
 use crate::store::users::Account;
-use crate::store::{password_resets, sessions, users};
+use crate::store::{api_keys, password_resets, sessions, users};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
 use std::sync::Arc;
@@ -244,7 +244,9 @@ impl SessionService {
     /// user's lock, and revokes every other session of the user
     /// ([`sessions::REVOKE_OTHERS`]): refreshes racing it lose, and a login
     /// that verified the old password opens nothing after it
-    /// ([`sessions::OPEN`]). The caller's own session lives.
+    /// ([`sessions::OPEN`]), and every API key of the user (one a stolen
+    /// session made must not outlive the change). The caller's own session
+    /// lives.
     pub async fn change_password(
         &self,
         principal: &Principal,
@@ -301,6 +303,8 @@ impl SessionService {
                     return Err(SessionError::InvalidToken);
                 }
                 password_resets::discard(conn, user.id).await?;
+                or_fault!(PasswordChangeLeavesApiKeys => Ok(()));
+                api_keys::revoke_all_of(conn, user.id).await?;
                 Ok(())
             })
             .await

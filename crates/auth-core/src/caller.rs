@@ -21,8 +21,8 @@ pub enum Caller {
 pub struct KeyHolder {
     pub key_id: Uuid,
     pub user_id: Uuid,
-    /// What the key may do: its roles that its owner still holds, as the
-    /// validation read them.
+    /// What the key may do, as the validation read them: the roles it
+    /// was made with, less any its owner lost since.
     pub roles: Roles,
 }
 

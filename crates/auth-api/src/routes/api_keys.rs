@@ -8,6 +8,7 @@ use crate::fields::{Fields, FromJson, Member};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use auth_core::api_keys::{KeyRequest, MAX_KEY_NAME_CHARS};
+use auth_core::caller::Caller;
 use auth_core::domain::{FieldError, Right, Roles};
 use auth_core::store::api_keys::KeyRow;
 use chrono::{DateTime, Utc};
@@ -23,8 +24,9 @@ pub struct CreateKeyRequest {
     #[schema(value_type = String, required = true, min_length = 1, max_length = 100, example = "billing-worker")]
     #[serde(default)]
     name: Member<String>,
-    /// Among the caller's roles (more is `403`); left out, all of them.
-    /// A role the owner later loses stops applying to the key.
+    /// Among what the caller's roles cover (more is `403`); left out, the
+    /// caller's roles. A role the owner later loses is taken from the key
+    /// for good.
     #[schema(schema_with = optional_roles_schema, required = false)]
     #[serde(default)]
     roles: Member<Roles>,
@@ -56,7 +58,8 @@ pub struct KeyResponse {
     id: Uuid,
     user_id: Uuid,
     name: String,
-    /// What the key may do now: its roles that its owner still holds.
+    /// What the key may do now: the roles it was made with, less any its
+    /// owner lost since.
     #[schema(schema_with = roles_schema)]
     roles: Roles,
     created_at: DateTime<Utc>,
@@ -71,7 +74,7 @@ impl From<KeyRow> for KeyResponse {
             id: row.id,
             user_id: row.user_id,
             name: row.name,
-            roles: row.roles.shared_with(row.owner_roles),
+            roles: row.roles,
             created_at: row.created_at,
             expires_at: row.expires_at,
             last_used_at: row.last_used_at,
@@ -99,12 +102,13 @@ pub struct IssuedKeyResponse {
     path = "/v1/api-keys",
     tag = "api-keys",
     summary = "Make an API key for the caller (a session, not a key)",
-    description = "At most `TESSERA_API_KEYS_PER_USER` live keys per user (default 100); one more is `422`. The key's roles are among the caller's.",
+    description = "At most `TESSERA_API_KEYS_PER_USER` keys per user (default 100), expired ones included until revoked or purged; one more is `422`. The key's roles are among what the caller's roles cover (an admin may make a worker's key). A password change or reset, or a disable, revokes every key of the user.",
     security(("bearer" = [])),
     request_body = CreateKeyRequest,
     responses(
         (status = 201, description = "Made; the key is shown this once", body = IssuedKeyResponse),
-        (status = 403, description = "`forbidden`: roles beyond the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is an API key (only a session makes keys), or asked for roles its own do not cover", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: a bad field, an `expires_at` not in the future, or the caller's user holds `TESSERA_API_KEYS_PER_USER` keys already (expired ones included)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
@@ -112,7 +116,7 @@ pub async fn create(
     InSession(p): InSession,
     JsonBody(request): JsonBody<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let issued = state.sessions.create_key(p.user_id, request).await?;
+    let issued = state.sessions.create_key(&p, request).await?;
     let row = issued.row;
     Ok(HttpResponse::Created().json(IssuedKeyResponse {
         id: row.id,
@@ -142,7 +146,7 @@ pub struct KeyListResponse {
     get,
     path = "/v1/api-keys",
     tag = "api-keys",
-    summary = "List the caller's live API keys (an admin: any user's)",
+    summary = "List the caller's API keys, expired ones too (an admin: any user's)",
     security(("bearer" = [])),
     params(KeyListQuery),
     responses(
@@ -173,12 +177,12 @@ pub async fn list(
     path = "/v1/api-keys/{id}",
     tag = "api-keys",
     summary = "Revoke an API key of the caller's (an admin: any user's)",
-    description = "No request that starts after this returned is served with the key, on any instance.",
+    description = "No request that starts after this returned is served with the key, on any instance. A session revokes any key of its user; a key that is no admin's, only itself.",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 404, description = "`not_found`: no such unrevoked key of the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such key of the caller's (to a key that is no admin's: any key but itself)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn revoke(
@@ -186,11 +190,19 @@ pub async fn revoke(
     Authenticated(caller): Authenticated,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&id)?;
+    // A key that is no admin's revokes only itself: one leaked key must
+    // not be able to cut its owner's other machines off.
+    let own_key = match &caller {
+        Caller::Key(k) => k.key_id == id,
+        Caller::Session(_) => true,
+    };
     let owner = match caller.roles().grant(Right::Administer) {
         true => None,
-        false => Some(caller.user_id()),
+        false if own_key => Some(caller.user_id()),
+        false => return Err(ApiError::NotFound),
     };
-    state.sessions.revoke_key(path_id(&id)?, owner).await?;
+    state.sessions.revoke_key(id, owner).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -95,21 +95,21 @@ async fn the_cleanup_deletes_exactly_the_rows_past_their_retention() {
         kept.push(task(&app, finished, Some("interval '6 days'")).await);
     }
     kept.push(task(&app, "unassigned", None).await);
-    // Keys: revoked 8 days ago, expired 9 days ago (gone); revoked 6 days
-    // ago, expiring tomorrow, live (kept).
+    // Keys: expired 8 and 9 days ago (gone); 6 days ago, expiring
+    // tomorrow, never expiring (kept). A revoked key is deleted at once.
     let keys = [
-        ("gone-revoked", "now() - interval '8 days'", "NULL"),
-        ("gone-expired", "NULL", "now() - interval '9 days'"),
-        ("kept-revoked", "now() - interval '6 days'", "NULL"),
-        ("kept-expiring", "NULL", "now() + interval '1 day'"),
-        ("kept-live", "NULL", "NULL"),
+        ("gone-8", "now() - interval '8 days'"),
+        ("gone-9", "now() - interval '9 days'"),
+        ("kept-6", "now() - interval '6 days'"),
+        ("kept-expiring", "now() + interval '1 day'"),
+        ("kept-live", "NULL"),
     ];
-    for (name, revoked, expires) in keys {
+    for (name, expires) in keys {
         let id = Uuid::new_v4();
         app.db
             .execute(&format!(
-                "INSERT INTO api_keys (id, user_id, name, key_hash, roles, revoked_at, expires_at)
-                 VALUES ('{id}', '{}', '{name}', sha256('{name}'::bytea), '{{worker}}', {revoked}, {expires})",
+                "INSERT INTO api_keys (id, user_id, name, key_hash, roles, expires_at)
+                 VALUES ('{id}', '{}', '{name}', sha256('{name}'::bytea), '{{worker}}', {expires})",
                 user.user_id
             ))
             .await;

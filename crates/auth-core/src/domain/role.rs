@@ -49,6 +49,8 @@ pub enum Right {
 }
 
 impl Right {
+    pub const ALL: [Right; 3] = [Right::Work, Right::Assign, Right::Administer];
+
     /// The roles that grant this right: each role grants what the one
     /// before it does, and more.
     pub fn granted_by(self) -> &'static [Role] {
@@ -101,15 +103,25 @@ impl Roles {
         Roles(self.0 | role.bit())
     }
 
-    /// The roles held in both sets: what an API key may do is the part of
-    /// its roles its owner still holds.
-    pub fn shared_with(self, other: Roles) -> Roles {
-        Roles(self.0 & other.0)
+    /// These roles and every role whose rights they grant already (an
+    /// `admin` may do what a `worker` may): what an owner may give its
+    /// API keys.
+    pub fn implied(self) -> Roles {
+        Role::ALL
+            .into_iter()
+            .filter(|&role| {
+                Right::ALL
+                    .into_iter()
+                    .filter(|right| right.granted_by().contains(&role))
+                    .all(|right| self.grant(right))
+            })
+            .collect()
     }
 
-    /// Whether every role of this set is in `other`.
-    pub fn within(self, other: Roles) -> bool {
-        self.shared_with(other) == self
+    /// Whether an owner holding `owner` may give a key these roles: each
+    /// is among what the owner's roles cover.
+    pub fn within(self, owner: Roles) -> bool {
+        self.0 & owner.implied().0 == self.0
     }
 }
 
@@ -156,6 +168,20 @@ impl Serialize for Roles {
 #[cfg(test)]
 mod tests {
     use super::{Right, Role, Roles};
+
+    #[test]
+    fn an_owner_may_give_a_key_any_role_its_own_roles_cover() {
+        let admin = Roles::none().with(Role::Admin);
+        let assigner = Roles::none().with(Role::Assigner);
+        let worker = Roles::none().with(Role::Worker);
+        assert_eq!(admin.implied(), Role::ALL.into_iter().collect());
+        assert_eq!(assigner.implied(), assigner.with(Role::Worker));
+        assert_eq!(worker.implied(), worker);
+        assert!(worker.within(admin) && worker.within(assigner));
+        assert!(!assigner.within(worker) && !admin.within(assigner));
+        assert!(Roles::none().within(Roles::none()));
+        assert_eq!(Roles::none().implied(), Roles::none());
+    }
 
     #[test]
     fn every_role_reads_back_from_its_word() {

@@ -77,9 +77,11 @@ impl ApiKeyToken {
     }
 
     /// Whether `text` is written as a key (then it is looked up among
-    /// keys, never among sessions).
+    /// keys, never among sessions): the prefix and a key's length. A
+    /// session token is 43 characters, so one that happens to begin with
+    /// `tsk_` (one in 2^24) is still a session token.
     pub fn is_key(text: &str) -> bool {
-        text.starts_with(API_KEY_PREFIX)
+        text.len() == API_KEY_PREFIX.len() + TOKEN_CHARS && text.starts_with(API_KEY_PREFIX)
     }
 
     /// The text handed to the client, once.
@@ -124,6 +126,14 @@ mod tests {
         );
         assert!(!format!("{key:?}").contains(bare));
         Ok(())
+    }
+
+    #[test]
+    fn a_session_token_that_begins_like_a_key_is_still_a_session_token() {
+        let text = format!("{API_KEY_PREFIX}{}", "A".repeat(39));
+        assert_eq!(text.len(), 43);
+        assert!(SessionToken::parse(&text).is_some());
+        assert!(!ApiKeyToken::is_key(&text));
     }
 
     #[test]

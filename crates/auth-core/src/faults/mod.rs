@@ -292,6 +292,7 @@ pub(crate) async fn revoke_then_disable(
 pub(crate) async fn create_key_count_then_insert(
     conn: &mut diesel_async::AsyncPgConnection,
     owner: uuid::Uuid,
+    session: uuid::Uuid,
     request: &crate::api_keys::KeyRequest,
     hash: &crate::domain::TokenHash,
     cap: u32,
@@ -308,9 +309,7 @@ pub(crate) async fn create_key_count_then_insert(
     }
     let held: Vec<Held> = diesel::sql_query(
         "SELECT u.roles::text[] AS roles,
-                (SELECT count(*) FROM api_keys
-                 WHERE user_id = u.id AND revoked_at IS NULL
-                   AND (expires_at IS NULL OR expires_at > now())) AS live
+                (SELECT count(*) FROM api_keys WHERE user_id = u.id) AS live
          FROM users AS u WHERE u.id = $1 AND u.disabled_at IS NULL",
     )
     .bind::<SqlUuid, _>(owner)
@@ -332,10 +331,10 @@ pub(crate) async fn create_key_count_then_insert(
         roles: request.roles.unwrap_or(held.roles),
         expires_at: request.expires_at,
     };
-    crate::store::api_keys::create(conn, new, u32::MAX)
+    crate::store::api_keys::create(conn, new, session, u32::MAX)
         .await
         .map_err(StoreError::from)?
-        .ok_or(crate::SessionError::InvalidToken)
+        .map_err(|_| crate::SessionError::InvalidToken)
 }
 
 /// `api_keys_cached_per_instance`: each key this instance validated once

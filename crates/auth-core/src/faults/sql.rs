@@ -179,6 +179,15 @@ SELECT (SELECT caller FROM allowed) AS caller, (SELECT count(*) FROM revoked) AS
 
 /// `reset_token_used_twice`: the use re-checks only the token, not that
 /// it is unused: every use queued behind the winner uses it again.
+/// `key_creation_ignores_revoked_caller`: [`crate::store::api_keys::CREATE`]
+/// without the check that the caller's session (`$8`, still bound) is active.
+pub const CREATE_KEY_WITHOUT_CALLER: &str = "\
+INSERT INTO api_keys (id, user_id, name, key_hash, roles, expires_at)
+SELECT $1, $2, $3, $4, $5::user_role[], $6
+WHERE (SELECT count(*) FROM api_keys WHERE user_id = $2) < $7
+  AND $8::uuid IS NOT NULL
+RETURNING id, user_id, name, roles::text[] AS roles, created_at, expires_at, last_used_at";
+
 pub const USE_RESET_UNGUARDED: &str = "\
 UPDATE password_resets SET used_at = now()
 WHERE token_hash = $1 AND expires_at > now()

@@ -128,13 +128,21 @@ faults! {
     /// Key creation counts the user's live keys without the user's lock,
     /// then inserts: creations that count together all pass the cap.
     ApiKeyCapCountedUnlocked => "api_key_cap_counted_unlocked",
-    /// A key validation serves the key's own roles, not the part of them
-    /// its owner still holds (a role taken away stays with the key).
-    ApiKeyRolesOutliveOwner => "api_key_roles_outlive_owner",
+    
     /// Each instance keeps the keys it validated and serves them again
     /// without asking (a revoked key keeps working where it was seen).
     ApiKeysCachedPerInstance => "api_keys_cached_per_instance",
     /// Disabling a user revokes its sessions, not its API keys (enabled
     /// again, its keys work again).
     DisableLeavesApiKeys => "disable_leaves_api_keys",
+    /// A key is made without re-reading, under the owner's lock, whether
+    /// the session asking for it is still active (one a password change
+    /// revoked meanwhile still makes a key).
+    KeyCreationIgnoresRevokedCaller => "key_creation_ignores_revoked_caller",
+    /// A password change revokes the other sessions but leaves the user's
+    /// API keys live.
+    PasswordChangeLeavesApiKeys => "password_change_leaves_api_keys",
+    /// A role taken from a user is left on its keys (they lack it only
+    /// while the owner does: given back, it is theirs again).
+    RoleRemovalLeavesKeyRoles => "role_removal_leaves_key_roles",
 }

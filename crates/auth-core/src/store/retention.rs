@@ -69,22 +69,23 @@ SELECT count(*) AS n FROM sessions
 WHERE LEAST(revoked_at, idle_expires_at) < now() - make_interval(secs => $1)",
 };
 
-/// API keys revoked or expired (`api_keys_ended`), after the session
-/// retention: a key that ended is `401` like a session that did, and is
-/// no longer listed.
+/// API keys expired (`api_keys_expired`) longer ago than the session
+/// retention: an expired key is `401` like an ended session, and stops
+/// counting against its owner's cap once gone. (A revoked key is deleted
+/// by its revocation.)
 pub const API_KEYS: Purge = Purge {
     delete: "\
 WITH gone AS (
     DELETE FROM api_keys WHERE id IN (
         SELECT id FROM api_keys
-        WHERE LEAST(revoked_at, expires_at) < now() - make_interval(secs => $1)
-        ORDER BY LEAST(revoked_at, expires_at) LIMIT $2
+        WHERE expires_at < now() - make_interval(secs => $1)
+        ORDER BY expires_at LIMIT $2
         FOR UPDATE SKIP LOCKED)
     RETURNING 1)
 SELECT count(*) AS n FROM gone",
     count: "\
 SELECT count(*) AS n FROM api_keys
-WHERE LEAST(revoked_at, expires_at) < now() - make_interval(secs => $1)",
+WHERE expires_at < now() - make_interval(secs => $1)",
 };
 
 /// Login attempts (`login_attempts_attempted`).
