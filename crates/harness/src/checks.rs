@@ -86,6 +86,22 @@ pub fn from_record(record: &Record) -> Vec<Check> {
                 record.accepted_after_logout, record.validations_after_logout
             ),
         ),
+        Check::new(
+            "no request served without its right",
+            record.forbidden_served == 0,
+            format!(
+                "{} of {} requests without the right were served",
+                record.forbidden_served, record.forbidden_probes
+            ),
+        ),
+        Check::new(
+            "no API key served after its revocation returned",
+            record.served_after_revocation == 0,
+            format!(
+                "{} of {} uses after revocation were served",
+                record.served_after_revocation, record.uses_after_revocation
+            ),
+        ),
     ]
 }
 
@@ -186,6 +202,8 @@ pub struct Persisted {
     pub past_max_attempts: i64,
     /// Keys the clients were answered with that do not name exactly one row.
     pub keys_not_once: i64,
+    /// API keys whose revocation was acknowledged and that are still there.
+    pub keys_left: i64,
 }
 
 impl Persisted {
@@ -203,6 +221,7 @@ impl Persisted {
             fenced_cancelled: count_among(db, "tasks", "status = 'cancelled'", &record.fenced)?,
             past_max_attempts: db.count(PAST_MAX_ATTEMPTS_SQL)?,
             keys_not_once: keys_not_once(db, record)?,
+            keys_left: count_among(db, "api_keys", "true", &record.keys_revoked)?,
         })
     }
 
@@ -292,6 +311,15 @@ impl Persisted {
                 format!("{} keys", self.keys_not_once),
             ),
             Check::new(
+                "acknowledged key revocations persisted",
+                self.keys_left == 0,
+                format!(
+                    "{} of {} revoked keys still in the database",
+                    self.keys_left,
+                    record.keys_revoked.len()
+                ),
+            ),
+            Check::new(
                 "acknowledged task creations persisted",
                 self.tasks >= record.tasks_created as i64,
                 format!(
@@ -370,6 +398,55 @@ mod tests {
         assert_eq!(
             failed(&from_record(&record)),
             ["no session valid after its logout returned"]
+        );
+    }
+
+    #[test]
+    fn a_forbidden_request_or_a_revoked_key_served_fails() {
+        let refused = Record {
+            forbidden_probes: 4,
+            uses_after_revocation: 2,
+            ..Record::default()
+        };
+        assert_eq!(failed(&from_record(&refused)), Vec::<&str>::new());
+        let served = Record {
+            forbidden_served: 1,
+            served_after_revocation: 1,
+            ..refused
+        };
+        assert_eq!(
+            failed(&from_record(&served)),
+            [
+                "no request served without its right",
+                "no API key served after its revocation returned"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_revoked_key_left_in_the_database_fails() {
+        let record = Record {
+            keys_revoked: vec![Uuid::new_v4()],
+            ..Record::default()
+        };
+        let persisted = Persisted {
+            assignments: 0,
+            users: 0,
+            completed: 0,
+            revoked: 0,
+            tasks: 0,
+            over_limit: 0,
+            failed: 0,
+            retried: 0,
+            cancelled: 0,
+            fenced_cancelled: 0,
+            past_max_attempts: 0,
+            keys_not_once: 0,
+            keys_left: 1,
+        };
+        assert_eq!(
+            failed(&persisted.checks(&record, &LIMITS)),
+            ["acknowledged key revocations persisted"]
         );
     }
 
@@ -492,6 +569,7 @@ mod tests {
             fenced_cancelled: 0,
             past_max_attempts: 0,
             keys_not_once: 0,
+            keys_left: 0,
         };
         assert_eq!(
             failed(&persisted.checks(&record, &LIMITS)),

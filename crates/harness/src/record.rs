@@ -50,6 +50,21 @@ pub struct Record {
     /// Every (idempotency key, task id) a create answered with.
     #[serde(default)]
     pub keyed: Vec<(String, Uuid)>,
+    /// Requests sent with a credential that lacks the right they need
+    /// (each must be 403), and of those how many were served (a violation).
+    #[serde(default)]
+    pub forbidden_probes: u64,
+    #[serde(default)]
+    pub forbidden_served: u64,
+    /// API keys whose revocation returned 204.
+    #[serde(default)]
+    pub keys_revoked: Vec<Uuid>,
+    /// Uses of a key after its revocation returned (each must be 401), and
+    /// of those how many were served (a violation).
+    #[serde(default)]
+    pub uses_after_revocation: u64,
+    #[serde(default)]
+    pub served_after_revocation: u64,
 }
 
 impl Record {
@@ -73,6 +88,11 @@ impl Record {
         self.cancelled.extend(other.cancelled);
         self.fenced.extend(other.fenced);
         self.keyed.extend(other.keyed);
+        self.forbidden_probes += other.forbidden_probes;
+        self.forbidden_served += other.forbidden_served;
+        self.keys_revoked.extend(other.keys_revoked);
+        self.uses_after_revocation += other.uses_after_revocation;
+        self.served_after_revocation += other.served_after_revocation;
     }
 
     pub fn read(path: &Path) -> anyhow::Result<Record> {

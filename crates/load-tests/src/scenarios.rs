@@ -1,5 +1,7 @@
-//! The clients: session users, queue workers, producers, and the two
-//! focused mixes (`validator` for the ceiling run, `loginstorm`).
+//! The clients: session users (people, with sessions), queue workers and
+//! producers (machines, each with an API key of the role it needs, made by
+//! its user's session), and the two focused mixes (`validator` for the
+//! ceiling run, `loginstorm`).
 
 use crate::acknowledged;
 use crate::client::Call;
@@ -12,13 +14,35 @@ use uuid::Uuid;
 
 const PASSWORD: &str = "load-test password 123";
 
-/// A signed-up user with a live session; each goose user keeps one.
+/// A signed-up user with a live session; each goose user keeps one. A
+/// machine (worker, producer) also holds an API key, which its queue calls
+/// send.
 #[derive(Debug, Clone)]
 struct Account {
     email: String,
     user_id: Uuid,
     token: String,
     session_id: Uuid,
+    key: Option<MachineKey>,
+}
+
+#[derive(Debug, Clone)]
+struct MachineKey {
+    id: Uuid,
+    key: String,
+}
+
+impl Account {
+    /// The credential of the queue's calls: the key, for a machine.
+    fn machine(&self) -> &str {
+        self.key.as_ref().map_or(&self.token, |k| &k.key)
+    }
+}
+
+#[derive(Deserialize)]
+struct IssuedKey {
+    id: Uuid,
+    key: String,
 }
 
 #[derive(Deserialize)]
@@ -106,7 +130,138 @@ async fn sign_up(user: &mut GooseUser) -> TransactionResult {
         user_id: session.user_id,
         token: session.token,
         session_id: session.session_id,
+        key: None,
     });
+    Ok(())
+}
+
+/// A new API key carrying `roles`, made with the user's session.
+async fn make_key(
+    user: &mut GooseUser,
+    roles: &[&str],
+) -> Result<MachineKey, Box<TransactionError>> {
+    let me = account(user)?;
+    let mut reply = Call::new(GooseMethod::Post, "/v1/api-keys", &[201])
+        .token(&me.token)
+        .json(json!({"name": "load machine", "roles": roles}))
+        .send(user)
+        .await?;
+    let issued: IssuedKey = reply.parse(user)?;
+    Ok(MachineKey {
+        id: issued.id,
+        key: issued.key,
+    })
+}
+
+/// on_start of a machine: sign up, then work with a key carrying `roles`.
+async fn sign_up_machine(user: &mut GooseUser, roles: &[&str]) -> TransactionResult {
+    sign_up(user).await?;
+    let key = make_key(user, roles).await?;
+    let me = account(user)?;
+    user.set_session_data(Account {
+        key: Some(key),
+        ..me
+    });
+    Ok(())
+}
+
+async fn sign_up_worker(user: &mut GooseUser) -> TransactionResult {
+    sign_up_machine(user, &["worker"]).await
+}
+
+/// Who the caller is, by `credential`, named by `kind` (`session` or `API
+/// key`): the same route validated both ways, side by side in one run.
+async fn whoami(
+    user: &mut GooseUser,
+    credential: &str,
+    kind: &str,
+    me: &Account,
+) -> TransactionResult {
+    let name = format!("/v1/users/me ({kind})");
+    let mut reply = Call::new(GooseMethod::Get, "/v1/users/me", &[200])
+        .named(&name)
+        .token(credential)
+        .send(user)
+        .await?;
+    let found: Registered = reply.parse(user)?;
+    if found.id != me.user_id {
+        return Err(reply.fail(user, "/v1/users/me answered another user"));
+    }
+    Ok(())
+}
+
+async fn whoami_by_session(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    whoami(user, &me.token, "session", &me).await
+}
+
+async fn whoami_by_key(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    whoami(user, me.machine(), "API key", &me).await
+}
+
+/// A worker's key asks for the task counts, which need `assigner`: the
+/// answer must be 403 (a 200 is counted, then failed).
+async fn forbidden_probe(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let reply = Call::new(GooseMethod::Get, "/v1/tasks/stats", &[403, 200])
+        .named("/v1/tasks/stats (worker key: forbidden)")
+        .token(me.machine())
+        .send(user)
+        .await?;
+    let served = reply.status == 200;
+    acknowledged::with(|r| {
+        r.forbidden_probes += 1;
+        if served {
+            r.forbidden_served += 1;
+        }
+    });
+    if served {
+        let mut reply = reply;
+        return Err(reply.fail(user, "a worker's key was served what needs assigner"));
+    }
+    Ok(())
+}
+
+/// A machine's key rotation, as an operator does it: a new key made, the
+/// old one revoked (204), then the old one sent once more, which must be
+/// refused (401; a 200 is counted, then failed).
+async fn rotate_key(user: &mut GooseUser) -> TransactionResult {
+    let me = account(user)?;
+    let Some(old) = me.key.clone() else {
+        return Ok(());
+    };
+    let new = make_key(user, &["worker"]).await?;
+    Call::new(
+        GooseMethod::Delete,
+        &format!("/v1/api-keys/{}", old.id),
+        &[204],
+    )
+    .named("/v1/api-keys/{id}")
+    .token(&me.token)
+    .send(user)
+    .await?;
+    acknowledged::with(|r| r.keys_revoked.push(old.id));
+    user.set_session_data(Account {
+        key: Some(new),
+        ..me
+    });
+    let stale = Call::new(GooseMethod::Get, "/v1/users/me", &[401, 200])
+        .named("/v1/users/me (revoked key)")
+        .token(&old.key)
+        .send(user)
+        .await?;
+    let served = stale.status == 200;
+    acknowledged::with(|r| {
+        r.uses_after_revocation += 1;
+        if served {
+            r.served_after_revocation += 1;
+        }
+    });
+    if served {
+        let mut stale = stale;
+        return Err(stale.fail(user, "a revoked key was served"));
+    }
     Ok(())
 }
 
@@ -207,7 +362,7 @@ async fn work(user: &mut GooseUser) -> TransactionResult {
     };
     let mut reply = Call::new(GooseMethod::Post, "/v1/tasks/claim", &[200])
         .named(name)
-        .token(&me.token)
+        .token(me.machine())
         .json(body)
         .send(user)
         .await?;
@@ -270,7 +425,7 @@ async fn finish(
             &[200, 409],
         )
         .named("/v1/tasks/{id}/heartbeat")
-        .token(&me.token)
+        .token(me.machine())
         .json(json!({"lease_secs": 600}))
         .send(user)
         .await?;
@@ -297,7 +452,7 @@ async fn finish(
     // after the run: every such task must be cancelled).
     let mut done = Call::new(GooseMethod::Post, &path, &[200, 409])
         .named(&name)
-        .token(&me.token)
+        .token(me.machine())
         .json(body)
         .send(user)
         .await?;
@@ -333,7 +488,7 @@ async fn my_tasks(user: &mut GooseUser) -> TransactionResult {
         &[200],
     )
     .named("/v1/tasks")
-    .token(&me.token)
+    .token(me.machine())
     .send(user)
     .await?;
     let mine: Tasks = reply.parse(user)?;
@@ -350,7 +505,7 @@ async fn my_tasks(user: &mut GooseUser) -> TransactionResult {
 async fn stats(user: &mut GooseUser) -> TransactionResult {
     let me = account(user)?;
     Call::new(GooseMethod::Get, "/v1/tasks/stats", &[200])
-        .token(&me.token)
+        .token(me.machine())
         .send(user)
         .await?;
     Ok(())
@@ -397,7 +552,7 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
         })
         .collect();
     let mut reply = Call::new(GooseMethod::Post, "/v1/tasks", &[201])
-        .token(&me.token)
+        .token(me.machine())
         .json(json!({"tasks": tasks}))
         .send(user)
         .await?;
@@ -431,7 +586,7 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
             &[200, 409],
         )
         .named("/v1/tasks/{id}/cancel")
-        .token(&me.token)
+        .token(me.machine())
         .json(json!({}))
         .send(user)
         .await?;
@@ -443,7 +598,7 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
 }
 
 async fn seed_work(user: &mut GooseUser) -> TransactionResult {
-    sign_up(user).await?;
+    sign_up_machine(user, &["assigner"]).await?;
     create_batch(user, 200).await
 }
 
@@ -473,21 +628,25 @@ pub fn all() -> Result<Vec<Scenario>, GooseError> {
             // Mostly validations; a re-login (argon2, ~40 ms of a core) is
             // rare, as for real users, or hashing alone would fill the cores.
             .register_transaction(transaction!(validate).set_weight(40)?)
+            .register_transaction(transaction!(whoami_by_session).set_weight(4)?)
             .register_transaction(transaction!(list_sessions).set_weight(4)?)
             .register_transaction(transaction!(refresh).set_weight(2)?)
             .register_transaction(transaction!(logout_and_login)),
         scenario!("QueueWorker")
             .set_weight(3)?
             .set_wait_time(think_min, think_max)?
-            .register_transaction(transaction!(sign_up).set_on_start())
+            .register_transaction(transaction!(sign_up_worker).set_on_start())
             .register_transaction(transaction!(work).set_weight(8)?)
+            .register_transaction(transaction!(whoami_by_key).set_weight(4)?)
             .register_transaction(transaction!(my_tasks))
-            .register_transaction(transaction!(stats)),
+            .register_transaction(transaction!(forbidden_probe))
+            .register_transaction(transaction!(rotate_key)),
         scenario!("Producer")
             .set_weight(1)?
             .set_wait_time(produce_min, produce_max)?
             .register_transaction(transaction!(seed_work).set_on_start())
-            .register_transaction(transaction!(produce)),
+            .register_transaction(transaction!(produce))
+            .register_transaction(transaction!(stats)),
         // As fast as it can: validations only (the `--ceiling` comparison).
         scenario!("Validator")
             .register_transaction(transaction!(sign_up).set_on_start())
@@ -497,6 +656,15 @@ pub fn all() -> Result<Vec<Scenario>, GooseError> {
             .set_wait_time(Duration::from_millis(50), Duration::from_millis(150))?
             .register_transaction(transaction!(sign_up).set_on_start())
             .register_transaction(transaction!(validate)),
+        // `GET /v1/users/me` as fast as it goes, by session and by API key
+        // (run both together: the two validations side by side under one
+        // load, each named apart in goose's report).
+        scenario!("SessionWhoami")
+            .register_transaction(transaction!(sign_up).set_on_start())
+            .register_transaction(transaction!(whoami_by_session)),
+        scenario!("KeyWhoami")
+            .register_transaction(transaction!(sign_up_worker).set_on_start())
+            .register_transaction(transaction!(whoami_by_key)),
         // Logins back to back: the argon2 pool's throughput under load.
         scenario!("LoginStorm")
             .register_transaction(transaction!(sign_up).set_on_start())
