@@ -40,6 +40,8 @@ pub enum ApiError {
     Refused(&'static str),
     NotAssignee,
     NotCancellable,
+    /// An idempotency key sent again with other content.
+    KeyConflict(String),
     /// A long-poll claim past the bound on waiters (per credential or per instance).
     TooManyWaiters,
     /// The database or the pool could not serve in time (logged as a warning).
@@ -78,6 +80,7 @@ impl From<QueueError> for ApiError {
             QueueError::NotFound => ApiError::NotFound,
             QueueError::NotAssignee => ApiError::NotAssignee,
             QueueError::NotCancellable => ApiError::NotCancellable,
+            QueueError::KeyConflict(key) => ApiError::KeyConflict(key),
             QueueError::TooManyWaiters(_) => ApiError::TooManyWaiters,
             QueueError::Store(e) => e.into(),
         }
@@ -110,6 +113,7 @@ pub enum ProblemCode {
     Forbidden,
     NotAssignee,
     NotCancellable,
+    KeyConflict,
     TooManyWaiters,
     ServiceUnavailable,
     InternalError,
@@ -131,6 +135,7 @@ impl ProblemCode {
             ProblemCode::Forbidden => "forbidden",
             ProblemCode::NotAssignee => "not_assignee",
             ProblemCode::NotCancellable => "not_cancellable",
+            ProblemCode::KeyConflict => "key_conflict",
             ProblemCode::TooManyWaiters => "too_many_waiters",
             ProblemCode::ServiceUnavailable => "service_unavailable",
             ProblemCode::InternalError => "internal_error",
@@ -230,6 +235,11 @@ impl ApiError {
             ApiError::NotCancellable => {
                 (S::CONFLICT, C::NotCancellable, "Task is already finished")
             }
+            ApiError::KeyConflict(_) => (
+                S::CONFLICT,
+                C::KeyConflict,
+                "Idempotency key used with other content",
+            ),
             ApiError::TooManyWaiters => (
                 S::TOO_MANY_REQUESTS,
                 C::TooManyWaiters,
@@ -266,6 +276,9 @@ impl ApiError {
                     .join(", ")
             )),
             ApiError::Refused(why) => Some((*why).to_owned()),
+            ApiError::KeyConflict(key) => Some(format!(
+                "the key {key:?} names a task created with another title, priority, not_before or max_attempts; nothing was created"
+            )),
             ApiError::TooManyAttempts { retry_after_secs } => {
                 Some(format!("try again in {retry_after_secs} s"))
             }

@@ -54,6 +54,10 @@ pub enum QueueError {
     /// Cancel of a task already completed, failed or cancelled.
     #[error("task is finished")]
     NotCancellable,
+    /// An idempotency key the creator holds, sent with other content than
+    /// its task was created with.
+    #[error("idempotency key `{0}` was used with other content")]
+    KeyConflict(String),
     /// A long-poll claim past the bound on waiters (per credential or per
     /// instance): refused at once.
     #[error(transparent)]

@@ -196,9 +196,12 @@ impl TaskQueue {
         &self.wakeups
     }
 
-    /// Creates 1..=1000 tasks in one statement; a key already stored (or
-    /// repeated within the batch) yields its existing task instead.
-    pub async fn create(&self, batch: Vec<NewTask>) -> Result<Created> {
+    /// Creates 1..=1000 tasks for `creator` in one statement; a key the
+    /// creator already holds (or repeated within the batch) yields its
+    /// existing task instead, and another creator's key is another key. A
+    /// key sent with other content than its task was created with is
+    /// `KeyConflict`, and the batch creates nothing (one transaction).
+    pub async fn create(&self, creator: Uuid, batch: Vec<NewTask>) -> Result<Created> {
         if batch.is_empty() || batch.len() > MAX_BATCH {
             return Err(QueueError::invalid("tasks", "must list 1 to 1000 tasks"));
         }
@@ -211,58 +214,67 @@ impl TaskQueue {
         if !errors.is_empty() {
             return Err(QueueError::Invalid(errors));
         }
-        let plan = BatchPlan::of(batch);
-        self.db
-            .run(async |conn| {
-                let mut created = 0;
-                let mut by_key: HashMap<String, TaskRow> = HashMap::new();
-                let mut by_id: HashMap<Uuid, TaskRow> = HashMap::new();
-                let mut pending = plan.rows.clone();
-                // A known key's task can be deleted (retention) between the
-                // insert that met it and the read: then it is inserted anew.
-                for _ in 0..3 {
-                    let inserted = tasks::insert_batch(conn, &pending).await?;
-                    created += inserted.len();
-                    for row in inserted {
-                        match &row.key {
-                            Some(k) => by_key.insert(k.clone(), row),
-                            None => by_id.insert(row.id, row),
-                        };
-                    }
-                    // Keys another create stored first: that create has
-                    // committed (the insert waited for it), so this read sees it.
-                    let taken: Vec<&str> = pending
-                        .iter()
-                        .filter_map(|r| r.key.as_deref())
-                        .filter(|k| !by_key.contains_key(*k))
-                        .collect();
-                    if !taken.is_empty() {
-                        for row in tasks::find_by_keys(conn, &taken).await? {
-                            if let Some(k) = row.key.clone() {
-                                by_key.insert(k, row);
-                            }
+        let plan = BatchPlan::of(batch)?;
+        // Only a keyed batch can meet a conflict after inserting rows:
+        // it runs in a transaction, so a conflict leaves nothing behind.
+        // An unkeyed one is one statement, atomic as it is.
+        let keyed = !plan.digests.is_empty();
+        let insert = async |conn: &mut diesel_async::AsyncPgConnection| -> Result<Created> {
+            let mut created = 0;
+            let mut by_key: HashMap<String, TaskRow> = HashMap::new();
+            let mut by_id: HashMap<Uuid, TaskRow> = HashMap::new();
+            let mut pending = plan.rows.clone();
+            // A known key's task can be deleted (retention) between the
+            // insert that met it and the read: then it is inserted anew.
+            for _ in 0..3 {
+                let inserted = tasks::insert_batch(conn, creator, &pending).await?;
+                created += inserted.len();
+                for row in inserted {
+                    match &row.key {
+                        Some(k) => by_key.insert(k.clone(), row),
+                        None => by_id.insert(row.id, row),
+                    };
+                }
+                // Keys another create stored first: that create has
+                // committed (the insert waited for it), so this read sees it.
+                let taken: Vec<&str> = pending
+                    .iter()
+                    .filter_map(|r| r.key.as_deref())
+                    .filter(|k| !by_key.contains_key(*k))
+                    .collect();
+                if !taken.is_empty() {
+                    for found in tasks::find_by_keys(conn, creator, &taken).await? {
+                        plan.check_content(&found)?;
+                        if let Some(k) = found.task.key.clone() {
+                            by_key.insert(k, found.task);
                         }
                     }
-                    pending.retain(|r| r.key.as_ref().is_some_and(|k| !by_key.contains_key(k)));
-                    if pending.is_empty() {
-                        break;
-                    }
                 }
-                let tasks = plan
-                    .order
-                    .iter()
-                    .map(|slot| match slot {
-                        Slot::Id(id) => by_id.get(id).cloned(),
-                        Slot::Key(k) => by_key.get(k).cloned(),
-                    })
-                    .collect::<Option<Vec<TaskRow>>>()
-                    .ok_or_else(|| {
-                        StoreError::Unavailable(
-                            crate::error::Unavailable::Contended,
-                            "an idempotency key's task kept vanishing".into(),
-                        )
-                    })?;
-                Ok(Created { tasks, created })
+                pending.retain(|r| r.key.as_ref().is_some_and(|k| !by_key.contains_key(k)));
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            let tasks = plan
+                .order
+                .iter()
+                .map(|slot| match slot {
+                    Slot::Id(id) => by_id.get(id).cloned(),
+                    Slot::Key(k) => by_key.get(k).cloned(),
+                })
+                .collect::<Option<Vec<TaskRow>>>()
+                .ok_or_else(|| {
+                    StoreError::Unavailable(
+                        crate::error::Unavailable::Contended,
+                        "an idempotency key's task kept vanishing".into(),
+                    )
+                })?;
+            Ok(Created { tasks, created })
+        };
+        self.db
+            .run(async |conn| match keyed {
+                true => crate::db::atomic(conn, insert).await,
+                false => insert(conn).await,
             })
             .await
     }
@@ -499,6 +511,20 @@ impl TaskQueue {
             .await
     }
 
+    /// Task `id` as shown, to `reader`: any task to one who may assign
+    /// (`everyone`), else only one assigned to the reader; `NotFound`
+    /// otherwise (another's task is not even said to exist).
+    pub async fn read(&self, reader: Uuid, everyone: bool, id: Uuid) -> Result<TaskRow> {
+        let found = self
+            .reads
+            .run(async |conn| Ok::<_, QueueError>(tasks::find(conn, id).await?))
+            .await?;
+        match found {
+            Some(task) if everyone || task.assigned_to == Some(reader) => Ok(task),
+            _ => Err(QueueError::NotFound),
+        }
+    }
+
     pub async fn list(&self, filter: TaskFilter) -> Result<Vec<TaskRow>> {
         let limit = filter.limit.unwrap_or(DEFAULT_LIST);
         if !(1..=MAX_LIST).contains(&limit) {
@@ -557,23 +583,31 @@ enum Slot {
 struct BatchPlan {
     rows: Vec<NewTaskRow>,
     order: Vec<Slot>,
+    /// Each key's content digest, as asked.
+    digests: HashMap<String, [u8; 32]>,
 }
 
 impl BatchPlan {
-    fn of(batch: Vec<NewTask>) -> BatchPlan {
-        let mut seen = std::collections::HashSet::new();
+    /// The rows to insert, one per key; a key repeated with other content
+    /// within the batch is `KeyConflict`.
+    fn of(batch: Vec<NewTask>) -> Result<BatchPlan> {
+        let mut digests: HashMap<String, [u8; 32]> = HashMap::new();
         let mut rows = Vec::with_capacity(batch.len());
         let mut order = Vec::with_capacity(batch.len());
         for t in batch {
             let id = Uuid::new_v4();
-            match &t.key {
-                Some(k) => {
+            let key_digest = t.key.as_ref().map(|_| content_digest(&t));
+            match (&t.key, key_digest) {
+                (Some(k), Some(digest)) => {
                     order.push(Slot::Key(k.clone()));
-                    if !seen.insert(k.clone()) {
+                    if let Some(seen) = digests.insert(k.clone(), digest) {
+                        if seen != digest {
+                            return Err(QueueError::KeyConflict(k.clone()));
+                        }
                         continue;
                     }
                 }
-                None => order.push(Slot::Id(id)),
+                _ => order.push(Slot::Id(id)),
             }
             rows.push(NewTaskRow {
                 id,
@@ -583,10 +617,46 @@ impl BatchPlan {
                 not_before: t.not_before,
                 max_attempts: t.max_attempts,
                 key: t.key,
+                key_digest,
             });
         }
-        BatchPlan { rows, order }
+        Ok(BatchPlan {
+            rows,
+            order,
+            digests,
+        })
     }
+
+    /// `KeyConflict` when a stored task holding one of the batch's keys was
+    /// created with other content than the batch asks for.
+    fn check_content(&self, found: &tasks::KeyedRow) -> Result<()> {
+        or_fault!(KeyConflictUnchecked => Ok(()));
+        let Some(key) = &found.task.key else {
+            return Ok(());
+        };
+        let asked = self.digests.get(key).map(|d| d.as_slice());
+        match (asked, found.key_digest.as_deref()) {
+            (Some(asked), Some(stored)) if asked != stored => {
+                Err(QueueError::KeyConflict(key.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a keyed task is created with, as one digest: the title, the
+/// priority, `not_before` (to the microsecond, as stored) and
+/// `max_attempts`, the interface's list of what a repeated key must repeat.
+fn content_digest(t: &NewTask) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let not_before = t.not_before.map_or(i64::MIN, |at| at.timestamp_micros());
+    let mut hash = Sha256::new();
+    hash.update((t.title.len() as u64).to_be_bytes());
+    hash.update(t.title.as_bytes());
+    hash.update(t.priority.to_be_bytes());
+    hash.update(not_before.to_be_bytes());
+    hash.update(t.max_attempts.to_be_bytes());
+    hash.finalize().into()
 }
 
 /// Why a task the caller tried to finish is not theirs to finish.

@@ -511,20 +511,28 @@ async fn stats(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// Keys of recent batches: a producer sometimes sends one again, as a
-/// client retrying a create would, and must get the same task back.
-fn recent_keys() -> &'static std::sync::Mutex<Vec<String>> {
-    static KEYS: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+/// Keyed items of recent batches, by their creator: a producer sometimes
+/// sends one of its own again, as a client retrying a create would, and
+/// must get the same task back (a key is its creator's, and is sent again
+/// with the content it was first sent with).
+fn recent_keys() -> &'static std::sync::Mutex<Vec<(Uuid, serde_json::Value)>> {
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<Vec<(Uuid, serde_json::Value)>>> =
+        std::sync::OnceLock::new();
     KEYS.get_or_init(Default::default)
 }
 
 async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
     let me = account(user)?;
-    let again: Option<String> = {
+    let again: Option<serde_json::Value> = {
         let keys = recent_keys()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (!keys.is_empty()).then(|| keys[rand::rng().random_range(0..keys.len())].clone())
+        let mine: Vec<&serde_json::Value> = keys
+            .iter()
+            .filter(|(creator, _)| *creator == me.user_id)
+            .map(|(_, item)| item)
+            .collect();
+        (!mine.is_empty()).then(|| mine[rand::rng().random_range(0..mine.len())].clone())
     };
     let tasks: Vec<_> = (0..size)
         .map(|i| {
@@ -543,13 +551,19 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
             if rng.random_bool(0.1) {
                 task["max_attempts"] = json!(2);
             }
-            if i == 0 && again.is_some() {
-                task["key"] = json!(again.clone());
-            } else if rng.random_bool(0.3) {
+            if let (0, Some(item)) = (i, &again) {
+                return item.clone();
+            }
+            if rng.random_bool(0.3) {
                 task["key"] = json!(format!("load-{}", Uuid::new_v4().simple()));
             }
             task
         })
+        .collect();
+    let keyed_items: Vec<serde_json::Value> = tasks
+        .iter()
+        .filter(|t| t.get("key").is_some())
+        .cloned()
         .collect();
     let mut reply = Call::new(GooseMethod::Post, "/v1/tasks", &[201])
         .token(me.machine())
@@ -569,7 +583,7 @@ async fn create_batch(user: &mut GooseUser, size: usize) -> TransactionResult {
         let mut keys = recent_keys()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        keys.extend(keyed.iter().map(|(k, _)| k.clone()));
+        keys.extend(keyed_items.into_iter().map(|item| (me.user_id, item)));
         let excess = keys.len().saturating_sub(100);
         keys.drain(..excess);
     }

@@ -226,9 +226,7 @@ impl Generator {
                 let n = self.rng.random_range(3..=6);
                 (0..n)
                     .map(|_| {
-                        let mut items = self.items();
-                        items.truncate(1);
-                        items[0].key = Some(key.clone());
+                        let items = vec![Item::keyed(key.clone())];
                         Planned::now(Op::Create { token, items })
                     })
                     .collect()
@@ -379,10 +377,13 @@ impl Generator {
                 }
                 .filter(|k| !keys.contains(k));
                 keys.extend(key.clone());
-                Item {
-                    priority: [-1, 0, 0, 1][self.rng.random_range(0..4)],
-                    max_attempts: self.rng.random_range(1..=3),
-                    key,
+                match key {
+                    Some(key) => Item::keyed(key),
+                    None => Item {
+                        priority: [-1, 0, 0, 1][self.rng.random_range(0..4)],
+                        max_attempts: self.rng.random_range(1..=3),
+                        key: None,
+                    },
                 }
             })
             .collect()

@@ -29,6 +29,18 @@ pub struct Item {
     pub key: Option<String>,
 }
 
+impl Item {
+    /// An item under `key`, with the one content every item of that key
+    /// is sent with (a key repeated with other content is a conflict).
+    pub fn keyed(key: String) -> Item {
+        Item {
+            priority: 0,
+            max_attempts: 2,
+            key: Some(key),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Act {
     Heartbeat { lease_secs: Option<u32> },

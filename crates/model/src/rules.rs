@@ -185,7 +185,9 @@ pub struct Model {
     /// Tokens by the step that received them.
     pub tokens: BTreeMap<u32, Token>,
     pub tasks: BTreeMap<Uuid, Task>,
-    pub keys: BTreeMap<String, Uuid>,
+    /// Each creator's idempotency keys (interface v2: scoped to the user
+    /// who created the task).
+    pub keys: BTreeMap<(usize, String), Uuid>,
 }
 
 /// What a call needs besides the model: the instant, the round, who the
@@ -314,10 +316,11 @@ impl Model {
                 None => expect(answer, &Answer::invalid_token())?,
             },
             Call::Create { token, items } => {
-                if next.authenticate(*token, cx).is_none() {
+                let Some(mine) = next.authenticate(*token, cx) else {
                     expect(answer, &Answer::invalid_token())?;
                     return Ok(vec![next]);
-                }
+                };
+                let creator = next.sessions[&mine].user;
                 let Answer::Created { ids, created } = answer else {
                     return Err(format!("expected 201 with the tasks, got {answer}"));
                 };
@@ -330,7 +333,10 @@ impl Model {
                 }
                 let mut new = 0;
                 for (item, id) in items.iter().zip(ids) {
-                    let known = item.key.as_ref().and_then(|k| next.keys.get(k));
+                    let known = item
+                        .key
+                        .as_ref()
+                        .and_then(|k| next.keys.get(&(creator, k.clone())));
                     match known {
                         Some(existing) if existing == id => {}
                         Some(existing) => {
@@ -345,7 +351,7 @@ impl Model {
                         None => {
                             new += 1;
                             if let Some(key) = &item.key {
-                                next.keys.insert(key.clone(), *id);
+                                next.keys.insert((creator, key.clone()), *id);
                             }
                             next.tasks.insert(
                                 *id,

@@ -441,8 +441,12 @@ impl Run {
                             "priority": item.priority,
                             "max_attempts": item.max_attempts,
                         });
+                        // A key is sent with one content every time (a
+                        // key repeated with other content is a conflict,
+                        // which the generator never asks for).
                         if let Some(key) = &item.key {
                             task["key"] = json!(key);
+                            task["title"] = json!(format!("keyed {key}"));
                         }
                         task
                     })

@@ -37,10 +37,13 @@ pub struct TaskResponse {
     attempt: i32,
     #[schema(minimum = 1, maximum = 100)]
     max_attempts: i32,
-    /// The idempotency key it was created with.
+    /// The idempotency key it was created with (its creator's: another
+    /// user's identical key names another task).
     key: Option<String>,
     /// The error of its last failed attempt.
     last_error: Option<String>,
+    /// Who created it (null for tasks created before v2 recorded it).
+    created_by: Option<Uuid>,
 }
 
 impl From<TaskRow> for TaskResponse {
@@ -61,6 +64,7 @@ impl From<TaskRow> for TaskResponse {
             max_attempts: t.max_attempts,
             key: t.key,
             last_error: t.last_error,
+            created_by: t.created_by,
         }
     }
 }
@@ -407,14 +411,17 @@ impl FromJson for FailRequest {
     summary = "Create a batch of tasks",
     security(("bearer" = [])),
     request_body = CreateTasksRequest,
-    responses((status = 201, description = "Created, in the order given; a known key yields its existing task", body = CreateTasksResponse))
+        responses(
+        (status = 201, description = "Created, in the order given; a key the caller already holds yields its existing task (another user's identical key is another key)", body = CreateTasksResponse),
+        (status = 409, description = "`key_conflict`: a key the caller holds, sent with another title, priority, not_before or max_attempts than its task was created with (also twice within the batch); nothing is created", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    _caller: Authenticated,
+    Authenticated(caller): Authenticated,
     JsonBody(batch): JsonBody<CreateTasksRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let created = state.queue.create(batch).await?;
+    let created = state.queue.create(caller.user_id(), batch).await?;
     Ok(HttpResponse::Created().json(CreateTasksResponse {
         tasks: created.tasks.into_iter().map(TaskResponse::from).collect(),
         created: created.created,
@@ -561,6 +568,32 @@ pub async fn fail(
     let task = state
         .queue
         .fail(p.user_id(), id, &body.error, body.retry)
+        .await?;
+    Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tasks/{id}",
+    tag = "tasks",
+    summary = "Read one task",
+    description = "An assigner reads any task; a worker only one assigned to it (any other is `404`, as if it did not exist).",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "A task id (UUID)")),
+    responses(
+        (status = 200, description = "The task as it is now", body = TaskResponse),
+        (status = 404, description = "`not_found`: no such task, or (to a worker) not one assigned to it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn read(
+    state: web::Data<AppState>,
+    Authenticated(caller): Authenticated,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let everyone = caller.roles().grant(Right::Assign);
+    let task = state
+        .queue
+        .read(caller.user_id(), everyone, path_id(&id)?)
         .await?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(task)))
 }

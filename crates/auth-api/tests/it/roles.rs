@@ -468,5 +468,61 @@ async fn every_route_that_needs_a_right_refuses_a_user_without_one() {
         );
         refused.push(path);
     }
-    assert_eq!(refused.len(), 13, "{refused:?}");
+    assert_eq!(refused.len(), 14, "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_worker_reads_only_its_own_task_and_an_assigner_any() {
+    let app = shipped().await;
+    let wendy = app.signup("wendy@example.com").await;
+    let walt = app.signup("walt@example.com").await;
+    let anna = app.signup_as("anna@example.com", &[Role::Assigner]).await;
+    let ids = app.create_n_tasks(&anna.token, "r", 3).await;
+    let claimed = app.claim_ok(&wendy.token, 1).await;
+    let mine = json_uuid(&claimed["tasks"][0]["id"]);
+    let path = |id: uuid::Uuid| format!("/v1/tasks/{id}");
+
+    let own = expect_status(
+        app.get(&path(mine), Some(&wendy.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(json_uuid(&own["id"]), mine);
+    assert_eq!(json_uuid(&own["assigned_to"]), wendy.user_id, "{own}");
+    assert_eq!(json_uuid(&own["created_by"]), anna.user_id, "{own}");
+    // Another worker, or an unassigned task: as if it did not exist.
+    let unknown = uuid::Uuid::new_v4();
+    for (token, id) in [
+        (&walt.token, mine),
+        (
+            &wendy.token,
+            ids.iter().copied().find(|i| *i != mine).unwrap(),
+        ),
+        (&wendy.token, unknown),
+    ] {
+        expect_problem(
+            app.get(&path(id), Some(token)).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        )
+        .await;
+    }
+    // An assigner reads any task.
+    for id in &ids {
+        let task =
+            expect_status(app.get(&path(*id), Some(&anna.token)).await, StatusCode::OK).await;
+        assert_eq!(json_uuid(&task["id"]), *id);
+    }
+    expect_problem(
+        app.get(&path(unknown), Some(&anna.token)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/tasks/not-a-uuid", Some(&anna.token)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
 }

@@ -30,6 +30,8 @@ const BUDGET: &[(&str, u64)] = &[
     ("DELETE /v1/sessions/current", 2),
     ("DELETE /v1/sessions", 2),
     ("POST /v1/tasks (5 tasks)", 2),
+    ("POST /v1/tasks (a key)", 4),
+    ("GET /v1/tasks/{id}", 2),
     ("POST /v1/tasks/claim (2 tasks)", 3),
     ("POST /v1/tasks/{id}/heartbeat", 2),
     ("POST /v1/tasks/{id}/complete", 2),
@@ -193,6 +195,28 @@ async fn every_endpoint_stays_within_its_round_trip_budget() {
     let more = expect_status(app.create_tasks(&token, &five).await, StatusCode::CREATED).await;
     l.record("POST /v1/tasks (5 tasks)");
     ids.extend(task_ids(&more));
+    let keyed =
+        |key: &str| json!({"tasks": [{"title": "keyed", "key": key, "schedulable": false}]});
+    expect_status(
+        app.create_tasks(&token, &keyed("k1")).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    l.start();
+    let made = expect_status(
+        app.create_tasks(&token, &keyed("k2")).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    l.record("POST /v1/tasks (a key)");
+    let one = task_ids(&made)[0];
+    ok(app
+        .get(&format!("/v1/tasks/{}", ids[0]), Some(&token))
+        .await)
+    .await;
+    l.start();
+    ok(app.get(&format!("/v1/tasks/{one}"), Some(&token)).await).await;
+    l.record("GET /v1/tasks/{id}");
 
     let two = json!({"count": 2});
     let mut held = task_ids(&ok(app.claim(&token, &two).await).await);

@@ -665,7 +665,7 @@ async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
     let task = NewTask::titled;
     for batch in [vec![], vec![task("ok"); 1001]] {
         let n = batch.len();
-        match app.state.queue.create(batch).await {
+        match app.state.queue.create(Uuid::nil(), batch).await {
             Err(QueueError::Invalid(errors)) => {
                 assert_eq!(errors.len(), 1, "{n} tasks: {errors:?}")
             }
@@ -673,7 +673,12 @@ async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
         }
     }
     // 60 empty titles: 51 errors are collected (50 shown + `truncated`), not 60.
-    match app.state.queue.create(vec![task(""); 60]).await {
+    match app
+        .state
+        .queue
+        .create(Uuid::nil(), vec![task(""); 60])
+        .await
+    {
         Err(QueueError::Invalid(errors)) => {
             assert_eq!(errors.len(), auth_core::domain::MAX_FIELD_ERRORS + 1);
             assert_eq!(errors[0].field, "tasks[0].title");
@@ -681,9 +686,125 @@ async fn the_queue_refuses_empty_and_oversized_batches_and_caps_title_errors() {
         other => panic!("{other:?}"),
     }
     assert_eq!(app.db.count("SELECT count(*) AS n FROM tasks").await, 0);
-    let made = app.state.queue.create(vec![task("ok"); 1000]).await;
+    let made = app
+        .state
+        .queue
+        .create(Uuid::nil(), vec![task("ok"); 1000])
+        .await;
     assert!(
         matches!(&made, Ok(made) if made.tasks.len() == 1000 && made.created == 1000),
         "1000 is allowed"
+    );
+}
+
+/// A create of `items` as `who`: its status and body.
+async fn create_as(app: &TestApp, who: &LoggedIn, items: Value) -> (StatusCode, Value) {
+    let res = app.create_tasks(&who.token, &json!({"tasks": items})).await;
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_its_creators_and_other_content_is_a_conflict() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let bob = app.signup("bob@example.com").await;
+    let item = json!({"title": "invoice 9", "key": "inv-9", "priority": 3, "max_attempts": 2,
+                      "not_before": "2026-01-01T00:00:00.123456Z"});
+    let (status, made) = create_as(&app, &ada, json!([item])).await;
+    assert_eq!(
+        (status, &made["created"]),
+        (StatusCode::CREATED, &json!(1)),
+        "{made}"
+    );
+    let task = made["tasks"][0].clone();
+    assert_eq!(json_uuid(&task["created_by"]), ada.user_id, "{task}");
+
+    // Another user's identical key is another key: its own task.
+    let (status, theirs) = create_as(&app, &bob, json!([item])).await;
+    assert_eq!(
+        (status, &theirs["created"]),
+        (StatusCode::CREATED, &json!(1)),
+        "{theirs}"
+    );
+    assert_ne!(theirs["tasks"][0]["id"], task["id"]);
+    assert_eq!(json_uuid(&theirs["tasks"][0]["created_by"]), bob.user_id);
+
+    // The same content again: the same task; `schedulable` is not part of it.
+    let mut same = item.clone();
+    same["schedulable"] = json!(false);
+    let (status, again) = create_as(&app, &ada, json!([same])).await;
+    assert_eq!(
+        (status, &again["created"]),
+        (StatusCode::CREATED, &json!(0)),
+        "{again}"
+    );
+    assert_eq!(again["tasks"][0]["id"], task["id"]);
+
+    // Each part of the content changed: 409, and the batch creates nothing.
+    let changes = [
+        ("title", json!("invoice 9b")),
+        ("priority", json!(4)),
+        ("max_attempts", json!(3)),
+        ("not_before", json!("2026-01-01T00:00:00.123457Z")),
+    ];
+    for (field, value) in changes {
+        let mut changed = item.clone();
+        changed[field] = value;
+        let batch = json!([{"title": "keyless"}, changed]);
+        let res = app.create_tasks(&ada.token, &json!({"tasks": batch})).await;
+        let problem = expect_problem(res, StatusCode::CONFLICT, "key_conflict").await;
+        assert!(
+            problem["detail"].as_str().unwrap_or("").contains("inv-9"),
+            "{field}: {problem}"
+        );
+    }
+    // Within one batch too.
+    let mut twin = item.clone();
+    twin["title"] = json!("other");
+    twin["key"] = json!("inv-10");
+    let mut first = item.clone();
+    first["key"] = json!("inv-10");
+    let res = app
+        .create_tasks(&ada.token, &json!({"tasks": [first, twin]}))
+        .await;
+    expect_problem(res, StatusCode::CONFLICT, "key_conflict").await;
+    assert_eq!(
+        app.db.count("SELECT count(*) AS n FROM tasks").await,
+        2,
+        "nothing else was created"
+    );
+
+    // What became of the task since does not matter: a retried failure
+    // moved its not_before, and the original content still names it.
+    let (status, now) = create_as(
+        &app,
+        &ada,
+        json!([{"title": "soon", "key": "soon", "priority": 10}]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = json_uuid(&now["tasks"][0]["id"]);
+    let claimed = app.claim_ok(&ada.token, 1).await;
+    assert_eq!(json_uuid(&claimed["tasks"][0]["id"]), id, "{claimed}");
+    let failed = app
+        .post_json(
+            &format!("/v1/tasks/{id}/fail"),
+            Some(&ada.token),
+            &json!({"error": "flaky"}),
+        )
+        .await;
+    let failed = expect_status(failed, StatusCode::OK).await;
+    assert!(failed["not_before"].is_string(), "{failed}");
+    let (status, replay) = create_as(
+        &app,
+        &ada,
+        json!([{"title": "soon", "key": "soon", "priority": 10}]),
+    )
+    .await;
+    assert_eq!(
+        (status, json_uuid(&replay["tasks"][0]["id"])),
+        (StatusCode::CREATED, id),
+        "{replay}"
     );
 }

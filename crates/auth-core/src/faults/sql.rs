@@ -302,7 +302,7 @@ SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now()
 FROM picked WHERE t.id = picked.id
 RETURNING t.id, t.seq, t.title, t.schedulable, t.status, t.assigned_to, t.assigned_by,
           t.assigned_at, t.lease_expires_at, t.completed_at, t.attempt, t.created_at,
-          t.priority, t.not_before, t.max_attempts, t.key, t.last_error";
+          t.priority, t.not_before, t.max_attempts, t.key, t.last_error, t.created_by";
 
 /// `claim_without_skip_locked`: claimers wait on each other's rows.
 pub const CLAIM_WAITING: &str = "\
@@ -322,7 +322,7 @@ SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now()
 FROM picked WHERE t.id = picked.id
 RETURNING t.id, t.seq, t.title, t.schedulable, t.status, t.assigned_to, t.assigned_by,
           t.assigned_at, t.lease_expires_at, t.completed_at, t.attempt, t.created_at,
-          t.priority, t.not_before, t.max_attempts, t.key, t.last_error";
+          t.priority, t.not_before, t.max_attempts, t.key, t.last_error, t.created_by";
 
 /// `complete_without_fence`: any caller completes any assigned task, under
 /// any attempt, with or without a live lease.
@@ -332,7 +332,7 @@ SET status = 'completed', completed_at = now(), finished_at = now(), lease_expir
 WHERE id = $1 AND status = 'assigned' AND ($2::uuid IS NOT NULL) AND ($3::int IS NULL OR TRUE)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// `complete_without_fence`: any caller releases any assigned task.
 pub const RELEASE_UNFENCED: &str = "\
@@ -342,7 +342,7 @@ SET status = 'unassigned', assigned_to = NULL, assigned_by = NULL, assigned_at =
 WHERE id = $1 AND status = 'assigned' AND ($2::uuid IS NOT NULL) AND ($3::int IS NULL OR TRUE)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// `complete_without_fence` and `heartbeat_without_fence`: any caller
 /// extends any assigned task's lease.
@@ -352,7 +352,7 @@ SET lease_expires_at = now() + make_interval(secs => $4)
 WHERE id = $1 AND status = 'assigned' AND ($2::uuid IS NOT NULL) AND ($3::int IS NULL OR TRUE)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// `complete_without_fence`: any caller fails any assigned task.
 pub const FAIL_UNFENCED: &str = "\
@@ -371,7 +371,7 @@ SET status = CASE WHEN $5 AND attempt - released < max_attempts THEN 'unassigned
 WHERE id = $1 AND status = 'assigned' AND ($2::uuid IS NOT NULL) AND ($3::int IS NULL OR TRUE)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// `cancel_any_status`: cancels finished tasks too.
 pub const CANCEL_ANY_STATUS: &str = "\
@@ -381,7 +381,7 @@ SET status = 'cancelled', finished_at = now(), delayed = false, assigned_to = NU
 WHERE id = $1
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// `cleanup_waits_on_locks`: the cleanup's batch that `delete` is, waiting
 /// for rows others hold (`FOR UPDATE` without `SKIP LOCKED`).
@@ -552,7 +552,7 @@ pub async fn claim_in_two_statements(
          WHERE id = ANY($1)
          RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
                        lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-                       max_attempts, key, last_error",
+                       max_attempts, key, last_error, created_by",
     )
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<SqlUuid, _>(req.assignee)
@@ -570,16 +570,44 @@ pub async fn claim_in_two_statements(
 /// unique index (an error to their callers, where one row and every answer
 /// naming it were due).
 pub const INSERT_AFTER_KEY_CHECK: &str = "\
-INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
-SELECT id, title, schedulable, priority, not_before, max_attempts, key,
+INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, key_digest,
+                   created_by, delayed)
+SELECT id, title, schedulable, priority, not_before, max_attempts, key, key_digest, $8,
        coalesce(not_before > now(), false)
-FROM unnest($1, $2, $3, $4, $5, $6, $7)
-     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
-WHERE NOT EXISTS (SELECT 1 FROM tasks AS taken WHERE taken.key = b.key)
+FROM unnest($1, $2, $3, $4, $5, $6, $7, $9)
+     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key,
+                          key_digest, n)
+WHERE NOT EXISTS (SELECT 1 FROM tasks AS taken WHERE taken.key = b.key AND taken.created_by = $8)
 ORDER BY n
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
+
+/// `idempotency_keys_global`: [`crate::store::tasks::INSERT`] that
+/// skips a key any creator holds (as v1.1's global keys did)...
+pub const INSERT_UNLESS_KEY_ANYWHERE: &str = "\
+INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, key_digest,
+                   created_by, delayed)
+SELECT id, title, schedulable, priority, not_before, max_attempts, key, key_digest, $8,
+       coalesce(not_before > now(), false)
+FROM unnest($1, $2, $3, $4, $5, $6, $7, $9)
+     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key,
+                          key_digest, n)
+WHERE NOT EXISTS (SELECT 1 FROM tasks AS taken WHERE taken.key = b.key)
+ORDER BY n
+ON CONFLICT (created_by, key) WHERE key IS NOT NULL DO NOTHING
+RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
+          lease_expires_at, completed_at, attempt, created_at, priority, not_before,
+          max_attempts, key, last_error, created_by";
+
+/// ... and [`crate::store::tasks::FIND_BY_KEYS`] that finds the key's task
+/// whoever created it (`$1` still bound).
+pub const FIND_BY_KEYS_ANYWHERE: &str = "\
+SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by, v.assigned_at,
+       v.lease_expires_at, v.completed_at, v.attempt, v.created_at, v.priority, v.not_before,
+       v.max_attempts, v.key, v.last_error, v.created_by, t.key_digest
+FROM task_view AS v JOIN tasks AS t ON t.id = v.id
+WHERE $1::uuid IS NOT NULL AND t.key = ANY($2)";
 
 /// `login_limit_check_then_record`: the admission counts reported failures
 /// only, never the checks in flight (no `busy`), so logins that arrive

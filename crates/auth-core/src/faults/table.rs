@@ -145,4 +145,10 @@ faults! {
     /// A role taken from a user is left on its keys (they lack it only
     /// while the owner does: given back, it is theirs again).
     RoleRemovalLeavesKeyRoles => "role_removal_leaves_key_roles",
+    /// Idempotency keys are looked up whoever created them (v1.1's global
+    /// keys): another user's key returns that user's task.
+    IdempotencyKeysGlobal => "idempotency_keys_global",
+    /// A key sent again with other content returns the stored task
+    /// instead of `409 key_conflict`.
+    KeyConflictUnchecked => "key_conflict_unchecked",
 }

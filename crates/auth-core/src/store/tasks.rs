@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::result::Error as DbError;
 use diesel::sql_types::{
-    Array, BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+    Array, BigInt, Bool, Bytea, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
@@ -50,6 +50,9 @@ pub struct TaskRow {
     pub key: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub last_error: Option<String>,
+    /// Who created it (`None`: before tasks recorded their creator).
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub created_by: Option<Uuid>,
 }
 
 /// A row to insert.
@@ -62,34 +65,45 @@ pub struct NewTaskRow {
     pub not_before: Option<DateTime<Utc>>,
     pub max_attempts: i32,
     pub key: Option<String>,
+    /// For a keyed task: the digest of what it is created with, which a
+    /// later create with its key must match.
+    pub key_digest: Option<[u8; 32]>,
 }
 
-/// The insert, as sent: a batch (`$1`..`$7`: ids, titles, schedulable,
-/// priorities, not-befores, max attempts, keys, as arrays) in one
-/// statement, in the given order, skipping every row whose key is already
-/// taken. `ON CONFLICT DO NOTHING` waits for a concurrent insert of the same
-/// key to commit or abort, so of N concurrent inserts of one key exactly one
-/// inserts, and the others insert nothing and raise nothing.
+/// The insert, as sent: a batch (`$1`..`$7`, `$9`: ids, titles,
+/// schedulable, priorities, not-befores, max attempts, keys, key digests,
+/// as arrays) created by `$8`, in one statement, in the given order,
+/// skipping every row whose key that creator already holds. `ON CONFLICT
+/// DO NOTHING` waits for a concurrent insert of the same (creator, key) to
+/// commit or abort, so of N concurrent inserts of one key by one creator
+/// exactly one inserts, and the others insert nothing and raise nothing;
+/// another creator's key is another key.
 pub const INSERT: &str = "\
-INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, delayed)
-SELECT id, title, schedulable, priority, not_before, max_attempts, key,
+INSERT INTO tasks (id, title, schedulable, priority, not_before, max_attempts, key, key_digest,
+                   created_by, delayed)
+SELECT id, title, schedulable, priority, not_before, max_attempts, key, key_digest, $8,
        coalesce(not_before > now(), false)
-FROM unnest($1, $2, $3, $4, $5, $6, $7)
-     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key, n)
+FROM unnest($1, $2, $3, $4, $5, $6, $7, $9)
+     WITH ORDINALITY AS b(id, title, schedulable, priority, not_before, max_attempts, key,
+                          key_digest, n)
 ORDER BY n
-ON CONFLICT (key) DO NOTHING
+ON CONFLICT (created_by, key) WHERE key IS NOT NULL DO NOTHING
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// [`INSERT`] as this build sends it.
 pub fn insert_sql() -> &'static str {
-    statement!(INSERT, KeyCheckThenInsert => INSERT_AFTER_KEY_CHECK)
+    statement!(INSERT,
+        KeyCheckThenInsert => INSERT_AFTER_KEY_CHECK,
+        IdempotencyKeysGlobal => INSERT_UNLESS_KEY_ANYWHERE)
 }
 
-/// Inserts a batch by [`INSERT`]. Returns the inserted rows.
+/// Inserts a batch created by `creator` by [`INSERT`]. Returns the
+/// inserted rows.
 pub async fn insert_batch(
     conn: &mut AsyncPgConnection,
+    creator: Uuid,
     tasks: &[NewTaskRow],
 ) -> Result<Vec<TaskRow>, DbError> {
     let mut rows: Vec<TaskRow> = diesel::sql_query(insert_sql())
@@ -104,6 +118,13 @@ pub async fn insert_batch(
         .bind::<Array<Nullable<Text>>, _>(
             tasks.iter().map(|t| t.key.as_deref()).collect::<Vec<_>>(),
         )
+        .bind::<SqlUuid, _>(creator)
+        .bind::<Array<Nullable<Bytea>>, _>(
+            tasks
+                .iter()
+                .map(|t| t.key_digest.map(|d| d.to_vec()))
+                .collect::<Vec<_>>(),
+        )
         .prepared()
         .get_results(conn)
         .await?;
@@ -111,21 +132,36 @@ pub async fn insert_batch(
     Ok(rows)
 }
 
-/// The tasks holding these keys, as shown.
+/// A keyed task, as shown, with the digest of what it was created with.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct KeyedRow {
+    #[diesel(embed)]
+    pub task: TaskRow,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub key_digest: Option<Vec<u8>>,
+}
+
+/// The tasks `$1` created that hold the keys `$2`.
+pub const FIND_BY_KEYS: &str = "\
+SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by, v.assigned_at,
+       v.lease_expires_at, v.completed_at, v.attempt, v.created_at, v.priority, v.not_before,
+       v.max_attempts, v.key, v.last_error, v.created_by, t.key_digest
+FROM task_view AS v JOIN tasks AS t ON t.id = v.id
+WHERE t.created_by = $1 AND t.key = ANY($2)";
+
+/// The tasks `creator` created that hold `keys`, by [`FIND_BY_KEYS`].
 pub async fn find_by_keys(
     conn: &mut AsyncPgConnection,
+    creator: Uuid,
     keys: &[&str],
-) -> Result<Vec<TaskRow>, DbError> {
-    diesel::sql_query(
-        "SELECT id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
-                lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-                max_attempts, key, last_error
-         FROM task_view WHERE key = ANY($1)",
-    )
-    .bind::<Array<Text>, _>(keys)
-    .prepared()
-    .get_results(conn)
-    .await
+) -> Result<Vec<KeyedRow>, DbError> {
+    let sql = statement!(FIND_BY_KEYS, IdempotencyKeysGlobal => FIND_BY_KEYS_ANYWHERE);
+    diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(creator)
+        .bind::<Array<Text>, _>(keys)
+        .prepared()
+        .get_results(conn)
+        .await
 }
 
 /// Who claims, for whom, and for how long.
@@ -175,7 +211,7 @@ SET status = 'assigned', assigned_to = $2, assigned_by = $3, assigned_at = now()
 FROM picked WHERE t.id = picked.id
 RETURNING t.id, t.seq, t.title, t.schedulable, t.status, t.assigned_to, t.assigned_by,
           t.assigned_at, t.lease_expires_at, t.completed_at, t.attempt, t.created_at,
-          t.priority, t.not_before, t.max_attempts, t.key, t.last_error";
+          t.priority, t.not_before, t.max_attempts, t.key, t.last_error, t.created_by";
 
 /// [`CLAIM`] as this build sends it: under a chosen fault, the statement
 /// that breaks it (the isolation specs run what is sent).
@@ -248,7 +284,7 @@ WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT 
   AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// [`COMPLETE`] as this build sends it.
 pub fn complete_sql() -> &'static str {
@@ -297,7 +333,7 @@ WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT 
   AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// Hands a task back to the queue by [`RELEASE`].
 pub async fn release(
@@ -319,7 +355,7 @@ WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT 
   AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// [`HEARTBEAT`] as this build sends it.
 pub fn heartbeat_sql() -> &'static str {
@@ -369,7 +405,7 @@ WHERE id = $1 AND (status = 'assigned') IS TRUE AND assigned_to IS NOT DISTINCT 
   AND (lease_expires_at > now()) IS TRUE AND ($3::int IS NULL OR attempt = $3)
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// Records a failed attempt of a task `assignee` holds by [`FAIL`].
 pub async fn fail(
@@ -404,7 +440,7 @@ WHERE id = $1
        OR (status = 'assigned' AND NOT (lease_expires_at <= now() AND attempt - released >= max_attempts)))
 RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-          max_attempts, key, last_error";
+          max_attempts, key, last_error, created_by";
 
 /// [`CANCEL`] as this build sends it.
 pub fn cancel_sql() -> &'static str {
@@ -450,7 +486,7 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskR
     diesel::sql_query(
         "SELECT id, seq, title, schedulable, status, assigned_to, assigned_by, assigned_at,
                 lease_expires_at, completed_at, attempt, created_at, priority, not_before,
-                max_attempts, key, last_error
+                max_attempts, key, last_error, created_by
          FROM task_view WHERE id = $1",
     )
     .bind::<SqlUuid, _>(id)
@@ -477,7 +513,7 @@ pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<TaskR
 const LIST: &str = "
     SELECT v.id, v.seq, v.title, v.schedulable, v.status, v.assigned_to, v.assigned_by,
            v.assigned_at, v.lease_expires_at, v.completed_at, v.attempt, v.created_at,
-           v.priority, v.not_before, v.max_attempts, v.key, v.last_error
+           v.priority, v.not_before, v.max_attempts, v.key, v.last_error, v.created_by
     FROM (SELECT id, seq FROM (
             (SELECT id, seq FROM tasks
              WHERE $1::task_status IS NULL AND $2::uuid IS NULL

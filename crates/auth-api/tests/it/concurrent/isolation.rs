@@ -618,9 +618,10 @@ async fn an_admission_while_a_check_is_in_flight_is_told_to_wait() {
     judge("admit", spec).await;
 }
 
-/// Two creates with one idempotency key, the second while the first's is
-/// uncommitted: the second waits on the key, then inserts nothing and
-/// raises nothing (and its keyless task is inserted); one row holds the key.
+/// Two creates with one idempotency key by one creator, the second while
+/// the first's is uncommitted: the second waits on the key, then inserts
+/// nothing and raises nothing (and its keyless task is inserted); one row
+/// holds the key.
 #[tokio::test]
 async fn a_create_with_a_key_being_inserted_waits_and_then_inserts_nothing() {
     let insert = |id: &str, title: &str| {
@@ -638,6 +639,8 @@ async fn a_create_with_a_key_being_inserted_waits_and_then_inserts_nothing() {
                 "ARRAY[NULL, NULL]::timestamptz[]",
                 "ARRAY[3, 3]",
                 "ARRAY['invoice-7', NULL]",
+                "'00000000-0000-4000-8000-00000000000a'::uuid",
+                "ARRAY[sha256('invoice-7'), NULL]",
             ],
         )
     };

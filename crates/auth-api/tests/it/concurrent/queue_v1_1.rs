@@ -46,14 +46,18 @@ async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it(
     let ada = app.signup("ada@example.com").await;
     let held = app
         .db
-        .hold("INSERT INTO tasks (id, title, key) VALUES (gen_random_uuid(), 'held', 'invoice-7')")
+        .hold(&format!(
+            "INSERT INTO tasks (id, title, key, created_by)
+             VALUES (gen_random_uuid(), 'held', 'invoice-7', '{}')",
+            ada.user_id
+        ))
         .await;
     let answers = behind_lock(&app, held, 10, |i| {
         let p = participant(&app);
         let token = ada.token.clone();
         async move {
             let body = json!({"tasks": [
-                {"title": format!("from {i}"), "key": "invoice-7"},
+                {"title": "invoice 7", "key": "invoice-7"},
                 {"title": format!("keyless {i}")}
             ]});
             p.send(
@@ -89,6 +93,152 @@ async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it(
             .await,
         10
     );
+}
+
+/// One user's task under a key, committed; then `others` other users and
+/// the first one create with that key at once (barrier): each other user
+/// gets a task of its own (a key is its creator's), the first its own
+/// task again; a fresh read finds one row per creator, each answered to
+/// its creator only. With 2 and 5 other users.
+#[tokio::test]
+async fn users_creating_with_one_key_at_once_each_get_their_own_task() {
+    for others in [2usize, 5] {
+        let mut config = test_config();
+        config.pool.max_size = 8;
+        let app = TestApp::spawn_with(config).await;
+        let ada = app.signup("ada@example.com").await;
+        let item = json!({"tasks": [{"title": "nightly report", "key": "nightly"}]});
+        let first = app.create_tasks(&ada.token, &item).await;
+        let first = json_uuid(
+            &test_support::app::expect_status(first, reqwest::StatusCode::CREATED).await["tasks"]
+                [0]["id"],
+        );
+        let mut users = vec![ada];
+        for i in 0..others {
+            users.push(app.signup(&format!("user{i}@example.com")).await);
+        }
+        let tokens: Vec<String> = users.iter().map(|u| u.token.clone()).collect();
+        let answers = run_together(users.len(), |i| {
+            let p = participant(&app);
+            let (token, body) = (tokens[i].clone(), item.clone());
+            async move {
+                p.send(
+                    p.client
+                        .post(p.url("/v1/tasks"))
+                        .bearer_auth(token)
+                        .json(&body),
+                )
+                .await
+            }
+        })
+        .await;
+        let mut named = Vec::new();
+        for (i, (status, body)) in answers.iter().enumerate() {
+            assert_eq!(*status, 201, "{others} others, user {i}: {body}");
+            let task = &body["tasks"][0];
+            assert_eq!(
+                json_uuid(&task["created_by"]),
+                users[i].user_id,
+                "{others} others, user {i}: {body}"
+            );
+            assert_eq!(
+                body["created"],
+                json!(u64::from(i != 0)),
+                "{others} others, user {i}: {body}"
+            );
+            named.push(json_uuid(&task["id"]));
+        }
+        assert_eq!(named[0], first, "{others} others: the first user's task");
+        let distinct: std::collections::BTreeSet<Uuid> = named.iter().copied().collect();
+        assert_eq!(distinct.len(), users.len(), "{others} others: {named:?}");
+        for (i, id) in named.iter().enumerate() {
+            let mine = format!(
+                "SELECT count(*) AS n FROM tasks WHERE id = '{id}' AND key = 'nightly' AND created_by = '{}'",
+                users[i].user_id
+            );
+            assert_eq!(app.db.count(&mine).await, 1, "{others} others, user {i}");
+        }
+        let rows = app
+            .db
+            .count("SELECT count(*) AS n FROM tasks WHERE key = 'nightly'")
+            .await;
+        assert_eq!(
+            rows,
+            users.len() as i64,
+            "{others} others: one row per creator"
+        );
+    }
+}
+
+/// One user's creates of one key, half with one title and half with
+/// another, all held behind the test's `SHARE` lock on `tasks` until every
+/// one waits to insert, then let go: one row; every create that sent the
+/// stored title is answered with it, every other one `409 key_conflict`
+/// and creates nothing (the keyless task each also sent is not stored).
+/// With 1 + 1 and 3 + 3 creates.
+#[tokio::test]
+async fn a_key_replayed_with_other_content_beside_the_original_makes_one_task_and_conflicts() {
+    for per_title in [1usize, 3] {
+        let mut config = test_config();
+        config.pool.max_size = 8;
+        let app = TestApp::spawn_with(config).await;
+        let ada = app.signup("ada@example.com").await;
+        let held = app.db.hold("LOCK TABLE tasks IN SHARE MODE").await;
+        let answers = behind_lock(&app, held, 2 * per_title, |i| {
+            let p = participant(&app);
+            let token = ada.token.clone();
+            async move {
+                let body = json!({"tasks": [
+                    {"title": format!("version {}", i % 2), "key": "invoice-8"},
+                    {"title": format!("keyless {i}")}
+                ]});
+                let answer = p
+                    .send(
+                        p.client
+                            .post(p.url("/v1/tasks"))
+                            .bearer_auth(token)
+                            .json(&body),
+                    )
+                    .await;
+                (i % 2, answer)
+            }
+        })
+        .await;
+        let rows = app
+            .db
+            .uuids("SELECT id FROM tasks WHERE key = 'invoice-8'")
+            .await;
+        assert_eq!(rows.len(), 1, "{per_title} per title: one row for the key");
+        let stored = app
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM tasks WHERE id = '{}' AND title = 'version 1'",
+                rows[0]
+            ))
+            .await as usize;
+        let mut wrong = Vec::new();
+        for (version, (status, body)) in &answers {
+            let ok = match *version == stored {
+                true => *status == 201 && json_uuid(&body["tasks"][0]["id"]) == rows[0],
+                false => *status == 409 && body["code"] == json!("key_conflict"),
+            };
+            if !ok {
+                wrong.push((version, status, body));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{per_title} per title (stored: version {stored}): {wrong:?}"
+        );
+        let keyless = app
+            .db
+            .count("SELECT count(*) AS n FROM tasks WHERE key IS NULL")
+            .await;
+        assert_eq!(
+            keyless, per_title as i64,
+            "{per_title} per title: only the accepted batches' keyless tasks"
+        );
+    }
 }
 
 /// Ten long-poll waiters (`wait_ms` 1500, beyond the 1 s re-check), a queue pool of 4, and 60 tasks arriving in five
