@@ -46,7 +46,7 @@ use utoipa::{Modify, OpenApi};
         tasks::create,
         tasks::list,
         tasks::claim,
-                tasks::stats,
+        tasks::stats,
         tasks::read,
         tasks::complete,
         tasks::release,

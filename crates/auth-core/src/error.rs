@@ -124,13 +124,17 @@ impl From<DieselError> for StoreError {
 }
 
 /// The server states that mean "not now" rather than "wrong request". The
-/// server reports them with SQLSTATEs (57014 query_canceled, 57P01
-/// admin_shutdown, 57P03 cannot_connect_now), but diesel-async 0.9 keeps
+/// server reports them with SQLSTATEs (57014 query_canceled, 40P01
+/// deadlock_detected, 57P01 admin_shutdown, 57P03 cannot_connect_now), but diesel-async 0.9 keeps
 /// the SQLSTATE only for the kinds diesel names and reports these as
 /// `Unknown`, so their (English, `lc_messages`) texts are all that is left.
 fn server_state(message: &str) -> Option<Unavailable> {
     if message.contains("statement timeout") {
         Some(Unavailable::StatementTimeout)
+    } else if message.contains("deadlock detected") {
+        // 40P01: the server chose this transaction to end a lock cycle;
+        // the request may be retried as it is.
+        Some(Unavailable::Contended)
     } else if ["terminating connection", "shutting down", "starting up"]
         .iter()
         .any(|needle| message.contains(needle))

@@ -216,9 +216,11 @@ impl TaskQueue {
         }
         let plan = BatchPlan::of(batch)?;
         // Only a keyed batch can meet a conflict after inserting rows:
-        // it runs in a transaction, so a conflict leaves nothing behind.
-        // An unkeyed one is one statement, atomic as it is.
-        let keyed = !plan.digests.is_empty();
+        // it runs in a transaction, so a conflict leaves nothing behind,
+        // its keys locked first (`tasks::LOCK_KEYS`: two batches of one
+        // creator never deadlock). An unkeyed one is one statement, atomic
+        // as it is.
+        let keys: Vec<String> = plan.digests.keys().cloned().collect();
         let insert = async |conn: &mut diesel_async::AsyncPgConnection| -> Result<Created> {
             let mut created = 0;
             let mut by_key: HashMap<String, TaskRow> = HashMap::new();
@@ -272,9 +274,16 @@ impl TaskQueue {
             Ok(Created { tasks, created })
         };
         self.db
-            .run(async |conn| match keyed {
-                true => crate::db::atomic(conn, insert).await,
-                false => insert(conn).await,
+            .run(async |conn| match keys.is_empty() {
+                false => {
+                    crate::db::atomic(conn, async |conn| {
+                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        tasks::lock_keys(conn, creator, &keys).await?;
+                        insert(conn).await
+                    })
+                    .await
+                }
+                true => insert(conn).await,
             })
             .await
     }
@@ -594,7 +603,11 @@ impl BatchPlan {
         let mut digests: HashMap<String, [u8; 32]> = HashMap::new();
         let mut rows = Vec::with_capacity(batch.len());
         let mut order = Vec::with_capacity(batch.len());
-        for t in batch {
+        for mut t in batch {
+            // Stored to the microsecond: what is hashed is what is stored.
+            t.not_before = t
+                .not_before
+                .map(|at| chrono::SubsecRound::trunc_subsecs(at, 6));
             let id = Uuid::new_v4();
             let key_digest = t.key.as_ref().map(|_| content_digest(&t));
             match (&t.key, key_digest) {
@@ -646,11 +659,14 @@ impl BatchPlan {
 
 /// What a keyed task is created with, as one digest: the title, the
 /// priority, `not_before` (to the microsecond, as stored) and
-/// `max_attempts`, the interface's list of what a repeated key must repeat.
+/// `max_attempts`, the interface's list of what a repeated key must repeat
+/// (its `payload` joins them with payloads, hashed only when given, so a
+/// task without one keeps the digest it has now).
 fn content_digest(t: &NewTask) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let not_before = t.not_before.map_or(i64::MIN, |at| at.timestamp_micros());
     let mut hash = Sha256::new();
+    hash.update(b"tessera task content 1\0");
     hash.update((t.title.len() as u64).to_be_bytes());
     hash.update(t.title.as_bytes());
     hash.update(t.priority.to_be_bytes());

@@ -91,7 +91,7 @@ contract_routes! {
     "/v1/sessions/{session_id}" => { delete [Session] sessions::revoke }
     "/v1/tasks" => { post [Assign] tasks::create, get [Work] tasks::list }
     "/v1/tasks/claim" => { post [Work] tasks::claim }
-        "/v1/tasks/stats" => { get [Assign] tasks::stats }
+    "/v1/tasks/stats" => { get [Assign] tasks::stats }
     "/v1/tasks/{id}" => { get [Work] tasks::read }
     "/v1/tasks/{id}/complete" => { post [Work] tasks::complete }
     "/v1/tasks/{id}/release" => { post [Work] tasks::release }

@@ -411,7 +411,7 @@ impl FromJson for FailRequest {
     summary = "Create a batch of tasks",
     security(("bearer" = [])),
     request_body = CreateTasksRequest,
-        responses(
+    responses(
         (status = 201, description = "Created, in the order given; a key the caller already holds yields its existing task (another user's identical key is another key)", body = CreateTasksResponse),
         (status = 409, description = "`key_conflict`: a key the caller holds, sent with another title, priority, not_before or max_attempts than its task was created with (also twice within the batch); nothing is created", body = Problem, content_type = "application/problem+json"),
     )

@@ -519,6 +519,22 @@ async fn a_worker_reads_only_its_own_task_and_an_assigner_any() {
         "not_found",
     )
     .await;
+    // "Its own" is what is assigned to it now: a task it completed stays
+    // readable, one it released is not.
+    app.finish_ok(&wendy.token, "complete", mine).await;
+    expect_status(
+        app.get(&path(mine), Some(&wendy.token)).await,
+        StatusCode::OK,
+    )
+    .await;
+    let next = json_uuid(&app.claim_ok(&wendy.token, 1).await["tasks"][0]["id"]);
+    app.finish_ok(&wendy.token, "release", next).await;
+    expect_problem(
+        app.get(&path(next), Some(&wendy.token)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
     expect_problem(
         app.get("/v1/tasks/not-a-uuid", Some(&anna.token)).await,
         StatusCode::NOT_FOUND,

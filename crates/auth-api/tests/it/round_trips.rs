@@ -30,7 +30,8 @@ const BUDGET: &[(&str, u64)] = &[
     ("DELETE /v1/sessions/current", 2),
     ("DELETE /v1/sessions", 2),
     ("POST /v1/tasks (5 tasks)", 2),
-    ("POST /v1/tasks (a key)", 4),
+    ("POST /v1/tasks (a key)", 5),
+    ("POST /v1/tasks (a known key)", 6),
     ("GET /v1/tasks/{id}", 2),
     ("POST /v1/tasks/claim (2 tasks)", 3),
     ("POST /v1/tasks/{id}/heartbeat", 2),
@@ -209,6 +210,18 @@ async fn every_endpoint_stays_within_its_round_trip_budget() {
     )
     .await;
     l.record("POST /v1/tasks (a key)");
+    expect_status(
+        app.create_tasks(&token, &keyed("k1")).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    l.start();
+    expect_status(
+        app.create_tasks(&token, &keyed("k2")).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    l.record("POST /v1/tasks (a known key)");
     let one = task_ids(&made)[0];
     ok(app
         .get(&format!("/v1/tasks/{}", ids[0]), Some(&token))

@@ -775,6 +775,37 @@ async fn an_idempotency_key_is_its_creators_and_other_content_is_a_conflict() {
         "nothing else was created"
     );
 
+    // Below the microsecond, what is stored, is not a change.
+    let mut finer = item.clone();
+    finer["not_before"] = json!("2026-01-01T00:00:00.123456789Z");
+    let (status, same) = create_as(&app, &ada, json!([finer])).await;
+    assert_eq!(
+        (status, &same["tasks"][0]["id"]),
+        (StatusCode::CREATED, &task["id"]),
+        "{same}"
+    );
+
+    // Another user's key being inserted (uncommitted) blocks nobody else.
+    let held = app
+        .db
+        .hold(&format!(
+            "INSERT INTO tasks (id, title, key, created_by) VALUES (gen_random_uuid(), 'bob''s', 'busy', '{}')",
+            bob.user_id
+        ))
+        .await;
+    let res = app
+        .client
+        .post(app.url("/v1/tasks"))
+        .bearer_auth(&ada.token)
+        .timeout(std::time::Duration::from_secs(5))
+        .json(&json!({"tasks": [{"title": "mine", "key": "busy"}]}))
+        .send()
+        .await
+        .expect("answered without waiting on another user's key");
+    let mine = expect_status(res, StatusCode::CREATED).await;
+    assert_eq!(json_uuid(&mine["tasks"][0]["created_by"]), ada.user_id);
+    held.release().await;
+
     // What became of the task since does not matter: a retried failure
     // moved its not_before, and the original content still names it.
     let (status, now) = create_as(

@@ -151,4 +151,7 @@ faults! {
     /// A key sent again with other content returns the stored task
     /// instead of `409 key_conflict`.
     KeyConflictUnchecked => "key_conflict_unchecked",
+    /// A keyed batch inserts without first locking its keys in order: two
+    /// batches of one creator naming the same keys in other orders deadlock.
+    KeyedBatchesUnordered => "keyed_batches_unordered",
 }

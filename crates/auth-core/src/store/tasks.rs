@@ -132,6 +132,41 @@ pub async fn insert_batch(
     Ok(rows)
 }
 
+/// Takes, in one order (their hashes'), a lock for each (creator `$2`,
+/// key) pair among `$3`, held until the batch commits. Each keyed batch
+/// holds the rows it inserted until then; two batches of one creator
+/// naming the same keys in other orders would each wait on a key the
+/// other holds (a deadlock). Locked first and in order, the second waits
+/// for the first whole and then finds its rows; batches with no key in
+/// common pass each other. Two-key form, class `$1`: a key space of its
+/// own, apart from the one-key locks of logins and the cleanup. (The lock
+/// calls run after the sort: PostgreSQL evaluates volatile output
+/// functions above the ORDER BY.)
+pub const LOCK_KEYS: &str = "\
+SELECT pg_advisory_xact_lock($1, h)
+FROM (SELECT DISTINCT hashtext($2 || '/' || k) AS h FROM unnest($3::text[]) AS k) AS keys
+ORDER BY h";
+
+/// The class of [`LOCK_KEYS`]' locks ("task").
+const KEYED_BATCHES: i32 = 0x7461_736b;
+
+/// Locks `keys` of `creator` by [`LOCK_KEYS`].
+pub async fn lock_keys(
+    conn: &mut AsyncPgConnection,
+    creator: Uuid,
+    keys: &[&str],
+) -> Result<(), DbError> {
+    or_fault!(KeyedBatchesUnordered => Ok(()));
+    diesel::sql_query(LOCK_KEYS)
+        .bind::<Integer, _>(KEYED_BATCHES)
+        .bind::<Text, _>(creator.to_string())
+        .bind::<Array<Text>, _>(keys)
+        .prepared()
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// A keyed task, as shown, with the digest of what it was created with.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct KeyedRow {

@@ -2,12 +2,34 @@
 //! and bursts, the worker's writes against cancel and a re-claim, and the
 //! attempt limit under lapsing leases.
 
-use super::{behind_lock, participant};
+use super::{TestApp2, behind_lock, participant};
 use serde_json::{Value, json};
 use test_support::TestApp;
 use test_support::app::{json_uuid, task_ids as ids, test_config};
 use test_support::concurrency::{ReportedClaim, check_claims, run_together};
 use uuid::Uuid;
+
+/// `POST /v1/tasks` with `body`, as `token`'s caller, from participant `p`.
+async fn create_from(p: TestApp2, token: String, body: Value) -> (u16, Value) {
+    p.send(
+        p.client
+            .post(p.url("/v1/tasks"))
+            .bearer_auth(token)
+            .json(&body),
+    )
+    .await
+}
+
+/// The test's own uncommitted task holding `key` of `creator`: creates of
+/// that key by that creator wait on it until it is released (rolled back).
+async fn hold_key(app: &TestApp, creator: Uuid, key: &str) -> test_support::db::Held {
+    app.db
+        .hold(&format!(
+            "INSERT INTO tasks (id, title, key, created_by)
+             VALUES (gen_random_uuid(), 'held', '{key}', '{creator}')"
+        ))
+        .await
+}
 
 /// Claimable now, by a fresh read (the contract's definition).
 const CLAIMABLE: &str = "SELECT count(*) AS n FROM tasks
@@ -44,14 +66,7 @@ async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it(
     config.pool.max_size = 10;
     let app = TestApp::spawn_with(config).await;
     let ada = app.signup("ada@example.com").await;
-    let held = app
-        .db
-        .hold(&format!(
-            "INSERT INTO tasks (id, title, key, created_by)
-             VALUES (gen_random_uuid(), 'held', 'invoice-7', '{}')",
-            ada.user_id
-        ))
-        .await;
+    let held = hold_key(&app, ada.user_id, "invoice-7").await;
     let answers = behind_lock(&app, held, 10, |i| {
         let p = participant(&app);
         let token = ada.token.clone();
@@ -60,13 +75,7 @@ async fn concurrent_creates_with_one_key_make_one_row_and_every_answer_names_it(
                 {"title": "invoice 7", "key": "invoice-7"},
                 {"title": format!("keyless {i}")}
             ]});
-            p.send(
-                p.client
-                    .post(p.url("/v1/tasks"))
-                    .bearer_auth(token)
-                    .json(&body),
-            )
-            .await
+            create_from(p, token, body).await
         }
     })
     .await;
@@ -121,15 +130,7 @@ async fn users_creating_with_one_key_at_once_each_get_their_own_task() {
         let answers = run_together(users.len(), |i| {
             let p = participant(&app);
             let (token, body) = (tokens[i].clone(), item.clone());
-            async move {
-                p.send(
-                    p.client
-                        .post(p.url("/v1/tasks"))
-                        .bearer_auth(token)
-                        .json(&body),
-                )
-                .await
-            }
+            async move { create_from(p, token, body).await }
         })
         .await;
         let mut named = Vec::new();
@@ -192,14 +193,7 @@ async fn a_key_replayed_with_other_content_beside_the_original_makes_one_task_an
                     {"title": format!("version {}", i % 2), "key": "invoice-8"},
                     {"title": format!("keyless {i}")}
                 ]});
-                let answer = p
-                    .send(
-                        p.client
-                            .post(p.url("/v1/tasks"))
-                            .bearer_auth(token)
-                            .json(&body),
-                    )
-                    .await;
+                let answer = create_from(p, token, body).await;
                 (i % 2, answer)
             }
         })
@@ -238,6 +232,47 @@ async fn a_key_replayed_with_other_content_beside_the_original_makes_one_task_an
             keyless, per_title as i64,
             "{per_title} per title: only the accepted batches' keyless tasks"
         );
+    }
+}
+
+/// Two keyed batches of one user naming keys k1, k2, k3 in opposite
+/// orders, both held on the test's uncommitted row with k2 (for that
+/// user) until both wait, then the row rolled back: each batch holds the
+/// keys it inserted until it commits, so side by side the two would each
+/// wait on the other (a deadlock); in line, the second finds the first's
+/// tasks. Both are answered 201 with the same task for each key, one row
+/// per key.
+#[tokio::test]
+async fn keyed_batches_of_one_user_in_opposite_orders_never_deadlock() {
+    let app = TestApp::spawn().await;
+    let ada = app.signup("ada@example.com").await;
+    let held = hold_key(&app, ada.user_id, "k2").await;
+    let item = |k: &str| json!({"title": format!("task {k}"), "key": k});
+    let orders = [["k1", "k2", "k3"], ["k3", "k2", "k1"]];
+    let answers = behind_lock(&app, held, 2, |i| {
+        let p = participant(&app);
+        let token = ada.token.clone();
+        let body = json!({"tasks": orders[i].map(item)});
+        async move { create_from(p, token, body).await }
+    })
+    .await;
+    let mut by_key: std::collections::BTreeMap<String, Vec<Uuid>> = Default::default();
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+        for task in body["tasks"].as_array().unwrap() {
+            let key = task["key"].as_str().unwrap().to_owned();
+            by_key.entry(key).or_default().push(json_uuid(&task["id"]));
+        }
+    }
+    for (key, ids) in &by_key {
+        assert!(ids.len() == 2 && ids[0] == ids[1], "{key}: {ids:?}");
+        let rows = app
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM tasks WHERE key = '{key}'"
+            ))
+            .await;
+        assert_eq!(rows, 1, "{key}");
     }
 }
 
