@@ -221,69 +221,17 @@ impl TaskQueue {
         // creator never deadlock). An unkeyed one is one statement, atomic
         // as it is.
         let keys: Vec<String> = plan.digests.keys().cloned().collect();
-        let insert = async |conn: &mut diesel_async::AsyncPgConnection| -> Result<Created> {
-            let mut created = 0;
-            let mut by_key: HashMap<String, TaskRow> = HashMap::new();
-            let mut by_id: HashMap<Uuid, TaskRow> = HashMap::new();
-            let mut pending = plan.rows.clone();
-            // A known key's task can be deleted (retention) between the
-            // insert that met it and the read: then it is inserted anew.
-            for _ in 0..3 {
-                let inserted = tasks::insert_batch(conn, creator, &pending).await?;
-                created += inserted.len();
-                for row in inserted {
-                    match &row.key {
-                        Some(k) => by_key.insert(k.clone(), row),
-                        None => by_id.insert(row.id, row),
-                    };
-                }
-                // Keys another create stored first: that create has
-                // committed (the insert waited for it), so this read sees it.
-                let taken: Vec<&str> = pending
-                    .iter()
-                    .filter_map(|r| r.key.as_deref())
-                    .filter(|k| !by_key.contains_key(*k))
-                    .collect();
-                if !taken.is_empty() {
-                    for found in tasks::find_by_keys(conn, creator, &taken).await? {
-                        plan.check_content(&found)?;
-                        if let Some(k) = found.task.key.clone() {
-                            by_key.insert(k, found.task);
-                        }
-                    }
-                }
-                pending.retain(|r| r.key.as_ref().is_some_and(|k| !by_key.contains_key(k)));
-                if pending.is_empty() {
-                    break;
-                }
-            }
-            let tasks = plan
-                .order
-                .iter()
-                .map(|slot| match slot {
-                    Slot::Id(id) => by_id.get(id).cloned(),
-                    Slot::Key(k) => by_key.get(k).cloned(),
-                })
-                .collect::<Option<Vec<TaskRow>>>()
-                .ok_or_else(|| {
-                    StoreError::Unavailable(
-                        crate::error::Unavailable::Contended,
-                        "an idempotency key's task kept vanishing".into(),
-                    )
-                })?;
-            Ok(Created { tasks, created })
-        };
         self.db
             .run(async |conn| match keys.is_empty() {
                 false => {
                     crate::db::atomic(conn, async |conn| {
                         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                         tasks::lock_keys(conn, creator, &keys).await?;
-                        insert(conn).await
+                        insert_planned(conn, creator, &plan).await
                     })
                     .await
                 }
-                true => insert(conn).await,
+                true => insert_planned(conn, creator, &plan).await,
             })
             .await
     }
@@ -673,6 +621,66 @@ fn content_digest(t: &NewTask) -> [u8; 32] {
     hash.update(not_before.to_be_bytes());
     hash.update(t.max_attempts.to_be_bytes());
     hash.finalize().into()
+}
+
+/// Inserts `plan`'s rows for `creator` and reads the tasks of the keys the
+/// creator already held: every task in the order asked, and how many rows
+/// are new (see [`TaskQueue::create`]).
+async fn insert_planned(
+    conn: &mut diesel_async::AsyncPgConnection,
+    creator: Uuid,
+    plan: &BatchPlan,
+) -> Result<Created> {
+    let mut created = 0;
+    let mut by_key: HashMap<String, TaskRow> = HashMap::new();
+    let mut by_id: HashMap<Uuid, TaskRow> = HashMap::new();
+    let mut pending = plan.rows.clone();
+    // A known key's task can be deleted (retention) between the
+    // insert that met it and the read: then it is inserted anew.
+    for _ in 0..3 {
+        let inserted = tasks::insert_batch(conn, creator, &pending).await?;
+        created += inserted.len();
+        for row in inserted {
+            match &row.key {
+                Some(k) => by_key.insert(k.clone(), row),
+                None => by_id.insert(row.id, row),
+            };
+        }
+        // Keys another create stored first: that create has
+        // committed (the insert waited for it), so this read sees it.
+        let taken: Vec<&str> = pending
+            .iter()
+            .filter_map(|r| r.key.as_deref())
+            .filter(|k| !by_key.contains_key(*k))
+            .collect();
+        if !taken.is_empty() {
+            for found in tasks::find_by_keys(conn, creator, &taken).await? {
+                plan.check_content(&found)?;
+                if let Some(k) = found.task.key.clone() {
+                    by_key.insert(k, found.task);
+                }
+            }
+        }
+        pending.retain(|r| r.key.as_ref().is_some_and(|k| !by_key.contains_key(k)));
+        if pending.is_empty() {
+            break;
+        }
+    }
+    let tasks = plan
+        .order
+        .iter()
+        .map(|slot| match slot {
+            Slot::Id(id) => by_id.get(id).cloned(),
+            Slot::Key(k) => by_key.get(k).cloned(),
+        })
+        .collect::<Option<Vec<TaskRow>>>()
+        .ok_or_else(|| {
+            StoreError::Unavailable(
+                crate::error::Unavailable::Contended,
+                "an idempotency key's task kept vanishing".into(),
+            )
+        })?;
+    Ok(Created { tasks, created })
 }
 
 /// Why a task the caller tried to finish is not theirs to finish.
