@@ -75,7 +75,8 @@ faults! {
     /// presented after the grace revokes nothing).
     ReuseNotRemembered => "reuse_not_remembered",
     /// Create checks the idempotency keys with a plain NOT EXISTS, no
-    /// ON CONFLICT (concurrent creates of one key collide on the index).
+    /// ON CONFLICT and no locks on its keys (concurrent creates of one key
+    /// collide on the index).
     KeyCheckThenInsert => "key_check_then_insert",
     /// A claim takes tasks whatever their attempts (no max_attempts).
     ClaimIgnoresMaxAttempts => "claim_ignores_max_attempts",
