@@ -182,7 +182,7 @@ fn keys_not_once(db: &dyn Counter, record: &Record) -> anyhow::Result<i64> {
 }
 
 /// What of the acknowledged writes the database holds, read once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Persisted {
     /// Sum of `attempt`: every assignment ever made.
     pub assignments: i64,
@@ -430,19 +430,8 @@ mod tests {
             ..Record::default()
         };
         let persisted = Persisted {
-            assignments: 0,
-            users: 0,
-            completed: 0,
-            revoked: 0,
-            tasks: 0,
-            over_limit: 0,
-            failed: 0,
-            retried: 0,
-            cancelled: 0,
-            fenced_cancelled: 0,
-            past_max_attempts: 0,
-            keys_not_once: 0,
             keys_left: 1,
+            ..Persisted::default()
         };
         assert_eq!(
             failed(&persisted.checks(&record, &LIMITS)),
@@ -558,18 +547,8 @@ mod tests {
         };
         let persisted = Persisted {
             assignments: 4,
-            users: 0,
-            completed: 0,
-            revoked: 0,
-            tasks: 0,
             over_limit: 1,
-            failed: 0,
-            retried: 0,
-            cancelled: 0,
-            fenced_cancelled: 0,
-            past_max_attempts: 0,
-            keys_not_once: 0,
-            keys_left: 0,
+            ..Persisted::default()
         };
         assert_eq!(
             failed(&persisted.checks(&record, &LIMITS)),

@@ -583,6 +583,15 @@ RETURNING id, seq, title, schedulable, status, assigned_to, assigned_by, assigne
           lease_expires_at, completed_at, attempt, created_at, priority, not_before,
           max_attempts, key, last_error, created_by";
 
+/// `key_locks_unbounded`: [`crate::store::tasks::LOCK_KEYS`] with one lock
+/// per key (`$4`, the bucket count, still bound): a batch of 1000 keys
+/// holds 1000 locks.
+pub const LOCK_EVERY_KEY: &str = "\
+SELECT pg_advisory_xact_lock($1, h)
+FROM (SELECT DISTINCT hashtext($2 || '/' || k) + 0 * $4 AS h
+      FROM unnest($3::text[]) AS k) AS keys
+ORDER BY h";
+
 /// `idempotency_keys_global`: [`crate::store::tasks::INSERT`] that
 /// skips a key any creator holds (as v1.1's global keys did)...
 pub const INSERT_UNLESS_KEY_ANYWHERE: &str = "\

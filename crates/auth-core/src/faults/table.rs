@@ -155,4 +155,7 @@ faults! {
     /// A keyed batch inserts without first locking its keys in order: two
     /// batches of one creator naming the same keys in other orders deadlock.
     KeyedBatchesUnordered => "keyed_batches_unordered",
+    /// A keyed batch takes one lock per key: a crowd of the largest
+    /// batches fills PostgreSQL's shared lock table.
+    KeyLocksUnbounded => "key_locks_unbounded",
 }

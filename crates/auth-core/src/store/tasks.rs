@@ -132,20 +132,27 @@ pub async fn insert_batch(
     Ok(rows)
 }
 
-/// Takes, in one order (their hashes'), a lock for each (creator `$2`,
-/// key) pair among `$3`, held until the batch commits. Each keyed batch
-/// holds the rows it inserted until then; two batches of one creator
-/// naming the same keys in other orders would each wait on a key the
-/// other holds (a deadlock). Locked first and in order, the second waits
-/// for the first whole and then finds its rows; batches with no key in
-/// common pass each other. Two-key form, class `$1`: a key space of its
-/// own, apart from the one-key locks of logins and the cleanup. (The lock
-/// calls run after the sort: PostgreSQL evaluates volatile output
-/// functions above the ORDER BY.)
+/// Takes, in one order, the locks of the keys `$3` of creator `$2`, held
+/// until the batch commits: each key falls in one of the creator's
+/// [`KEY_LOCK_BUCKETS`] buckets (`$4`), and each bucket is one lock. Each
+/// keyed batch holds the rows it inserted until then; two batches of one
+/// creator naming the same keys in other orders would each wait on a key
+/// the other holds (a deadlock). Locked first and in order, the second
+/// waits for the first whole and then finds its rows; batches whose keys
+/// share no bucket pass each other. A batch holds at most that many
+/// locks, however many keys it names: one per key, a crowd of the largest
+/// batches would fill PostgreSQL's shared lock table. Two-key form, class
+/// `$1`: a key space of its own, apart from the one-key locks of logins
+/// and the cleanup. (The lock calls run after the sort: PostgreSQL
+/// evaluates volatile output functions above the ORDER BY.)
 pub const LOCK_KEYS: &str = "\
 SELECT pg_advisory_xact_lock($1, h)
-FROM (SELECT DISTINCT hashtext($2 || '/' || k) AS h FROM unnest($3::text[]) AS k) AS keys
+FROM (SELECT DISTINCT hashtext($2) # (hashtext(k) & ($4 - 1)) AS h
+      FROM unnest($3::text[]) AS k) AS buckets
 ORDER BY h";
+
+/// The most key locks one keyed batch takes (a power of two).
+pub const KEY_LOCK_BUCKETS: usize = 16;
 
 /// The class of [`LOCK_KEYS`]' locks ("task").
 const KEYED_BATCHES: i32 = 0x7461_736b;
@@ -159,10 +166,12 @@ pub async fn lock_keys(
     or_fault!(KeyedBatchesUnordered => Ok(()));
     // The check-then-insert create of that fault takes no lock either.
     or_fault!(KeyCheckThenInsert => Ok(()));
-    diesel::sql_query(LOCK_KEYS)
+    let sql = statement!(LOCK_KEYS, KeyLocksUnbounded => LOCK_EVERY_KEY);
+    diesel::sql_query(sql)
         .bind::<Integer, _>(KEYED_BATCHES)
         .bind::<Text, _>(creator.to_string())
         .bind::<Array<Text>, _>(keys)
+        .bind::<Integer, _>(KEY_LOCK_BUCKETS as i32)
         .prepared()
         .execute(conn)
         .await

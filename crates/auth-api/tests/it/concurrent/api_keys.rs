@@ -3,16 +3,16 @@
 //! on two instances, and a disable racing key creations, each forced where
 //! a barrier alone would leave it to chance.
 
-use super::{behind_lock, participant, spawn_request, wide_pool};
+use super::{
+    behind_lock, contradicting, participant, requests_racing, spawn_call, spawn_request, wide_pool,
+};
 use auth_api::config::ApiConfig;
 use auth_core::config::SessionPolicy;
 use auth_core::domain::{Role, Roles};
 use reqwest::StatusCode;
 use serde_json::json;
-use std::time::Instant;
 use test_support::TestApp;
 use test_support::app::{LoggedIn, expect_status};
-use test_support::concurrency::run_together;
 use uuid::Uuid;
 
 /// [`wide_pool`] with users holding at most `cap` keys, every use of a
@@ -99,90 +99,10 @@ async fn key_creations_racing_at_the_cap_make_exactly_as_many_as_fit() {
     creations_racing_the_cap(3, 2, 3).await;
 }
 
-/// One request as a participant saw it.
-#[derive(Debug, Clone, Copy)]
-struct Timed {
-    sent: Instant,
-    answered: Instant,
-    status: u16,
-}
-
-/// `per_instance` participants on each of two instances send three
-/// requests each with one key, released together with `change` (one
-/// request, participant 0 on the first instance); each instance served the
-/// key before. Returns the change's timing and every request's.
-async fn key_requests_racing(
-    apps: [&TestApp; 2],
-    key: &str,
-    per_instance: usize,
-    change: (reqwest::Method, String, String, serde_json::Value),
-) -> (Timed, Vec<Timed>) {
-    for app in apps {
-        assert_eq!(
-            app.stats(key).await.status(),
-            StatusCode::OK,
-            "served before"
-        );
-    }
-    let change = &change;
-    let runs = run_together(2 * per_instance + 1, |i| {
-        let app = apps[i % 2];
-        let p = participant(app);
-        let url = p.url("/v1/tasks/stats");
-        let key = key.to_owned();
-        let change = (i == 0).then(|| change.clone());
-        async move {
-            let mut seen = Vec::new();
-            let rounds = if change.is_some() { 1 } else { 3 };
-            for _ in 0..rounds {
-                let sent = Instant::now();
-                let (status, _) = match &change {
-                    Some((method, path, token, body)) => {
-                        let req = p
-                            .client
-                            .request(method.clone(), p.url(path))
-                            .bearer_auth(token);
-                        let req = match body.is_null() {
-                            true => req,
-                            false => req.json(body),
-                        };
-                        p.send(req).await
-                    }
-                    None => p.send(p.client.get(&url).bearer_auth(&key)).await,
-                };
-                seen.push(Timed {
-                    sent,
-                    answered: Instant::now(),
-                    status,
-                });
-            }
-            seen
-        }
-    })
-    .await;
-    let requests = runs[1..].iter().flatten().copied().collect();
-    (runs[0][0], requests)
-}
-
-/// The requests that contradict `change`: anything but 200 and `refused`;
-/// `refused` for one answered before the change was sent; 200 for one sent
-/// after the change returned.
-fn contradicting(change: Timed, requests: &[Timed], refused: u16) -> Vec<Timed> {
-    requests
-        .iter()
-        .filter(|r| {
-            !matches!(r.status, s if s == 200 || s == refused)
-                || (r.sent > change.answered && r.status != refused)
-                || (r.answered < change.sent && r.status != 200)
-        })
-        .copied()
-        .collect()
-}
-
 /// A key's requests on two instances race its owner's loss of `assigner`
 /// (which `GET /v1/tasks/stats` needs): once the removal returned, no
-/// request is served on either, though the key still carries the role; a
-/// worker's call with the key still works. With 2 participants per
+/// request is served on either (the removal took the role from the key
+/// too); a worker's call with the key still works. With 2 participants per
 /// instance (below its pool of 4) and 8 (above it).
 #[tokio::test]
 async fn key_requests_racing_a_role_removal_on_two_instances_are_refused_once_it_returned() {
@@ -203,7 +123,7 @@ async fn key_requests_racing_a_role_removal_on_two_instances_are_refused_once_it
             root.token.clone(),
             json!({"roles": ["worker"]}),
         );
-        let (change, requests) = key_requests_racing([&a, &b], &key, per_instance, removal).await;
+        let (change, requests) = requests_racing([&a, &b], &key, per_instance, removal).await;
         assert_eq!(change.status, 200, "the removal");
         assert_eq!(requests.len(), 3 * 2 * per_instance, "a request was lost");
         let wrong = contradicting(change, &requests, 403);
@@ -239,8 +159,7 @@ async fn key_requests_racing_its_revocation_on_two_instances_are_refused_once_it
             anna.token.clone(),
             serde_json::Value::Null,
         );
-        let (change, requests) =
-            key_requests_racing([&a, &b], &key, per_instance, revocation).await;
+        let (change, requests) = requests_racing([&a, &b], &key, per_instance, revocation).await;
         assert_eq!(change.status, 204, "the revocation");
         assert_eq!(requests.len(), 3 * 2 * per_instance, "a request was lost");
         let wrong = contradicting(change, &requests, 401);
@@ -254,27 +173,6 @@ async fn key_requests_racing_its_revocation_on_two_instances_are_refused_once_it
         let left = format!("SELECT count(*) AS n FROM api_keys WHERE id = '{id}'");
         assert_eq!(a.db.count(&left).await, 0, "the revoked key is deleted");
     }
-}
-
-/// A call from a participant and a task of its own: `method` on `path`
-/// with `token` and, unless null, a JSON `body`.
-fn spawn_call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: serde_json::Value,
-) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
-    let p = participant(app);
-    let (url, token) = (p.url(path), token.to_owned());
-    tokio::spawn(async move {
-        let req = p.client.request(method, url).bearer_auth(token);
-        let req = match body.is_null() {
-            true => req,
-            false => req.json(&body),
-        };
-        p.send(req).await
-    })
 }
 
 /// Key creations with the session tokens `before`, then `change` (method,

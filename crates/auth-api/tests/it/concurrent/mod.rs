@@ -24,7 +24,9 @@ mod sessions;
 
 use auth_api::config::ApiConfig;
 use auth_core::config::{PoolConfig, SessionLimit, SessionPolicy};
+use reqwest::StatusCode;
 use serde_json::json;
+use std::time::Instant;
 use test_support::TestApp;
 use test_support::app::{PASSWORD, test_config};
 use test_support::concurrency::run_together;
@@ -55,12 +57,109 @@ pub fn spawn_request(
     path: &str,
     token: &str,
 ) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
+    spawn_call(app, method, path, token, serde_json::Value::Null)
+}
+
+/// A call from a participant and a task of its own: `method` on `path`
+/// with `token` and, unless null, a JSON `body`.
+pub fn spawn_call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> tokio::task::JoinHandle<(u16, serde_json::Value)> {
     let p = participant(app);
-    let (url, token) = (p.url(path), token.to_owned());
-    tokio::spawn(async move {
-        p.send(p.client.request(method, url).bearer_auth(token))
-            .await
+    let (path, token) = (path.to_owned(), token.to_owned());
+    tokio::spawn(async move { p.send(request(&p, method, &path, &token, &body)).await })
+}
+
+/// `method` on `path` with `token` and, unless null, a JSON `body`.
+fn request(
+    p: &TestApp2,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> reqwest::RequestBuilder {
+    let req = p.client.request(method, p.url(path)).bearer_auth(token);
+    match body.is_null() {
+        true => req,
+        false => req.json(body),
+    }
+}
+
+/// One request as a participant saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    pub sent: Instant,
+    pub answered: Instant,
+    pub status: u16,
+}
+
+/// `per_instance` participants on each of two instances send three
+/// `GET /v1/tasks/stats` each with one `credential` (a session's token or
+/// a key), released together with `change` (one request, participant 0 on
+/// the first instance); each instance served the credential before.
+/// Returns the change's timing and every request's.
+pub async fn requests_racing(
+    apps: [&TestApp; 2],
+    credential: &str,
+    per_instance: usize,
+    change: (reqwest::Method, String, String, serde_json::Value),
+) -> (Timed, Vec<Timed>) {
+    for app in apps {
+        assert_eq!(
+            app.stats(credential).await.status(),
+            StatusCode::OK,
+            "served before"
+        );
+    }
+    let change = &change;
+    let runs = run_together(2 * per_instance + 1, |i| {
+        let app = apps[i % 2];
+        let p = participant(app);
+        let url = p.url("/v1/tasks/stats");
+        let key = credential.to_owned();
+        let change = (i == 0).then(|| change.clone());
+        async move {
+            let mut seen = Vec::new();
+            let rounds = if change.is_some() { 1 } else { 3 };
+            for _ in 0..rounds {
+                let sent = Instant::now();
+                let (status, _) = match &change {
+                    Some((method, path, token, body)) => {
+                        p.send(request(&p, method.clone(), path, token, body)).await
+                    }
+                    None => p.send(p.client.get(&url).bearer_auth(&key)).await,
+                };
+                seen.push(Timed {
+                    sent,
+                    answered: Instant::now(),
+                    status,
+                });
+            }
+            seen
+        }
     })
+    .await;
+    let requests = runs[1..].iter().flatten().copied().collect();
+    (runs[0][0], requests)
+}
+
+/// The requests that contradict `change`: anything but 200 and `refused`;
+/// `refused` for one answered before the change was sent; 200 for one sent
+/// after the change returned.
+pub fn contradicting(change: Timed, requests: &[Timed], refused: u16) -> Vec<Timed> {
+    requests
+        .iter()
+        .filter(|r| {
+            !matches!(r.status, s if s == 200 || s == refused)
+                || (r.sent > change.answered && r.status != refused)
+                || (r.answered < change.sent && r.status != 200)
+        })
+        .copied()
+        .collect()
 }
 
 /// A participant's view of the app: base URL and its own client.

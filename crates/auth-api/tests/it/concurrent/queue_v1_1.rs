@@ -276,6 +276,65 @@ async fn keyed_batches_of_one_user_in_opposite_orders_never_deadlock() {
     }
 }
 
+/// Ten users each create a batch of 1000 keyed tasks (the most a batch
+/// holds), all held behind the test's `SHARE` lock on `tasks` until every
+/// one has taken its key locks and waits to insert: the locks they hold
+/// together are counted then, and must be bounded per batch
+/// (`KEY_LOCK_BUCKETS`), not one per key. One per key would be 10,000 here,
+/// and a crowd of such batches (some 20,000 locks on this server's
+/// defaults) fills PostgreSQL's shared lock table and fails every request
+/// that needs a lock meanwhile. Every batch then succeeds.
+#[tokio::test]
+async fn a_crowd_of_the_largest_keyed_batches_holds_a_bounded_number_of_locks() {
+    const USERS: usize = 10;
+    let mut config = test_config();
+    config.pool.max_size = USERS as u32;
+    let app = TestApp::spawn_with(config).await;
+    let mut tokens = Vec::new();
+    for i in 0..USERS {
+        tokens.push(app.signup(&format!("user{i}@example.com")).await.token);
+    }
+    let held = app.db.hold("LOCK TABLE tasks IN SHARE MODE").await;
+    let batches = run_together(USERS, |i| {
+        let p = participant(&app);
+        let token = tokens[i].clone();
+        let items: Vec<Value> = (0..1000)
+            .map(|k| json!({"title": "bulk", "key": format!("bulk-{k}"), "schedulable": false}))
+            .collect();
+        create_from(p, token, json!({"tasks": items}))
+    });
+    let (answers, locks) = tokio::join!(batches, async {
+        app.db.wait_for_lock_waiters(USERS as i64).await;
+        let locks = app
+            .db
+            // This database's two-key advisory locks (other tests' logins
+            // take one-key ones, elsewhere).
+            .count(
+                "SELECT count(*) AS n FROM pg_locks
+                 WHERE locktype = 'advisory' AND objsubid = 2
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            )
+            .await;
+        held.release().await;
+        locks
+    });
+    let bound = (USERS * auth_core::store::tasks::KEY_LOCK_BUCKETS) as i64;
+    assert!(
+        locks <= bound,
+        "{locks} advisory locks held by {USERS} batches (bound {bound})"
+    );
+    for (status, body) in &answers {
+        assert_eq!(
+            *status,
+            201,
+            "{}",
+            body.to_string().chars().take(300).collect::<String>()
+        );
+    }
+    let rows = app.db.count("SELECT count(*) AS n FROM tasks").await;
+    assert_eq!(rows, (USERS * 1000) as i64);
+}
+
 /// Ten long-poll waiters (`wait_ms` 1500, beyond the 1 s re-check), a queue pool of 4, and 60 tasks arriving in five
 /// bursts while validations keep running: every task claimed exactly once
 /// (tally per id against a fresh read), none left claimable when the

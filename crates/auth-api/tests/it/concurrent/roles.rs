@@ -2,15 +2,13 @@
 //! away racing the user's requests on two instances, and a disable racing
 //! logins of the user, forced to queue on the user's lock around it.
 
-use super::{capped, participant, spawn_login, wide_pool};
+use super::{capped, contradicting, participant, requests_racing, spawn_login, wide_pool};
 use auth_api::config::ApiConfig;
 use auth_core::domain::{Role, Roles};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::time::Instant;
 use test_support::TestApp;
 use test_support::app::{PASSWORD, expect_problem, expect_status};
-use test_support::concurrency::run_together;
 use uuid::Uuid;
 
 /// `config` with the roles self-registered users get as shipped: `worker`.
@@ -89,15 +87,6 @@ async fn a_role_taken_away_is_gone_on_every_instance_for_the_next_request() {
     }
 }
 
-/// One request as a participant saw it: when it was sent, when its answer
-/// came, and the answer.
-#[derive(Debug, Clone, Copy)]
-struct Timed {
-    sent: Instant,
-    answered: Instant,
-    status: u16,
-}
-
 /// The assigner's requests (three in a row per participant, half of the
 /// participants on each instance) race the admin's removal of `assigner`,
 /// all released together; each instance served the assigner before. A
@@ -116,53 +105,17 @@ async fn requests_racing_a_role_removal_on_two_instances_are_refused_once_it_ret
         let anna = a
             .signup_as("anna@example.com", &[Role::Worker, Role::Assigner])
             .await;
-        for app in [&a, &b] {
-            assert_eq!(stats_status(app, &anna.token).await, StatusCode::OK);
-        }
-        let (apps, anna, root) = (&[&a, &b], &anna, &root);
-        let runs = run_together(2 * per_instance + 1, |i| {
-            let app = apps[i % 2];
-            let p = participant(app);
-            let (url, token) = (p.url("/v1/tasks/stats"), anna.token.clone());
-            let change = (i == 0).then(|| {
-                let url = p.url(&format!("/v1/users/{}", anna.user_id));
-                (url, root.token.clone())
-            });
-            async move {
-                let mut seen = Vec::new();
-                let rounds = if change.is_some() { 1 } else { 3 };
-                for _ in 0..rounds {
-                    let sent = Instant::now();
-                    let (status, _) = match &change {
-                        Some((url, root)) => {
-                            let taken = json!({"roles": ["worker"]});
-                            p.send(p.client.patch(url).bearer_auth(root).json(&taken))
-                                .await
-                        }
-                        None => p.send(p.client.get(&url).bearer_auth(&token)).await,
-                    };
-                    seen.push(Timed {
-                        sent,
-                        answered: Instant::now(),
-                        status,
-                    });
-                }
-                seen
-            }
-        })
-        .await;
-        let removal = runs[0][0];
+        let removal = (
+            reqwest::Method::PATCH,
+            format!("/v1/users/{}", anna.user_id),
+            root.token.clone(),
+            json!({"roles": ["worker"]}),
+        );
+        let (removal, requests) =
+            requests_racing([&a, &b], &anna.token, per_instance, removal).await;
         assert_eq!(removal.status, 200, "the removal");
-        let requests: Vec<Timed> = runs[1..].iter().flatten().copied().collect();
         assert_eq!(requests.len(), 3 * 2 * per_instance, "a request was lost");
-        let wrong: Vec<_> = requests
-            .iter()
-            .filter(|r| {
-                !matches!(r.status, 200 | 403)
-                    || (r.sent > removal.answered && r.status != 403)
-                    || (r.answered < removal.sent && r.status != 200)
-            })
-            .collect();
+        let wrong = contradicting(removal, &requests, 403);
         assert!(
             wrong.is_empty(),
             "{per_instance} per instance: {wrong:?} (removal {removal:?})"
